@@ -1,0 +1,102 @@
+"""The ``synchro-sync`` command line.
+
+One click group; each family of commands lives in its own module and registers itself here.
+Every :class:`~worker.errors.SyncError` ends as one line on stderr and its exit code
+(1 the work failed, 2 bad usage or configuration); never a traceback unless ``--debug``.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+import click
+
+from worker.config import Settings, load_settings
+from worker.errors import SyncError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+@dataclass
+class CliState:
+    """What the group's options leave for the sub-commands: settings are loaded on demand."""
+
+    config_file: str | None = None
+    debug: bool = False
+    overrides: dict[str, Any] = field(default_factory=dict)
+    _settings: Settings | None = None
+
+    def settings(self, **overrides: Any) -> Settings:
+        """Load the settings once; command options are the top layer (``SYNC.debounce`` → value)."""
+        if self._settings is None or overrides:
+            merged = {**self.overrides, **{k: v for k, v in overrides.items() if v is not None}}
+            self._settings = load_settings(self.config_file, merged)
+            logging.getLogger("synchro_sync").setLevel(self._settings.LOG_LEVEL)
+        return self._settings
+
+
+pass_state = click.make_pass_decorator(CliState, ensure=True)
+
+
+class SyncGroup(click.Group):
+    """Turns our errors into one line and an exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except SyncError as exc:
+            state = ctx.find_object(CliState)
+            if state is not None and state.debug:
+                raise
+            click.echo(f"synchro-sync: error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+
+
+@click.group(cls=SyncGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "-c",
+    "--config",
+    "config_file",
+    metavar="FILE",
+    help="Configuration file (default: $SYNCHRO_CONFIG, else ./config.json if present).",
+)
+@click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
+@click.version_option(package_name="synchro-sync")
+@click.pass_context
+def main(ctx: click.Context, config_file: str | None, debug: bool) -> None:
+    """Keep a Synchro app server's stores where they must be.
+
+    Mirrors every save in the local module directory (APP_ROOT_PATH) into the configured
+    module store, and snapshots, verifies, prunes and restores the session store.
+
+    Settings come from command-line options, then SYNCHRO__ environment variables
+    (e.g. SYNCHRO__SESSIONSTORE__password), then the config file, then defaults.
+    Exit codes: 0 done, 1 the work failed, 2 bad usage or configuration.
+    """
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    ctx.obj = CliState(config_file=config_file, debug=debug)
+
+
+def _register() -> None:
+    from worker.cli import config_cmd, sessions_cmd
+
+    for module in (config_cmd, sessions_cmd):
+        module.register(main)
+    for optional in ("sync_cmd", "run_cmd"):
+        try:
+            mod = __import__(f"worker.cli.{optional}", fromlist=["register"])
+        except ModuleNotFoundError as exc:
+            if exc.name != f"worker.cli.{optional}":
+                raise
+            continue
+        mod.register(main)
+
+
+_register()

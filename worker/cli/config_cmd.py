@@ -1,0 +1,81 @@
+"""``synchro-sync config show`` and ``config check``."""
+
+from __future__ import annotations
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from worker.cli import EXIT_FAILED, CliState, pass_state
+from worker.config import effective_items
+from worker.errors import SyncError
+
+
+@click.group("config")
+def config_group() -> None:
+    """Show the effective configuration, or check that every store answers."""
+
+
+@config_group.command("show")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON objects, one per setting.")
+@pass_state
+def show(state: CliState, as_json: bool) -> None:
+    """Print every effective setting, its value and where it came from (secrets masked)."""
+    settings = state.settings()
+    rows = effective_items(settings)
+    if as_json:
+        import json
+
+        for name, value, source in rows:
+            click.echo(json.dumps({"setting": name, "value": value, "source": source}))
+        return
+    table = Table("setting", "value", "source", box=None, pad_edge=False)
+    for row in rows:
+        table.add_row(*row)
+    Console(soft_wrap=True).print(table)
+
+
+@config_group.command("check")
+@pass_state
+def check(state: CliState) -> None:
+    """Connect to each configured store and say what works (exit 1 if anything does not)."""
+    settings = state.settings()
+    failed = False
+    for label, probe in _probes(settings):
+        try:
+            detail = probe()
+        except SyncError as exc:
+            failed = True
+            click.echo(f"FAIL  {label}: {exc}")
+        else:
+            click.echo(f"ok    {label}: {detail}")
+    if failed:
+        raise SystemExit(EXIT_FAILED)
+
+
+def _probes(settings):  # type: ignore[no-untyped-def]
+    from worker.stores.modules import open_module_store
+    from worker.stores.sessions import open_session_store
+
+    def session_probe() -> str:
+        store = open_session_store(settings)
+        try:
+            return store.check()
+        finally:
+            store.close()
+
+    def module_probe() -> str:
+        store = open_module_store(settings)
+        try:
+            return store.check()
+        finally:
+            store.close()
+
+    return [
+        (f"session store ({settings.SESSIONSTORE_SERVICE})", session_probe),
+        (f"module store ({settings.MODULESTORE_SERVICE})", module_probe),
+    ]
+
+
+def register(main: click.Group) -> None:
+    main.add_command(config_group)

@@ -1,0 +1,87 @@
+"""The tenacity retry policies, defined once and applied at the store boundary.
+
+Only :class:`~worker.errors.TransientStoreError` is retried.  Every retry is logged with the
+store, container and key it concerns.  SDK-level retries are turned down in each provider so
+the layers do not multiply.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_exponential_jitter,
+)
+
+from worker.errors import TransientStoreError
+
+log = logging.getLogger("synchro_sync.retry")
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Jittered exponential backoff bounded by attempts and by elapsed time."""
+
+    attempts: int = 6
+    max_seconds: float = 60.0
+    initial: float = 0.1
+    max_wait: float = 5.0
+
+    def retrying(self, what: str = "") -> Retrying:
+        def before_sleep(state: RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            wait = state.next_action.sleep if state.next_action else 0.0
+            log.warning(
+                "retry %d/%d in %.2fs after transient error%s: %s",
+                state.attempt_number,
+                self.attempts,
+                wait,
+                f" ({what})" if what else "",
+                exc,
+            )
+            RETRY_COUNTER.add(str(exc))
+
+        return Retrying(
+            retry=retry_if_exception_type(TransientStoreError),
+            wait=wait_exponential_jitter(initial=self.initial, max=self.max_wait),
+            stop=stop_after_attempt(self.attempts) | stop_after_delay(self.max_seconds),
+            before_sleep=before_sleep,
+            reraise=True,
+        )
+
+    def call(self, fn: Callable[..., T], *args: Any, what: str = "", **kwargs: Any) -> T:
+        """Call ``fn`` under this policy; the last error is re-raised unchanged."""
+        for attempt in self.retrying(what):
+            with attempt:
+                return fn(*args, **kwargs)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+class _RetryCounter:
+    """Process-wide count of retries, shown by ``synchro-sync status``."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.last: str | None = None
+
+    def add(self, message: str) -> None:
+        self.count += 1
+        self.last = message
+
+
+RETRY_COUNTER = _RetryCounter()
+
+#: Network calls to stores (module stores, Redis session stores).
+STORE_RETRY = RetryPolicy()
+#: Long operations (a whole snapshot batch) that may ride out a short outage.
+OUTAGE_RETRY = RetryPolicy(attempts=10, max_seconds=120.0, initial=0.2, max_wait=10.0)
