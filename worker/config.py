@@ -372,7 +372,9 @@ class CliSource(PydanticBaseSettingsSource):
 # --- loading --------------------------------------------------------------------------------
 
 
-def find_config_file(explicit: str | os.PathLike[str] | None, environ: Mapping[str, str]) -> Path | None:
+def find_config_file(
+    explicit: str | os.PathLike[str] | None, environ: Mapping[str, str]
+) -> Path | None:
     """``-c/--config``, else ``$SYNCHRO_CONFIG``, else ``./config.json`` if there is one."""
     if explicit:
         return Path(explicit)
@@ -483,13 +485,14 @@ def _closest(name: str, choices: list[str]) -> str:
 
 
 def _origin_of(origins: Mapping[Path_, str], path: Path_) -> str:
+    """The source of ``path``: its own, else that of a value beside or below it in its section."""
     for n in range(len(path), 0, -1):
-        if path[:n] in origins:
-            return origins[path[:n]]
-    # A child of a section that was set as a whole.
-    for key, origin in origins.items():
-        if key[: len(path)] == path:
-            return origin
+        prefix = path[:n]
+        if prefix in origins:
+            return origins[prefix]
+        for key, origin in origins.items():
+            if key[:n] == prefix:
+                return origin
     return "default"
 
 

@@ -56,21 +56,21 @@ class ServerProcess:
         return self.workdir / f"{self.name}.log"
 
     def start(self, timeout: float = 30.0) -> ServerProcess:
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            list(self.argv),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            env={**os.environ, **(self.env or {})},
-            cwd=self.cwd,
-        )
-        log.close()
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                list(self.argv),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                env={**os.environ, **(self.env or {})},
+                cwd=self.cwd,
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.tail()}")
+                code = self.proc.returncode
+                raise RuntimeError(f"{self.name} exited with {code}:\n{self.tail()}")
             try:
                 if self.healthy():
                     return self

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import click
 from rich.console import Console
 from rich.table import Table
 
 from worker.cli import EXIT_FAILED, CliState, pass_state
-from worker.config import effective_items
+from worker.config import Settings, effective_items
 from worker.errors import SyncError
 
 
@@ -29,10 +31,14 @@ def show(state: CliState, as_json: bool) -> None:
         for name, value, source in rows:
             click.echo(json.dumps({"setting": name, "value": value, "source": source}))
         return
+    console = Console()
+    if not console.is_terminal:  # piped: never cut a value to fit 80 columns
+        widths = [max(len(r[i]) for r in rows) for i in range(3)]
+        console = Console(width=max(80, sum(widths) + 10))
     table = Table("setting", "value", "source", box=None, pad_edge=False)
     for row in rows:
         table.add_row(*row)
-    Console(soft_wrap=True).print(table)
+    console.print(table)
 
 
 @config_group.command("check")
@@ -53,21 +59,21 @@ def check(state: CliState) -> None:
         raise SystemExit(EXIT_FAILED)
 
 
-def _probes(settings):  # type: ignore[no-untyped-def]
+def _probes(settings: Settings) -> list[tuple[str, Callable[[], str]]]:
     from worker.stores.modules import open_module_store
     from worker.stores.sessions import open_session_store
 
     def session_probe() -> str:
         store = open_session_store(settings)
         try:
-            return store.check()
+            return str(store.check())
         finally:
             store.close()
 
     def module_probe() -> str:
         store = open_module_store(settings)
         try:
-            return store.check()
+            return str(store.check())
         finally:
             store.close()
 
