@@ -1,0 +1,311 @@
+"""How the watcher hands work off: a :class:`Dispatcher` takes paths and full-pass requests.
+
+The watcher calls ``submit(container, relpath)`` once a path has been quiet for the debounce
+period, and ``request_full_pass(reason)`` after a queue overflow, an observer error or anything
+else that may have lost events.  Neither call blocks for long and neither raises because the
+broker is away: a dispatcher that cannot hand a path off remembers that it owes a full pass and
+sends one as soon as the broker answers again (the local folder is the truth; a pass finds every
+change that was missed).
+
+Two implementations:
+
+* :class:`LocalDispatcher`, the embedded default (``synchro-sync run`` without ``BROKER_URL``): an
+  in-process, coalescing queue drained by worker threads.  A path waiting in the queue is there
+  once however many times it is submitted, and a path being synced when it is submitted again is
+  synced once more afterwards, so a burst of saves costs one or two uploads and the last save wins.
+  Nothing is written to disk for the queue: after a crash the start-up full pass finds every change
+  the lost queue held, which a file-backed queue could not improve on (kombu's filesystem transport
+  deletes a message when it is fetched, not when it is acknowledged, so the message in flight at a
+  ``kill -9`` would be lost anyway).
+* :class:`CeleryDispatcher` (``BROKER_URL`` set): sends ``tasks.sync_path`` to this host's queue.
+  With a Redis broker a hash of pending paths coalesces submissions the same way: a path whose task
+  has not started yet is not sent twice (the task removes its entry before it reads the file, so a
+  save that arrives after that is sent again).  The hash is also what ``status`` shows as pending.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+    from worker.config import Settings
+
+log = logging.getLogger("synchro_sync.dispatch")
+
+#: Key prefix of everything synchro-sync keeps in Redis besides the broker's own keys.
+REDIS_PREFIX = "synchro-sync:"
+#: A pending entry older than this is assumed lost (a killed worker) and the path is sent again.
+PENDING_STALE_SECONDS = 15.0
+
+
+def pending_key(host_queue: str) -> str:
+    """The Redis hash of paths queued for ``host_queue`` whose task has not started."""
+    return f"{REDIS_PREFIX}pending:{host_queue}"
+
+
+def path_field(container: str, relpath: str) -> str:
+    return f"{container}/{relpath}"
+
+
+class Dispatcher(Protocol):
+    """What the watcher needs: hand off a path, ask for a full pass, stop."""
+
+    def submit(self, container: str, relpath: str) -> bool:
+        """Queue a sync of ``relpath`` (``/``-separated, relative to the container).
+
+        Returns False when the path could not be handed off and a full pass is owed instead.
+        Never raises because the broker is away, and never blocks for more than a few seconds.
+        """
+        ...
+
+    def request_full_pass(self, reason: str) -> None:
+        """Ask for a full pass of this host's containers (overflow, observer error, start-up)."""
+        ...
+
+    def close(self) -> None:
+        """Stop background threads; work already handed to a broker stays there."""
+        ...
+
+
+# --- embedded -------------------------------------------------------------------------------
+
+SyncFn = Callable[[str, str], object]
+FullPassFn = Callable[[Sequence[str] | None, str], object]
+
+
+class LocalDispatcher:
+    """In-process coalescing queue with ``threads`` workers and one full-pass thread.
+
+    ``hold()`` / ``release()`` let ``run`` queue the watcher's events while the start-up full pass
+    runs, and only then sync them (the initial full pass first, then live).
+    """
+
+    def __init__(self, sync: SyncFn, full_pass: FullPassFn, threads: int = 2) -> None:
+        self._sync = sync
+        self._full_pass = full_pass
+        self._cond = threading.Condition()
+        self._pending: OrderedDict[tuple[str, str], float] = OrderedDict()
+        self._inflight: set[tuple[str, str]] = set()
+        self._again: set[tuple[str, str]] = set()
+        self._pass_reasons: list[str] = []
+        self._pass_running = False
+        self._held = False
+        self._closed = False
+        self.synced = 0
+        self.failed = 0
+        self._threads = [
+            threading.Thread(target=self._work, name=f"synchro-sync-{i}", daemon=True)
+            for i in range(threads)
+        ]
+        self._threads.append(
+            threading.Thread(target=self._passes, name="synchro-sync-pass", daemon=True)
+        )
+        for t in self._threads:
+            t.start()
+
+    # the Dispatcher protocol
+
+    def submit(self, container: str, relpath: str) -> bool:
+        key = (container, relpath)
+        with self._cond:
+            if key in self._inflight:
+                self._again.add(key)
+            elif key not in self._pending:
+                self._pending[key] = time.monotonic()
+                self._cond.notify()
+        return True
+
+    def request_full_pass(self, reason: str) -> None:
+        with self._cond:
+            if reason not in self._pass_reasons:
+                self._pass_reasons.append(reason)
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        for t in self._threads:
+            t.join(timeout=5)
+
+    # what run and status need
+
+    def hold(self) -> None:
+        with self._cond:
+            self._held = True
+
+    def release(self) -> None:
+        with self._cond:
+            self._held = False
+            self._cond.notify_all()
+
+    def pending(self) -> list[tuple[str, str]]:
+        with self._cond:
+            return list(self._pending) + sorted(self._inflight)
+
+    def idle(self) -> bool:
+        with self._cond:
+            return not (
+                self._pending or self._inflight or self._pass_reasons or self._pass_running
+            )
+
+    def wait_idle(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.idle():
+                return True
+            time.sleep(0.02)
+        return self.idle()
+
+    # threads
+
+    def _work(self) -> None:
+        while True:
+            with self._cond:
+                while not self._closed and (self._held or not self._pending):
+                    self._cond.wait()
+                if self._closed:
+                    return
+                key, _ = self._pending.popitem(last=False)
+                self._inflight.add(key)
+            try:
+                self._sync(*key)
+                self.synced += 1
+            except Exception:  # one bad path must not stop the queue; logged with its path
+                self.failed += 1
+                log.exception("container=%s path=%s sync failed", key[0], key[1])
+            finally:
+                with self._cond:
+                    self._inflight.discard(key)
+                    if key in self._again:
+                        self._again.discard(key)
+                        self._pending[key] = time.monotonic()
+                        self._cond.notify()
+
+    def _passes(self) -> None:
+        while True:
+            with self._cond:
+                while not self._closed and not self._pass_reasons:
+                    self._cond.wait()
+                if self._closed:
+                    return
+                reason = "; ".join(self._pass_reasons)
+                self._pass_reasons.clear()
+                self._pass_running = True
+            try:
+                self._full_pass(None, reason)
+            except Exception:
+                log.exception("full pass (%s) failed", reason)
+            finally:
+                with self._cond:
+                    self._pass_running = False
+
+
+# --- distributed ----------------------------------------------------------------------------
+
+
+class CeleryDispatcher:
+    """Sends work to this host's Celery queue; on broker trouble owes a full pass instead."""
+
+    #: Seconds between broker probes while a full pass is owed.
+    PROBE_INTERVAL = 1.0
+
+    def __init__(self, app: Celery, settings: Settings) -> None:
+        self.app = app
+        self.queue = settings.host_queue()
+        self._redis = _pending_client(settings.BROKER_URL)
+        self._lock = threading.Lock()
+        self._owed: list[str] = []
+        self._stop = threading.Event()
+        self._prober: threading.Thread | None = None
+        self.sent = 0
+        self.coalesced = 0
+
+    def submit(self, container: str, relpath: str) -> bool:
+        if self._owed:
+            self._owe("broker unavailable, events dropped")
+            return False
+        try:
+            if self._redis is not None and not self._claim(container, relpath):
+                self.coalesced += 1
+                return True
+            self._send("tasks.sync_path", [container, relpath])
+        except Exception as exc:  # kombu, redis and socket errors: all mean "broker away"
+            log.warning(
+                "container=%s path=%s not queued (%s); a full pass will follow",
+                container, relpath, exc,
+            )
+            self._owe(f"broker unavailable: {exc.__class__.__name__}")
+            return False
+        self.sent += 1
+        return True
+
+    def request_full_pass(self, reason: str) -> None:
+        try:
+            self._send("tasks.full_pass", [None, reason])
+        except Exception as exc:
+            log.warning("full pass (%s) not queued (%s); will retry", reason, exc)
+            self._owe(reason)
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._prober is not None:
+            self._prober.join(timeout=5)
+
+    @property
+    def owes_full_pass(self) -> bool:
+        return bool(self._owed)
+
+    def _claim(self, container: str, relpath: str) -> bool:
+        """True if this submission must be sent (no fresh pending entry for the path)."""
+        assert self._redis is not None
+        key, fld, now = pending_key(self.queue), path_field(container, relpath), time.time()
+        if self._redis.hsetnx(key, fld, now):
+            return True
+        since = self._redis.hget(key, fld)
+        if since is None or now - float(since) > PENDING_STALE_SECONDS:
+            self._redis.hset(key, fld, now)
+            return True
+        return False
+
+    def _send(self, name: str, args: list[Any]) -> None:
+        self.app.send_task(name, args=args, queue=self.queue, retry=False)
+
+    def _owe(self, reason: str) -> None:
+        with self._lock:
+            if reason not in self._owed:
+                self._owed.append(reason)
+            if self._prober is None or not self._prober.is_alive():
+                self._prober = threading.Thread(
+                    target=self._probe, name="synchro-sync-probe", daemon=True
+                )
+                self._prober.start()
+
+    def _probe(self) -> None:
+        while not self._stop.wait(self.PROBE_INTERVAL):
+            with self._lock:
+                reason = "; ".join(self._owed)
+            try:
+                self._send("tasks.full_pass", [None, reason])
+            except Exception:
+                continue
+            with self._lock:
+                self._owed.clear()
+            log.warning("broker is back; full pass queued (%s)", reason)
+            return
+
+
+def _pending_client(url: str | None) -> Any:
+    """A Redis client for the pending hash when the broker is Redis; None for RabbitMQ."""
+    if not url or not url.startswith(("redis://", "rediss://", "unix://")):
+        return None
+    import redis
+
+    return redis.Redis.from_url(url, socket_timeout=3, socket_connect_timeout=2)
