@@ -3,22 +3,36 @@
 Two layers, as in fsspec's spec/implementations split:
 
 * :class:`ObjectBackend` -- the primitives one provider implements (one small module each under
-  ``worker/stores/modules/``): list/create/delete buckets, list objects with size, time and
-  checksum, streaming get, streaming put, batched delete, server-side copy.  A provider maps its
-  SDK's errors to :mod:`worker.errors` in one place and never lets an SDK exception out.
-* :class:`ModuleStore` (``worker/stores/modules/store.py``) -- written once above any backend:
-  container naming and key rules (NFC, per-store limits), ``MODULESTORE.bucket`` prefix mode,
-  the tenacity retry policy, upload verification.  Everything outside ``stores/modules`` talks
-  to a ``ModuleStore``, never to a backend.
+  ``worker/stores/modules/``): list/create/delete buckets, list objects page by page with size,
+  time and checksum, streaming get, streaming put, batched delete, server-side copy.  A provider
+  maps its SDK's errors to :mod:`worker.errors` in one place and never lets an SDK exception out.
+* :class:`~worker.stores.modules.store.ModuleStore` -- written once above any backend: container
+  naming and key rules (NFC, per-store limits), ``MODULESTORE.bucket`` prefix mode, the tenacity
+  retry policy, upload verification.  Everything outside ``stores/modules`` talks to a
+  ``ModuleStore``, never to a backend.
 
 Keys are relative to a container (one app), ``/``-separated, NFC-normalised.
+
+Checksums: :attr:`ObjectInfo.md5` is set when the store reports the content's MD5 in a listing
+(plain S3 PUT ETag, GCS ``md5Hash``, the Azure ``Content-MD5`` we set on every upload, a plain
+Swift object's ETag).  Where it is not (S3 multipart, Swift SLO), :attr:`ObjectInfo.etag` is the
+checksum the upload left: the mirror's local index keeps it next to the file's MD5 (the
+``ObjectInfo`` returned by a put always carries both), so a later listing is matched without one
+request per object.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import BinaryIO, ClassVar, Protocol
+
+from worker.errors import IntegrityError, NotFound
+
+#: Files above this size are uploaded in parts (multipart, blocks, resumable, SLO segments).
+MULTIPART_THRESHOLD = 8 * 1024 * 1024
+#: Size of one part; parts are read from disk one at a time, never the whole file.
+PART_SIZE = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,33 +43,75 @@ class ObjectInfo:
     size: int
     #: Last-modified time, epoch seconds.
     modified: float
-    #: Hex MD5 of the whole content when the listing tells it (a plain upload's ETag, GCS
-    #: md5Hash, Azure Content-MD5 that we set), else None (multipart / SLO / composite).
+    #: Hex MD5 of the whole content when the store tells it, else None (multipart / SLO).
+    #: The info returned by a put always has it: the MD5 of what was uploaded and verified.
     md5: str | None
     #: The store's opaque version token (ETag, generation, ...) as listed; the mirror's local
     #: index remembers it next to the file's MD5 so a later listing can be matched without MD5.
     etag: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One page of a listing; ``token`` continues it (None: the listing is complete)."""
+
+    items: list[ObjectInfo]
+    token: str | None
+
+
+class ContainerNotFound(NotFound):
+    """The bucket or container itself does not exist (as opposed to one object)."""
+
+
+class SourceChanged(IntegrityError):
+    """The bytes read from the local file do not hash to the MD5 the upload was started with:
+    the file changed underneath the upload, which was abandoned before becoming visible."""
+
+
 class ObjectBackend(Protocol):
-    """Primitives of one provider.  ``bucket`` is a bucket (S3, GCS) or container (Azure, Swift)."""
+    """Primitives of one provider.  ``bucket`` is a bucket (S3, GCS) or container (Azure, Swift).
+
+    Errors are :mod:`worker.errors` types only (a missing bucket is :class:`ContainerNotFound`,
+    a missing object :class:`~worker.errors.NotFound`, throttling/5xx/timeouts/resets
+    :class:`~worker.errors.TransientStoreError`).  Backends do not retry beyond what their SDK
+    must do to stay consistent: the store above applies the one retry policy.
+    """
 
     #: Provider name as in the configuration (``amazon``, ``google``, ... or ``file``).
     name: ClassVar[str]
     supports_bucket_creation: ClassVar[bool]
     supports_server_side_copy: ClassVar[bool]
-    #: Longest key in bytes (UTF-8) the store accepts.
-    max_key_bytes: ClassVar[int]
+
+    def bucket_name_problem(self, bucket: str) -> str | None:
+        """Why this store cannot hold a bucket/container of that name, or None if it can."""
+        ...
+
+    def key_problem(self, key: str) -> str | None:
+        """Why this store cannot hold an object of that (full) key, or None if it can."""
+        ...
 
     def list_buckets(self) -> list[str]: ...
-    def bucket_exists(self, bucket: str) -> bool: ...
-    def create_bucket(self, bucket: str) -> None: ...
-    def delete_bucket(self, bucket: str) -> None: ...
-    def list_objects(self, bucket: str, prefix: str = "") -> Iterator[ObjectInfo]: ...
+    def create_bucket(self, bucket: str) -> None:
+        """Create it; :class:`~worker.errors.AlreadyExists` if it exists."""
+        ...
+
+    def delete_bucket(self, bucket: str) -> None:
+        """Delete an empty bucket."""
+        ...
+
+    def list_page(self, bucket: str, prefix: str, token: str | None) -> Page: ...
+    def list_prefixes(self, bucket: str, prefix: str) -> list[str]:
+        """Common prefixes (ending in ``/``) one level below ``prefix``."""
+        ...
+
     def open_read(self, bucket: str, key: str) -> BinaryIO: ...
     def put(self, bucket: str, key: str, body: BinaryIO, size: int, md5_hex: str) -> ObjectInfo:
-        """Upload ``size`` bytes from ``body`` (seekable), never visible half-written; the
-        returned info carries the ETag the store gave.  The store checks ``md5_hex`` where it can."""
+        """Upload ``size`` bytes read sequentially from ``body``, never visible half-written.
+
+        ``md5_hex`` is the MD5 the bytes must have: sent for the store to check where it can,
+        and for uploads in parts checked against a running hash before the object is committed
+        (:class:`SourceChanged` when they differ).  Returns the info with the store's ETag.
+        """
         ...
 
     def delete_many(self, bucket: str, keys: Iterable[str]) -> None:

@@ -1,0 +1,43 @@
+"""Module stores: where the mirror puts the app modules.
+
+``open_module_store(settings)`` builds the configured :class:`ModuleStore`
+(``MODULESTORE_SERVICE`` = ``FileModuleStore`` or ``PkgCloudModuleStore`` with a ``provider``).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from worker.stores.modules.base import ContainerNotFound, ObjectInfo, SourceChanged
+from worker.stores.modules.store import ModuleStore, file_md5
+
+if TYPE_CHECKING:
+    from worker.config import Settings
+
+__all__ = [
+    "ContainerNotFound",
+    "ModuleStore",
+    "ObjectInfo",
+    "SourceChanged",
+    "file_md5",
+    "open_module_store",
+    "open_backend",
+]
+
+
+def open_backend(provider: str, config: Any) -> Any:
+    """The backend for ``provider`` (``file`` or a PkgCloudModuleStore provider) from its
+    validated configuration; a missing SDK is MissingDependency naming the extra."""
+    from worker.registry import module_backend_class
+
+    return module_backend_class(provider).from_config(config)
+
+
+def open_module_store(settings: Settings, **options: Any) -> ModuleStore:
+    """The module store the settings describe (``options`` go to :class:`ModuleStore`)."""
+    config = settings.module_store
+    provider = "file" if settings.MODULESTORE_SERVICE == "FileModuleStore" else config.provider  # type: ignore[union-attr]
+    backend = open_backend(provider, config)
+    return ModuleStore(
+        backend, provider=provider, bucket=getattr(config, "bucket", None), **options
+    )

@@ -1,0 +1,278 @@
+"""``FileModuleStore``: a local folder (or a mounted share), one sub-folder per container.
+
+Keys read: ``directory`` (default ``synchro-apps``; the worker's default mirror is
+``synchro-mirror``).  Writes go to a temporary file in the target folder, then ``os.replace``,
+so a reader sees the old or the new content, never a mix.  The content's MD5 is kept in a user
+extended attribute together with the file's mtime, so a listing reports it without reading the
+file; where the filesystem has no user xattrs, the listing's ``etag`` (mtime and size) is what
+the mirror's index matches.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any, BinaryIO, ClassVar
+
+from worker.errors import AccessDenied, AlreadyExists, NotFound, StoreError
+from worker.stores.modules import names
+from worker.stores.modules.base import ContainerNotFound, ObjectInfo, Page, SourceChanged
+
+_XATTR = "user.synchro.md5"
+_TMP = ".synchro-tmp-"
+_CHUNK = 1024 * 1024
+
+
+class FileBackend:
+    """Buckets are sub-folders of ``root``; keys are relative paths inside them."""
+
+    name: ClassVar[str] = "file"
+    supports_bucket_creation: ClassVar[bool] = True
+    supports_server_side_copy: ClassVar[bool] = True
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root).absolute()
+
+    @classmethod
+    def from_config(cls, config: Any) -> FileBackend:
+        return cls(config.directory)
+
+    # --- names -----------------------------------------------------------------------------
+
+    def bucket_name_problem(self, bucket: str) -> str | None:
+        return names.folder_problem(bucket)
+
+    def key_problem(self, key: str) -> str | None:
+        return names.file_key_problem(key)
+
+    def _bucket(self, bucket: str) -> Path:
+        return self.root / bucket
+
+    def _path(self, bucket: str, key: str) -> Path:
+        path = self.root / bucket / key
+        # Names were validated above us; this is the belt to those braces.
+        if not os.path.normpath(path).startswith(str(self.root / bucket) + os.sep):
+            raise StoreError(
+                "key escapes its container", store=self.name, container=bucket, key=key
+            )
+        return path
+
+    def _error(self, exc: OSError, bucket: str, key: str | None = None) -> StoreError:
+        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            return AccessDenied(str(exc.strerror), store=self.name, container=bucket, key=key)
+        if exc.errno == errno.ENOENT:
+            if not self._bucket(bucket).is_dir():
+                return ContainerNotFound(
+                    "no such container", store=self.name, container=bucket, key=key
+                )
+            return NotFound("no such object", store=self.name, container=bucket, key=key)
+        return StoreError(str(exc), store=self.name, container=bucket, key=key)
+
+    # --- buckets ---------------------------------------------------------------------------
+
+    def list_buckets(self) -> list[str]:
+        try:
+            entries = list(os.scandir(self.root))
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise self._error(exc, "") from exc
+        return sorted(e.name for e in entries if e.is_dir() and not e.name.startswith("."))
+
+    def create_bucket(self, bucket: str) -> None:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            self._bucket(bucket).mkdir()
+        except FileExistsError:
+            raise AlreadyExists("container exists", store=self.name, container=bucket) from None
+        except OSError as exc:
+            raise self._error(exc, bucket) from exc
+
+    def delete_bucket(self, bucket: str) -> None:
+        path = self._bucket(bucket)
+        try:
+            # Only empty sub-folders (left by deleted keys) and our temporary files may remain.
+            for dirpath, dirnames, filenames in os.walk(path, topdown=False):
+                for name in filenames:
+                    if not name.startswith(_TMP):
+                        raise StoreError(
+                            "container is not empty", store=self.name, container=bucket
+                        )
+                    os.unlink(os.path.join(dirpath, name))
+                for name in dirnames:
+                    os.rmdir(os.path.join(dirpath, name))
+            path.rmdir()
+        except FileNotFoundError:
+            raise ContainerNotFound(
+                "no such container", store=self.name, container=bucket
+            ) from None
+        except OSError as exc:
+            raise self._error(exc, bucket) from exc
+
+    # --- listing ---------------------------------------------------------------------------
+
+    def list_page(self, bucket: str, prefix: str, token: str | None) -> Page:
+        base = self._bucket(bucket)
+        if not base.is_dir():
+            raise ContainerNotFound("no such container", store=self.name, container=bucket)
+        # Walk only the folder the prefix names, not the whole container.
+        folder, _, _ = prefix.rpartition("/")
+        start = base / folder if folder else base
+        items = [info for info in self._walk(base, start) if info.key.startswith(prefix)]
+        items.sort(key=lambda i: i.key)
+        return Page(items, None)
+
+    def _walk(self, base: Path, start: Path) -> Iterator[ObjectInfo]:
+        base_len = len(str(base)) + 1
+        for dirpath, dirnames, filenames in os.walk(start):
+            dirnames[:] = [d for d in dirnames if not d.startswith(_TMP)]
+            for name in filenames:
+                if name.startswith(_TMP):
+                    continue
+                full = os.path.join(dirpath, name)
+                try:
+                    st = os.stat(full)
+                except FileNotFoundError:
+                    continue  # deleted while we walked
+                key = full[base_len:].replace(os.sep, "/")
+                yield ObjectInfo(
+                    key=key,
+                    size=st.st_size,
+                    modified=st.st_mtime,
+                    md5=_read_md5(full, st.st_mtime_ns),
+                    etag=f"{st.st_mtime_ns:x}-{st.st_size:x}",
+                )
+
+    def list_prefixes(self, bucket: str, prefix: str) -> list[str]:
+        path = self._bucket(bucket) / prefix if prefix else self._bucket(bucket)
+        try:
+            return sorted(
+                prefix + e.name + "/"
+                for e in os.scandir(path)
+                if e.is_dir() and not e.name.startswith(".")
+            )
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise self._error(exc, bucket) from exc
+
+    # --- objects ---------------------------------------------------------------------------
+
+    def open_read(self, bucket: str, key: str) -> BinaryIO:
+        path = self._path(bucket, key)
+        try:
+            return open(path, "rb")
+        except IsADirectoryError:
+            raise NotFound("no such object", store=self.name, container=bucket, key=key) from None
+        except OSError as exc:
+            raise self._error(exc, bucket, key) from exc
+
+    def put(self, bucket: str, key: str, body: BinaryIO, size: int, md5_hex: str) -> ObjectInfo:
+        path = self._path(bucket, key)
+        if not self._bucket(bucket).is_dir():
+            raise ContainerNotFound("no such container", store=self.name, container=bucket, key=key)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=_TMP, dir=path.parent)
+        except OSError as exc:
+            raise self._error(exc, bucket, key) from exc
+        try:
+            digest = hashlib.md5(usedforsecurity=False)
+            with os.fdopen(fd, "wb") as out:
+                remaining = size
+                while remaining > 0:
+                    chunk = body.read(min(_CHUNK, remaining))
+                    if not chunk:
+                        break
+                    digest.update(chunk)
+                    out.write(chunk)
+                    remaining -= len(chunk)
+            if remaining or digest.hexdigest() != md5_hex:
+                raise SourceChanged(
+                    "content changed while it was written", store=self.name, container=bucket,
+                    key=key,
+                )
+            os.chmod(tmp, 0o644)
+            st = os.stat(tmp)
+            _write_md5(tmp, md5_hex, st.st_mtime_ns)
+            os.replace(tmp, path)
+        except BaseException as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            if isinstance(exc, OSError):
+                raise self._error(exc, bucket, key) from exc
+            raise
+        return ObjectInfo(key, size, st.st_mtime, md5_hex, f"{st.st_mtime_ns:x}-{size:x}")
+
+    def delete_many(self, bucket: str, keys: Iterable[str]) -> None:
+        base = self._bucket(bucket)
+        for key in keys:
+            path = self._path(bucket, key)
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                continue
+            except IsADirectoryError:
+                continue
+            except OSError as exc:
+                raise self._error(exc, bucket, key) from exc
+            # Drop folders the delete left empty, up to the container itself.
+            parent = path.parent
+            while parent != base:
+                try:
+                    parent.rmdir()
+                except OSError:
+                    break
+                parent = parent.parent
+
+    def copy(self, bucket: str, src_key: str, dst_key: str) -> ObjectInfo:
+        src = self._path(bucket, src_key)
+        dst = self._path(bucket, dst_key)
+        try:
+            st = os.stat(src)
+            md5 = _read_md5(str(src), st.st_mtime_ns)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=_TMP, dir=dst.parent)
+            os.close(fd)
+        except OSError as exc:
+            raise self._error(exc, bucket, src_key) from exc
+        try:
+            shutil.copyfile(src, tmp)
+            os.chmod(tmp, 0o644)
+            tst = os.stat(tmp)
+            if md5 is not None:
+                _write_md5(tmp, md5, tst.st_mtime_ns)
+            os.replace(tmp, dst)
+        except BaseException as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            if isinstance(exc, OSError):
+                raise self._error(exc, bucket, src_key) from exc
+            raise
+        etag = f"{tst.st_mtime_ns:x}-{tst.st_size:x}"
+        return ObjectInfo(dst_key, tst.st_size, tst.st_mtime, md5, etag)
+
+    def close(self) -> None:
+        pass
+
+
+def _write_md5(path: str, md5_hex: str, mtime_ns: int) -> None:
+    # The mtime ties the checksum to this content: a later edit in place invalidates it.
+    # Without user xattrs, the listing's etag (mtime, size) is what the index matches.
+    with contextlib.suppress(OSError, AttributeError):
+        os.setxattr(path, _XATTR, f"{md5_hex}:{mtime_ns:x}".encode())
+
+
+def _read_md5(path: str, mtime_ns: int) -> str | None:
+    try:
+        raw = os.getxattr(path, _XATTR).decode()
+    except (OSError, AttributeError, UnicodeDecodeError):
+        return None
+    md5, _, stamp = raw.partition(":")
+    return md5 if stamp == f"{mtime_ns:x}" and len(md5) == 32 else None

@@ -1,0 +1,359 @@
+"""``ModuleStore``: the one contract over every backend, written once.
+
+Container and key names are normalised to NFC and checked against the backend's rules (a name
+the store cannot hold is :class:`~worker.errors.InvalidName`, never changed); with
+``MODULESTORE.bucket`` set, containers are key prefixes ``<container>/`` inside that bucket.
+Every backend call runs under the one tenacity policy (:data:`worker.retry.STORE_RETRY`), logged
+with store, container and key.  Uploads are verified against the local content's MD5 and redone
+when the source file changed underneath them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import io
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import BinaryIO, TypeVar
+
+from worker.errors import AlreadyExists, IntegrityError, InvalidName, StoreError
+from worker.retry import STORE_RETRY, RetryPolicy
+from worker.stores.modules import names
+from worker.stores.modules.base import (
+    MULTIPART_THRESHOLD,
+    ContainerNotFound,
+    ObjectBackend,
+    ObjectInfo,
+    SourceChanged,
+)
+
+T = TypeVar("T")
+
+#: How often an upload is redone because its source kept changing, before giving up.
+SOURCE_ATTEMPTS = 4
+#: Keys per delete batch handed to the backend (S3's DeleteObjects limit).
+DELETE_BATCH = 1000
+
+
+class ModuleStore:
+    """Containers (apps) of objects in one configured store."""
+
+    def __init__(
+        self,
+        backend: ObjectBackend,
+        *,
+        provider: str | None = None,
+        bucket: str | None = None,
+        retry: RetryPolicy = STORE_RETRY,
+        auto_create: bool = True,
+    ) -> None:
+        self.backend = backend
+        self.provider: str = provider or backend.name
+        self.bucket = bucket
+        self.retry = retry
+        #: Create a missing container when an upload finds it missing (where the store can).
+        self.auto_create = auto_create
+        if bucket is not None:
+            self._check_bucket(bucket)
+
+    @property
+    def supports_server_side_copy(self) -> bool:
+        return self.backend.supports_server_side_copy
+
+    def __repr__(self) -> str:
+        mode = f" bucket={self.bucket!r}" if self.bucket else ""
+        return f"<ModuleStore {self.provider}{mode}>"
+
+    # --- names -----------------------------------------------------------------------------
+
+    def _invalid(self, what: str, name: str, problem: str, container: str | None) -> InvalidName:
+        return InvalidName(
+            f"{what} name {name!r} cannot be held by the {self.provider} store: {problem}",
+            store=self.provider,
+            container=container,
+        )
+
+    def _check_bucket(self, bucket: str) -> None:
+        problem = self.backend.bucket_name_problem(bucket)
+        if problem:
+            raise self._invalid("bucket", bucket, problem, None)
+
+    def _container(self, container: str) -> str:
+        """The NFC container name, checked; in bucket mode the key prefix is this plus '/'."""
+        name = names.nfc(container)
+        if self.bucket is not None:
+            problem = names.folder_problem(name)
+        else:
+            problem = self.backend.bucket_name_problem(name)
+        if problem:
+            raise self._invalid("container", container, problem, None)
+        return name
+
+    def _locate(self, container: str) -> tuple[str, str]:
+        """(bucket, key prefix) for a container."""
+        name = self._container(container)
+        if self.bucket is None:
+            return name, ""
+        return self.bucket, name + "/"
+
+    def _key(self, container: str, prefix: str, key: str) -> str:
+        name = names.nfc(key)
+        problem = names.key_problem(name) or self.backend.key_problem(prefix + name)
+        if problem:
+            raise self._invalid("object", key, problem, container)
+        return prefix + name
+
+    # --- the retry boundary ----------------------------------------------------------------
+
+    def _call(self, fn: Callable[..., T], *args: object, container: str, key: str = "") -> T:
+        what = "/".join(p for p in (self.provider, container, key) if p)
+        try:
+            return self.retry.call(fn, *args, what=what)
+        except StoreError as exc:
+            # Name what the user knows (the app container and its key), not the bucket layout.
+            exc.store = self.provider
+            exc.container = container
+            exc.key = key or None
+            raise
+
+    # --- containers ------------------------------------------------------------------------
+
+    def containers(self) -> list[str]:
+        """Container names, sorted."""
+        if self.bucket is None:
+            return sorted(self._call(self.backend.list_buckets, container=""))
+        prefixes = self._call(self.backend.list_prefixes, self.bucket, "", container=self.bucket)
+        return sorted(p.rstrip("/") for p in prefixes)
+
+    def ensure_container(self, container: str) -> None:
+        """Create the container if it is missing (where the store allows); exists is fine."""
+        bucket, prefix = self._locate(container)
+        if prefix and self.bucket is not None:
+            return  # a prefix needs nothing; the bucket itself is the user's
+        if not self.backend.supports_bucket_creation:
+            return
+        with contextlib.suppress(AlreadyExists):
+            self._call(self.backend.create_bucket, bucket, container=container)
+
+    def delete_container(self, container: str) -> None:
+        """Delete every object of the container, then the container itself."""
+        bucket, prefix = self._locate(container)
+        try:
+            keys = [info.key for info in self._list_full(bucket, prefix, container)]
+        except ContainerNotFound:
+            return
+        for start in range(0, len(keys), DELETE_BATCH):
+            batch = keys[start : start + DELETE_BATCH]
+            self._call(self.backend.delete_many, bucket, batch, container=container)
+        if not prefix:
+            with contextlib.suppress(ContainerNotFound):
+                self._call(self.backend.delete_bucket, bucket, container=container)
+
+    # --- listing ---------------------------------------------------------------------------
+
+    def list(self, container: str, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Objects under ``prefix`` with size, time and checksum; keys relative to the container.
+
+        A missing container raises :class:`ContainerNotFound`.
+        """
+        bucket, base = self._locate(container)
+        full_prefix = base + names.nfc(prefix)
+        cut = len(base)
+        for info in self._list_full(bucket, full_prefix, container):
+            yield dataclasses.replace(info, key=info.key[cut:]) if cut else info
+
+    def _list_full(self, bucket: str, prefix: str, container: str) -> Iterator[ObjectInfo]:
+        token: str | None = None
+        while True:
+            page = self._call(self.backend.list_page, bucket, prefix, token, container=container)
+            yield from page.items
+            if page.token is None:
+                return
+            token = page.token
+
+    # --- objects ---------------------------------------------------------------------------
+
+    def open(self, container: str, key: str) -> BinaryIO:
+        """A streaming reader of the object; close it when done."""
+        bucket, base = self._locate(container)
+        full = self._key(container, base, key)
+        return self._call(self.backend.open_read, bucket, full, container=container, key=key)
+
+    def read_bytes(self, container: str, key: str) -> bytes:
+        with self.open(container, key) as f:
+            return f.read()
+
+    def put_bytes(self, container: str, key: str, data: bytes) -> ObjectInfo:
+        """Upload ``data`` (verified by MD5)."""
+        bucket, base = self._locate(container)
+        full = self._key(container, base, key)
+        md5 = hashlib.md5(data, usedforsecurity=False).hexdigest()
+        return self._put(bucket, full, container, key, _bytes_body(data), len(data), md5)
+
+    def put_file(
+        self, container: str, key: str, path: Path, md5_hex: str | None = None
+    ) -> ObjectInfo:
+        """Upload a local file, streaming, verified against its MD5, never visible half-written.
+
+        ``md5_hex`` (the caller's hash of the file, if it has one) saves a read of large files;
+        the bytes actually sent are hashed either way.  If the file changes during the upload
+        (stat before and after, or a hash mismatch) the upload is redone.  The returned info's
+        ``md5`` is that of the content uploaded.
+        """
+        bucket, base = self._locate(container)
+        full = self._key(container, base, key)
+        for _ in range(SOURCE_ATTEMPTS):
+            before = _stat(path)
+            try:
+                if before.st_size <= MULTIPART_THRESHOLD:
+                    data = path.read_bytes()
+                    md5 = hashlib.md5(data, usedforsecurity=False).hexdigest()
+                    info = self._put(
+                        bucket, full, container, key, _bytes_body(data), len(data), md5
+                    )
+                else:
+                    md5 = md5_hex or file_md5(path)
+                    md5_hex = None  # on a redo, hash again
+                    with open(path, "rb") as f:
+
+                        def rewind(f: BinaryIO = f) -> BinaryIO:
+                            f.seek(0)
+                            return f
+
+                        info = self._put(bucket, full, container, key, rewind, before.st_size, md5)
+            except SourceChanged:
+                continue
+            if _same(before, _stat(path)):
+                return info
+        raise IntegrityError(
+            f"{path} kept changing during {SOURCE_ATTEMPTS} uploads",
+            store=self.provider,
+            container=container,
+            key=key,
+        )
+
+    def _put(
+        self,
+        bucket: str,
+        full: str,
+        container: str,
+        key: str,
+        body: Callable[[], BinaryIO],
+        size: int,
+        md5: str,
+    ) -> ObjectInfo:
+        def attempt() -> ObjectInfo:
+            return self.backend.put(bucket, full, body(), size, md5)
+
+        try:
+            info = self._call(attempt, container=container, key=key)
+        except ContainerNotFound:
+            if not (self.auto_create and self.backend.supports_bucket_creation and not self.bucket):
+                raise
+            self.ensure_container(container)
+            info = self._call(attempt, container=container, key=key)
+        if info.md5 is not None and info.md5 != md5:
+            raise IntegrityError(
+                f"the store reports MD5 {info.md5}, the content has {md5}",
+                store=self.provider,
+                container=container,
+                key=key,
+            )
+        return dataclasses.replace(info, key=key, md5=md5)
+
+    def delete(self, container: str, keys: Iterable[str]) -> None:
+        """Delete keys in batches; keys already gone are fine."""
+        bucket, base = self._locate(container)
+        batch: list[str] = []
+        for key in keys:
+            batch.append(self._key(container, base, key))
+            if len(batch) == DELETE_BATCH:
+                self._call(self.backend.delete_many, bucket, batch, container=container)
+                batch = []
+        if batch:
+            self._call(self.backend.delete_many, bucket, batch, container=container)
+
+    def copy(self, container: str, src_key: str, dst_key: str) -> ObjectInfo:
+        """Copy an object inside a container: server-side where the store can, else through
+        a temporary file."""
+        bucket, base = self._locate(container)
+        src = self._key(container, base, src_key)
+        dst = self._key(container, base, dst_key)
+        if self.backend.supports_server_side_copy:
+            info = self._call(self.backend.copy, bucket, src, dst, container=container, key=src_key)
+            return dataclasses.replace(info, key=dst_key)
+        with tempfile.TemporaryDirectory(prefix="synchro-copy-") as tmp:
+            local = Path(tmp) / "object"
+            with self.open(container, src_key) as reader, open(local, "wb") as out:
+                shutil.copyfileobj(reader, out, 1024 * 1024)
+            return self.put_file(container, dst_key, local)
+
+    # --- health ----------------------------------------------------------------------------
+
+    def check(self) -> str:
+        """Does the store answer and accept a write?  Writes, reads back and deletes a probe
+        object (in a probe container that is removed again, or under a probe prefix of the
+        configured bucket).  Returns a short description; raises worker.errors on failure."""
+        count = len(self.containers())
+        probe_container = f"synchro-sync-check-{uuid.uuid4().hex[:12]}"
+        created = False
+        if self.bucket is None:
+            self.ensure_container(probe_container)
+            created = True
+        try:
+            payload = f"synchro-sync check {uuid.uuid4()}".encode()
+            self.put_bytes(probe_container, "probe.txt", payload)
+            if self.read_bytes(probe_container, "probe.txt") != payload:
+                raise IntegrityError(
+                    "probe object read back differently", store=self.provider,
+                    container=probe_container, key="probe.txt",
+                )
+        finally:
+            if created:
+                self.delete_container(probe_container)
+            else:
+                self.delete(probe_container, ["probe.txt"])
+        where = f"bucket {self.bucket}, " if self.bucket else ""
+        return f"{self.provider}: {where}{count} container(s); write, read and delete ok"
+
+    def close(self) -> None:
+        self.backend.close()
+
+    def __enter__(self) -> ModuleStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def file_md5(path: Path) -> str:
+    """Hex MD5 of a file, read in 1 MiB chunks."""
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as f:
+        while chunk := f.read(1024 * 1024):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _bytes_body(data: bytes) -> Callable[[], BinaryIO]:
+    """A fresh reader of ``data`` per attempt (a retried request starts from byte 0)."""
+    return lambda: io.BytesIO(data)
+
+
+def _stat(path: Path) -> os.stat_result:
+    return os.stat(path)
+
+
+def _same(a: os.stat_result, b: os.stat_result) -> bool:
+    return (a.st_size, a.st_mtime_ns, a.st_ctime_ns, a.st_ino) == (
+        b.st_size,
+        b.st_mtime_ns,
+        b.st_ctime_ns,
+        b.st_ino,
+    )
