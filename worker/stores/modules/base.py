@@ -23,9 +23,10 @@ request per object.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import hashlib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import BinaryIO, ClassVar, Protocol
+from typing import Any, BinaryIO, ClassVar, Protocol, TypeVar
 
 from worker.errors import IntegrityError, NotFound
 
@@ -68,6 +69,71 @@ class SourceChanged(IntegrityError):
     the file changed underneath the upload, which was abandoned before becoming visible."""
 
 
+T = TypeVar("T")
+
+
+class Runner(Protocol):
+    """Runs one request under the store's retry policy (uploads in parts retry each part)."""
+
+    def __call__(self, fn: Callable[..., T], *args: Any) -> T: ...
+
+
+def run_once(fn: Callable[..., T], *args: Any) -> T:
+    """The runner for a put that is retried as a whole by the caller."""
+    return fn(*args)
+
+
+class VerifyingReader:
+    """Wraps the upload body: hashes the bytes as the SDK reads them and, when the last byte
+    is read, raises :class:`SourceChanged` unless they hash to the expected MD5 (or if the
+    file ends early).  The SDK sees the error before it commits the object, so a file edited
+    during an upload in parts never becomes visible half old, half new.  ``seek(0)`` (an SDK
+    retry) starts the hash again."""
+
+    def __init__(self, body: BinaryIO, size: int, md5_hex: str) -> None:
+        self._body = body
+        self._size = size
+        self._md5 = md5_hex
+        self._hash = hashlib.md5(usedforsecurity=False)
+        self._pos = 0
+
+    def read(self, n: int = -1) -> bytes:
+        want = self._size - self._pos if n is None or n < 0 else min(n, self._size - self._pos)
+        data = self._body.read(want) if want > 0 else b""
+        self._hash.update(data)
+        self._pos += len(data)
+        if (want > 0 and not data) or (self._pos == self._size and want > 0):
+            self._verify()
+        return data
+
+    def _verify(self) -> None:
+        if self._pos != self._size or self._hash.hexdigest() != self._md5:
+            raise SourceChanged("the local file changed during the upload")
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        if (offset, whence) not in ((0, 0), (0, 1), (0, 2)):
+            raise OSError("only rewinding is supported")
+        if whence == 0:
+            self._body.seek(0)
+            self._hash = hashlib.md5(usedforsecurity=False)
+            self._pos = 0
+        elif whence == 2:
+            return self._size
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seekable(self) -> bool:
+        return True
+
+    def readable(self) -> bool:
+        return True
+
+    def __len__(self) -> int:
+        return self._size
+
+
 class ObjectBackend(Protocol):
     """Primitives of one provider.  ``bucket`` is a bucket (S3, GCS) or container (Azure, Swift).
 
@@ -105,12 +171,16 @@ class ObjectBackend(Protocol):
         ...
 
     def open_read(self, bucket: str, key: str) -> BinaryIO: ...
-    def put(self, bucket: str, key: str, body: BinaryIO, size: int, md5_hex: str) -> ObjectInfo:
+    def put(
+        self, bucket: str, key: str, body: BinaryIO, size: int, md5_hex: str, run: Runner
+    ) -> ObjectInfo:
         """Upload ``size`` bytes read sequentially from ``body``, never visible half-written.
 
         ``md5_hex`` is the MD5 the bytes must have: sent for the store to check where it can,
         and for uploads in parts checked against a running hash before the object is committed
-        (:class:`SourceChanged` when they differ).  Returns the info with the store's ETag.
+        (:class:`SourceChanged` when they differ).  Each request goes through ``run`` (which
+        retries it for uploads in parts; a small put is retried whole by the caller and gets
+        :func:`run_once`).  Returns the info with the store's ETag.
         """
         ...
 

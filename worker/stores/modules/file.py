@@ -22,7 +22,13 @@ from typing import Any, BinaryIO, ClassVar
 
 from worker.errors import AccessDenied, AlreadyExists, NotFound, StoreError
 from worker.stores.modules import names
-from worker.stores.modules.base import ContainerNotFound, ObjectInfo, Page, SourceChanged
+from worker.stores.modules.base import (
+    ContainerNotFound,
+    ObjectInfo,
+    Page,
+    Runner,
+    SourceChanged,
+)
 
 _XATTR = "user.synchro.md5"
 _TMP = ".synchro-tmp-"
@@ -173,7 +179,9 @@ class FileBackend:
         except OSError as exc:
             raise self._error(exc, bucket, key) from exc
 
-    def put(self, bucket: str, key: str, body: BinaryIO, size: int, md5_hex: str) -> ObjectInfo:
+    def put(
+        self, bucket: str, key: str, body: BinaryIO, size: int, md5_hex: str, run: Runner
+    ) -> ObjectInfo:
         path = self._path(bucket, key)
         if not self._bucket(bucket).is_dir():
             raise ContainerNotFound("no such container", store=self.name, container=bucket, key=key)

@@ -31,6 +31,7 @@ from worker.stores.modules.base import (
     ObjectBackend,
     ObjectInfo,
     SourceChanged,
+    run_once,
 )
 
 T = TypeVar("T")
@@ -248,16 +249,23 @@ class ModuleStore:
         size: int,
         md5: str,
     ) -> ObjectInfo:
+        def run(fn: Callable[..., T], *args: object) -> T:
+            return self._call(fn, *args, container=container, key=key)
+
         def attempt() -> ObjectInfo:
-            return self.backend.put(bucket, full, body(), size, md5)
+            if size <= MULTIPART_THRESHOLD:
+                # One request: retried whole, from byte 0.
+                return run(self.backend.put, bucket, full, body(), size, md5, run_once)
+            # In parts: the backend retries each request through ``run``.
+            return self.backend.put(bucket, full, body(), size, md5, run)
 
         try:
-            info = self._call(attempt, container=container, key=key)
+            info = attempt()
         except ContainerNotFound:
             if not (self.auto_create and self.backend.supports_bucket_creation and not self.bucket):
                 raise
             self.ensure_container(container)
-            info = self._call(attempt, container=container, key=key)
+            info = attempt()
         if info.md5 is not None and info.md5 != md5:
             raise IntegrityError(
                 f"the store reports MD5 {info.md5}, the content has {md5}",

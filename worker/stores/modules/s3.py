@@ -1,0 +1,351 @@
+"""``amazon``: Amazon S3 and S3-compatible services (MinIO, Ceph, IBM COS, R2) through boto3.
+
+Keys read: ``keyId``, ``key`` (else boto3's own credential chain), ``region``, ``endpoint``
+(path-style addressing for anything that is not AWS), ``bucket``.  Tested against moto in
+server mode (tests/servers/s3_server.py).
+
+One client is shared by all threads (boto3 clients are thread-safe); botocore's retries are
+off (``total_max_attempts=1``) because the store applies the one tenacity policy, and it only
+computes checksums the API requires: we send ``Content-MD5`` ourselves so S3 verifies every
+body.  Files above 8 MiB go up as a multipart upload, one 8 MiB part in memory at a time, each
+part verified by its ETag; the whole file's hash is checked before the upload is completed.
+A plain PUT's ETag is the content's MD5; a multipart ETag (``md5-of-part-md5s-N``) is kept as
+:attr:`ObjectInfo.etag` and matched from the listing.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any, BinaryIO, ClassVar, cast
+
+import boto3
+import botocore.exceptions as bce
+from botocore.config import Config
+
+from worker.errors import (
+    AccessDenied,
+    AlreadyExists,
+    InvalidName,
+    NotFound,
+    StoreError,
+    TransientStoreError,
+)
+from worker.stores.modules import names
+from worker.stores.modules.base import (
+    PART_SIZE,
+    ContainerNotFound,
+    ObjectInfo,
+    Page,
+    Runner,
+    SourceChanged,
+)
+
+_NOT_FOUND = {"NoSuchKey", "404", "NotFound", "NoSuchUpload", "NoSuchVersion"}
+_DENIED = {
+    "AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AllAccessDisabled",
+    "AccountProblem", "InvalidToken", "ExpiredToken", "Forbidden",
+}
+_EXISTS = {"BucketAlreadyExists", "BucketAlreadyOwnedByYou"}
+_TRANSIENT = {
+    "SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "RequestTimeTooSkewed",
+    "InternalError", "ServiceUnavailable", "BadDigest", "RequestLimitExceeded",
+    "OperationAborted", "TooManyRequests", "503", "500", "502", "504",
+}
+_INVALID = {"InvalidBucketName", "KeyTooLongError", "InvalidObjectName"}
+_NETWORK = (
+    bce.EndpointConnectionError,
+    bce.ConnectionClosedError,
+    bce.ReadTimeoutError,
+    bce.ConnectTimeoutError,
+    bce.ResponseStreamingError,
+    bce.IncompleteReadError,
+    bce.HTTPClientError,
+)
+
+
+class S3Backend:
+    """S3 through one shared boto3 client."""
+
+    name: ClassVar[str] = "amazon"
+    supports_bucket_creation: ClassVar[bool] = True
+    supports_server_side_copy: ClassVar[bool] = True
+
+    def __init__(self, client: Any, region: str = "us-east-1") -> None:
+        self.client = client
+        self.region = region
+
+    @classmethod
+    def from_config(cls, config: Any, *, pool: int = 32, timeout: float = 30.0) -> S3Backend:
+        botocore_config = Config(
+            region_name=config.region,
+            retries={"total_max_attempts": 1, "mode": "standard"},
+            max_pool_connections=pool,
+            connect_timeout=timeout,
+            read_timeout=timeout,
+            tcp_keepalive=True,
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+            s3={"addressing_style": "path" if config.endpoint else "auto"},
+        )
+        secret = config.key.get_secret_value() if config.key is not None else None
+        session = boto3.session.Session(
+            aws_access_key_id=config.keyId, aws_secret_access_key=secret
+        )
+        client = session.client("s3", endpoint_url=config.endpoint, config=botocore_config)
+        return cls(client, config.region)
+
+    # --- errors ----------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _errors(self, bucket: str | None = None, key: str | None = None) -> Iterator[None]:
+        """The one place botocore's exceptions become worker.errors."""
+        try:
+            yield
+        except bce.ClientError as exc:
+            err = exc.response.get("Error", {})
+            code = str(err.get("Code", ""))
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+            message = f"{code or status}: {err.get('Message') or exc}"
+            where = {"store": self.name, "container": bucket, "key": key}
+            if code == "NoSuchBucket":
+                raise ContainerNotFound(message, **where) from exc
+            if code in _NOT_FOUND:
+                raise NotFound(message, **where) from exc
+            if code in _DENIED or status == 403:
+                raise AccessDenied(message, **where) from exc
+            if code in _EXISTS:
+                raise AlreadyExists(message, **where) from exc
+            if code in _TRANSIENT or status in (429, 500, 502, 503, 504):
+                raise TransientStoreError(message, **where) from exc
+            if code in _INVALID:
+                raise InvalidName(message, **where) from exc
+            raise StoreError(message, **where) from exc
+        except (bce.NoCredentialsError, bce.PartialCredentialsError) as exc:
+            raise AccessDenied(str(exc), store=self.name, container=bucket, key=key) from exc
+        except _NETWORK as exc:
+            raise TransientStoreError(
+                f"{type(exc).__name__}: {exc}", store=self.name, container=bucket, key=key
+            ) from exc
+        except bce.BotoCoreError as exc:
+            raise StoreError(str(exc), store=self.name, container=bucket, key=key) from exc
+
+    # --- names -----------------------------------------------------------------------------
+
+    def bucket_name_problem(self, bucket: str) -> str | None:
+        return names.s3_bucket_problem(bucket)
+
+    def key_problem(self, key: str) -> str | None:
+        return names.key_problem(key, 1024)
+
+    # --- buckets ---------------------------------------------------------------------------
+
+    def list_buckets(self) -> list[str]:
+        with self._errors():
+            return [b["Name"] for b in self.client.list_buckets().get("Buckets", [])]
+
+    def create_bucket(self, bucket: str) -> None:
+        kwargs: dict[str, Any] = {"Bucket": bucket}
+        if self.region != "us-east-1":
+            kwargs["CreateBucketConfiguration"] = {"LocationConstraint": self.region}
+        with self._errors(bucket):
+            self.client.create_bucket(**kwargs)
+
+    def delete_bucket(self, bucket: str) -> None:
+        with self._errors(bucket):
+            self.client.delete_bucket(Bucket=bucket)
+
+    # --- listing ---------------------------------------------------------------------------
+
+    def list_page(self, bucket: str, prefix: str, token: str | None) -> Page:
+        kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": 1000}
+        if token:
+            kwargs["ContinuationToken"] = token
+        with self._errors(bucket):
+            resp = self.client.list_objects_v2(**kwargs)
+        items = [
+            _info(o["Key"], o["Size"], o["LastModified"].timestamp(), o.get("ETag"))
+            for o in resp.get("Contents", [])
+        ]
+        return Page(items, resp.get("NextContinuationToken") if resp.get("IsTruncated") else None)
+
+    def list_prefixes(self, bucket: str, prefix: str) -> list[str]:
+        out: list[str] = []
+        kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "Delimiter": "/"}
+        while True:
+            with self._errors(bucket):
+                resp = self.client.list_objects_v2(**kwargs)
+            out.extend(p["Prefix"] for p in resp.get("CommonPrefixes", []))
+            if not resp.get("IsTruncated"):
+                return out
+            kwargs["ContinuationToken"] = resp["NextContinuationToken"]
+
+    # --- objects ---------------------------------------------------------------------------
+
+    def open_read(self, bucket: str, key: str) -> BinaryIO:
+        with self._errors(bucket, key):
+            resp = self.client.get_object(Bucket=bucket, Key=key)
+        return cast(BinaryIO, _StreamingReader(resp["Body"], self, bucket, key))
+
+    def put(
+        self, bucket: str, key: str, body: BinaryIO, size: int, md5_hex: str, run: Runner
+    ) -> ObjectInfo:
+        if size > PART_SIZE:
+            return self._put_multipart(bucket, key, body, size, md5_hex, run)
+        data = body.read(size)
+        if len(data) != size:
+            raise SourceChanged("the local file is shorter than it was", store=self.name)
+        with self._errors(bucket, key):
+            resp = self.client.put_object(
+                Bucket=bucket, Key=key, Body=data, ContentMD5=_b64(md5_hex)
+            )
+        etag = _strip(resp.get("ETag"))
+        return ObjectInfo(key, size, time.time(), md5_hex, etag)
+
+    def _put_multipart(
+        self, bucket: str, key: str, body: BinaryIO, size: int, md5_hex: str, run: Runner
+    ) -> ObjectInfo:
+        def create() -> str:
+            with self._errors(bucket, key):
+                return str(self.client.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"])
+
+        upload_id = run(create)
+        whole = hashlib.md5(usedforsecurity=False)
+        part_md5s: list[bytes] = []
+        parts: list[dict[str, Any]] = []
+        try:
+            remaining = size
+            while remaining > 0:
+                chunk = body.read(min(PART_SIZE, remaining))
+                if not chunk:
+                    break
+                remaining -= len(chunk)
+                whole.update(chunk)
+                digest = hashlib.md5(chunk, usedforsecurity=False)
+                number = len(parts) + 1
+                etag = run(self._upload_part, bucket, key, upload_id, number, chunk, digest)
+                part_md5s.append(digest.digest())
+                parts.append({"PartNumber": number, "ETag": etag})
+            if remaining or whole.hexdigest() != md5_hex:
+                raise SourceChanged(
+                    "the local file changed during the upload", store=self.name,
+                    container=bucket, key=key,
+                )
+            expected = hashlib.md5(b"".join(part_md5s), usedforsecurity=False).hexdigest()
+            expected += f"-{len(parts)}"
+            etag = run(self._complete, bucket, key, upload_id, parts, expected)
+        except BaseException:
+            with contextlib.suppress(Exception), self._errors(bucket, key):
+                self.client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+            raise
+        return ObjectInfo(key, size, time.time(), md5_hex, etag)
+
+    def _upload_part(
+        self, bucket: str, key: str, upload_id: str, number: int, chunk: bytes, digest: Any
+    ) -> str:
+        with self._errors(bucket, key):
+            resp = self.client.upload_part(
+                Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=chunk,
+                ContentMD5=base64.b64encode(digest.digest()).decode(),
+            )
+        etag = _strip(resp.get("ETag"))
+        if etag != digest.hexdigest():
+            raise TransientStoreError(
+                f"part {number} came back with ETag {etag}, sent {digest.hexdigest()}",
+                store=self.name, container=bucket, key=key,
+            )
+        return f'"{etag}"'
+
+    def _complete(
+        self, bucket: str, key: str, upload_id: str, parts: list[dict[str, Any]], expected: str
+    ) -> str:
+        try:
+            with self._errors(bucket, key):
+                resp = self.client.complete_multipart_upload(
+                    Bucket=bucket, Key=key, UploadId=upload_id,
+                    MultipartUpload={"Parts": parts},
+                )
+            etag = _strip(resp.get("ETag"))
+        except NotFound:
+            # A retry after a completion whose response was lost: the upload is gone because
+            # it was completed.  The object's ETag tells whether it is ours.
+            with self._errors(bucket, key):
+                etag = _strip(self.client.head_object(Bucket=bucket, Key=key).get("ETag"))
+            if etag != expected:
+                raise
+        if etag != expected:
+            raise StoreError(
+                f"multipart ETag {etag} does not match the parts sent ({expected})",
+                store=self.name, container=bucket, key=key,
+            )
+        return etag
+
+    def delete_many(self, bucket: str, keys: Iterable[str]) -> None:
+        batch = list(keys)
+        for start in range(0, len(batch), 1000):
+            objects = [{"Key": k} for k in batch[start : start + 1000]]
+            with self._errors(bucket):
+                resp = self.client.delete_objects(
+                    Bucket=bucket, Delete={"Objects": objects, "Quiet": True}
+                )
+            errors = [e for e in resp.get("Errors", []) if e.get("Code") != "NoSuchKey"]
+            if errors:
+                first = errors[0]
+                fake = {"Error": first, "ResponseMetadata": {}}
+                with self._errors(bucket, first.get("Key")):
+                    raise bce.ClientError(fake, "DeleteObjects")  # type: ignore[arg-type]
+
+    def copy(self, bucket: str, src_key: str, dst_key: str) -> ObjectInfo:
+        with self._errors(bucket, src_key):
+            resp = self.client.copy_object(
+                Bucket=bucket, Key=dst_key, CopySource={"Bucket": bucket, "Key": src_key}
+            )
+            head = self.client.head_object(Bucket=bucket, Key=dst_key)
+        etag = _strip(resp.get("CopyObjectResult", {}).get("ETag")) or _strip(head.get("ETag"))
+        return _info(dst_key, head["ContentLength"], head["LastModified"].timestamp(), etag)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class _StreamingReader:
+    """botocore's StreamingBody with its errors mapped (a reset mid-body is transient)."""
+
+    def __init__(self, body: Any, backend: S3Backend, bucket: str, key: str) -> None:
+        self._body = body
+        self._backend = backend
+        self._where = (bucket, key)
+
+    def read(self, n: int = -1) -> bytes:
+        with self._backend._errors(*self._where):
+            return bytes(self._body.read(None if n < 0 else n))
+
+    def close(self) -> None:
+        self._body.close()
+
+    def readable(self) -> bool:
+        return True
+
+    def __enter__(self) -> _StreamingReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _strip(etag: str | None) -> str | None:
+    return etag.strip('"') if etag else None
+
+
+def _b64(md5_hex: str) -> str:
+    return base64.b64encode(bytes.fromhex(md5_hex)).decode()
+
+
+def _info(key: str, size: int, modified: float, etag: str | None) -> ObjectInfo:
+    etag = _strip(etag)
+    # A plain PUT's ETag is the MD5 of the content; a multipart one ends in "-<parts>".
+    md5 = etag if etag and len(etag) == 32 and "-" not in etag else None
+    return ObjectInfo(key, size, modified, md5, etag)
