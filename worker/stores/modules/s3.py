@@ -110,20 +110,20 @@ class S3Backend:
             code = str(err.get("Code", ""))
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
             message = f"{code or status}: {err.get('Message') or exc}"
-            where = {"store": self.name, "container": bucket, "key": key}
+            cls: type[StoreError] = StoreError
             if code == "NoSuchBucket":
-                raise ContainerNotFound(message, **where) from exc
-            if code in _NOT_FOUND:
-                raise NotFound(message, **where) from exc
-            if code in _DENIED or status == 403:
-                raise AccessDenied(message, **where) from exc
-            if code in _EXISTS:
-                raise AlreadyExists(message, **where) from exc
-            if code in _TRANSIENT or status in (429, 500, 502, 503, 504):
-                raise TransientStoreError(message, **where) from exc
-            if code in _INVALID:
-                raise InvalidName(message, **where) from exc
-            raise StoreError(message, **where) from exc
+                cls = ContainerNotFound
+            elif code in _NOT_FOUND:
+                cls = NotFound
+            elif code in _DENIED or status == 403:
+                cls = AccessDenied
+            elif code in _EXISTS:
+                cls = AlreadyExists
+            elif code in _TRANSIENT or status in (429, 500, 502, 503, 504):
+                cls = TransientStoreError
+            elif code in _INVALID:
+                cls = InvalidName
+            raise cls(message, store=self.name, container=bucket, key=key) from exc
         except (bce.NoCredentialsError, bce.PartialCredentialsError) as exc:
             raise AccessDenied(str(exc), store=self.name, container=bucket, key=key) from exc
         except _NETWORK as exc:
