@@ -1,0 +1,164 @@
+"""``synchro-sync sync`` and ``synchro-sync pull``: one mirror pass now, either way.
+
+On a terminal a progress bar (files, bytes, rate); always a one-line summary (uploaded,
+deleted, unchanged, bytes, seconds).  Exit 0 done, 1 something failed (each failure printed:
+what and why), 2 bad usage or configuration.
+"""
+
+from __future__ import annotations
+
+import sys
+from types import TracebackType
+from typing import Any
+
+import click
+
+from worker.cli import EXIT_FAILED, CliState, pass_state
+from worker.errors import UsageError
+from worker.passes import MirrorContext, PassResult
+
+
+class _Bar:
+    """A rich progress bar on a terminal; nothing otherwise."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.enabled = sys.stderr.isatty()
+        self._progress: Any = None
+        self._files: Any = None
+
+    def __enter__(self) -> _Bar:
+        if self.enabled:
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                DownloadColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+                TransferSpeedColumn,
+            )
+
+            self._progress = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("files"),
+                DownloadColumn(),
+                TransferSpeedColumn(),
+                TimeRemainingColumn(),
+                console=Console(stderr=True),
+                transient=True,
+            )
+            self._progress.start()
+        return self
+
+    def planned(self, files: int, nbytes: int) -> None:
+        if self._progress is not None:
+            self._files = self._progress.add_task(self.label, total=max(nbytes, 1))
+            self._count = files
+            self._done = 0
+            self._progress.update(self._files, description=f"{self.label} 0/{files} files")
+
+    def advance(self, files: int, nbytes: int) -> None:
+        if self._progress is not None and self._files is not None:
+            self._done += files
+            self._progress.update(
+                self._files,
+                advance=nbytes,
+                description=f"{self.label} {self._done}/{self._count} files",
+            )
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+
+def _report(result: PassResult, verb: str) -> None:
+    for line in result.warnings:
+        click.echo(f"synchro-sync: warning: {line}", err=True)
+    for line in result.withheld:
+        click.echo(f"synchro-sync: withheld: {line}", err=True)
+    for line in result.failures:
+        click.echo(f"synchro-sync: failed: {line}", err=True)
+    click.echo(result.summary(verb))
+    if not result.ok:
+        sys.exit(EXIT_FAILED)
+
+
+def _print_plan(result: PassResult) -> None:
+    for plan in result.plans:
+        c = plan.container
+        for up in plan.uploads:
+            click.echo(f"upload  {c}/{up.file.key}  ({up.file.size} bytes)")
+        for cp in plan.copies:
+            click.echo(f"copy    {c}/{cp.src} -> {c}/{cp.file.key}")
+        for key in plan.deletes:
+            click.echo(f"delete  {c}/{key}")
+    ups = sum(len(p.uploads) for p in result.plans)
+    cps = sum(len(p.copies) for p in result.plans)
+    dels = sum(len(p.deletes) for p in result.plans)
+    nbytes = sum(p.upload_bytes for p in result.plans)
+    result.uploaded, result.copied, result.deleted, result.bytes = ups, cps, dels, nbytes
+
+
+def _open(state: CliState, transfers: int | None) -> MirrorContext:
+    settings = state.settings(**{"SYNC.transfers": transfers})
+    return MirrorContext.from_settings(settings)
+
+
+@click.command("sync")
+@click.argument("containers", nargs=-1)
+@click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
+@click.option("--force", is_flag=True, help="Allow deleting more than SYNC.maxDeleteShare.")
+@click.option("--transfers", type=click.IntRange(1, 256), help="Parallel transfers.")
+@pass_state
+def sync(
+    state: CliState, containers: tuple[str, ...], dry_run: bool, force: bool,
+    transfers: int | None,
+) -> None:
+    """One full mirror pass now: APP_ROOT_PATH -> the module store.
+
+    CONTAINER names app folders (default: every sub-folder of APP_ROOT_PATH).
+    """
+    with _open(state, transfers) as ctx:
+        local = ctx.local_containers()
+        unknown = [c for c in containers if c not in local]
+        if unknown:
+            raise UsageError(
+                f"no such app folder in {ctx.root}: {', '.join(unknown)} "
+                f"(apps: {', '.join(local) or 'none'})"
+            )
+        with _Bar("sync") as bar:
+            result = ctx.full_pass(list(containers) or None, dry_run=dry_run, force=force,
+                                   progress=bar)
+    if dry_run:
+        _print_plan(result)
+        click.echo("dry run: nothing was changed")
+        verb = "would upload"
+        _report(result, verb)
+        return
+    _report(result, "uploaded")
+
+
+@click.command("pull")
+@click.argument("containers", nargs=-1)
+@click.option("--transfers", type=click.IntRange(1, 256), help="Parallel transfers.")
+@pass_state
+def pull(state: CliState, containers: tuple[str, ...], transfers: int | None) -> None:
+    """Fill the local module directory from the store (a new server).
+
+    The index learns every pulled file, so the next `sync` uploads nothing.  Local files are
+    never overwritten.  CONTAINER names containers (default: every container in the store).
+    """
+    with _open(state, transfers) as ctx, _Bar("pull") as bar:
+        result = ctx.pull(list(containers) or None, progress=bar)
+    _report(result, "downloaded")
+
+
+def register(main: click.Group) -> None:
+    main.add_command(sync)
+    main.add_command(pull)

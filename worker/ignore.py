@@ -1,0 +1,134 @@
+"""Which local paths are never mirrored.
+
+Three layers, all in gitignore syntax (matched by ``pathspec``'s :class:`GitIgnoreSpec`):
+
+1. the built-in defaults (:data:`DEFAULT_PATTERNS`): dependency and VCS folders, editor swap,
+   backup and probe files, OS litter, and this tool's own temporary files;
+2. ``SYNC.ignore`` from the settings;
+3. a ``.syncignore`` file at the top of ``APP_ROOT_PATH`` (patterns relative to it, so
+   ``/app1/build`` names one app's folder) and one in each app folder (relative to the app).
+
+Keys handed to :meth:`IgnoreRules.ignored` are relative to a container (an app folder).  A
+directory is matched with a trailing ``/`` so that ``build/`` patterns prune whole trees before
+the scanner descends into them.  Ignored objects already in the store are left alone: adding a
+pattern never deletes anything.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import pathspec
+
+log = logging.getLogger("synchro_sync.ignore")
+
+SYNCIGNORE = ".syncignore"
+
+#: Never mirrored, whatever the user's patterns say.
+DEFAULT_PATTERNS: tuple[str, ...] = (
+    # dependency trees and version control
+    "node_modules/",
+    ".git/",
+    ".hg/",
+    ".svn/",
+    ".bzr/",
+    "CVS/",
+    "_darcs/",
+    "__pycache__/",
+    # editor swap, backup and probe files (vim writes "4913" to test a directory is writable)
+    ".*.swp",
+    ".*.swo",
+    ".*.swx",
+    "*~",
+    "4913",
+    ".#*",
+    "#*#",
+    # OS litter
+    ".DS_Store",
+    "._*",
+    ".Spotlight-V100/",
+    ".Trashes/",
+    ".fseventsd/",
+    "Thumbs.db",
+    "ehthumbs.db",
+    "desktop.ini",
+    "$RECYCLE.BIN/",
+    # our own files: ignore rules, and temporary files written by `pull`
+    SYNCIGNORE,
+    ".synchro-tmp-*",
+)
+
+
+def _spec(lines: Iterable[str]) -> pathspec.GitIgnoreSpec:
+    return pathspec.GitIgnoreSpec.from_lines(list(lines))
+
+
+def _read_patterns(path: Path) -> list[str]:
+    try:
+        return path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return []
+    except (OSError, UnicodeDecodeError) as exc:
+        log.warning("cannot read %s, its patterns are not applied: %s", path, exc)
+        return []
+
+
+class IgnoreRules:
+    """Ignore decisions for every container under one root.
+
+    Built once per worker process (``.syncignore`` files are re-read by :meth:`reload`, which a
+    full pass calls, so edits to them take effect at the next pass).
+    """
+
+    def __init__(self, root: str | Path, extra: Sequence[str] = ()) -> None:
+        self.root = Path(root)
+        self.extra = list(extra)
+        self._base = _spec([*DEFAULT_PATTERNS, *self.extra])
+        self._root_spec: pathspec.GitIgnoreSpec | None = None
+        self._per_container: dict[str, pathspec.GitIgnoreSpec | None] = {}
+        self.reload()
+
+    def reload(self) -> None:
+        """Re-read the ``.syncignore`` files."""
+        root_lines = _read_patterns(self.root / SYNCIGNORE)
+        self._root_spec = _spec(root_lines) if root_lines else None
+        self._per_container.clear()
+
+    def _container_spec(self, container: str) -> pathspec.GitIgnoreSpec | None:
+        try:
+            return self._per_container[container]
+        except KeyError:
+            lines = _read_patterns(self.root / container / SYNCIGNORE)
+            spec = _spec(lines) if lines else None
+            self._per_container[container] = spec
+            return spec
+
+    def container_ignored(self, container: str) -> bool:
+        """Whether a whole app folder is left out (by a default or a root pattern)."""
+        name = container + "/"
+        if self._base.match_file(name):
+            return True
+        return self._root_spec is not None and self._root_spec.match_file(name)
+
+    def ignored(self, container: str, key: str, is_dir: bool = False) -> bool:
+        """Whether ``key`` (relative to ``container``) is left out.  Parents are not checked
+        here: the scanner prunes ignored folders, and :meth:`ignored_path` checks every level."""
+        path = key + "/" if is_dir else key
+        if self._base.match_file(path):
+            return True
+        if self._root_spec is not None and self._root_spec.match_file(f"{container}/{path}"):
+            return True
+        spec = self._container_spec(container)
+        return spec is not None and spec.match_file(path)
+
+    def ignored_path(self, container: str, key: str, is_dir: bool = False) -> bool:
+        """Like :meth:`ignored`, also true when any parent folder of ``key`` is ignored."""
+        if self.container_ignored(container):
+            return True
+        parts = key.split("/")
+        for depth in range(1, len(parts)):
+            if self.ignored(container, "/".join(parts[:depth]), is_dir=True):
+                return True
+        return self.ignored(container, key, is_dir=is_dir)

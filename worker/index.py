@@ -1,0 +1,197 @@
+"""The local index: what the mirror knows about each file without reading it again.
+
+One row per (store, container, key) in a small SQLite database under ``STATE_DIR``, holding two
+facts learned together:
+
+* *local*: a file with this size, mtime, ctime and inode had this MD5 (so an unchanged file is
+  never re-read), and
+* *remote*: the object we last wrote for it got this ETag (so a listing without MD5, e.g. of
+  a multipart upload, is still matched without a request per object).
+
+Rows are hints, never the truth: the planner trusts a row only while the file's stat matches it
+exactly and its mtime is older than the moment it was hashed by a safe margin (a write in the same
+timestamp tick as our read would otherwise go unnoticed: git's "racy clean" problem).  The store
+identity (service, provider, endpoint, bucket, folder) is part of the key, so pointing the worker
+at another store starts from an empty index instead of trusting the old one.
+
+WAL mode with a busy timeout lets several worker processes on one host share the file; each
+process opens its own connection; a connection is used by one thread at a time (a lock).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from worker.localtree import LocalFile
+
+#: A file whose mtime is within this of the moment it was hashed is re-hashed next time.
+RACY_NS = 2_000_000_000
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS entries (
+    store     TEXT    NOT NULL,
+    container TEXT    NOT NULL,
+    key       TEXT    NOT NULL,
+    size      INTEGER NOT NULL,
+    mtime_ns  INTEGER NOT NULL,
+    ctime_ns  INTEGER NOT NULL,
+    inode     INTEGER NOT NULL,
+    md5       TEXT    NOT NULL,
+    etag      TEXT,
+    hashed_ns INTEGER NOT NULL,
+    PRIMARY KEY (store, container, key)
+) WITHOUT ROWID;
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class IndexEntry:
+    """What the index remembers for one key (see the module docstring)."""
+
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+    inode: int
+    md5: str
+    etag: str | None
+    hashed_ns: int
+
+    def vouches_for(self, f: LocalFile) -> bool:
+        """Whether ``f`` is certainly the content this row hashed (same stat, not racy)."""
+        return (
+            self.size == f.size
+            and self.mtime_ns == f.mtime_ns
+            and self.ctime_ns == f.ctime_ns
+            and self.inode == f.inode
+            and f.mtime_ns < self.hashed_ns - RACY_NS
+        )
+
+    @classmethod
+    def of(cls, f: LocalFile, md5: str, etag: str | None, hashed_ns: int) -> IndexEntry:
+        return cls(f.size, f.mtime_ns, f.ctime_ns, f.inode, md5, etag, hashed_ns)
+
+
+def store_identity(settings: Any) -> str:
+    """A short stable id of the configured module store (secrets left out)."""
+    cfg = settings.module_store
+    data: dict[str, Any] = {"service": settings.MODULESTORE_SERVICE}
+    for name, value in cfg.model_dump(mode="python").items():
+        if value is None or type(value).__name__ == "SecretStr":
+            continue
+        if name in ("keyId", "username", "projectId", "keyFilename"):
+            continue  # credentials may rotate; the place stays the same
+        data[name] = value
+    if settings.MODULESTORE_SERVICE == "FileModuleStore":
+        data["directory"] = str(Path(str(data.get("directory", ""))).resolve())
+    blob = json.dumps(data, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+class MirrorIndex:
+    """The index database of one store; safe to share between processes on one host."""
+
+    def __init__(self, state_dir: str | Path, store: str) -> None:
+        self.path = Path(state_dir) / "index.sqlite"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.store = store
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(
+            str(self.path), timeout=30.0, check_same_thread=False, isolation_level=None
+        )
+        self._db.execute("PRAGMA busy_timeout=30000")
+        self._db.execute("PRAGMA journal_mode=WAL")
+        # NORMAL is durable enough: a lost row only costs a re-hash, never a wrong result.
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute(_SCHEMA)
+
+    def load(self, container: str, prefix: str = "") -> dict[str, IndexEntry]:
+        """Every row of ``container`` (whose key starts with ``prefix``), by key."""
+        sql = (
+            "SELECT key, size, mtime_ns, ctime_ns, inode, md5, etag, hashed_ns FROM entries "
+            "WHERE store=? AND container=?"
+        )
+        args: tuple[Any, ...] = (self.store, container)
+        if prefix:
+            sql += " AND key >= ? AND key < ?"
+            args += (prefix, prefix + "\U0010ffff")
+        with self._lock:
+            rows = self._db.execute(sql, args).fetchall()
+        return {r[0]: IndexEntry(*r[1:]) for r in rows}
+
+    def get(self, container: str, key: str) -> IndexEntry | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT size, mtime_ns, ctime_ns, inode, md5, etag, hashed_ns FROM entries "
+                "WHERE store=? AND container=? AND key=?",
+                (self.store, container, key),
+            ).fetchone()
+        return IndexEntry(*row) if row else None
+
+    def has_under(self, container: str, prefix: str) -> bool:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT 1 FROM entries WHERE store=? AND container=? AND key >= ? AND key < ? "
+                "LIMIT 1",
+                (self.store, container, prefix, prefix + "\U0010ffff"),
+            ).fetchone()
+        return row is not None
+
+    def put_many(self, container: str, entries: Mapping[str, IndexEntry]) -> None:
+        """Insert or replace rows in one transaction."""
+        if not entries:
+            return
+        rows = [
+            (self.store, container, key, e.size, e.mtime_ns, e.ctime_ns, e.inode, e.md5,
+             e.etag, e.hashed_ns)
+            for key, e in entries.items()
+        ]
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO entries VALUES (?,?,?,?,?,?,?,?,?,?)", rows
+                )
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def put(self, container: str, key: str, entry: IndexEntry) -> None:
+        self.put_many(container, {key: entry})
+
+    def forget(self, container: str, keys: Iterable[str]) -> None:
+        rows = [(self.store, container, k) for k in keys]
+        if not rows:
+            return
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany(
+                    "DELETE FROM entries WHERE store=? AND container=? AND key=?", rows
+                )
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def forget_container(self, container: str) -> None:
+        with self._lock:
+            self._db.execute(
+                "DELETE FROM entries WHERE store=? AND container=?", (self.store, container)
+            )
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+def now_ns() -> int:
+    return time.time_ns()

@@ -1,0 +1,221 @@
+"""Scanning ``APP_ROOT_PATH`` safely.
+
+* One sub-folder per container (app); files at the top level belong to no app.
+* Keys are ``/``-separated, relative to the container, NFC-normalised (macOS and some editors
+  write NFD names; the store must see one spelling).
+* Symlinks are never followed out of the root: a link to a file inside the root is mirrored
+  with the target's content, a link that leads outside, dangles or points at a folder is
+  skipped and reported.  ``..`` never escapes: :func:`resolve_key` refuses such paths.
+* A name that is not valid UTF-8, or two names that are the same after NFC, are reported as
+  problems, never mangled.
+
+Only ``lstat`` data is read here (one ``scandir`` per folder); file contents are read by the
+pass, and only for files the index cannot vouch for.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import unicodedata
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from worker.errors import UnsafePath
+from worker.ignore import IgnoreRules
+
+
+@dataclass(frozen=True, slots=True)
+class LocalFile:
+    """A regular file as ``lstat`` (or ``stat`` of an in-root symlink target) saw it."""
+
+    key: str
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+    inode: int
+
+    @classmethod
+    def from_stat(cls, key: str, st: os.stat_result) -> LocalFile:
+        return cls(key, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+
+    def same_stat(self, other: LocalFile) -> bool:
+        return (
+            self.size == other.size
+            and self.mtime_ns == other.mtime_ns
+            and self.ctime_ns == other.ctime_ns
+            and self.inode == other.inode
+        )
+
+
+@dataclass
+class ScanResult:
+    """Files of one container (or one folder of it), plus what was skipped and why."""
+
+    files: list[LocalFile] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    ignored: int = 0
+
+
+def nfc(name: str) -> str:
+    return unicodedata.normalize("NFC", name)
+
+
+def containers(root: Path, rules: IgnoreRules) -> list[str]:
+    """The app folders under ``root`` (sorted; hidden and ignored folders left out)."""
+    found = []
+    with os.scandir(root) as it:
+        for entry in it:
+            if entry.name.startswith(".") or not entry.is_dir(follow_symlinks=False):
+                continue
+            name = nfc(entry.name)
+            if not rules.container_ignored(name):
+                found.append(name)
+    return sorted(found)
+
+
+def within(root: Path, path: str | os.PathLike[str]) -> bool:
+    """Whether the real path of ``path`` is ``root`` or below it (``root`` already resolved)."""
+    real = os.path.realpath(path)
+    base = str(root)
+    return real == base or real.startswith(base.rstrip(os.sep) + os.sep)
+
+
+def resolve_key(relpath: str) -> str:
+    """Normalise a path relative to a container into a key; refuse anything that escapes.
+
+    ``a//b``, ``./a`` and a trailing ``/`` are tidied; an absolute path, a ``..`` part, a NUL
+    or a backslash (a Windows separator an object store would keep literally) is refused.
+    """
+    if "\x00" in relpath or "\\" in relpath:
+        raise UnsafePath(f"path {relpath!r} has a NUL or backslash")
+    if relpath.startswith("/"):
+        raise UnsafePath(f"path {relpath!r} is absolute; expected a path inside the app")
+    parts = [p for p in relpath.split("/") if p not in ("", ".")]
+    if any(p == ".." for p in parts):
+        raise UnsafePath(f"path {relpath!r} escapes the module directory (..)")
+    return nfc("/".join(parts))
+
+
+def scan(
+    root: Path,
+    container: str,
+    rules: IgnoreRules,
+    prefix: str = "",
+) -> ScanResult:
+    """Walk ``root/container[/prefix]`` and return its mirrored files (``root`` resolved)."""
+    result = ScanResult()
+    seen: set[str] = set()
+    start = root / container / prefix if prefix else root / container
+    stack: list[tuple[str, str]] = [(str(start), prefix)]
+    while stack:
+        folder, key_prefix = stack.pop()
+        try:
+            it = os.scandir(folder)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            result.problems.append(f"{container}/{key_prefix}: cannot list folder: {exc}")
+            continue
+        with it:
+            for entry in it:
+                _visit(root, container, rules, entry, key_prefix, stack, seen, result)
+    return result
+
+
+def _visit(
+    root: Path,
+    container: str,
+    rules: IgnoreRules,
+    entry: os.DirEntry[str],
+    key_prefix: str,
+    stack: list[tuple[str, str]],
+    seen: set[str],
+    result: ScanResult,
+) -> None:
+    name = entry.name
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        result.problems.append(
+            f"{container}/{key_prefix}{name.encode('utf-8', 'surrogateescape')!r}: "
+            "name is not valid UTF-8; a store cannot hold it, skipped"
+        )
+        return
+    key = key_prefix + nfc(name)
+    try:
+        st = entry.stat(follow_symlinks=False)
+    except FileNotFoundError:
+        return  # deleted while we looked
+    except OSError as exc:
+        result.problems.append(f"{container}/{key}: cannot stat: {exc}")
+        return
+    mode = st.st_mode
+    if stat.S_ISDIR(mode):
+        if rules.ignored(container, key, is_dir=True):
+            result.ignored += 1
+        else:
+            stack.append((entry.path, key + "/"))
+        return
+    if rules.ignored(container, key):
+        result.ignored += 1
+        return
+    if stat.S_ISLNK(mode):
+        resolved = _symlink_target(root, entry.path)
+        if resolved is None:
+            result.problems.append(
+                f"{container}/{key}: symlink leads outside the module directory, to a folder, "
+                "or nowhere; not followed"
+            )
+            return
+        st = resolved
+    elif not stat.S_ISREG(mode):
+        result.problems.append(f"{container}/{key}: not a regular file, skipped")
+        return
+    if key in seen:
+        result.problems.append(
+            f"{container}/{key}: two local names are the same after Unicode normalisation; "
+            "only one is mirrored"
+        )
+        return
+    seen.add(key)
+    result.files.append(LocalFile.from_stat(key, st))
+
+
+def _symlink_target(root: Path, path: str) -> os.stat_result | None:
+    """``stat`` of a symlink's target if it is a regular file inside ``root``, else None."""
+    if not within(root, path):
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st if stat.S_ISREG(st.st_mode) else None
+
+
+def stat_path(root: Path, container: str, key: str) -> os.stat_result | None:
+    """``lstat`` of one path for the live sync; a symlink is resolved only inside the root.
+
+    Returns None when the path does not exist.  Raises :class:`UnsafePath` when the path, or a
+    folder on the way to it, is a symlink that leads outside the root.
+    """
+    path = root / container / key if key else root / container
+    if not within(root, path.parent):
+        raise UnsafePath(f"{container}/{key}: a folder on the way is a symlink out of the root")
+    try:
+        st = os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    if stat.S_ISLNK(st.st_mode):
+        if not within(root, path):
+            raise UnsafePath(f"{container}/{key}: symlink leads outside the module directory")
+        try:
+            return os.stat(path)
+        except FileNotFoundError:
+            return None
+    return st
+
+
+def iter_keys(files: list[LocalFile]) -> Iterator[str]:
+    return (f.key for f in files)

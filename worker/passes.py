@@ -1,0 +1,454 @@
+"""Executing mirror plans against a module store: the full pass, and the shared context.
+
+:class:`MirrorContext` is built once per worker process (``MirrorContext.from_settings``): it
+holds the store, the index, the root and the ignore rules, so each task pays no start-up cost.
+
+A full pass (``synchro-sync sync``): for every container, scan the tree and list the store once
+(one request per 1,000 keys), plan (:func:`worker.mirror.plan_container`), then run every
+container's uploads and copies on one pool of ``SYNC.transfers`` threads, then the deletes in
+batches.  Index rows are written in batches from the calling thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from worker import localtree
+from worker.errors import IntegrityError, StoreError, SyncError, UnsafePath
+from worker.ignore import IgnoreRules
+from worker.index import IndexEntry, MirrorIndex, store_identity
+from worker.locks import PathLocks
+from worker.mirror import ContainerPlan, Upload, plan_container
+from worker.stores.modules import ContainerNotFound, ModuleStore, ObjectInfo, file_md5
+
+log = logging.getLogger("synchro_sync.mirror")
+
+#: Index rows are committed in batches of this size during a pass.
+INDEX_BATCH = 1000
+#: Attempts at uploading a file that keeps changing under us.
+CHANGE_ATTEMPTS = 4
+
+
+class Progress(Protocol):
+    """What a pass reports as it goes (the CLI draws a bar from it)."""
+
+    def planned(self, files: int, nbytes: int) -> None: ...
+    def advance(self, files: int, nbytes: int) -> None: ...
+
+
+@dataclass
+class PassResult:
+    """What a full pass (or ``pull``) did."""
+
+    containers: list[str] = field(default_factory=list)
+    uploaded: int = 0
+    copied: int = 0
+    deleted: int = 0
+    unchanged: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+    #: Work that failed: one line each, what and why.
+    failures: list[str] = field(default_factory=list)
+    #: Deletes not done because they exceed SYNC.maxDeleteShare (needs --force).
+    withheld: list[str] = field(default_factory=list)
+    #: Skipped with a reason (unsafe symlinks, names a store cannot hold, empty sources).
+    warnings: list[str] = field(default_factory=list)
+    #: The plans (kept for --dry-run to print).
+    plans: list[ContainerPlan] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures and not self.withheld
+
+    def summary(self, verb: str = "uploaded") -> str:
+        mb = self.bytes / 1e6
+        parts = [f"{verb} {self.uploaded}"]
+        if self.copied:
+            parts.append(f"copied {self.copied}")
+        parts += [f"deleted {self.deleted}", f"unchanged {self.unchanged}"]
+        parts += [f"{mb:.1f} MB", f"{self.seconds:.2f} s"]
+        if self.failures:
+            parts.append(f"{len(self.failures)} failed")
+        return ", ".join(parts)
+
+
+@dataclass
+class PathResult:
+    """What ``sync_path`` did for one path."""
+
+    container: str
+    key: str
+    #: "uploaded", "deleted", "unchanged", "folder" (contents synced) or "skipped"
+    action: str
+    uploaded: int = 0
+    deleted: int = 0
+    bytes: int = 0
+    reason: str = ""
+
+
+@dataclass
+class _Work:
+    """One container's plan being executed."""
+
+    plan: ContainerPlan
+    rows: dict[str, IndexEntry] = field(default_factory=dict)
+    allow_deletes: bool = True
+
+
+class MirrorContext:
+    """Store, index, root and ignore rules of one worker process (see the module docstring)."""
+
+    def __init__(
+        self,
+        store: ModuleStore,
+        index: MirrorIndex,
+        root: Path,
+        rules: IgnoreRules,
+        locks: PathLocks,
+        *,
+        transfers: int = 16,
+        max_delete_share: float = 0.5,
+    ) -> None:
+        self.store = store
+        self.index = index
+        self.root = root
+        self.rules = rules
+        self.locks = locks
+        self.transfers = transfers
+        self.max_delete_share = max_delete_share
+
+    @classmethod
+    def from_settings(cls, settings: Any, store: ModuleStore | None = None) -> MirrorContext:
+        """Open the configured store and the index; refuse a store that is the source itself."""
+        from worker.stores.modules import open_module_store
+
+        root = Path(settings.APP_ROOT_PATH).resolve()
+        if settings.MODULESTORE_SERVICE == "FileModuleStore":
+            dest = Path(settings.module_store.directory).resolve()
+            if dest == root or root in dest.parents or dest in root.parents:
+                from worker.errors import ConfigError
+
+                raise ConfigError(
+                    "MODULESTORE.directory",
+                    settings.origin("MODULESTORE", "directory"),
+                    f"{dest} overlaps APP_ROOT_PATH {root}; a folder cannot mirror onto itself",
+                )
+        state = Path(settings.STATE_DIR)
+        index = MirrorIndex(state, store_identity(settings))
+        return cls(
+            store or open_module_store(settings),
+            index,
+            root,
+            IgnoreRules(root, settings.SYNC.ignore),
+            PathLocks(state / "locks"),
+            transfers=settings.SYNC.transfers,
+            max_delete_share=settings.SYNC.maxDeleteShare,
+        )
+
+    def close(self) -> None:
+        try:
+            self.store.close()
+        finally:
+            self.index.close()
+
+    def __enter__(self) -> MirrorContext:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- planning --------------------------------------------------------------------------
+
+    def local_containers(self) -> list[str]:
+        if not self.root.is_dir():
+            raise SyncError(
+                f"the module directory {self.root} does not exist; nothing was deleted"
+            )
+        return localtree.containers(self.root, self.rules)
+
+    def listing(self, container: str, prefix: str = "") -> dict[str, ObjectInfo] | None:
+        """The store's objects (one listing); None when the container does not exist."""
+        try:
+            return {info.key: info for info in self.store.list(container, prefix)}
+        except ContainerNotFound:
+            return None
+
+    def plan(
+        self, container: str, prefix: str = "", *, guard_empty: bool = True
+    ) -> tuple[ContainerPlan, bool, list[str]]:
+        """Plan one container (or the folder ``prefix``, ending in '/').
+
+        Returns the plan, whether the container exists in the store, and warnings.
+        """
+        scan = localtree.scan(self.root, container, self.rules, prefix)
+        remote = self.listing(container, prefix)
+        exists = remote is not None
+        remote = remote or {}
+        local_keys = {f.key for f in scan.files}
+        # Objects that are not in the tree but are ignored there are never deleted.
+        for key in [k for k in remote if k not in local_keys]:
+            if self.rules.ignored_path(container, key):
+                del remote[key]
+        index = self.index.load(container, prefix)
+        can_copy = self.store.supports_server_side_copy
+        now = time.time_ns()
+        plan = plan_container(container, scan.files, index, remote, can_copy=can_copy, now_ns=now)
+        if plan.to_hash:
+            hashes = self._hash(container, plan.to_hash)
+            plan = plan_container(
+                container, scan.files, index, remote, hashes, can_copy=can_copy, now_ns=now
+            )
+            # A file that vanished while hashed is left for the next pass.
+            missing = set(plan.to_hash)
+            plan.uploads = [u for u in plan.uploads if u.file.key not in missing]
+            plan.to_hash = []
+        if plan.empty_source and not guard_empty:
+            plan.deletes = sorted(remote)
+            plan.empty_source = False
+        warnings = list(scan.problems)
+        if plan.empty_source:
+            warnings.append(
+                f"{container}/{prefix}: the local folder is empty; deleted nothing in the store"
+            )
+        return plan, exists, warnings
+
+    def _hash(self, container: str, keys: list[str]) -> dict[str, str]:
+        base = self.root / container
+
+        def one(key: str) -> tuple[str, str | None]:
+            try:
+                return key, file_md5(base / key)
+            except OSError:
+                return key, None
+
+        with ThreadPoolExecutor(min(self.transfers, 8)) as pool:
+            return {k: m for k, m in pool.map(one, keys) if m is not None}
+
+    # --- the full pass ---------------------------------------------------------------------
+
+    def full_pass(
+        self,
+        containers: list[str] | None = None,
+        dry_run: bool = False,
+        force: bool = False,
+        progress: Progress | None = None,
+    ) -> PassResult:
+        """One full mirror pass (``synchro-sync sync``); see the module docstring."""
+        started = time.monotonic()
+        result = PassResult()
+        self.rules.reload()
+        local = self.local_containers()
+        names = containers if containers else local
+        works: list[_Work] = []
+        for name in names:
+            name = localtree.nfc(name)
+            if name not in local:
+                result.failures.append(
+                    f"{name}: no such app folder in {self.root} (nothing was deleted)"
+                )
+                continue
+            result.containers.append(name)
+            try:
+                plan, exists, warnings = self.plan(name)
+            except SyncError as exc:
+                result.failures.append(f"{name}: {exc}")
+                continue
+            result.warnings += warnings
+            result.plans.append(plan)
+            work = _Work(plan, rows=dict(plan.refresh))
+            share = plan.delete_share()
+            if plan.deletes and share > self.max_delete_share and not force:
+                work.allow_deletes = False
+                result.withheld.append(
+                    f"{name}: would delete {len(plan.deletes)} of {plan.remote_count} objects "
+                    f"({share:.0%} > SYNC.maxDeleteShare {self.max_delete_share:.0%}); "
+                    "nothing deleted, use --force"
+                )
+            if not exists and (plan.uploads or plan.copies) and not dry_run:
+                try:
+                    self.store.ensure_container(name)
+                except StoreError as exc:
+                    result.failures.append(f"{name}: cannot create the container: {exc}")
+                    continue
+            works.append(work)
+        result.unchanged = sum(w.plan.unchanged for w in works)
+        if dry_run:
+            result.seconds = time.monotonic() - started
+            return result
+        self.execute(works, result, progress)
+        result.seconds = time.monotonic() - started
+        return result
+
+    def execute(
+        self, works: list[_Work], result: PassResult, progress: Progress | None = None
+    ) -> None:
+        """Uploads and copies of every plan on one pool, then deletes, then the index."""
+        if progress is not None:
+            files = sum(len(w.plan.uploads) + len(w.plan.copies) for w in works)
+            progress.planned(files, sum(w.plan.upload_bytes for w in works))
+        jobs: list[tuple[_Work, Callable[[], tuple[str, IndexEntry | None, int]]]] = []
+        for w in works:
+            c = w.plan.container
+            for cp in w.plan.copies:
+                jobs.append((w, _bind(self._copy, c, cp.src, cp.file, cp.md5)))
+            for up in w.plan.uploads:
+                jobs.append((w, _bind(self._upload, c, up)))
+        self._run(jobs, result, progress)
+        for w in works:
+            self._finish(w, result)
+
+    def _run(
+        self,
+        jobs: list[tuple[_Work, Callable[[], tuple[str, IndexEntry | None, int]]]],
+        result: PassResult,
+        progress: Progress | None,
+    ) -> None:
+        if not jobs:
+            return
+        pending: dict[Future[tuple[str, IndexEntry | None, int]], _Work] = {}
+        todo = iter(jobs)
+        # Keep a bounded number of jobs in flight so memory does not grow with the tree.
+        limit = self.transfers * 4
+        with ThreadPoolExecutor(self.transfers, thread_name_prefix="synchro-put") as pool:
+            while True:
+                while len(pending) < limit:
+                    job = next(todo, None)
+                    if job is None:
+                        break
+                    pending[pool.submit(job[1])] = job[0]
+                if not pending:
+                    break
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    work = pending.pop(fut)
+                    self._collect(fut, work, result, progress)
+
+    def _collect(
+        self,
+        fut: Future[tuple[str, IndexEntry | None, int]],
+        work: _Work,
+        result: PassResult,
+        progress: Progress | None,
+    ) -> None:
+        c = work.plan.container
+        try:
+            key, row, nbytes = fut.result()
+        except (SyncError, OSError) as exc:
+            result.failures.append(f"{c}: {exc}")
+            work.allow_deletes = False  # never delete after a failed upload (a rename's source)
+            return
+        if row is not None:
+            work.rows[key] = row
+            if len(work.rows) >= INDEX_BATCH:
+                self.index.put_many(c, work.rows)
+                work.rows = {}
+            if nbytes >= 0:
+                result.uploaded += 1
+                result.bytes += nbytes
+            else:
+                result.copied += 1
+        if progress is not None:
+            progress.advance(1, max(nbytes, 0))
+
+    def _finish(self, work: _Work, result: PassResult) -> None:
+        plan = work.plan
+        c = plan.container
+        self.index.put_many(c, work.rows)
+        work.rows = {}
+        if plan.deletes and work.allow_deletes:
+            try:
+                self.store.delete(c, plan.deletes)
+            except SyncError as exc:
+                result.failures.append(f"{c}: delete failed: {exc}")
+            else:
+                result.deleted += len(plan.deletes)
+                self.index.forget(c, plan.deletes)
+        self.index.forget(c, [k for k in plan.forget if k not in set(plan.deletes)])
+
+    # --- one file --------------------------------------------------------------------------
+
+    def upload_file(self, container: str, key: str, md5: str | None = None,
+                    planned: localtree.LocalFile | None = None) -> tuple[IndexEntry, int] | None:
+        """Upload the file as it is now; redo while it changes under the upload.
+
+        Returns the index row of exactly the content uploaded and its size, or None when the
+        file is gone.  The store never holds a mix: the store layer verifies the bytes it sent.
+        """
+        path = self.root / container / key
+        for _ in range(CHANGE_ATTEMPTS):
+            try:
+                before = os.stat(path)
+            except (FileNotFoundError, NotADirectoryError):
+                return None
+            now = localtree.LocalFile.from_stat(key, before)
+            hashed_ns = time.time_ns()
+            hint = md5 if planned is not None and planned.same_stat(now) else None
+            try:
+                info = self.store.put_file(container, key, path, md5_hex=hint)
+                after = os.stat(path)
+            except FileNotFoundError:
+                return None
+            if localtree.LocalFile.from_stat(key, after).same_stat(now) and info.md5:
+                return IndexEntry.of(now, info.md5, info.etag, hashed_ns), now.size
+            md5 = None
+        raise IntegrityError(
+            f"{path} kept changing during {CHANGE_ATTEMPTS} uploads", container=container, key=key
+        )
+
+    def _upload(self, container: str, up: Upload) -> tuple[str, IndexEntry | None, int]:
+        key = up.file.key
+        with self.locks.hold(container, key):
+            done = self.upload_file(container, key, up.md5, up.file)
+        if done is None:
+            return key, None, 0
+        return key, done[0], done[1]
+
+    def _copy(
+        self, container: str, src: str, f: localtree.LocalFile, md5: str
+    ) -> tuple[str, IndexEntry | None, int]:
+        path = self.root / container / f.key
+        try:
+            still = localtree.LocalFile.from_stat(f.key, os.stat(path)).same_stat(f)
+        except FileNotFoundError:
+            return f.key, None, 0
+        if still:
+            hashed_ns = time.time_ns()
+            info = self.store.copy(container, src, f.key)
+            if info.md5 is None or info.md5 == md5:
+                return f.key, IndexEntry.of(f, md5, info.etag, hashed_ns), -1
+        return self._upload(container, Upload(f, None))
+
+    def check_path(self, container: str, relpath: str) -> str:
+        """The key of ``relpath``, refusing containers and paths that escape the root."""
+        if not container or "/" in container or container in (".", ".."):
+            raise UnsafePath(f"{container!r} is not an app folder name")
+        return localtree.resolve_key(relpath)
+
+    def sync_path(self, container: str, relpath: str) -> PathResult:
+        """Sync one path's state as it is now (see :mod:`worker.pathsync`)."""
+        from worker.pathsync import sync_path
+
+        return sync_path(self, container, relpath)
+
+    def pull(self, containers: list[str] | None = None,
+             progress: Progress | None = None) -> PassResult:
+        """Fill the local folder from the store (see :mod:`worker.pull`)."""
+        from worker.pull import pull
+
+        return pull(self, containers, progress)
+
+
+def _bind(fn: Callable[..., Any], *args: Any) -> Callable[[], Any]:
+    return lambda: fn(*args)
+
+
+def iter_failures(result: PassResult) -> Iterable[str]:
+    yield from result.failures
+    yield from result.withheld

@@ -1,0 +1,134 @@
+"""``sync_path``: what a live-sync task does for one path.
+
+The task syncs the path's state *when it runs*, not what the event said, under a per-path lock
+shared by every worker process on the host (:mod:`worker.locks`), so duplicate and late
+deliveries are harmless and the upload that finishes last is of the content current when it
+started (the file is stat'ed again after the upload, and the upload redone if it changed):
+
+* a file present and different from what the index says was uploaded -> upload;
+* a path absent -> delete it from the store, and everything under it if it was a folder;
+* a folder -> plan and sync what is inside it (one listing of that folder's prefix).
+
+Ignored paths are skipped; a path that escapes the root (``..``, a symlink out) is refused with
+:class:`~worker.errors.UnsafePath`.  An app folder that is missing or empty deletes nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+import time
+from typing import TYPE_CHECKING
+
+from worker import localtree
+from worker.index import IndexEntry
+from worker.stores.modules import ContainerNotFound, file_md5
+
+if TYPE_CHECKING:
+    from worker.passes import MirrorContext, PathResult
+
+
+def sync_path(ctx: MirrorContext, container: str, relpath: str) -> PathResult:
+    from worker.passes import PassResult, PathResult, _Work
+
+    container = localtree.nfc(container)
+    key = ctx.check_path(container, relpath)
+    if ctx.rules.container_ignored(container):
+        return PathResult(container, key, "skipped", reason="ignored")
+    st = localtree.stat_path(ctx.root, container, key)
+    is_dir = st is not None and stat.S_ISDIR(st.st_mode)
+    if key and ctx.rules.ignored_path(container, key, is_dir=is_dir):
+        return PathResult(container, key, "skipped", reason="ignored")
+    if not key or is_dir:
+        if st is None:
+            return PathResult(container, key, "skipped", reason="app folder missing")
+        prefix = key + "/" if key else ""
+        plan, exists, _warnings = ctx.plan(container, prefix, guard_empty=not key)
+        if not exists and (plan.uploads or plan.copies):
+            ctx.store.ensure_container(container)
+        result = PassResult()
+        ctx.execute([_Work(plan, rows=dict(plan.refresh))], result)
+        if result.failures:
+            from worker.errors import SyncError
+
+            raise SyncError("; ".join(result.failures))
+        return PathResult(
+            container, key, "folder", uploaded=result.uploaded + result.copied,
+            deleted=result.deleted, bytes=result.bytes,
+        )
+    if st is None:
+        return _delete(ctx, container, key)
+    if not stat.S_ISREG(st.st_mode):
+        return PathResult(container, key, "skipped", reason="not a regular file")
+    with ctx.locks.hold(container, key):
+        return _sync_file(ctx, container, key)
+
+
+def _sync_file(ctx: MirrorContext, container: str, key: str) -> PathResult:
+    from worker.passes import PathResult
+
+    path = ctx.root / container / key
+    try:
+        now = localtree.LocalFile.from_stat(key, os.stat(path))
+    except (FileNotFoundError, NotADirectoryError):
+        return _delete_locked(ctx, container, key)
+    entry = ctx.index.get(container, key)
+    if entry is not None and entry.etag is not None:
+        if entry.vouches_for(now):
+            return PathResult(container, key, "unchanged")
+        if entry.size == now.size:
+            # Touched, or rewritten with the same bytes: hash before sending anything.
+            hashed_ns = time.time_ns()
+            try:
+                md5 = file_md5(path)
+                again = localtree.LocalFile.from_stat(key, os.stat(path))
+            except FileNotFoundError:
+                return _delete_locked(ctx, container, key)
+            if md5 == entry.md5 and again.same_stat(now):
+                ctx.index.put(container, key, IndexEntry.of(now, md5, entry.etag, hashed_ns))
+                return PathResult(container, key, "unchanged")
+    done = ctx.upload_file(container, key)
+    if done is None:
+        return _delete_locked(ctx, container, key)
+    row, size = done
+    ctx.index.put(container, key, row)
+    return PathResult(container, key, "uploaded", uploaded=1, bytes=size)
+
+
+def _app_folder_empty(ctx: MirrorContext, container: str) -> bool:
+    try:
+        with os.scandir(ctx.root / container) as it:
+            return next(it, None) is None
+    except (FileNotFoundError, NotADirectoryError):
+        return True
+
+
+def _delete(ctx: MirrorContext, container: str, key: str) -> PathResult:
+    with ctx.locks.hold(container, key):
+        st = localtree.stat_path(ctx.root, container, key)
+        if st is None:
+            return _delete_locked(ctx, container, key)
+        if stat.S_ISREG(st.st_mode):
+            return _sync_file(ctx, container, key)
+    return sync_path(ctx, container, key)  # it came back as a folder
+
+
+def _delete_locked(ctx: MirrorContext, container: str, key: str) -> PathResult:
+    from worker.passes import PathResult
+
+    if _app_folder_empty(ctx, container):
+        return PathResult(
+            container, key, "skipped", reason="app folder missing or empty; nothing deleted"
+        )
+    prefix = key + "/"
+    keys = [key]
+    if ctx.index.get(container, key) is None or ctx.index.has_under(container, prefix):
+        # Possibly a folder: everything under it goes too (one listing of that prefix).
+        listing = ctx.listing(container, prefix) or {}
+        keys += [k for k in listing if not ctx.rules.ignored_path(container, k)]
+        keys += [k for k in ctx.index.load(container, prefix) if k not in listing]
+    with contextlib.suppress(ContainerNotFound):  # nothing of this app in the store
+        ctx.store.delete(container, keys)
+    ctx.index.forget(container, keys)
+    return PathResult(container, key, "deleted", deleted=len(keys))

@@ -1,0 +1,159 @@
+"""``pull``: fill a local module directory from the store (a new server).
+
+Each object is streamed to a temporary file beside its target, checked against the listing's
+MD5 where the store gives one, renamed into place and given the object's time; the index learns
+the file's stat, MD5 and the listed ETag, so the next ``sync`` reads nothing and uploads nothing.
+The local folder is the truth: a file that exists locally with other content is kept, and
+reported.  Keys that would escape the folder are refused; ignored keys are not pulled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from worker import localtree
+from worker.errors import IntegrityError, SyncError, UnsafePath
+from worker.index import IndexEntry
+from worker.stores.modules import ObjectInfo, file_md5
+
+if TYPE_CHECKING:
+    from worker.passes import MirrorContext, PassResult, Progress
+
+_CHUNK = 1024 * 1024
+
+
+def pull(
+    ctx: MirrorContext, containers: list[str] | None, progress: Progress | None = None
+) -> PassResult:
+    from worker.passes import PassResult
+
+    started = time.monotonic()
+    result = PassResult()
+    ctx.root.mkdir(parents=True, exist_ok=True)
+    ctx.rules.reload()
+    names = [localtree.nfc(c) for c in containers] if containers else ctx.store.containers()
+    todo: list[tuple[str, ObjectInfo]] = []
+    for name in names:
+        if "/" in name or name.startswith(".") or ctx.rules.container_ignored(name):
+            result.warnings.append(f"{name}: not a usable app folder name; not pulled")
+            continue
+        listing = ctx.listing(name)
+        if listing is None:
+            result.failures.append(f"{name}: no such container in the store")
+            continue
+        result.containers.append(name)
+        index = ctx.index.load(name)
+        rows: dict[str, IndexEntry] = {}
+        for info in listing.values():
+            problem = _refuse(ctx, name, info.key)
+            if problem:
+                result.warnings.append(problem)
+                continue
+            state = _local_state(ctx, name, info, index.get(info.key))
+            if state == "missing":
+                todo.append((name, info))
+            elif isinstance(state, IndexEntry):
+                rows[info.key] = state
+                result.unchanged += 1
+            else:
+                result.warnings.append(state)
+        ctx.index.put_many(name, rows)
+    if progress is not None:
+        progress.planned(len(todo), sum(i.size for _, i in todo))
+    with ThreadPoolExecutor(ctx.transfers, thread_name_prefix="synchro-get") as pool:
+        for name, info, outcome in pool.map(lambda t: (*t, _fetch(ctx, *t)), todo):
+            if isinstance(outcome, str):
+                result.failures.append(outcome)
+                continue
+            ctx.index.put(name, info.key, outcome)
+            result.uploaded += 1
+            result.bytes += info.size
+            if progress is not None:
+                progress.advance(1, info.size)
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def _refuse(ctx: MirrorContext, container: str, key: str) -> str | None:
+    try:
+        clean = localtree.resolve_key(key)
+    except UnsafePath as exc:
+        return f"{container}/{key}: {exc}; not pulled"
+    if clean != key or not key:
+        return f"{container}/{key}: not a file name this folder can hold; not pulled"
+    if ctx.rules.ignored_path(container, key):
+        return f"{container}/{key}: ignored; not pulled"
+    return None
+
+
+def _local_state(
+    ctx: MirrorContext, container: str, info: ObjectInfo, entry: IndexEntry | None
+) -> str | IndexEntry:
+    """"missing", an index row when the local file already holds the object, else a warning."""
+    path = ctx.root / container / info.key
+    try:
+        st = localtree.stat_path(ctx.root, container, info.key)
+    except UnsafePath as exc:
+        return f"{exc}; not pulled"
+    except OSError:
+        st = None
+    if st is None:
+        return "missing"
+    f = localtree.LocalFile.from_stat(info.key, st)
+    hashed_ns = time.time_ns()
+    if entry is not None and entry.vouches_for(f):
+        md5 = entry.md5
+    elif f.size == info.size:
+        md5 = file_md5(path)
+    else:
+        md5 = ""
+    remote_md5 = info.md5 or (entry.md5 if entry and entry.etag == info.etag else None)
+    if md5 and md5 == remote_md5:
+        return IndexEntry.of(f, md5, info.etag, hashed_ns)
+    return f"{container}/{info.key}: a different local file exists; kept the local one"
+
+
+def _fetch(ctx: MirrorContext, container: str, info: ObjectInfo) -> IndexEntry | str:
+    path = ctx.root / container / info.key
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not localtree.within(ctx.root, path.parent):
+            return f"{container}/{info.key}: a folder on the way leads out of the root"
+        return _download(ctx, container, info, path)
+    except (SyncError, OSError) as exc:
+        return f"{container}/{info.key}: {exc}"
+
+
+def _download(ctx: MirrorContext, container: str, info: ObjectInfo, path: Path) -> IndexEntry:
+    fd, tmp = tempfile.mkstemp(prefix=".synchro-tmp-", dir=path.parent)
+    try:
+        digest = hashlib.md5(usedforsecurity=False)
+        with os.fdopen(fd, "wb") as out, ctx.store.open(container, info.key) as src:
+            while chunk := src.read(_CHUNK):
+                digest.update(chunk)
+                out.write(chunk)
+        md5 = digest.hexdigest()
+        if info.md5 is not None and md5 != info.md5:
+            raise IntegrityError(
+                f"downloaded MD5 {md5} differs from the listing's {info.md5}",
+                container=container, key=info.key,
+            )
+        os.chmod(tmp, 0o644)
+        mtime_ns = int(info.modified * 1e9)
+        os.utime(tmp, ns=(mtime_ns, mtime_ns))
+        if os.path.lexists(path):
+            raise SyncError(f"{container}/{info.key}: appeared locally meanwhile; kept it")
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    f = localtree.LocalFile.from_stat(info.key, os.stat(path))
+    return IndexEntry.of(f, md5, info.etag, time.time_ns())
