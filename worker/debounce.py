@@ -1,0 +1,142 @@
+"""Per-path debounce: a quiet period with a cap.
+
+A path is flushed once it has had no event for ``quiet`` seconds, or once ``max_delay`` seconds
+have passed since the first event of its current window, whichever comes first.  So an editor's
+save (a handful of events within milliseconds) or a burst of writes becomes one flush, and a path
+written continuously is still flushed at least every ``max_delay`` seconds.
+
+The logic is pure: time comes from an injectable clock, so tests drive it with a scripted event
+source.  Only the path's identity is kept (not what happened to it): whoever receives a flush
+syncs the path's state as it is when that work runs.  One thing about the window's history is
+kept, because it changes the answer: a path that was *created* in the window and is gone again
+at its end (an editor's temporary file renamed over its target) is flushed as ``transient``,
+meaning the store never had a reason to hear of it.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import time
+from collections.abc import Callable, Hashable, Iterator
+from dataclasses import dataclass
+from enum import Enum
+from typing import Generic, TypeVar
+
+K = TypeVar("K", bound=Hashable)
+
+Clock = Callable[[], float]
+
+
+class Change(Enum):
+    """What an event says about a path, as far as debouncing cares."""
+
+    #: The path did not exist just before (a create; not a rename onto it, which may overwrite).
+    CREATED = "created"
+    #: The path's content or existence may have changed.
+    CHANGED = "changed"
+    #: The path no longer exists (deleted, or renamed away).
+    GONE = "gone"
+
+
+@dataclass(frozen=True, slots=True)
+class Flush(Generic[K]):
+    """A path whose window closed: hand it off, unless ``transient``."""
+
+    key: K
+    #: Created and gone again within one window: nothing the store could have seen.
+    transient: bool = False
+    #: Events the window absorbed.
+    events: int = 1
+
+
+class _Window:
+    __slots__ = ("first", "last", "born", "gone", "events", "serial")
+
+    def __init__(self, now: float, change: Change, serial: int) -> None:
+        self.first = now
+        self.last = now
+        self.born = change is Change.CREATED
+        self.gone = change is Change.GONE
+        self.events = 1
+        self.serial = serial
+
+
+class Debouncer(Generic[K]):
+    """Windows of events per key; :meth:`due` returns the keys whose window has closed.
+
+    Not thread-safe: the caller holds a lock around every call.  Cost: O(log n) per window for
+    the deadline heap, O(1) per further event in an open window.
+    """
+
+    def __init__(self, quiet: float, max_delay: float, clock: Clock = time.monotonic) -> None:
+        if quiet < 0 or max_delay <= 0:
+            raise ValueError("quiet must be >= 0 and max_delay > 0")
+        self.quiet = quiet
+        self.max_delay = max_delay
+        self.clock = clock
+        self._windows: dict[K, _Window] = {}
+        # (deadline, serial, key): a lower bound of when the window can close.  Entries are
+        # lazily re-pushed with the real deadline when popped early, and dropped when stale.
+        self._heap: list[tuple[float, int, K]] = []
+        self._serials = itertools.count()
+
+    def __len__(self) -> int:
+        return len(self._windows)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._windows
+
+    def __iter__(self) -> Iterator[K]:
+        return iter(list(self._windows))
+
+    def record(self, key: K, change: Change = Change.CHANGED, now: float | None = None) -> None:
+        """Note an event on ``key``; opens a window if none is open."""
+        t = self.clock() if now is None else now
+        win = self._windows.get(key)
+        if win is None:
+            serial = next(self._serials)
+            self._windows[key] = _Window(t, change, serial)
+            heapq.heappush(self._heap, (t + min(self.quiet, self.max_delay), serial, key))
+            return
+        win.last = max(win.last, t)
+        win.events += 1
+        win.gone = change is Change.GONE
+
+    def _deadline(self, win: _Window) -> float:
+        return min(win.last + self.quiet, win.first + self.max_delay)
+
+    def next_deadline(self) -> float | None:
+        """The earliest time a window may close (a lower bound), or None if none is open."""
+        while self._heap:
+            deadline, serial, key = self._heap[0]
+            win = self._windows.get(key)
+            if win is None or win.serial != serial:
+                heapq.heappop(self._heap)
+                continue
+            return deadline
+        return None
+
+    def due(self, now: float | None = None) -> list[Flush[K]]:
+        """Close and return every window whose quiet period or cap has passed, oldest first."""
+        t = self.clock() if now is None else now
+        out: list[Flush[K]] = []
+        while self._heap and self._heap[0][0] <= t:
+            _, serial, key = heapq.heappop(self._heap)
+            win = self._windows.get(key)
+            if win is None or win.serial != serial:
+                continue
+            deadline = self._deadline(win)
+            if deadline <= t:
+                del self._windows[key]
+                out.append(Flush(key, win.born and win.gone, win.events))
+            else:
+                heapq.heappush(self._heap, (deadline, serial, key))
+        return out
+
+    def drain(self) -> list[Flush[K]]:
+        """Close every open window now (an orderly stop), oldest first."""
+        wins = sorted(self._windows.items(), key=lambda kv: kv[1].first)
+        self._windows.clear()
+        self._heap.clear()
+        return [Flush(k, w.born and w.gone, w.events) for k, w in wins]

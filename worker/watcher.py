@@ -1,0 +1,516 @@
+"""The watcher: watchdog events -> filtered, debounced paths -> the dispatcher.
+
+It watches ``APP_ROOT_PATH`` recursively (one sub-folder per app container; files at the top
+level belong to no container and are ignored), drops what the ignore rules leave out, and hands
+each path to the dispatcher once it has been quiet for ``SYNC.debounce`` seconds (at least every
+``SYNC.maxDelay`` seconds while it keeps changing).  It hands off the path's *identity* only: the
+work syncs the path's state as it is when it runs, so a move is two paths (source and
+destination), a delete is the path, and a folder that is removed or moved away is the folder path.
+
+The watcher is a fast hint; the full pass is the truth.  Whenever events may have been lost (an
+inotify queue overflow, an observer that stopped, the module folder vanishing and coming back, a
+dispatcher that keeps failing) it asks the dispatcher for a full pass instead of losing work.
+
+On Linux it uses inotify after checking the tree fits in the kernel's limits (see
+:mod:`worker.inotify`), and falls back to watchdog's polling observer, with a message saying
+which sysctl to raise, when it does not; ``SYNC.polling`` (or ``polling=True``) asks for polling
+from the start (bind mounts, network filesystems, where inotify sees nothing).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import signal
+import threading
+import time
+import warnings
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from watchdog.events import (
+    DirDeletedEvent,
+    DirMovedEvent,
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+    FileSystemMovedEvent,
+)
+from watchdog.observers.api import BaseObserver
+from watchdog.observers.polling import PollingObserver
+
+from worker import inotify
+from worker.debounce import Change, Debouncer, Flush
+from worker.ignore import SYNCIGNORE, IgnoreRules
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from worker.config import Settings
+
+log = logging.getLogger("synchro_sync.watcher")
+
+Key = tuple[str, str]  # (container, relpath)
+
+# Events worth a look.  Opens and read-only closes are left out on purpose: the worker reads
+# the files it uploads, and those reads must not come back as changes.
+EVENT_FILTER: list[type[FileSystemEvent]] = [
+    FileCreatedEvent,
+    FileModifiedEvent,
+    FileClosedEvent,
+    FileDeletedEvent,
+    FileMovedEvent,
+    DirDeletedEvent,
+    DirMovedEvent,
+]
+
+
+class PathDispatcher(Protocol):
+    """Where debounced paths go (``worker.dispatch`` has the embedded and Celery ones).
+
+    ``submit`` may raise (a broker away): the watcher keeps the path and retries, then asks for a
+    full pass.  A ``submit`` that returns ``False`` has taken the path over as a full pass it owes.
+    """
+
+    def submit(self, container: str, relpath: str) -> object: ...
+
+    def request_full_pass(self, reason: str) -> object: ...
+
+
+class ObserverKind(Enum):
+    INOTIFY = "inotify"
+    POLLING = "polling"
+    NATIVE = "native"  # watchdog's default observer on other platforms
+
+
+@dataclass
+class WatcherStats:
+    """Counters for ``status``, logs and tests."""
+
+    events: int = 0
+    submitted: int = 0
+    transient_dropped: int = 0
+    refused: int = 0
+    submit_failures: int = 0
+    full_passes: list[str] = field(default_factory=list)
+    messages: list[str] = field(default_factory=list)
+    restarts: int = 0
+
+
+class _Handler(FileSystemEventHandler):
+    def __init__(self, watcher: Watcher) -> None:
+        self.watcher = watcher
+
+    def dispatch(self, event: FileSystemEvent) -> None:
+        try:
+            self.watcher._on_event(event)
+        except Exception:  # an event we cannot place must not stop the observer thread
+            log.exception("event %r not handled; a full pass will cover it", event)
+            self.watcher._owe("an event could not be handled")
+
+
+class Watcher:
+    """Watch ``settings.APP_ROOT_PATH`` and hand debounced paths to ``dispatcher``.
+
+    :meth:`start` returns once watching; :meth:`stop` stops watching and hands off what is still
+    pending; :meth:`run_until_signal` does both around a wait for SIGINT or SIGTERM.
+    """
+
+    #: Attempts at handing a path off before a full pass is asked for instead.
+    retry_attempts = 6
+    #: First wait between attempts, doubled each time up to :attr:`retry_max_wait`.
+    retry_base = 0.25
+    retry_max_wait = 5.0
+    #: Paths kept for retrying; beyond this a full pass is owed and new ones are dropped.
+    retry_max_paths = 100_000
+    #: How many handed-off paths are remembered (a transient path that was handed off before
+    #: is handed off again: its earlier task may have copied the temporary content).
+    recent_max = 50_000
+    #: Seconds between checks that the observer is alive (and the root is there).
+    health_interval = 1.0
+
+    def __init__(
+        self,
+        settings: Settings,
+        dispatcher: PathDispatcher,
+        *,
+        polling: bool | None = None,
+        poll_interval: float = 1.0,
+        ignore: IgnoreRules | None = None,
+        proc_inotify: Path = inotify.PROC_INOTIFY,
+    ) -> None:
+        self.root = Path(settings.APP_ROOT_PATH).absolute()
+        self.dispatcher = dispatcher
+        self.polling = settings.SYNC.polling if polling is None else polling
+        self.poll_interval = poll_interval
+        self.ignore = ignore or IgnoreRules(self.root, settings.SYNC.ignore)
+        self.proc_inotify = proc_inotify
+        self.stats = WatcherStats()
+        self.kind: ObserverKind | None = None
+        self._prefix = os.fspath(self.root) + os.sep
+        self._debounce: Debouncer[Key] = Debouncer(settings.SYNC.debounce, settings.SYNC.maxDelay)
+        self._cond = threading.Condition()
+        self._observer: BaseObserver | None = None
+        self._handler = _Handler(self)
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self._retry: OrderedDict[Key, None] = OrderedDict()
+        self._attempts = 0
+        self._retry_at = 0.0
+        self._owed: list[str] = []
+        self._pass_at = 0.0
+        self._pass_attempts = 0
+        self._recent: OrderedDict[Key, None] = OrderedDict()
+        self._next_health = 0.0
+        self._tree = inotify.TreeSize()
+
+    # --- life cycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start watching (or waiting for the root to appear) and the hand-off thread."""
+        # watchdog warns when `mkdir -p` races its own recursive watch-adding; the watch is
+        # simply reused, so the warning is noise for our users.
+        warnings.filterwarnings(
+            "ignore", message="Callback with id", category=RuntimeWarning, module="watchdog"
+        )
+        if self.root.is_dir():
+            self._start_observer()
+        else:
+            self._message(f"{self.root} does not exist (yet); watching starts when it appears")
+        self._thread = threading.Thread(target=self._loop, name="synchro-sync-watch", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop watching, then hand off every pending path (an orderly stop loses nothing)."""
+        self._stop_observer()
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        with self._cond:
+            flushes = self._debounce.drain()
+        self._hand_off(flushes)
+        if self._retry:
+            self._retry_round()
+        if self._owed:
+            self._request_pass()
+        if self._retry or self._owed:
+            log.warning(
+                "%d paths not handed off and a full pass owed at stop; "
+                "the start-up full pass will cover them",
+                len(self._retry),
+            )
+
+    def run_until_signal(self, signals: Iterable[int] = (signal.SIGINT, signal.SIGTERM)) -> None:
+        """Start, block until one of ``signals`` arrives, stop.  Call from the main thread."""
+        stop = threading.Event()
+        previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in signals}
+        try:
+            self.start()
+            while not stop.wait(0.5):
+                pass
+        finally:
+            self.stop()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def wait_idle(self, timeout: float) -> bool:
+        """True once nothing is pending, waiting for a retry or owed (for tests and ``run``)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._cond:
+                idle = not (len(self._debounce) or self._retry or self._owed)
+            if idle or time.monotonic() >= deadline:
+                return idle
+            time.sleep(0.01)
+
+    def pending(self) -> list[Key]:
+        """Paths in a debounce window or waiting for a retry."""
+        with self._cond:
+            keys = list(self._debounce)
+        while True:
+            try:
+                return keys + list(self._retry)
+            except RuntimeError:  # changed by the hand-off thread while copying
+                continue
+
+    # --- the observer -----------------------------------------------------------------------
+
+    def _start_observer(self) -> None:
+        kind = self._choose_kind()
+        try:
+            self._observer = self._make_observer(kind)
+        except OSError as exc:
+            if kind is not ObserverKind.INOTIFY or exc.errno not in (errno.ENOSPC, errno.EMFILE):
+                raise
+            self._message(
+                f"inotify: {exc.strerror or exc}; raise fs.inotify.max_user_watches / "
+                "max_user_instances with sysctl, or set SYNC.polling=true; "
+                "polling is used meanwhile"
+            )
+            kind = ObserverKind.POLLING
+            self._observer = self._make_observer(kind)
+        self.kind = kind
+        log.info("watching %s with the %s observer", self.root, kind.value)
+
+    def _choose_kind(self) -> ObserverKind:
+        if self.polling:
+            return ObserverKind.POLLING
+        if inotify.OverflowReportingObserver is None:
+            return ObserverKind.NATIVE
+        try:
+            limits = inotify.InotifyLimits.read(self.proc_inotify)
+        except (OSError, ValueError):
+            return ObserverKind.INOTIFY  # no /proc: let inotify itself say
+        self._tree = inotify.measure_tree(self.root)
+        check = inotify.check_limits(limits, self._tree, self.root)
+        if check.problems or check.advice:
+            self._message(check.message())
+        return ObserverKind.INOTIFY if check.fits else ObserverKind.POLLING
+
+    def _make_observer(self, kind: ObserverKind) -> BaseObserver:
+        observer = _new_observer(kind, self._overflowed, self.poll_interval)
+        try:
+            observer.schedule(
+                self._handler, os.fspath(self.root), recursive=True, event_filter=EVENT_FILTER
+            )
+            observer.start()
+        except BaseException:
+            observer.stop()
+            raise
+        if kind is ObserverKind.INOTIFY:
+            watched = getattr(observer, "watch_count", lambda: -1)()
+            folders = self._tree.folders
+            # Folders may come and go between the count and the watches; a real shortfall means
+            # watchdog hit the limit and skipped sub-folders silently.
+            if 0 <= watched < folders - max(10, folders // 100):
+                observer.stop()
+                observer.join(5)
+                raise OSError(errno.ENOSPC, f"only {watched} of {folders} folders got a watch")
+        return observer
+
+    def _stop_observer(self) -> None:
+        observer, self._observer = self._observer, None
+        if observer is not None:
+            observer.stop()
+            if observer.is_alive():
+                observer.join(5)
+
+    def _check_observer(self) -> None:
+        observer = self._observer
+        if observer is None:
+            if self.root.is_dir():
+                self._start_observer()
+                self._owe(f"{self.root} appeared")
+            return
+        emitters = list(observer.emitters)
+        if observer.is_alive() and emitters and all(e.is_alive() for e in emitters):
+            return
+        self.stats.restarts += 1
+        self._stop_observer()
+        if self.root.is_dir():
+            log.error("the %s observer stopped; restarting it", self.kind and self.kind.value)
+            self._start_observer()
+            self._owe("the observer stopped and was restarted")
+        else:
+            self._message(f"{self.root} is gone; watching resumes when it is back")
+
+    def _overflowed(self) -> None:
+        # Runs on the inotify reader thread, which must get back to reading at once.
+        self._owe("inotify queue overflow: events were lost")
+
+    # --- events -----------------------------------------------------------------------------
+
+    def _on_event(self, event: FileSystemEvent) -> None:
+        self.stats.events += 1
+        src = os.fsdecode(event.src_path)
+        if isinstance(event, FileSystemMovedEvent):
+            self._note(src, Change.GONE, event.is_directory)
+            dest = os.fsdecode(event.dest_path)
+            # A moved folder's files arrive as moves of their own.
+            if dest and not event.is_directory:
+                self._note(dest, Change.CHANGED, False)
+        elif isinstance(event, (FileDeletedEvent, DirDeletedEvent)):
+            self._note(src, Change.GONE, event.is_directory)
+        elif isinstance(event, FileCreatedEvent):
+            self._note(src, Change.CREATED, False)
+        elif not event.is_directory:
+            self._note(src, Change.CHANGED, False)
+
+    def _split(self, path: str) -> Key | None:
+        if not path.startswith(self._prefix):
+            return None
+        container, _, rest = path[len(self._prefix) :].partition(os.sep)
+        return container, rest.replace(os.sep, "/")
+
+    def _note(self, path: str, change: Change, is_dir: bool) -> None:
+        key = self._split(path)
+        if key is None:
+            return
+        container, rel = key
+        if os.path.basename(path) == SYNCIGNORE:
+            self.ignore.reload()
+            self._owe("ignore rules changed")
+            return
+        if not rel:
+            if is_dir and change is Change.GONE:
+                # A whole app folder went away: the full pass and its delete guards decide.
+                self._owe(f"app folder {container!r} removed or moved away")
+            return
+        if self.ignore.ignored_path(container, rel, is_dir=is_dir):
+            return
+        with self._cond:
+            opened = key not in self._debounce
+            self._debounce.record(key, change)
+            if opened:
+                self._cond.notify()
+
+    # --- hand-off ---------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                if self._stopping:
+                    return
+                self._cond.wait(self._wait_time())
+                if self._stopping:
+                    return
+                flushes = self._debounce.due()
+            try:
+                self._hand_off(flushes)
+                now = time.monotonic()
+                if self._retry and now >= self._retry_at:
+                    self._retry_round()
+                if self._owed and now >= self._pass_at:
+                    self._request_pass()
+                if now >= self._next_health:
+                    self._next_health = now + self.health_interval
+                    self._check_observer()
+            except Exception:  # the hand-off thread must survive anything
+                log.exception("watcher hand-off failed; a full pass will follow")
+                self._owe("the watcher's hand-off failed")
+
+    def _wait_time(self) -> float:
+        now = time.monotonic()
+        times = [self._next_health]
+        deadline = self._debounce.next_deadline()
+        if deadline is not None:
+            times.append(deadline)
+        if self._retry:
+            times.append(self._retry_at)
+        if self._owed:
+            times.append(self._pass_at)
+        return max(0.0, min(times) - now)
+
+    def _hand_off(self, flushes: list[Flush[Key]]) -> None:
+        for flush in flushes:
+            key = flush.key
+            if flush.transient and key not in self._recent:
+                self.stats.transient_dropped += 1
+                continue
+            if self._retry:  # failing: keep order, and do not wait out a timeout per path
+                self._keep(key)
+                continue
+            self._submit(key)
+
+    def _submit(self, key: Key) -> bool:
+        try:
+            accepted = self.dispatcher.submit(*key)
+        except Exception as exc:
+            self.stats.submit_failures += 1
+            log.warning("container=%s path=%s not handed off (%s); will retry", *key, exc)
+            self._keep(key)
+            self._failed(exc)
+            return False
+        if accepted is False:
+            self.stats.refused += 1  # the dispatcher owes a full pass for it
+        else:
+            self.stats.submitted += 1
+            log.debug("container=%s path=%s handed off", *key)
+        self._recent[key] = None
+        self._recent.move_to_end(key)
+        if len(self._recent) > self.recent_max:
+            self._recent.popitem(last=False)
+        return True
+
+    def _keep(self, key: Key) -> None:
+        if self._owed and len(self._retry) >= self.retry_max_paths:
+            return  # a full pass is owed already and will find it
+        self._retry[key] = None
+        self._retry.move_to_end(key)
+        if len(self._retry) > self.retry_max_paths:
+            self._owe(f"more than {self.retry_max_paths} paths waiting to be handed off")
+
+    def _failed(self, exc: Exception) -> None:
+        self._attempts += 1
+        if self._attempts >= self.retry_attempts:
+            self._owe(f"the dispatcher failed {self._attempts} times ({exc.__class__.__name__})")
+        wait = min(self.retry_base * 2 ** (self._attempts - 1), self.retry_max_wait)
+        self._retry_at = time.monotonic() + wait
+
+    def _retry_round(self) -> None:
+        while self._retry:
+            key = next(iter(self._retry))
+            del self._retry[key]
+            if not self._submit(key):
+                self._retry.move_to_end(key, last=False)
+                return
+        self._attempts = 0
+
+    def _owe(self, reason: str) -> None:
+        with self._cond:
+            if reason not in self._owed:
+                self._owed.append(reason)
+            self._cond.notify()
+
+    def _request_pass(self) -> None:
+        with self._cond:
+            reasons = list(self._owed)
+        reason = "; ".join(reasons)
+        try:
+            self.dispatcher.request_full_pass(reason)
+        except Exception as exc:
+            self._pass_attempts += 1
+            wait = min(self.retry_base * 2 ** (self._pass_attempts - 1), self.retry_max_wait)
+            self._pass_at = time.monotonic() + wait
+            log.warning("full pass (%s) not requested (%s); will retry", reason, exc)
+            return
+        log.warning("full pass requested: %s", reason)
+        self.stats.full_passes.append(reason)
+        with self._cond:
+            self._owed = [r for r in self._owed if r not in reasons]
+        self._pass_attempts = 0
+        if self._attempts >= self.retry_attempts:
+            # The pass covers every path that was waiting; new failures start counting afresh.
+            self._retry.clear()
+            self._attempts = 0
+
+    def _message(self, text: str) -> None:
+        self.stats.messages.append(text)
+        log.warning("%s", text)
+
+
+def _new_observer(
+    kind: ObserverKind, on_overflow: inotify.OverflowHook, poll: float
+) -> BaseObserver:
+    """The watchdog observer of ``kind`` (a function, so a test can make inotify fail)."""
+    if kind is ObserverKind.POLLING:
+        return PollingObserver(timeout=poll)
+    if kind is ObserverKind.INOTIFY and inotify.OverflowReportingObserver is not None:
+        return inotify.OverflowReportingObserver(on_overflow)
+    from watchdog.observers import Observer
+
+    observer: BaseObserver = Observer()
+    return observer
+
+
+__all__ = ["EVENT_FILTER", "ObserverKind", "PathDispatcher", "Watcher", "WatcherStats"]
