@@ -1,0 +1,158 @@
+"""The Celery app, made from the settings: queues, routes, reliability options, beat schedule.
+
+No task bodies live here (they are in ``tasks/``, thin, and call ``worker.jobs``).  Choices:
+
+* **At least once, never stale.** ``task_acks_late`` and ``task_reject_on_worker_lost``: a task is
+  acknowledged after it ran, so a worker killed mid-task leaves its message to be delivered again;
+  ``worker_prefetch_multiplier = 1`` so a dying worker holds at most one message per process.  A
+  task syncs the path's state when it runs (never what the event said) under a host-local per-path
+  lock, so duplicates and late deliveries are harmless and the last save wins.
+* **Timeouts everywhere.** Every task has a soft and a hard time limit; broker sockets have
+  connect and read timeouts; the Redis ``visibility_timeout`` (after which an unacknowledged
+  message is delivered again) is set above the longest hard limit, so a running task is never
+  handed to a second worker.  A worker also asks for a full pass of its host when it starts, so
+  work lost with a killed worker is redone at once rather than after the visibility timeout.
+* **Redis does not grow.** Results are ignored (no result backend); ``result_expires`` bounds them
+  should someone configure a backend anyway.
+* **Queues.** Work that needs the module files goes to this host's queue (``HOST_QUEUE``, default
+  ``files.<hostname>``); session work and the scheduled fan-out go to the shared ``sessions`` queue
+  that any worker may take.
+* **One beat.** The periodic full pass (``SYNC.fullPassInterval``) and session backups
+  (``BACKUP.interval``) are guarded twice: ``synchro-sync beat`` holds a Redis lock so a second
+  scheduler waits as a standby, and each scheduled run claims its tick so a double send runs once.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+    from worker.config import Settings
+
+log = logging.getLogger("synchro_sync.app")
+
+#: The shared queue: session work and anything that does not need this host's files.
+SESSIONS_QUEUE = "sessions"
+
+#: (soft, hard) time limits in seconds, per task.
+TIME_LIMITS: dict[str, tuple[float, float]] = {
+    "tasks.sync_path": (240.0, 300.0),
+    "tasks.full_pass": (3300.0, 3600.0),
+    "tasks.snapshot_sessions": (1700.0, 1800.0),
+    "tasks.scheduled_full_pass": (50.0, 60.0),
+}
+#: Above the longest hard limit, so no running task is ever delivered a second time.
+VISIBILITY_TIMEOUT = int(max(hard for _, hard in TIME_LIMITS.values()) * 2)
+
+#: Socket timeouts towards the broker (seconds).
+BROKER_CONNECT_TIMEOUT = 3.0
+BROKER_SOCKET_TIMEOUT = 10.0
+
+
+def is_redis_url(url: str | None) -> bool:
+    return bool(url) and str(url).startswith(("redis://", "rediss://", "unix://"))
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """The Celery configuration for ``settings`` (pure; tested without a broker)."""
+    import kombu
+
+    # kombu ships no type information; its entities are used as plain callables here.
+    queue: Any = kombu.Queue  # type: ignore[attr-defined]
+    exchange: Any = kombu.Exchange  # type: ignore[attr-defined]
+    host_queue = settings.host_queue()
+    transport_options: dict[str, Any] = {"visibility_timeout": VISIBILITY_TIMEOUT}
+    if is_redis_url(settings.BROKER_URL):
+        transport_options.update(
+            socket_timeout=BROKER_SOCKET_TIMEOUT,
+            socket_connect_timeout=BROKER_CONNECT_TIMEOUT,
+            retry_on_timeout=True,
+            health_check_interval=25,
+        )
+    state_dir = Path(settings.STATE_DIR)
+    schedule: dict[str, Any] = {
+        "full-pass": {
+            "task": "tasks.scheduled_full_pass",
+            "schedule": float(settings.SYNC.fullPassInterval),
+            "options": {"queue": SESSIONS_QUEUE, "expires": settings.SYNC.fullPassInterval},
+        },
+    }
+    if settings.BACKUP.interval > 0:
+        schedule["session-backup"] = {
+            "task": "tasks.snapshot_sessions",
+            "schedule": float(settings.BACKUP.interval),
+            "kwargs": {"scheduled": True},
+            "options": {"queue": SESSIONS_QUEUE, "expires": settings.BACKUP.interval},
+        }
+    return {
+        # With no BROKER_URL the Celery app is not used for work (``run`` queues in-process);
+        # memory:// keeps `celery -A worker ...` from trying a RabbitMQ on localhost.
+        "broker_url": settings.BROKER_URL or "memory://",
+        "broker_connection_retry_on_startup": True,
+        "broker_connection_timeout": BROKER_CONNECT_TIMEOUT,
+        "broker_connection_max_retries": None,
+        "broker_transport_options": transport_options,
+        "broker_heartbeat": 30,
+        "result_backend": None,
+        "result_backend_transport_options": {"visibility_timeout": VISIBILITY_TIMEOUT},
+        "task_ignore_result": True,
+        "result_expires": 3600,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "task_acks_on_failure_or_timeout": True,
+        "worker_prefetch_multiplier": 1,
+        "task_time_limit": TIME_LIMITS["tasks.sync_path"][1],
+        "task_soft_time_limit": TIME_LIMITS["tasks.sync_path"][0],
+        "task_annotations": {
+            name: {"soft_time_limit": soft, "time_limit": hard}
+            for name, (soft, hard) in TIME_LIMITS.items()
+        },
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "task_default_queue": SESSIONS_QUEUE,
+        "task_queues": [
+            queue(host_queue, exchange(host_queue), routing_key=host_queue),
+            queue(SESSIONS_QUEUE, exchange(SESSIONS_QUEUE), routing_key=SESSIONS_QUEUE),
+        ],
+        "task_routes": {
+            "tasks.sync_path": {"queue": host_queue},
+            "tasks.full_pass": {"queue": host_queue},
+            "tasks.snapshot_sessions": {"queue": SESSIONS_QUEUE},
+            "tasks.scheduled_full_pass": {"queue": SESSIONS_QUEUE},
+        },
+        "task_create_missing_queues": True,
+        "worker_hijack_root_logger": False,
+        "worker_send_task_events": False,
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
+        "beat_schedule": schedule,
+        "beat_schedule_filename": str(state_dir / "celerybeat-schedule"),
+        "beat_max_loop_interval": 5,
+        "include": ["tasks"],
+    }
+
+
+def create_app(settings: Settings | None = None) -> Celery:
+    """A Celery app for ``settings`` (loaded from the environment and config file if None)."""
+    from celery import Celery
+
+    if settings is None:
+        from worker.config import load_settings
+
+        settings = load_settings()
+    app = Celery("synchro_sync", set_as_current=True)
+    app.config_from_object(celery_config(settings))
+    app.synchro_settings = settings  # read by the tasks: settings are loaded once per process
+    from worker import signals
+
+    signals.connect(app)
+    return app
+
+
+def settings_of(app: Celery) -> Settings:
+    """The settings an app was made from."""
+    settings: Settings = app.synchro_settings
+    return settings

@@ -1,0 +1,313 @@
+"""``synchro-sync run / watch / worker / beat / status``: running the live sync.
+
+``run`` is the whole job in one process on the embedded default (no server): the watcher feeds
+an in-process queue (:class:`~worker.dispatch.LocalDispatcher`), the start-up full pass runs
+first, then live syncs, with the scheduled passes and backups on a timer thread.  With
+``BROKER_URL`` set, ``watch``, ``worker`` and ``beat`` are separate processes, on any hosts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from worker.cli import EXIT_FAILED, CliState, pass_state
+from worker.errors import ConfigError, SyncError
+
+if TYPE_CHECKING:
+    from worker.config import Settings
+    from worker.dispatch import Dispatcher, LocalDispatcher
+
+log = logging.getLogger("synchro_sync.run")
+
+_PASSTHROUGH = {"ignore_unknown_options": True, "allow_extra_args": True}
+
+
+def _overrides(debounce: float | None, polling: bool | None) -> dict[str, Any]:
+    return {"SYNC.debounce": debounce, "SYNC.polling": polling}
+
+
+def _need_broker(settings: Settings, command: str) -> str:
+    if not settings.BROKER_URL:
+        raise ConfigError(
+            "BROKER_URL",
+            settings.origin("BROKER_URL"),
+            f"not set; `{command}` needs a Redis or RabbitMQ broker "
+            "(use `synchro-sync run` for the embedded, single-process mode)",
+        )
+    return settings.BROKER_URL
+
+
+def _log_to_stderr(settings: Settings) -> None:
+    """Our log lines (with container and path) on stderr at LOG_LEVEL."""
+    logger = logging.getLogger("synchro_sync")
+    logger.setLevel(settings.LOG_LEVEL)
+    if not any(getattr(h, "_synchro", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler._synchro = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+        logger.propagate = False
+
+
+@contextmanager
+def _until_signal() -> Iterator[threading.Event]:
+    """An event set by SIGTERM or SIGINT, with the previous handlers restored afterwards."""
+    stop = threading.Event()
+    previous = {
+        sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)
+    }
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _make_watcher(settings: Settings, dispatcher: Dispatcher) -> Any:
+    from worker.watcher import Watcher
+
+    return Watcher(settings, dispatcher)
+
+
+# --- run (embedded) -------------------------------------------------------------------------
+
+
+class Timers:
+    """The embedded scheduler: periodic full passes and session backups, one thread."""
+
+    def __init__(
+        self, settings: Settings, dispatcher: LocalDispatcher, backup: Callable[[], object]
+    ) -> None:
+        self.settings = settings
+        self.dispatcher = dispatcher
+        self.backup = backup
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="synchro-sync-beat", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        from worker import jobs
+        from worker.status import record_embedded_queue
+
+        now = time.monotonic()
+        next_pass = now + self.settings.SYNC.fullPassInterval
+        interval = self.settings.BACKUP.interval
+        next_backup = now + interval if interval > 0 else float("inf")
+        last_pending: list[tuple[str, str]] | None = None
+        while not self._stop.wait(0.5):
+            now = time.monotonic()
+            if now >= next_pass:
+                next_pass = now + self.settings.SYNC.fullPassInterval
+                self.dispatcher.request_full_pass("scheduled")
+            if now >= next_backup:
+                next_backup = now + interval
+                try:
+                    self.backup()
+                except Exception:  # recorded as a failure; the next interval tries again
+                    log.exception("scheduled session backup failed")
+                    self._record_failure("snapshot_sessions")
+            pending = self.dispatcher.pending()
+            if pending != last_pending:
+                try:
+                    record_embedded_queue(jobs.status_store(self.settings), pending)
+                    last_pending = pending
+                except OSError as exc:
+                    log.warning("status not written: %s", exc)
+
+    def _record_failure(self, task: str) -> None:
+        from worker import jobs
+        from worker.status import record_failure
+
+        exc = sys.exc_info()[1]
+        with suppress(OSError):
+            record_failure(jobs.status_store(self.settings), task, str(exc))
+
+
+def run_embedded(settings: Settings, stop: threading.Event, ready: Callable[[], None]) -> None:
+    """Watcher + in-process worker + timers until ``stop`` is set (see the module docstring)."""
+    from worker import jobs
+    from worker.dispatch import LocalDispatcher
+    from worker.status import record_embedded_queue
+
+    def sync(container: str, relpath: str) -> object:
+        return jobs.sync_path(settings, container, relpath)
+
+    def full_pass(containers: Any, reason: str) -> object:
+        return jobs.full_pass(settings, containers, reason)
+
+    with jobs.host_lock(settings, "run", timeout=0) as got:
+        if not got:
+            raise SyncError(f"another `synchro-sync run` uses STATE_DIR {settings.STATE_DIR}")
+        record_embedded_queue(jobs.status_store(settings), [])
+        dispatcher = LocalDispatcher(sync, full_pass, threads=2)
+        dispatcher.hold()  # events queue up while the start-up pass runs
+        watcher = _make_watcher(settings, dispatcher)
+        watcher.start()
+        timers = Timers(settings, dispatcher, lambda: jobs.snapshot_sessions(settings, True))
+        try:
+            result = jobs.full_pass(settings, None, "start-up")
+            log.warning("start-up full pass: %s", _pass_summary(result))
+            dispatcher.release()
+            timers.start()
+            ready()
+            stop.wait()
+        finally:
+            watcher.stop()
+            timers.stop()
+            dispatcher.wait_idle(5.0)
+            dispatcher.close()
+            record_embedded_queue(jobs.status_store(settings), dispatcher.pending())
+            jobs.close_context()
+
+
+def _pass_summary(result: Any) -> str:
+    fn = getattr(result, "summary", None)
+    return str(fn()) if callable(fn) else str(result)
+
+
+@click.command("run")
+@click.option("--debounce", type=float, help="Seconds of quiet before a path is synced.")
+@click.option("--polling/--no-polling", default=None, help="Poll instead of inotify.")
+@pass_state
+def run_command(state: CliState, debounce: float | None, polling: bool | None) -> None:
+    """Watcher, worker and scheduler in one process, no server needed.
+
+    Runs a full pass first, then mirrors every save as it happens; a full pass again every
+    SYNC.fullPassInterval seconds and a session backup every BACKUP.interval.  Work is queued
+    in this process (BROKER_URL is not used: see `watch`, `worker` and `beat` for that).
+    """
+    settings = state.settings(**_overrides(debounce, polling))
+    if settings.BROKER_URL:
+        settings = settings.model_copy(update={"BROKER_URL": None})
+        log.warning("run is the embedded mode; BROKER_URL is not used by it")
+    _log_to_stderr(settings)
+    store = settings.module_store
+    dest = getattr(store, "directory", None) or getattr(store, "provider", "")
+    with _until_signal() as stop:
+        run_embedded(
+            settings,
+            stop,
+            ready=lambda: click.echo(
+                f"synchro-sync: live: {settings.APP_ROOT_PATH} -> {dest} (embedded)", err=True
+            ),
+        )
+
+
+# --- distributed ----------------------------------------------------------------------------
+
+
+@click.command("watch")
+@click.option("--debounce", type=float, help="Seconds of quiet before a path is synced.")
+@click.option("--polling/--no-polling", default=None, help="Poll instead of inotify.")
+@pass_state
+def watch_command(state: CliState, debounce: float | None, polling: bool | None) -> None:
+    """The watcher alone: queue every save on BROKER_URL for this host's workers."""
+    from worker.app import create_app
+    from worker.dispatch import CeleryDispatcher
+
+    settings = state.settings(**_overrides(debounce, polling))
+    _need_broker(settings, "watch")
+    _log_to_stderr(settings)
+    dispatcher = CeleryDispatcher(create_app(settings), settings)
+    watcher = _make_watcher(settings, dispatcher)
+    with _until_signal() as stop:
+        watcher.start()
+        # The watcher is a hint: a full pass at start-up finds what changed while it was down.
+        dispatcher.request_full_pass("watcher started")
+        click.echo(
+            f"synchro-sync: watching {settings.APP_ROOT_PATH} -> queue {settings.host_queue()}",
+            err=True,
+        )
+        try:
+            stop.wait()
+        finally:
+            watcher.stop()
+            dispatcher.close()
+
+
+@click.command("worker", context_settings=_PASSTHROUGH)
+@click.pass_context
+def worker_command(ctx: click.Context) -> None:
+    """A Celery worker for the queued work (same as `celery -A worker worker`).
+
+    Consumes this host's queue (HOST_QUEUE, default files.<hostname>) and the shared `sessions`
+    queue; extra options go to Celery (e.g. `-Q sessions` on a host without the module files,
+    `-c 4`, `-P threads`).
+    """
+    from worker.app import create_app
+
+    state = ctx.ensure_object(CliState)
+    settings = state.settings()
+    _need_broker(settings, "worker")
+    _log_to_stderr(settings)
+    app = _as_default_app(create_app(settings))
+    app.worker_main(["worker", "--loglevel", settings.LOG_LEVEL, *ctx.args])
+
+
+@click.command("beat", context_settings=_PASSTHROUGH)
+@click.pass_context
+def beat_command(ctx: click.Context) -> None:
+    """The scheduler (same as `celery -A worker beat`): full passes and session backups.
+
+    Only one beat runs: a second one waits as a standby until the first one's lock expires.
+    """
+    from worker.app import create_app
+
+    state = ctx.ensure_object(CliState)
+    settings = state.settings()
+    _need_broker(settings, "beat")
+    _log_to_stderr(settings)
+    os.makedirs(settings.STATE_DIR, exist_ok=True)
+    app = _as_default_app(create_app(settings))
+    code = app.start(["beat", "--loglevel", settings.LOG_LEVEL, *ctx.args])
+    if code:
+        ctx.exit(code)
+
+
+def _as_default_app(app: Any) -> Any:
+    """Make ``worker.celery`` this app, so prefork children do not build a second one."""
+    import worker
+
+    worker._app = app
+    return app
+
+
+@click.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--limit", type=int, default=10, show_default=True,
+              help="How many pending paths, failures and retries to list.")
+@pass_state
+def status_command(state: CliState, as_json: bool, limit: int) -> None:
+    """Queue depth, pending paths, last full pass per container, last snapshot, recent
+    failures and retries.  Exit code 1 if the broker or the status store does not answer."""
+    from worker.status import collect_status, render
+
+    report = collect_status(state.settings(), limit=limit)
+    if as_json:
+        click.echo(json.dumps(report.to_json(), indent=2, default=str))
+    else:
+        click.echo(render(report))
+    if any(p.startswith(("broker unreachable", "status store")) for p in report.problems):
+        sys.exit(EXIT_FAILED)
+
+
+def register(main: click.Group) -> None:
+    for command in (run_command, watch_command, worker_command, beat_command, status_command):
+        main.add_command(command)

@@ -1,0 +1,292 @@
+"""The work behind each task, as plain functions of (settings, plain arguments).
+
+The Celery tasks in ``tasks/`` and the embedded runner (``synchro-sync run``) both call these, so
+the logic is the same in both modes and is tested without Celery.  Each function records what
+it did for ``synchro-sync status`` and logs with the container and path it concerns.
+
+Guards against double runs:
+
+* a full pass holds a host-local lock (``STATE_DIR/locks/full-pass.lock``): two passes of one
+  host's files never run at once, the second waits and then re-checks;
+* a snapshot holds a cluster-wide lock (Redis when the broker is Redis, else the host-local
+  lock): a second snapshot started meanwhile is skipped;
+* a scheduled run first claims its tick (:func:`claim_tick`), so that a schedule sent twice (two
+  beats, a restarted beat) runs once per interval.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from worker.dispatch import REDIS_PREFIX
+from worker.retry import RETRY_COUNTER
+from worker.status import (
+    StatusStore,
+    open_status_store,
+    record_full_pass,
+    record_retry,
+    record_snapshot,
+)
+
+if TYPE_CHECKING:
+    from worker.config import Settings
+    from worker.passes import MirrorContext
+
+log = logging.getLogger("synchro_sync.jobs")
+
+_ctx_lock = threading.Lock()
+_ctx: MirrorContext | None = None
+_status: StatusStore | None = None
+
+
+def mirror_context(settings: Settings) -> MirrorContext:
+    """The process's MirrorContext, built on first use (once per worker process)."""
+    global _ctx
+    with _ctx_lock:
+        if _ctx is None:
+            from worker.passes import MirrorContext
+
+            _ctx = MirrorContext.from_settings(settings)
+        return _ctx
+
+
+def status_store(settings: Settings) -> StatusStore:
+    global _status
+    if _status is None:
+        _status = open_status_store(settings)
+    return _status
+
+
+def close_context() -> None:
+    """Release the process's store connections (worker shutdown)."""
+    global _ctx, _status
+    with _ctx_lock:
+        if _ctx is not None:
+            _ctx.close()
+        _ctx = None
+        _status = None
+
+
+def summary(result: Any) -> dict[str, Any]:
+    """A JSON-able view of a PathResult / PassResult (whatever fields it has)."""
+    if result is None:
+        return {}
+    if is_dataclass(result) and not isinstance(result, type):
+        data = asdict(result)
+    elif isinstance(result, dict):
+        data = dict(result)
+    else:
+        data = {k: v for k, v in vars(result).items() if not k.startswith("_")}
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if hasattr(value, "value") and not isinstance(value, list | tuple | set | dict):
+            out[key] = str(value.value)  # an Enum
+        elif isinstance(value, str | int | float | bool) or value is None:
+            out[key] = value
+        elif isinstance(value, list | tuple | set | dict):
+            out[key] = len(value)
+        else:
+            out[key] = str(value)
+    return out
+
+
+@contextmanager
+def _counting_retries(
+    settings: Settings, what: str, container: str | None = None, path: str | None = None
+) -> Iterator[None]:
+    before = RETRY_COUNTER.count
+    try:
+        yield
+    finally:
+        added = RETRY_COUNTER.count - before
+        if added > 0:
+            try:
+                record_retry(
+                    status_store(settings), what, RETRY_COUNTER.last or "", added, container, path
+                )
+            except Exception as exc:  # status is best effort; the sync itself succeeded
+                log.warning("could not record retries: %s", exc)
+
+
+def sync_path(settings: Settings, container: str, relpath: str) -> Any:
+    """Mirror one path's current state (upload, or delete if it is gone)."""
+    started = time.monotonic()
+    with _counting_retries(settings, "sync_path", container, relpath):
+        result = mirror_context(settings).sync_path(container, relpath)
+    log.info(
+        "container=%s path=%s synced in %.3fs: %s",
+        container, relpath, time.monotonic() - started, summary(result),
+    )
+    return result
+
+
+def full_pass(
+    settings: Settings, containers: Sequence[str] | None = None, reason: str = ""
+) -> Any:
+    """One full mirror pass of this host's containers under the host-local pass lock."""
+    started = time.monotonic()
+    with host_lock(settings, "full-pass", timeout=3600.0), _counting_retries(settings, "full_pass"):
+        result = mirror_context(settings).full_pass(
+            containers=list(containers) if containers else None
+        )
+    took = time.monotonic() - started
+    store = status_store(settings)
+    for container, info in per_container(result).items():
+        log.info("container=%s full pass (%s) done in %.2fs: %s", container, reason, took, info)
+        record_full_pass(store, container, {**info, "reason": reason, "seconds": round(took, 3)})
+    return result
+
+
+def per_container(result: Any) -> dict[str, dict[str, Any]]:
+    """The pass's figures for each container it covered (failures matched by name)."""
+    info = summary(result)
+    info.pop("containers", None)
+    info.pop("plans", None)
+    failures = [str(f) for f in getattr(result, "failures", [])]
+    out: dict[str, dict[str, Any]] = {}
+    for name in getattr(result, "containers", None) or ["*"]:
+        mine = [f for f in failures if f.startswith(f"{name}:") or f"/{name}/" in f]
+        out[str(name)] = {**info, "failures": len(mine), "errors": mine[:5]}
+    return out
+
+
+def snapshot_sessions(settings: Settings, scheduled: bool = False) -> dict[str, Any] | None:
+    """Take a verified snapshot to ``BACKUP.dest``, then prune to ``BACKUP.keep``.
+
+    Returns what was done, or None when another snapshot holds the lock.  Pruning runs only
+    after the new snapshot was written and verified (``take_snapshot`` raises otherwise).
+    """
+    from worker.snapshot_dest import open_destination
+    from worker.snapshots import prune_snapshots, take_snapshot
+    from worker.stores.sessions import open_session_store
+
+    spec = settings.BACKUP.dest
+    with cluster_lock(settings, "snapshot", ttl=1800) as got:
+        if not got:
+            log.info("snapshot skipped: another snapshot is running")
+            return None
+        with _counting_retries(settings, "snapshot"):
+            source = open_session_store(settings)
+            dest = open_destination(spec, settings)
+            try:
+                # take_snapshot re-reads and verifies before it writes the manifest, and
+                # raises otherwise: pruning is reached only with a verified new snapshot.
+                snap = take_snapshot(source, dest)
+                pruned = prune_snapshots(dest, settings.BACKUP.keep)
+            finally:
+                for thing in (source, dest):
+                    close = getattr(thing, "close", None)
+                    if callable(close):
+                        close()
+    out = {
+        "id": snap.id,
+        "sessions": snap.count,
+        "bytes": snap.size,
+        "dest": spec,
+        "pruned": len(pruned),
+        "kept": settings.BACKUP.keep,
+        "scheduled": scheduled,
+    }
+    record_snapshot(status_store(settings), out)
+    log.info("snapshot %s of %s sessions -> %s (pruned %s)", snap.id, snap.count, spec,
+             len(pruned))
+    return out
+
+
+# --- locks ----------------------------------------------------------------------------------
+
+
+@contextmanager
+def host_lock(settings: Settings, name: str, timeout: float) -> Iterator[bool]:
+    """An ``fcntl`` lock in ``STATE_DIR/locks``: held by one process of this host at a time.
+
+    Waits up to ``timeout`` seconds (0: do not wait) and yields whether it was taken; the kernel
+    releases it if the process dies, so a ``kill -9`` never leaves it stuck.
+    """
+    folder = Path(settings.STATE_DIR) / "locks"
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / f"{name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                got = True
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    got = False
+                    break
+                time.sleep(0.05)
+        if timeout > 0 and not got:
+            from worker.errors import SyncError
+
+            raise SyncError(f"lock {name} still held after {timeout:.0f}s")
+        yield got
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def cluster_lock(settings: Settings, name: str, ttl: float) -> Iterator[bool]:
+    """A lock every worker sees: Redis when the broker is Redis, else the host lock; no wait."""
+    from worker.app import is_redis_url
+
+    if not is_redis_url(settings.BROKER_URL):
+        with host_lock(settings, name, timeout=0) as got:
+            yield got
+        return
+    import redis
+
+    assert settings.BROKER_URL is not None
+    client = redis.Redis.from_url(settings.BROKER_URL, socket_timeout=5, socket_connect_timeout=3)
+    lock = client.lock(f"{REDIS_PREFIX}lock:{name}", timeout=ttl, blocking_timeout=0)
+    got = bool(lock.acquire(blocking=False))
+    try:
+        yield got
+    finally:
+        if got:
+            try:
+                lock.release()
+            except Exception as exc:  # expired meanwhile: the TTL was the safety net
+                log.warning("lock %s: %s", name, exc)
+        client.close()
+
+
+def claim_tick(settings: Settings, name: str, interval: float) -> bool:
+    """True for the first scheduled run of ``name`` in (about) half an interval; else False."""
+    from worker.app import is_redis_url
+
+    window_ms = max(1, int(interval * 500))
+    if is_redis_url(settings.BROKER_URL):
+        import redis
+
+        assert settings.BROKER_URL is not None
+        client = redis.Redis.from_url(
+            settings.BROKER_URL, socket_timeout=5, socket_connect_timeout=3
+        )
+        try:
+            return bool(client.set(f"{REDIS_PREFIX}tick:{name}", str(time.time()),
+                                   nx=True, px=window_ms))
+        finally:
+            client.close()
+    stamp = Path(settings.STATE_DIR) / "locks" / f"tick-{name}"
+    with host_lock(settings, f"tick-{name}", timeout=5.0):
+        try:
+            last = float(stamp.read_text())
+        except (OSError, ValueError):
+            last = 0.0
+        now = time.time()
+        if now - last < window_ms / 1000:
+            return False
+        stamp.write_text(str(now))
+        return True

@@ -1,0 +1,145 @@
+"""Celery signal handlers: start-up full pass, one beat at a time, failures into ``status``.
+
+Connected by :func:`worker.app.create_app` for that app only (``sender`` checks), so tests that
+make several apps in one process do not cross wires.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from typing import TYPE_CHECKING, Any
+
+from worker.dispatch import REDIS_PREFIX
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+log = logging.getLogger("synchro_sync.worker")
+
+BEAT_LOCK = f"{REDIS_PREFIX}lock:beat"
+#: The beat lock lives this long unless renewed (every third of it) by its holder.
+BEAT_LOCK_TTL = 30.0
+
+
+def connect(app: Celery) -> None:
+    from celery import signals
+
+    def on_worker_ready(sender: Any = None, **_: Any) -> None:
+        if getattr(sender, "app", None) is not app:
+            return
+        _startup_full_pass(app, sender)
+
+    def on_task_failure(
+        sender: Any = None, exception: BaseException | None = None, args: Any = None, **_: Any
+    ) -> None:
+        if getattr(sender, "app", None) is not app:
+            return
+        _record(app, "failures", sender.name, exception, args)
+
+    def on_task_retry(
+        sender: Any = None, request: Any = None, reason: Any = None, **_: Any
+    ) -> None:
+        if getattr(sender, "app", None) is not app:
+            return
+        _record(app, "retries", sender.name, reason, getattr(request, "args", None))
+
+    def on_process_shutdown(**_: Any) -> None:
+        from worker import jobs
+
+        jobs.close_context()
+
+    def on_beat_init(sender: Any = None, **_: Any) -> None:
+        if getattr(sender, "app", None) is not app:
+            return
+        hold_beat_lock(app)
+
+    signals.worker_ready.connect(on_worker_ready, weak=False)
+    signals.task_failure.connect(on_task_failure, weak=False)
+    signals.task_retry.connect(on_task_retry, weak=False)
+    signals.worker_process_shutdown.connect(on_process_shutdown, weak=False)
+    signals.beat_init.connect(on_beat_init, weak=False)
+
+
+def _startup_full_pass(app: Celery, consumer: Any) -> None:
+    """A worker that (re)starts asks for a full pass of its host: work a killed worker held
+    is redone now rather than after the broker's visibility timeout."""
+    from worker.app import is_redis_url, settings_of
+
+    settings = settings_of(app)
+    queue = settings.host_queue()
+    if not settings.BROKER_URL:
+        return
+    consumed = set(getattr(app.amqp.queues, "consume_from", None) or app.amqp.queues)
+    if queue not in consumed:
+        return
+    if is_redis_url(settings.BROKER_URL):
+        import redis
+
+        client = redis.Redis.from_url(str(settings.BROKER_URL), socket_timeout=5)
+        # Several workers starting together ask once.
+        if not client.set(f"{REDIS_PREFIX}startpass:{queue}", "1", nx=True, ex=10):
+            return
+    app.send_task("tasks.full_pass", args=[None, "worker started"], queue=queue)
+    log.info("queue=%s worker started: full pass requested", queue)
+
+
+def _record(app: Celery, kind: str, task: str, error: Any, args: Any) -> None:
+    from worker import jobs
+    from worker.app import settings_of
+    from worker.status import record_failure, record_retry
+
+    container = path = None
+    if isinstance(args, list | tuple) and task == "tasks.sync_path" and len(args) >= 2:
+        container, path = str(args[0]), str(args[1])
+    try:
+        store = jobs.status_store(settings_of(app))
+        if kind == "failures":
+            record_failure(store, task, f"{error!s}", container, path)
+        else:
+            record_retry(store, task, f"{error!s}", 1, container, path)
+    except Exception as exc:  # status is best effort
+        log.warning("could not record %s: %s", kind, exc)
+
+
+def hold_beat_lock(app: Celery) -> None:
+    """Block until this beat holds the cluster's beat lock, then keep renewing it.
+
+    A second beat started by mistake waits here as a standby and takes over if the first one
+    dies (its lock expires after :data:`BEAT_LOCK_TTL`).  Without a Redis broker the embedded
+    runner is the only scheduler and nothing is needed.
+    """
+    from worker.app import is_redis_url, settings_of
+
+    settings = settings_of(app)
+    if not is_redis_url(settings.BROKER_URL):
+        return
+    import redis
+
+    client = redis.Redis.from_url(
+        str(settings.BROKER_URL), socket_timeout=5, socket_connect_timeout=3
+    )
+    lock = client.lock(BEAT_LOCK, timeout=BEAT_LOCK_TTL, thread_local=False)
+    warned = False
+    while not lock.acquire(blocking=True, blocking_timeout=BEAT_LOCK_TTL / 3):
+        if not warned:
+            log.warning("another beat holds %s; waiting as a standby", BEAT_LOCK)
+            warned = True
+    log.info("beat lock taken")
+
+    def renew() -> None:
+        while True:
+            threading.Event().wait(BEAT_LOCK_TTL / 3)
+            try:
+                lock.reacquire()
+            except redis.exceptions.LockError as exc:
+                # Another beat took over while this one could not renew: stop, never run two.
+                log.error("beat lock lost (%s); stopping this beat", exc)
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+            except redis.exceptions.RedisError as exc:  # broker away: keep trying
+                log.warning("beat lock not renewed: %s", exc)
+
+    threading.Thread(target=renew, name="synchro-sync-beat-lock", daemon=True).start()
