@@ -1,0 +1,288 @@
+"""``google``: Google Cloud Storage through google-cloud-storage.
+
+Keys read: ``projectId``, ``keyFilename`` (a service-account JSON file; else application
+default credentials; with an ``endpoint`` and no key file, anonymous credentials, as an
+emulator wants), ``endpoint``, ``bucket``.  Tested against fake-gcs-server
+(tests/servers/gcs_server.py).
+
+Every call passes ``retry=None``: the store applies the one tenacity policy.  Each upload sends
+the content's MD5 as the object's ``md5Hash`` so GCS refuses a body that does not match; files
+above 8 MiB go as a resumable upload in 8 MiB chunks read from disk, and the whole file's hash
+is checked before the last chunk (the one that commits the object) is sent.  Listings carry
+``md5Hash`` for every object we upload (only composed objects lack it); the etag is the
+object's generation.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+from collections.abc import Iterable, Iterator
+from typing import Any, BinaryIO, ClassVar, cast
+
+import requests
+from google.api_core import exceptions as gexc
+from google.auth.credentials import AnonymousCredentials
+from google.auth.exceptions import RefreshError, TransportError
+from google.cloud import storage
+from google.resumable_media import common as media_common
+
+from worker.errors import (
+    AccessDenied,
+    AlreadyExists,
+    InvalidName,
+    NotFound,
+    StoreError,
+    TransientStoreError,
+)
+from worker.stores.modules import names
+from worker.stores.modules.base import (
+    PART_SIZE,
+    ContainerNotFound,
+    ObjectInfo,
+    Page,
+    Runner,
+    SourceChanged,
+    VerifyingReader,
+)
+
+_TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
+_TIMEOUT = (10.0, 60.0)
+_SCOPE = "https://www.googleapis.com/auth/devstorage.read_write"
+_FIELDS = "items(name,size,updated,md5Hash,generation),nextPageToken"
+
+
+class GCSBackend:
+    """GCS through one shared client (its HTTP session has a pool sized for our workers)."""
+
+    name: ClassVar[str] = "google"
+    supports_bucket_creation: ClassVar[bool] = True
+    supports_server_side_copy: ClassVar[bool] = True
+
+    def __init__(self, client: storage.Client) -> None:
+        self.client = client
+
+    @classmethod
+    def from_config(cls, config: Any, *, pool: int = 32) -> GCSBackend:
+        options = {"api_endpoint": config.endpoint} if config.endpoint else None
+        if config.keyFilename:
+            from google.oauth2 import service_account
+
+            credentials: Any = service_account.Credentials.from_service_account_file(  # type: ignore[no-untyped-call]
+                config.keyFilename, scopes=[_SCOPE]
+            )
+            project = config.projectId or credentials.project_id
+        elif config.endpoint:
+            credentials = AnonymousCredentials()  # type: ignore[no-untyped-call]
+            project = config.projectId or "synchro-sync"
+        else:
+            import google.auth
+
+            credentials, found = google.auth.default(scopes=[_SCOPE])
+            project = config.projectId or found
+        http = _session(credentials, pool)
+        client = storage.Client(
+            project=project,
+            credentials=credentials,
+            _http=http,
+            client_options=options,
+        )
+        return cls(client)
+
+    # --- errors ----------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _errors(
+        self, bucket: str | None = None, key: str | None = None, missing: str = "object"
+    ) -> Iterator[None]:
+        """The one place google's exceptions become worker.errors; ``missing`` says what a
+        404 means for this call (``bucket`` where the object cannot be the missing part)."""
+        where: dict[str, Any] = {"store": self.name, "container": bucket, "key": key}
+        try:
+            yield
+        except gexc.GoogleAPICallError as exc:
+            raise self._by_status(exc.code or 0, exc.message, missing, where) from exc
+        except media_common.InvalidResponse as exc:
+            status = int(getattr(exc.response, "status_code", 0) or 0)
+            raise self._by_status(status, str(exc.args[0]), missing, where) from exc
+        except media_common.DataCorruption as exc:
+            raise TransientStoreError(f"data corrupted in transit: {exc}", **where) from exc
+        except RefreshError as exc:
+            raise AccessDenied(f"credentials refused: {exc}", **where) from exc
+        except (requests.ConnectionError, requests.Timeout, TransportError) as exc:
+            raise TransientStoreError(f"{type(exc).__name__}: {exc}", **where) from exc
+        except requests.exceptions.ChunkedEncodingError as exc:
+            raise TransientStoreError(f"connection broken: {exc}", **where) from exc
+
+    def _by_status(
+        self, status: int, message: str, missing: str, where: dict[str, Any]
+    ) -> StoreError:
+        text = f"{status}: {message}"
+        if status == 404:
+            if missing == "bucket" or "bucket" in message.lower():
+                return ContainerNotFound(text, **where)
+            return NotFound(text, **where)
+        if status in (401, 403):
+            return AccessDenied(text, **where)
+        if status == 409:
+            return AlreadyExists(text, **where)
+        if status in _TRANSIENT_STATUS:
+            return TransientStoreError(text, **where)
+        if status == 400 and "name" in message.lower():
+            return InvalidName(text, **where)
+        return StoreError(text, **where)
+
+    # --- names -----------------------------------------------------------------------------
+
+    def bucket_name_problem(self, bucket: str) -> str | None:
+        return names.gcs_bucket_problem(bucket)
+
+    def key_problem(self, key: str) -> str | None:
+        return names.gcs_key_problem(key)
+
+    # --- buckets ---------------------------------------------------------------------------
+
+    def list_buckets(self) -> list[str]:
+        with self._errors():
+            return [b.name for b in self.client.list_buckets(retry=None, timeout=_TIMEOUT)]
+
+    def create_bucket(self, bucket: str) -> None:
+        with self._errors(bucket, missing="bucket"):
+            self.client.create_bucket(bucket, retry=None, timeout=_TIMEOUT)
+
+    def delete_bucket(self, bucket: str) -> None:
+        with self._errors(bucket, missing="bucket"):
+            self.client.bucket(bucket).delete(retry=None, timeout=_TIMEOUT)
+
+    # --- listing ---------------------------------------------------------------------------
+
+    def list_page(self, bucket: str, prefix: str, token: str | None) -> Page:
+        with self._errors(bucket, missing="bucket"):
+            iterator = self.client.list_blobs(
+                bucket, prefix=prefix or None, page_token=token, page_size=1000,
+                fields=_FIELDS, retry=None, timeout=_TIMEOUT,
+            )
+            page = next(iterator.pages, None)
+            blobs = list(page) if page is not None else []
+            items = [_info(b) for b in blobs]
+            return Page(items, iterator.next_page_token)
+
+    def list_prefixes(self, bucket: str, prefix: str) -> list[str]:
+        with self._errors(bucket, missing="bucket"):
+            iterator = self.client.list_blobs(
+                bucket, prefix=prefix or None, delimiter="/", retry=None, timeout=_TIMEOUT,
+                fields="prefixes,nextPageToken",
+            )
+            for _ in iterator.pages:
+                pass
+            return sorted(iterator.prefixes)
+
+    # --- objects ---------------------------------------------------------------------------
+
+    def open_read(self, bucket: str, key: str) -> BinaryIO:
+        with self._errors(bucket, key):
+            blob = self.client.bucket(bucket).get_blob(key, retry=None, timeout=_TIMEOUT)
+            if blob is None:
+                raise NotFound("no such object", store=self.name, container=bucket, key=key)
+            # Pinned to the generation just seen: a concurrent overwrite cannot mix versions.
+            reader = blob.open("rb", chunk_size=PART_SIZE, retry=None)
+        return cast(BinaryIO, _MappedReader(reader, self, bucket, key))
+
+    def put(
+        self, bucket: str, key: str, body: BinaryIO, size: int, md5_hex: str, run: Runner
+    ) -> ObjectInfo:
+        def upload() -> ObjectInfo:
+            blob = self.client.bucket(bucket).blob(
+                key, chunk_size=PART_SIZE if size > PART_SIZE else None
+            )
+            # GCS checks the body against this and refuses a mismatch.
+            blob.md5_hash = base64.b64encode(bytes.fromhex(md5_hex)).decode()
+            stream = body if size <= PART_SIZE else VerifyingReader(body, size, md5_hex)
+            stream.seek(0)
+            with self._errors(bucket, key, missing="bucket"):
+                blob.upload_from_file(
+                    stream, size=size, rewind=False, checksum=None, retry=None, timeout=_TIMEOUT
+                )
+            info = _info(blob)
+            if info.md5 is not None and info.md5 != md5_hex:
+                raise TransientStoreError(
+                    f"stored MD5 {info.md5} differs from the content's {md5_hex}",
+                    store=self.name, container=bucket, key=key,
+                )
+            return info
+
+        try:
+            # Resumable uploads restart from byte 0 (emulators do not answer status queries).
+            return run(upload)
+        except SourceChanged as exc:
+            exc.store, exc.container, exc.key = self.name, bucket, key
+            raise
+
+    def delete_many(self, bucket: str, keys: Iterable[str]) -> None:
+        handle = self.client.bucket(bucket)
+        for key in keys:
+            try:
+                with self._errors(bucket, key):
+                    handle.delete_blob(key, retry=None, timeout=_TIMEOUT)
+            except NotFound as exc:
+                if isinstance(exc, ContainerNotFound):
+                    raise
+
+    def copy(self, bucket: str, src_key: str, dst_key: str) -> ObjectInfo:
+        handle = self.client.bucket(bucket)
+        with self._errors(bucket, src_key):
+            new = handle.copy_blob(
+                handle.blob(src_key), handle, dst_key, retry=None, timeout=_TIMEOUT
+            )
+        return _info(new)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.client.close()
+
+
+def _session(credentials: Any, pool: int) -> requests.Session:
+    """An HTTP session with a connection pool for ``pool`` threads and no transport retries."""
+    session: requests.Session
+    if isinstance(credentials, AnonymousCredentials):
+        session = requests.Session()
+    else:
+        from google.auth.transport.requests import AuthorizedSession
+
+        session = AuthorizedSession(credentials)  # type: ignore[no-untyped-call]
+    adapter = requests.adapters.HTTPAdapter(pool_connections=pool, pool_maxsize=pool, max_retries=0)
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    return session
+
+
+class _MappedReader:
+    """A BlobReader whose errors (a reset mid-body, say) are mapped to worker.errors."""
+
+    def __init__(self, reader: Any, backend: GCSBackend, bucket: str, key: str) -> None:
+        self._reader = reader
+        self._backend = backend
+        self._where = (bucket, key)
+
+    def read(self, n: int = -1) -> bytes:
+        with self._backend._errors(*self._where):
+            return bytes(self._reader.read(n))
+
+    def close(self) -> None:
+        self._reader.close()
+
+    def readable(self) -> bool:
+        return True
+
+    def __enter__(self) -> _MappedReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _info(blob: Any) -> ObjectInfo:
+    md5 = base64.b64decode(blob.md5_hash).hex() if blob.md5_hash else None
+    modified = blob.updated.timestamp() if blob.updated else 0.0
+    etag = str(blob.generation) if blob.generation else blob.etag
+    return ObjectInfo(blob.name, int(blob.size or 0), modified, md5, etag)
