@@ -1,0 +1,294 @@
+"""``azure``: Azure Blob Storage through azure-storage-blob.
+
+Keys read: ``storageAccount`` and ``storageAccessKey`` (shared key), or ``connectionString``;
+``endpoint`` (default ``https://<storageAccount>.blob.core.windows.net``; Azurite's
+``http://127.0.0.1:10000/devstoreaccount1``), ``bucket``.  Tested against Azurite
+(tests/servers/azure_server.py).
+
+The SDK's retry policy is off (``retry_total=0``; its default spent 17 s on one 503): the store
+applies the one tenacity policy.  Every upload sets the blob's Content-MD5, which listings
+report, so the checksum survives uploads in blocks; a single Put Blob also sends the body's
+MD5 for the service to verify.  Files above 8 MiB are staged as 8 MiB blocks read from disk,
+each verified by the service, and the block list is committed only after the whole file's hash
+matched: an uncommitted block is never visible.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any, BinaryIO, ClassVar, cast
+
+import requests
+from azure.core import exceptions as aexc
+from azure.core.pipeline.transport import RequestsTransport
+from azure.storage.blob import BlobPrefix, BlobServiceClient, ContentSettings
+
+from worker.errors import (
+    AccessDenied,
+    AlreadyExists,
+    InvalidName,
+    NotFound,
+    StoreError,
+    TransientStoreError,
+)
+from worker.stores.modules import names
+from worker.stores.modules.base import (
+    PART_SIZE,
+    ContainerNotFound,
+    ObjectInfo,
+    Page,
+    Runner,
+    SourceChanged,
+)
+
+_TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
+_TRANSIENT_CODES = {"Md5Mismatch", "ServerBusy", "OperationTimedOut", "InternalError"}
+_INVALID_CODES = {"InvalidResourceName", "OutOfRangeInput", "InvalidUri"}
+_TIMEOUT = 60
+
+
+class AzureBackend:
+    """Azure Blob through one shared BlobServiceClient (thread-safe; pooled HTTP session)."""
+
+    name: ClassVar[str] = "azure"
+    supports_bucket_creation: ClassVar[bool] = True
+    supports_server_side_copy: ClassVar[bool] = True
+
+    def __init__(self, service: BlobServiceClient) -> None:
+        self.service = service
+
+    @classmethod
+    def from_config(cls, config: Any, *, pool: int = 32) -> AzureBackend:
+        session = requests.Session()
+        adapter = requests.adapters.HTTPAdapter(
+            pool_connections=pool, pool_maxsize=pool, max_retries=0
+        )
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+        options: dict[str, Any] = {
+            "retry_total": 0,
+            "transport": RequestsTransport(session=session, session_owner=False),
+            "connection_timeout": 10,
+            "read_timeout": _TIMEOUT,
+            "max_single_put_size": PART_SIZE,
+            "max_block_size": PART_SIZE,
+        }
+        if config.connectionString is not None:
+            service = BlobServiceClient.from_connection_string(
+                config.connectionString.get_secret_value(), **options
+            )
+        else:
+            url = config.endpoint or f"https://{config.storageAccount}.blob.core.windows.net"
+            credential = {
+                "account_name": config.storageAccount,
+                "account_key": config.storageAccessKey.get_secret_value(),
+            }
+            service = BlobServiceClient(url, credential=credential, **options)
+        return cls(service)
+
+    # --- errors ----------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _errors(self, bucket: str | None = None, key: str | None = None) -> Iterator[None]:
+        """The one place azure-core's exceptions become worker.errors."""
+        where: dict[str, Any] = {"store": self.name, "container": bucket, "key": key}
+        try:
+            yield
+        except aexc.HttpResponseError as exc:
+            code = str(getattr(exc, "error_code", "") or "")
+            status = int(exc.status_code or 0)
+            text = f"{code or status}: {exc.reason or ''}".rstrip(": ")
+            cls: type[StoreError] = StoreError
+            if code == "ContainerNotFound":
+                cls = ContainerNotFound
+            elif status == 404:
+                cls = NotFound
+            elif status in (401, 403) or isinstance(exc, aexc.ClientAuthenticationError):
+                cls = AccessDenied
+            elif status == 409 and "AlreadyExists" in code:
+                cls = AlreadyExists
+            elif status in _TRANSIENT_STATUS or code in _TRANSIENT_CODES:
+                cls = TransientStoreError
+            elif code in _INVALID_CODES:
+                cls = InvalidName
+            raise cls(text, **where) from exc
+        except (aexc.ServiceRequestError, aexc.ServiceResponseError) as exc:
+            raise TransientStoreError(f"{type(exc).__name__}: {exc}", **where) from exc
+        except (aexc.IncompleteReadError, aexc.DecodeError) as exc:
+            raise TransientStoreError(f"{type(exc).__name__}: {exc}", **where) from exc
+        except requests.RequestException as exc:
+            raise TransientStoreError(f"{type(exc).__name__}: {exc}", **where) from exc
+        except aexc.AzureError as exc:
+            raise StoreError(str(exc), **where) from exc
+
+    # --- names -----------------------------------------------------------------------------
+
+    def bucket_name_problem(self, bucket: str) -> str | None:
+        return names.azure_container_problem(bucket)
+
+    def key_problem(self, key: str) -> str | None:
+        return names.azure_key_problem(key)
+
+    # --- containers ------------------------------------------------------------------------
+
+    def list_buckets(self) -> list[str]:
+        with self._errors():
+            return [c.name for c in self.service.list_containers(timeout=_TIMEOUT)]
+
+    def create_bucket(self, bucket: str) -> None:
+        with self._errors(bucket):
+            self.service.create_container(bucket, timeout=_TIMEOUT)
+
+    def delete_bucket(self, bucket: str) -> None:
+        with self._errors(bucket):
+            self.service.delete_container(bucket, timeout=_TIMEOUT)
+
+    # --- listing ---------------------------------------------------------------------------
+
+    def list_page(self, bucket: str, prefix: str, token: str | None) -> Page:
+        with self._errors(bucket):
+            pages = (
+                self.service.get_container_client(bucket)
+                .list_blobs(name_starts_with=prefix or None, results_per_page=1000,
+                            timeout=_TIMEOUT)
+                .by_page(continuation_token=token)
+            )
+            items = [_info(b) for b in next(pages, [])]
+            return Page(items, pages.continuation_token or None)  # type: ignore[attr-defined]
+
+    def list_prefixes(self, bucket: str, prefix: str) -> list[str]:
+        with self._errors(bucket):
+            walk = self.service.get_container_client(bucket).walk_blobs(
+                name_starts_with=prefix or None, delimiter="/", timeout=_TIMEOUT
+            )
+            return sorted(item.name for item in walk if isinstance(item, BlobPrefix))
+
+    # --- objects ---------------------------------------------------------------------------
+
+    def open_read(self, bucket: str, key: str) -> BinaryIO:
+        with self._errors(bucket, key):
+            # The downloader pins the ETag it saw first: an overwrite cannot mix versions.
+            downloader = self.service.get_blob_client(bucket, key).download_blob(
+                max_concurrency=1, timeout=_TIMEOUT
+            )
+        return cast(BinaryIO, _MappedReader(downloader, self, bucket, key))
+
+    def put(
+        self, bucket: str, key: str, body: BinaryIO, size: int, md5_hex: str, run: Runner
+    ) -> ObjectInfo:
+        blob = self.service.get_blob_client(bucket, key)
+        settings = ContentSettings(content_md5=bytearray(bytes.fromhex(md5_hex)))
+        if size <= PART_SIZE:
+            data = body.read(size)
+            if len(data) != size:
+                raise SourceChanged("the local file is shorter than it was", store=self.name)
+            with self._errors(bucket, key):
+                # validate_content: the service checks the body against its MD5.
+                resp = blob.upload_blob(
+                    data, length=size, overwrite=True, content_settings=settings,
+                    validate_content=True, timeout=_TIMEOUT,
+                )
+            return ObjectInfo(key, size, time.time(), md5_hex, _etag(resp.get("etag")))
+        return self._put_blocks(blob, bucket, key, body, size, md5_hex, settings, run)
+
+    def _put_blocks(
+        self, blob: Any, bucket: str, key: str, body: BinaryIO, size: int, md5_hex: str,
+        settings: ContentSettings, run: Runner,
+    ) -> ObjectInfo:
+        whole = hashlib.md5(usedforsecurity=False)
+        block_ids: list[str] = []
+        remaining = size
+        while remaining > 0:
+            chunk = body.read(min(PART_SIZE, remaining))
+            if not chunk:
+                break
+            remaining -= len(chunk)
+            whole.update(chunk)
+            block_id = base64.b64encode(f"synchro-{len(block_ids):08d}".encode()).decode()
+            run(self._stage, blob, bucket, key, block_id, chunk)
+            block_ids.append(block_id)
+        if remaining or whole.hexdigest() != md5_hex:
+            raise SourceChanged(
+                "the local file changed during the upload", store=self.name, container=bucket,
+                key=key,
+            )
+
+        def commit() -> Any:
+            with self._errors(bucket, key):
+                return blob.commit_block_list(
+                    block_ids, content_settings=settings, timeout=_TIMEOUT
+                )
+
+        resp = run(commit)
+        return ObjectInfo(key, size, time.time(), md5_hex, _etag(resp.get("etag")))
+
+    def _stage(self, blob: Any, bucket: str, key: str, block_id: str, chunk: bytes) -> None:
+        with self._errors(bucket, key):
+            blob.stage_block(block_id, chunk, length=len(chunk), validate_content=True,
+                             timeout=_TIMEOUT)
+
+    def delete_many(self, bucket: str, keys: Iterable[str]) -> None:
+        container = self.service.get_container_client(bucket)
+        for key in keys:
+            try:
+                with self._errors(bucket, key):
+                    container.delete_blob(key, timeout=_TIMEOUT)
+            except NotFound as exc:
+                if isinstance(exc, ContainerNotFound):
+                    raise
+
+    def copy(self, bucket: str, src_key: str, dst_key: str) -> ObjectInfo:
+        src = self.service.get_blob_client(bucket, src_key)
+        dst = self.service.get_blob_client(bucket, dst_key)
+        with self._errors(bucket, src_key):
+            copy = dst.start_copy_from_url(src.url, requires_sync=True, timeout=_TIMEOUT)
+            if copy.get("copy_status") != "success":
+                raise StoreError(
+                    f"server-side copy ended {copy.get('copy_status')}", store=self.name,
+                    container=bucket, key=src_key,
+                )
+            props = dst.get_blob_properties(timeout=_TIMEOUT)
+        return _info(props)
+
+    def close(self) -> None:
+        self.service.close()
+
+
+class _MappedReader:
+    """A StorageStreamDownloader read as a file, with its errors mapped."""
+
+    def __init__(self, downloader: Any, backend: AzureBackend, bucket: str, key: str) -> None:
+        self._downloader = downloader
+        self._backend = backend
+        self._where = (bucket, key)
+
+    def read(self, n: int = -1) -> bytes:
+        with self._backend._errors(*self._where):
+            return bytes(self._downloader.read(n if n is not None and n >= 0 else -1))
+
+    def close(self) -> None:
+        pass
+
+    def readable(self) -> bool:
+        return True
+
+    def __enter__(self) -> _MappedReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _etag(etag: str | None) -> str | None:
+    return etag.strip('"') if etag else None
+
+
+def _info(props: Any) -> ObjectInfo:
+    raw = props.content_settings.content_md5 if props.content_settings else None
+    md5 = bytes(raw).hex() if raw else None
+    modified = props.last_modified.timestamp() if props.last_modified else 0.0
+    return ObjectInfo(props.name, int(props.size or 0), modified, md5, _etag(props.etag))
