@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import stat
 import unicodedata
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,10 +34,18 @@ class LocalFile:
     mtime_ns: int
     ctime_ns: int
     inode: int
+    #: The path on disk relative to the container, when it differs from the NFC key.
+    disk: str = ""
 
     @classmethod
-    def from_stat(cls, key: str, st: os.stat_result) -> LocalFile:
-        return cls(key, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+    def from_stat(cls, key: str, st: os.stat_result, disk: str = "") -> LocalFile:
+        return cls(key, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino,
+                   disk if disk != key else "")
+
+    @property
+    def relpath(self) -> str:
+        """Where the file is, relative to its container folder."""
+        return self.disk or self.key
 
     def same_stat(self, other: LocalFile) -> bool:
         return (
@@ -82,12 +89,9 @@ def within(root: Path, path: str | os.PathLike[str]) -> bool:
     return real == base or real.startswith(base.rstrip(os.sep) + os.sep)
 
 
-def resolve_key(relpath: str) -> str:
-    """Normalise a path relative to a container into a key; refuse anything that escapes.
-
-    ``a//b``, ``./a`` and a trailing ``/`` are tidied; an absolute path, a ``..`` part, a NUL
-    or a backslash (a Windows separator an object store would keep literally) is refused.
-    """
+def tidy(relpath: str) -> str:
+    """``relpath`` with ``a//b``, ``./a`` and a trailing ``/`` tidied, as spelled on disk;
+    :class:`UnsafePath` for an absolute path, ``..``, a NUL or a backslash."""
     if "\x00" in relpath or "\\" in relpath:
         raise UnsafePath(f"path {relpath!r} has a NUL or backslash")
     if relpath.startswith("/"):
@@ -95,7 +99,12 @@ def resolve_key(relpath: str) -> str:
     parts = [p for p in relpath.split("/") if p not in ("", ".")]
     if any(p == ".." for p in parts):
         raise UnsafePath(f"path {relpath!r} escapes the module directory (..)")
-    return nfc("/".join(parts))
+    return "/".join(parts)
+
+
+def resolve_key(relpath: str) -> str:
+    """The NFC key of a path relative to a container (see :func:`tidy`)."""
+    return nfc(tidy(relpath))
 
 
 def scan(
@@ -103,14 +112,19 @@ def scan(
     container: str,
     rules: IgnoreRules,
     prefix: str = "",
+    disk_prefix: str | None = None,
 ) -> ScanResult:
-    """Walk ``root/container[/prefix]`` and return its mirrored files (``root`` resolved)."""
+    """Walk ``root/container[/prefix]`` and return its mirrored files (``root`` resolved).
+
+    ``prefix`` is a folder's key ending in '/'; ``disk_prefix`` its spelling on disk if other.
+    """
     result = ScanResult()
     seen: set[str] = set()
-    start = root / container / prefix if prefix else root / container
-    stack: list[tuple[str, str]] = [(str(start), prefix)]
+    disk = prefix if disk_prefix is None else disk_prefix
+    start = root / container / disk if disk else root / container
+    stack: list[tuple[str, str, str]] = [(str(start), prefix, disk)]
     while stack:
-        folder, key_prefix = stack.pop()
+        folder, key_prefix, disk_prefix = stack.pop()
         try:
             it = os.scandir(folder)
         except FileNotFoundError:
@@ -120,7 +134,8 @@ def scan(
             continue
         with it:
             for entry in it:
-                _visit(root, container, rules, entry, key_prefix, stack, seen, result)
+                _visit(root, container, rules, entry, key_prefix, disk_prefix, stack, seen,
+                       result)
     return result
 
 
@@ -130,7 +145,8 @@ def _visit(
     rules: IgnoreRules,
     entry: os.DirEntry[str],
     key_prefix: str,
-    stack: list[tuple[str, str]],
+    disk_prefix: str,
+    stack: list[tuple[str, str, str]],
     seen: set[str],
     result: ScanResult,
 ) -> None:
@@ -156,7 +172,7 @@ def _visit(
         if rules.ignored(container, key, is_dir=True):
             result.ignored += 1
         else:
-            stack.append((entry.path, key + "/"))
+            stack.append((entry.path, key + "/", disk_prefix + name + "/"))
         return
     if rules.ignored(container, key):
         result.ignored += 1
@@ -180,7 +196,7 @@ def _visit(
         )
         return
     seen.add(key)
-    result.files.append(LocalFile.from_stat(key, st))
+    result.files.append(LocalFile.from_stat(key, st, disk_prefix + name))
 
 
 def _symlink_target(root: Path, path: str) -> os.stat_result | None:
@@ -216,6 +232,3 @@ def stat_path(root: Path, container: str, key: str) -> os.stat_result | None:
             return None
     return st
 
-
-def iter_keys(files: list[LocalFile]) -> Iterator[str]:
-    return (f.key for f in files)

@@ -181,13 +181,14 @@ class MirrorContext:
             return None
 
     def plan(
-        self, container: str, prefix: str = "", *, guard_empty: bool = True
+        self, container: str, prefix: str = "", *, guard_empty: bool = True,
+        disk_prefix: str | None = None,
     ) -> tuple[ContainerPlan, bool, list[str]]:
         """Plan one container (or the folder ``prefix``, ending in '/').
 
         Returns the plan, whether the container exists in the store, and warnings.
         """
-        scan = localtree.scan(self.root, container, self.rules, prefix)
+        scan = localtree.scan(self.root, container, self.rules, prefix, disk_prefix)
         remote = self.listing(container, prefix)
         exists = remote is not None
         remote = remote or {}
@@ -201,7 +202,9 @@ class MirrorContext:
         now = time.time_ns()
         plan = plan_container(container, scan.files, index, remote, can_copy=can_copy, now_ns=now)
         if plan.to_hash:
-            hashes = self._hash(container, plan.to_hash)
+            where = {f.key: f.relpath for f in scan.files}
+            hashes = self._hash(container, [where[k] for k in plan.to_hash])
+            hashes = {localtree.nfc(k): v for k, v in hashes.items()}
             plan = plan_container(
                 container, scan.files, index, remote, hashes, can_copy=can_copy, now_ns=now
             )
@@ -344,7 +347,9 @@ class MirrorContext:
             result.failures.append(f"{c}: {exc}")
             work.allow_deletes = False  # never delete after a failed upload (a rename's source)
             return
-        if row is not None:
+        if row is None:
+            result.warnings.append(f"{c}/{key}: gone before it was sent; left to the next pass")
+        else:
             work.rows[key] = row
             if len(work.rows) >= INDEX_BATCH:
                 self.index.put_many(c, work.rows)
@@ -374,14 +379,16 @@ class MirrorContext:
 
     # --- one file --------------------------------------------------------------------------
 
-    def upload_file(self, container: str, key: str, md5: str | None = None,
-                    planned: localtree.LocalFile | None = None) -> tuple[IndexEntry, int] | None:
+    def upload_file(
+        self, container: str, key: str, md5: str | None = None,
+        planned: localtree.LocalFile | None = None, relpath: str | None = None,
+    ) -> tuple[IndexEntry, int] | None:
         """Upload the file as it is now; redo while it changes under the upload.
 
         Returns the index row of exactly the content uploaded and its size, or None when the
         file is gone.  The store never holds a mix: the store layer verifies the bytes it sent.
         """
-        path = self.root / container / key
+        path = self.root / container / (relpath or key)
         for _ in range(CHANGE_ATTEMPTS):
             try:
                 before = os.stat(path)
@@ -405,7 +412,7 @@ class MirrorContext:
     def _upload(self, container: str, up: Upload) -> tuple[str, IndexEntry | None, int]:
         key = up.file.key
         with self.locks.hold(container, key):
-            done = self.upload_file(container, key, up.md5, up.file)
+            done = self.upload_file(container, key, up.md5, up.file, up.file.relpath)
         if done is None:
             return key, None, 0
         return key, done[0], done[1]
@@ -413,9 +420,9 @@ class MirrorContext:
     def _copy(
         self, container: str, src: str, f: localtree.LocalFile, md5: str
     ) -> tuple[str, IndexEntry | None, int]:
-        path = self.root / container / f.key
+        path = self.root / container / f.relpath
         try:
-            still = localtree.LocalFile.from_stat(f.key, os.stat(path)).same_stat(f)
+            still = localtree.LocalFile.from_stat(f.key, os.stat(path), f.disk).same_stat(f)
         except FileNotFoundError:
             return f.key, None, 0
         if still:
@@ -426,10 +433,10 @@ class MirrorContext:
         return self._upload(container, Upload(f, None))
 
     def check_path(self, container: str, relpath: str) -> str:
-        """The key of ``relpath``, refusing containers and paths that escape the root."""
+        """``relpath`` tidied (as on disk), refusing containers and paths that escape."""
         if not container or "/" in container or container in (".", ".."):
             raise UnsafePath(f"{container!r} is not an app folder name")
-        return localtree.resolve_key(relpath)
+        return localtree.tidy(relpath)
 
     def sync_path(self, container: str, relpath: str) -> PathResult:
         """Sync one path's state as it is now (see :mod:`worker.pathsync`)."""

@@ -32,11 +32,12 @@ if TYPE_CHECKING:
 def sync_path(ctx: MirrorContext, container: str, relpath: str) -> PathResult:
     from worker.passes import PassResult, PathResult, _Work
 
+    disk = ctx.check_path(container, relpath)
+    key = localtree.nfc(disk)
     container = localtree.nfc(container)
-    key = ctx.check_path(container, relpath)
     if ctx.rules.container_ignored(container):
         return PathResult(container, key, "skipped", reason="ignored")
-    st = localtree.stat_path(ctx.root, container, key)
+    st = localtree.stat_path(ctx.root, container, disk)
     is_dir = st is not None and stat.S_ISDIR(st.st_mode)
     if key and ctx.rules.ignored_path(container, key, is_dir=is_dir):
         return PathResult(container, key, "skipped", reason="ignored")
@@ -44,7 +45,9 @@ def sync_path(ctx: MirrorContext, container: str, relpath: str) -> PathResult:
         if st is None:
             return PathResult(container, key, "skipped", reason="app folder missing")
         prefix = key + "/" if key else ""
-        plan, exists, _warnings = ctx.plan(container, prefix, guard_empty=not key)
+        plan, exists, _warnings = ctx.plan(
+            container, prefix, guard_empty=not key, disk_prefix=disk + "/" if disk else ""
+        )
         if not exists and (plan.uploads or plan.copies):
             ctx.store.ensure_container(container)
         result = PassResult()
@@ -58,19 +61,19 @@ def sync_path(ctx: MirrorContext, container: str, relpath: str) -> PathResult:
             deleted=result.deleted, bytes=result.bytes,
         )
     if st is None:
-        return _delete(ctx, container, key)
+        return _delete(ctx, container, key, disk)
     if not stat.S_ISREG(st.st_mode):
         return PathResult(container, key, "skipped", reason="not a regular file")
     with ctx.locks.hold(container, key):
-        return _sync_file(ctx, container, key)
+        return _sync_file(ctx, container, key, disk)
 
 
-def _sync_file(ctx: MirrorContext, container: str, key: str) -> PathResult:
+def _sync_file(ctx: MirrorContext, container: str, key: str, disk: str) -> PathResult:
     from worker.passes import PathResult
 
-    path = ctx.root / container / key
+    path = ctx.root / container / disk
     try:
-        now = localtree.LocalFile.from_stat(key, os.stat(path))
+        now = localtree.LocalFile.from_stat(key, os.stat(path), disk)
     except (FileNotFoundError, NotADirectoryError):
         return _delete_locked(ctx, container, key)
     entry = ctx.index.get(container, key)
@@ -82,13 +85,13 @@ def _sync_file(ctx: MirrorContext, container: str, key: str) -> PathResult:
             hashed_ns = time.time_ns()
             try:
                 md5 = file_md5(path)
-                again = localtree.LocalFile.from_stat(key, os.stat(path))
+                again = localtree.LocalFile.from_stat(key, os.stat(path), disk)
             except FileNotFoundError:
                 return _delete_locked(ctx, container, key)
             if md5 == entry.md5 and again.same_stat(now):
                 ctx.index.put(container, key, IndexEntry.of(now, md5, entry.etag, hashed_ns))
                 return PathResult(container, key, "unchanged")
-    done = ctx.upload_file(container, key)
+    done = ctx.upload_file(container, key, relpath=disk)
     if done is None:
         return _delete_locked(ctx, container, key)
     row, size = done
@@ -104,14 +107,14 @@ def _app_folder_empty(ctx: MirrorContext, container: str) -> bool:
         return True
 
 
-def _delete(ctx: MirrorContext, container: str, key: str) -> PathResult:
+def _delete(ctx: MirrorContext, container: str, key: str, disk: str) -> PathResult:
     with ctx.locks.hold(container, key):
-        st = localtree.stat_path(ctx.root, container, key)
+        st = localtree.stat_path(ctx.root, container, disk)
         if st is None:
             return _delete_locked(ctx, container, key)
         if stat.S_ISREG(st.st_mode):
-            return _sync_file(ctx, container, key)
-    return sync_path(ctx, container, key)  # it came back as a folder
+            return _sync_file(ctx, container, key, disk)
+    return sync_path(ctx, container, disk)  # it came back as a folder
 
 
 def _delete_locked(ctx: MirrorContext, container: str, key: str) -> PathResult:
