@@ -119,7 +119,7 @@ class LocalDispatcher:
                 self._again.add(key)
             elif key not in self._pending:
                 self._pending[key] = time.monotonic()
-                self._cond.notify()
+                self._cond.notify_all()
         return True
 
     def request_full_pass(self, reason: str) -> None:
@@ -187,7 +187,7 @@ class LocalDispatcher:
                     if key in self._again:
                         self._again.discard(key)
                         self._pending[key] = time.monotonic()
-                        self._cond.notify()
+                        self._cond.notify_all()
 
     def _passes(self) -> None:
         while True:
