@@ -4,6 +4,7 @@ tree by checksum."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import os
@@ -114,11 +115,8 @@ class Harness:
 
     def close(self) -> None:
         for ctx in self.contexts:
-            with_store = ctx.store
-            try:
-                with_store.delete_container(self.app)
-            except Exception:
-                pass
+            with contextlib.suppress(Exception):
+                ctx.store.delete_container(self.app)
             ctx.close()
 
 

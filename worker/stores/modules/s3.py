@@ -43,6 +43,7 @@ from worker.stores.modules.base import (
     Runner,
     SourceChanged,
 )
+from worker.stores.modules.s3_put import FastPut
 
 _NOT_FOUND = {"NoSuchKey", "404", "NotFound", "NoSuchUpload", "NoSuchVersion"}
 _DENIED = {
@@ -77,6 +78,8 @@ class S3Backend:
     def __init__(self, client: Any, region: str = "us-east-1") -> None:
         self.client = client
         self.region = region
+        #: Light request path for single-request PUTs (see s3_put.py); None: boto3 only.
+        self.fast: FastPut | None = None
 
     @classmethod
     def from_config(cls, config: Any, *, pool: int = 32, timeout: float = 30.0) -> S3Backend:
@@ -96,7 +99,11 @@ class S3Backend:
             aws_access_key_id=config.keyId, aws_secret_access_key=secret
         )
         client = session.client("s3", endpoint_url=config.endpoint, config=botocore_config)
-        return cls(client, config.region)
+        backend = cls(client, config.region)
+        credentials = session.get_credentials()
+        if credentials is not None:
+            backend.fast = FastPut(config.endpoint, config.region, credentials, timeout)
+        return backend
 
     # --- errors ----------------------------------------------------------------------------
 
@@ -198,6 +205,9 @@ class S3Backend:
         data = body.read(size)
         if len(data) != size:
             raise SourceChanged("the local file is shorter than it was", store=self.name)
+        if self.fast is not None:
+            etag = self.fast.put(bucket, key, data, md5_hex)
+            return ObjectInfo(key, size, time.time(), md5_hex, etag)
         with self._errors(bucket, key):
             resp = self.client.put_object(
                 Bucket=bucket, Key=key, Body=data, ContentMD5=_b64(md5_hex)
@@ -308,6 +318,8 @@ class S3Backend:
         return _info(dst_key, head["ContentLength"], head["LastModified"].timestamp(), etag)
 
     def close(self) -> None:
+        if self.fast is not None:
+            self.fast.close()
         self.client.close()
 
 

@@ -1,0 +1,242 @@
+"""Mirror benchmark: our `synchro-sync sync` against rclone, aws s3 sync and raw boto3, on one
+moto server in the same run (see docs/benchmarks.md, section Mirror).
+
+    python bench/bench_mirror.py [--files 10000] [--reps 1] [--tools ours,rclone-tuned,...]
+
+Data: N files of 1-8 KB (seeded) in 5 apps, app{1..5}/pkgNN/subNN/fNNNN.js, fixed old mtimes.
+Layout: one bucket, a prefix per app (our MODULESTORE.bucket).  Per tool and repetition: moto
+reset, a fresh copy of the tree, then three passes: initial; no change; after 100 changed
+(34 touched only, 33 rewritten with the same size, 33 with a new size) and 100 deleted.
+Measured per pass: wall time, client CPU and peak RSS (wait4), moto CPU (/proc), requests
+counted in moto's access log, and the bucket compared with the tree by key and MD5.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import random
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from bench.peers_cmd import PEERS, peer_env  # noqa: E402
+
+KEY, SECRET = "bench-key", "bench-secret"
+OLD_MTIME = 1_700_000_000
+_LINE = re.compile(r'"(GET|PUT|POST|HEAD|DELETE) (\S+) HTTP/1\.[01]" (\d+)')
+
+
+def gen_tree(root: Path, n: int, seed: int = 7) -> list[str]:
+    rnd = random.Random(seed)
+    keys = []
+    for i in range(n):
+        app = f"app{i % 5 + 1}"
+        rel = f"{app}/pkg{(i // 5) % 20:02d}/sub{(i // 100) % 6:02d}/f{i:05d}.js"
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(rnd.randbytes(rnd.randint(1024, 8192)))
+        os.utime(path, (OLD_MTIME, OLD_MTIME))
+        keys.append(rel)
+    return keys
+
+
+def mutate(root: Path, keys: list[str], seed: int = 11) -> None:
+    rnd = random.Random(seed)
+    picked = rnd.sample(keys, 200)
+    for i, rel in enumerate(picked[:100]):
+        path = root / rel
+        if i < 34:
+            os.utime(path)  # touched only
+        elif i < 67:
+            path.write_bytes(rnd.randbytes(path.stat().st_size))  # same size, new content
+        else:
+            path.write_bytes(rnd.randbytes(rnd.randint(1024, 8192) + 1))
+    for rel in picked[100:]:
+        (root / rel).unlink()
+
+
+class Moto:
+    def __init__(self, workdir: Path) -> None:
+        from tests.servers.process import free_port
+
+        self.port = free_port()
+        self.log_path = workdir / "moto.log"
+        self.log = open(self.log_path, "ab")  # noqa: SIM115 - held for the server's life
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        self.url = f"http://127.0.0.1:{self.port}"
+        for _ in range(300):
+            try:
+                urllib.request.urlopen(self.url + "/moto-api/", timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("moto did not start")
+
+    def cpu(self) -> float:
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def reset(self, bucket: str) -> None:
+        req = urllib.request.Request(self.url + "/moto-api/reset", method="POST")
+        urllib.request.urlopen(req, timeout=30).close()
+        req = urllib.request.Request(f"{self.url}/{bucket}", method="PUT")
+        urllib.request.urlopen(req, timeout=30).close()
+
+    def offset(self) -> int:
+        self.log.flush()
+        return self.log_path.stat().st_size
+
+    def requests(self, start: int) -> dict[str, int]:
+        counts: Counter[str] = Counter()
+        with open(self.log_path, "rb") as f:
+            f.seek(start)
+            for raw in f:
+                m = _LINE.search(raw.decode("utf-8", "replace"))
+                if m:
+                    counts[_classify(m.group(1), m.group(2))] += 1
+        return dict(sorted(counts.items()))
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+def _classify(method: str, target: str) -> str:
+    path, _, query = target.partition("?")
+    obj = path.strip("/").count("/") >= 1
+    if method == "GET":
+        if obj:
+            return "GetObject"
+        return "ListObjectsV2" if "list-type=2" in query else "ListObjects"
+    if method == "PUT":
+        return "PutObject/CopyObject" if obj else "CreateBucket"
+    if method == "POST" and "delete" in query:
+        return "DeleteObjects"
+    if method == "HEAD":
+        return "HeadObject" if obj else "HeadBucket"
+    if method == "DELETE":
+        return "DeleteObject" if obj else "DeleteBucket"
+    return f"{method} other"
+
+
+def check(moto: Moto, bucket: str, src: Path) -> str:
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=moto.url, aws_access_key_id=KEY,
+                      aws_secret_access_key=SECRET, region_name="us-east-1")
+    remote = {}
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        for o in page.get("Contents", []):
+            remote[o["Key"]] = o["ETag"].strip('"')
+    local = {}
+    for dirpath, _d, files in os.walk(src):
+        for name in files:
+            full = os.path.join(dirpath, name)
+            with open(full, "rb") as fh:
+                local[os.path.relpath(full, src)] = hashlib.md5(fh.read()).hexdigest()
+    missing = sum(1 for k in local if k not in remote)
+    extra = sum(1 for k in remote if k not in local)
+    stale = sum(1 for k in local if k in remote and remote[k] != local[k])
+    return "ok" if not (missing or extra or stale) else (
+        f"missing {missing}, extra {extra}, stale {stale}")
+
+
+def run_tool(tool: str, phase: str, src: Path, bucket: str, moto: Moto, state: Path,
+             env: dict[str, str]) -> dict[str, Any]:
+    argv = PEERS[tool](phase, src, bucket, moto.url, state)
+    start_log, start_cpu = moto.offset(), moto.cpu()
+    t0 = time.monotonic()
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    _pid, status, usage = os.wait4(proc.pid, 0)
+    wall = time.monotonic() - t0
+    out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
+    time.sleep(0.3)  # let moto flush its access log
+    return {
+        "tool": tool, "phase": phase, "wall": round(wall, 3),
+        "exit": os.waitstatus_to_exitcode(status),
+        "client_cpu": round(usage.ru_utime + usage.ru_stime, 2),
+        "rss_mb": round(usage.ru_maxrss / 1024, 1),
+        "moto_cpu": round(moto.cpu() - start_cpu, 2),
+        "requests": moto.requests(start_log),
+        "check": check(moto, bucket, src),
+        "tail": out.strip().splitlines()[-1:] if out.strip() else [],
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--files", type=int, default=10_000)
+    ap.add_argument("--reps", type=int, default=1)
+    ap.add_argument("--tools", default=",".join(PEERS))
+    ap.add_argument("--out", default=str(HERE / "results" / "mirror.json"))
+    args = ap.parse_args()
+    tools = args.tools.split(",")
+    work = Path(tempfile.mkdtemp(prefix="bench-mirror-"))
+    moto = Moto(work)
+    results: list[dict[str, Any]] = []
+    env = peer_env(KEY, SECRET, moto.url)
+    try:
+        for rep in range(args.reps):
+            for tool in tools:
+                bucket = "bench"
+                moto.reset(bucket)
+                src = work / f"src-{tool}"
+                state = work / f"state-{tool}"
+                shutil.rmtree(src, ignore_errors=True)
+                shutil.rmtree(state, ignore_errors=True)
+                keys = gen_tree(src, args.files)
+                for phase in ("initial", "noop", "changed"):
+                    if phase == "changed":
+                        mutate(src, keys)
+                    r = run_tool(tool, phase, src, bucket, moto, state, env)
+                    r["rep"] = rep
+                    results.append(r)
+                    print(json.dumps(r), flush=True)
+    finally:
+        moto.stop()
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(results, indent=1))
+        shutil.rmtree(work, ignore_errors=True)
+    print_table(results, tools)
+    return 0
+
+
+def print_table(results: list[dict[str, Any]], tools: list[str]) -> None:
+    print("| tool | pass | wall s, median [min-max] | client CPU s | peak RSS MB | moto CPU s "
+          "| requests (last rep) | result |")
+    print("|---|---|---|---|---|---|---|---|")
+    for tool in tools:
+        for phase in ("initial", "noop", "changed"):
+            rs = [r for r in results if r["tool"] == tool and r["phase"] == phase]
+            if not rs:
+                continue
+            walls = [r["wall"] for r in rs]
+            last = rs[-1]
+            reqs = ", ".join(f"{k} {v}" for k, v in last["requests"].items())
+            print(f"| {tool} | {phase} | {statistics.median(walls):.2f} "
+                  f"[{min(walls):.2f}-{max(walls):.2f}] | "
+                  f"{statistics.median(r['client_cpu'] for r in rs):.1f} | "
+                  f"{max(r['rss_mb'] for r in rs):.0f} | "
+                  f"{statistics.median(r['moto_cpu'] for r in rs):.1f} | {reqs} | "
+                  f"{last['check']} |")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,74 @@
+"""Command lines of every tool the mirror benchmark runs, with their endpoint settings.
+
+Each entry: (phase, src, bucket, endpoint, state dir) -> argv.  Endpoint and credentials go
+through the environment (:func:`peer_env`): rclone's ``RCLONE_CONFIG_MOTO_*`` remote, the
+``AWS_*`` variables for aws and boto3, ``SYNCHRO__*`` for ours.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+Argv = Callable[[str, Path, str, str, Path], list[str]]
+
+
+def _ours(phase: str, src: Path, bucket: str, url: str, state: Path) -> list[str]:
+    exe = shutil.which("synchro-sync") or "synchro-sync"
+    return [
+        "env",
+        f"SYNCHRO__APP_ROOT_PATH={src}",
+        f"SYNCHRO__STATE_DIR={state}",
+        "SYNCHRO__MODULESTORE_SERVICE=PkgCloudModuleStore",
+        f'SYNCHRO__MODULESTORE={{"provider": "amazon", "endpoint": "{url}", '
+        f'"keyId": "{os.environ.get("AWS_ACCESS_KEY_ID", "bench-key")}", '
+        f'"key": "{os.environ.get("AWS_SECRET_ACCESS_KEY", "bench-secret")}", '
+        f'"bucket": "{bucket}"}}',
+        "SYNCHRO__SYNC__transfers=16",
+        exe, "sync",
+    ]
+
+
+def _rclone(*flags: str) -> Argv:
+    def argv(phase: str, src: Path, bucket: str, url: str, state: Path) -> list[str]:
+        return ["rclone", "sync", str(src), f"moto:{bucket}", *flags]
+
+    return argv
+
+
+def _aws(phase: str, src: Path, bucket: str, url: str, state: Path) -> list[str]:
+    return ["aws", "--endpoint-url", url, "s3", "sync", str(src), f"s3://{bucket}/", "--delete",
+            "--only-show-errors"]
+
+
+def _boto3(phase: str, src: Path, bucket: str, url: str, state: Path) -> list[str]:
+    mode = "put" if phase == "initial" else "sync"
+    return [sys.executable, str(HERE / "peer_boto3.py"), mode, str(src), bucket]
+
+
+PEERS: dict[str, Argv] = {
+    "ours": _ours,
+    "rclone-tuned": _rclone("--transfers", "16", "--checkers", "16", "--checksum",
+                            "--fast-list", "--s3-no-head", "--s3-no-check-bucket"),
+    "rclone-t16": _rclone("--transfers", "16", "--checkers", "16"),
+    "aws": _aws,
+    "boto3": _boto3,
+}
+
+
+def peer_env(key: str, secret: str, url: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}  # plain http here
+    env.update({
+        "AWS_ACCESS_KEY_ID": key, "AWS_SECRET_ACCESS_KEY": secret,
+        "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": url,
+        "RCLONE_CONFIG_MOTO_TYPE": "s3", "RCLONE_CONFIG_MOTO_PROVIDER": "Other",
+        "RCLONE_CONFIG_MOTO_ENV_AUTH": "false", "RCLONE_CONFIG_MOTO_ACCESS_KEY_ID": key,
+        "RCLONE_CONFIG_MOTO_SECRET_ACCESS_KEY": secret, "RCLONE_CONFIG_MOTO_ENDPOINT": url,
+        "RCLONE_CONFIG_MOTO_REGION": "us-east-1", "RCLONE_CONFIG": "/dev/null",
+    })
+    return env
