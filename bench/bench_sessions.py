@@ -1,0 +1,256 @@
+"""Session-store benchmarks (issue 2), against a private redis-server on loopback.
+
+    python bench/bench_sessions.py throughput [-n 100000]   snapshot/restore vs raw redis-py
+    python bench/bench_sessions.py latency [-n 20000]       get/put p50/p99 vs raw GET/SET
+    python bench/bench_sessions.py memory [-n 1000000 ...]  peak RSS of snapshot/restore CLI runs
+
+Each mode starts its own redis-server (needs ``redis-server`` on PATH) on a free port and
+compares with the raw redis-py peer measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import redis  # noqa: E402
+
+from tests.servers.redis_server import RedisServer, start_redis  # noqa: E402
+from worker.snapshot_dest import FolderDestination  # noqa: E402
+from worker.snapshots import restore_snapshot, take_snapshot  # noqa: E402
+from worker.stores.sessions.base import OnConflict  # noqa: E402
+from worker.stores.sessions.redis import RedisSessionStore  # noqa: E402
+
+PREFIX = b"session:"
+
+
+def session_state(rng: random.Random, size: int) -> bytes:
+    """A plausible, unique session of about ``size`` bytes: user, flags, a cart, a view stack
+    and an opaque token (random base64, the part that does not compress)."""
+    state = {
+        "user": {"id": rng.randrange(10**6), "name": "user" + str(rng.randrange(10**6)),
+                 "email": f"user{rng.randrange(10**6)}@example.com"},
+        "locale": rng.choice(["en-US", "fr-FR", "de-DE", "pt-BR"]),
+        "authenticated": rng.random() < 0.8,
+        "cart": [{"sku": rng.randrange(10**5), "qty": rng.randrange(1, 5),
+                  "price": round(rng.random() * 100, 2)} for _ in range(rng.randrange(1, 6))],
+        "views": ["view" + str(rng.randrange(100)) for _ in range(rng.randrange(3, 9))],
+        "csrf": base64.b64encode(rng.randbytes(24)).decode(),
+        "token": "",
+    }
+    text = json.dumps(state, separators=(",", ":"))
+    pad = max(0, size - len(text))
+    state["token"] = base64.b64encode(rng.randbytes(pad * 3 // 8)).decode()
+    state["history"] = ["page" + str(rng.randrange(50)) for _ in range(pad // 16)]
+    return json.dumps(state, separators=(",", ":")).encode()
+
+
+def load(client: redis.Redis, n: int, size: int = 1000, seed: int = 1) -> None:
+    """n distinct sessions, 4 in 5 with an expiry between 1 and 48 hours."""
+    rng = random.Random(seed)
+    pipe = client.pipeline(transaction=False)
+    for i in range(n):
+        key = PREFIX + f"s{i:08d}-{rng.randrange(16**6):06x}".encode()
+        value = session_state(rng, size)
+        if rng.random() < 0.8:
+            pipe.set(key, value, px=rng.randrange(3600_000, 48 * 3600_000))
+        else:
+            pipe.set(key, value)
+        if i % 1000 == 999:
+            pipe.execute()
+    pipe.execute()
+
+
+def raw_snapshot(client: redis.Redis, path: Path) -> int:
+    """The ceiling: SCAN + pipelined MGET and PTTL, plain JSON lines by concatenation."""
+    count = 0
+    cut = len(PREFIX)
+    with open(path, "wb") as out:
+        cursor = 0
+        while True:
+            cursor, keys = client.scan(cursor, match=PREFIX + b"*", count=1000)
+            if keys:
+                pipe = client.pipeline(transaction=False)
+                pipe.mget(keys)
+                for k in keys:
+                    pipe.pttl(k)
+                res = pipe.execute()
+                vals = res[0]
+                lines = [
+                    b'{"id":"' + k[cut:] + b'","pttl":' + str(res[i + 1]).encode()
+                    + b',"state":' + vals[i] + b"}\n"
+                    for i, k in enumerate(keys) if vals[i] is not None
+                ]
+                out.write(b"".join(lines))
+                count += len(lines)
+            if cursor == 0:
+                break
+    return count
+
+
+def raw_restore(client: redis.Redis, rows: list[tuple[bytes, bytes, int]]) -> int:
+    """The ceiling: pipelined SET with expiry from rows already in memory."""
+    for start in range(0, len(rows), 1000):
+        pipe = client.pipeline(transaction=False)
+        for key, value, px in rows[start : start + 1000]:
+            if px > 0:
+                pipe.set(key, value, px=px)
+            else:
+                pipe.set(key, value)
+        pipe.execute()
+    return len(rows)
+
+
+def dump_rows(client: redis.Redis) -> list[tuple[bytes, bytes, int]]:
+    rows = []
+    for keys in _scan(client):
+        pipe = client.pipeline(transaction=False)
+        pipe.mget(keys)
+        for k in keys:
+            pipe.pttl(k)
+        res = pipe.execute()
+        rows += [(k, res[0][i], res[i + 1]) for i, k in enumerate(keys)]
+    return rows
+
+
+def _scan(client: redis.Redis):  # type: ignore[no-untyped-def]
+    cursor = 0
+    while True:
+        cursor, keys = client.scan(cursor, match=PREFIX + b"*", count=1000)
+        if keys:
+            yield keys
+        if cursor == 0:
+            return
+
+
+def timed(fn, *args):  # type: ignore[no-untyped-def]
+    t = time.perf_counter()
+    out = fn(*args)
+    return time.perf_counter() - t, out
+
+
+def throughput(srv: RedisServer, n: int, rounds: int) -> None:
+    client = srv.client()
+    load(client, n)
+    store = RedisSessionStore(url=srv.url)
+    rows = dump_rows(client)
+    with tempfile.TemporaryDirectory() as tmp:
+        dest = FolderDestination(Path(tmp) / "snaps")
+        results: dict[str, list[float]] = {k: [] for k in ("raw_snap", "snap", "raw_rest", "rest")}
+        for _ in range(rounds):
+            t, c = timed(raw_snapshot, client, Path(tmp) / "raw.jsonl")
+            assert c == n, c
+            results["raw_snap"].append(t)
+            t, info = timed(take_snapshot, store, dest)
+            assert info.count == n, info.count
+            results["snap"].append(t)
+            client.flushdb()
+            t, _ = timed(raw_restore, client, rows)
+            results["raw_rest"].append(t)
+            client.flushdb()
+            t, res = timed(restore_snapshot, "latest", dest, store, OnConflict.FAIL)
+            assert res.written == n, res
+            results["rest"].append(t)
+        size = (Path(tmp) / "raw.jsonl").stat().st_size
+        print(f"{n} sessions, {size / n:.0f} B/line plain, snapshot {info.size / n:.0f} B/session "
+              f"compressed; best of {rounds}")
+    best = {k: min(v) for k, v in results.items()}
+    for what, raw, ours in (("snapshot", "raw_snap", "snap"), ("restore", "raw_rest", "rest")):
+        print(f"{what:9s} raw redis-py {n / best[raw]:9.0f}/s ({best[raw]:.2f} s)   "
+              f"synchro-sync {n / best[ours]:9.0f}/s ({best[ours]:.2f} s)   "
+              f"ratio {best[raw] / best[ours]:.2f}")
+
+
+def latency(srv: RedisServer, n: int) -> None:
+    client = srv.client()
+    load(client, 2000)
+    store = RedisSessionStore(url=srv.url)
+    session = store.create(json.loads(session_state(random.Random(2), 1000)), ttl=3600)
+    key = PREFIX + session.id.encode()
+    value = client.get(key)
+    for _ in range(2000):  # warm up both
+        client.get(key)
+        store.get(session.id)
+
+    def sample(fn) -> list[float]:  # type: ignore[no-untyped-def]
+        out = []
+        for _ in range(n):
+            t = time.perf_counter_ns()
+            fn()
+            out.append((time.perf_counter_ns() - t) / 1e6)
+        return out
+
+    pairs = {
+        "get": (lambda: client.get(key), lambda: store.get(session.id)),
+        "put": (lambda: client.set(key, value, px=3600_000), lambda: store.put(session)),
+    }
+    for name, (raw_fn, ours_fn) in pairs.items():
+        raw = sample(raw_fn)
+        ours = sample(ours_fn)
+        q = [statistics.quantiles(x, n=100) for x in (raw, ours)]
+        print(f"{name}: raw p50 {q[0][49]:.3f} ms p99 {q[0][98]:.3f} ms | RedisSessionStore "
+              f"p50 {q[1][49]:.3f} ms p99 {q[1][98]:.3f} ms | added p50 "
+              f"{q[1][49] - q[0][49]:+.3f} ms p99 {q[1][98] - q[0][98]:+.3f} ms")
+
+
+def peak_rss_mb(argv: list[str]) -> tuple[float, float]:
+    t = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    _, status, usage = os.wait4(proc.pid, 0)
+    out = proc.stdout.read().decode() if proc.stdout else ""
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{argv} failed:\n{out}")
+    print("   ", out.strip().splitlines()[-1])
+    return usage.ru_maxrss / 1024, time.perf_counter() - t
+
+
+def memory(srv: RedisServer, sizes: list[int]) -> None:
+    client = srv.client()
+    cli = ["synchro-sync"]
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in sizes:
+            client.flushdb()
+            load(client, n)
+            dest = str(Path(tmp) / f"snaps-{n}")
+            rss_s, t_s = peak_rss_mb(cli + ["sessions", "snapshot", "--from", srv.url,
+                                            "--dest", dest])
+            client.flushdb()
+            rss_r, t_r = peak_rss_mb(cli + ["sessions", "restore", "latest", "--dest", dest,
+                                            "--to", srv.url])
+            assert client.dbsize() == n, client.dbsize()
+            print(f"{n:>9} sessions: snapshot peak RSS {rss_s:6.1f} MB ({t_s:5.1f} s), "
+                  f"restore peak RSS {rss_r:6.1f} MB ({t_r:5.1f} s)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("mode", choices=["throughput", "latency", "memory"])
+    ap.add_argument("-n", type=int, nargs="*", help="session count(s)")
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args()
+    srv = start_redis(password=None)
+    try:
+        if args.mode == "throughput":
+            throughput(srv, (args.n or [100_000])[0], args.rounds)
+        elif args.mode == "latency":
+            latency(srv, (args.n or [20_000])[0])
+        else:
+            memory(srv, args.n or [100_000, 1_000_000])
+    finally:
+        srv.server.cleanup()
+
+
+if __name__ == "__main__":
+    main()

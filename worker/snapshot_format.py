@@ -1,0 +1,284 @@
+"""The session snapshot file: zstd-compressed JSON lines, streamed in and out.
+
+::
+
+    {"format":"synchro-sessions-snapshot","version":1,"id":...,"source":...,"started_at":...}
+    {"id":"...","expires_at":"2026-11-27T04:11:21.123Z","state":{...}}      one per session
+    ...
+    {"end":true,"ended_at":...,"count":N,"sha256":"<hex of all session lines>"}
+
+The session lines are exactly those of ``sessions export`` (see
+:mod:`worker.stores.sessions.lines`), so a snapshot is portable: ``zstd -d`` gives a header, the
+sessions, and a trailer.  The writer hashes and compresses in a background thread (zstd and
+hashlib release the GIL) while the caller fetches the next batch from the store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import queue
+import threading
+from collections.abc import Generator, Iterator
+from typing import IO, Any, BinaryIO, TypeVar
+
+import zstandard
+
+from worker.errors import CorruptFile
+
+FORMAT = "synchro-sessions-snapshot"
+VERSION = 1
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+#: zstd level 1: on ~1 KB JSON sessions as small as level 3 and gzip -9 (2.6x), twice as fast
+#: as level 3 (~400 MB/s here) and fifty times faster than gzip -9.
+LEVEL = 1
+READ_SIZE = 1 << 20
+T = TypeVar("T")
+
+
+class _HashingWriter:
+    """A file wrapper that hashes the compressed bytes as they are written (sha256 + md5)."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self.raw = raw
+        self.sha256 = hashlib.sha256()
+        self.md5 = hashlib.md5(usedforsecurity=False)
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.sha256.update(data)
+        self.md5.update(data)
+        self.size += len(data)
+        return self.raw.write(data)
+
+    def flush(self) -> None:
+        self.raw.flush()
+
+
+class SnapshotWriter:
+    """Write header, blocks of session lines, trailer; hashing + compression in a thread."""
+
+    def __init__(self, out: IO[bytes], header: dict[str, Any], level: int = LEVEL) -> None:
+        self._file = _HashingWriter(out)
+        self._zw = zstandard.ZstdCompressor(level=level, write_checksum=True).stream_writer(
+            self._file,  # type: ignore[arg-type]  # only write() and flush() are used
+            closefd=False,
+            write_return_read=True,
+        )
+        self.lines_sha256 = hashlib.sha256()
+        self.count = 0
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=8)
+        self._error: BaseException | None = None
+        self._zw.write(_json_line(header))
+        self._thread = threading.Thread(target=self._run, name="snapshot-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            while True:
+                block = self._queue.get()
+                if block is None:
+                    return
+                self.lines_sha256.update(block)
+                self._zw.write(block)
+        except BaseException as exc:  # handed to the producer on its next call
+            self._error = exc
+            while self._queue.get() is not None:  # unblock the producer until it stops
+                pass
+
+    def write_block(self, block: bytes, count: int) -> None:
+        """A block of complete session lines holding ``count`` sessions."""
+        if self._error is not None:
+            raise self._error
+        self.count += count
+        self._queue.put(block)
+
+    def finish(self, trailer: dict[str, Any]) -> tuple[str, str, str, int]:
+        """Write the trailer; return (lines sha256, file sha256, file md5, file size)."""
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        lines_hex = self.lines_sha256.hexdigest()
+        self._zw.write(_json_line({**trailer, "count": self.count, "sha256": lines_hex}))
+        self._zw.flush(zstandard.FLUSH_FRAME)
+        self._file.flush()
+        return lines_hex, self._file.sha256.hexdigest(), self._file.md5.hexdigest(), self._file.size
+
+    def abort(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+
+
+class _HashingReader:
+    def __init__(self, raw: BinaryIO) -> None:
+        self.raw = raw
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.raw.read(n)
+        self.sha256.update(data)
+        self.size += len(data)
+        return data
+
+
+class SnapshotReader:
+    """Stream a snapshot: :attr:`header` first, then blocks of complete session lines (each
+    ending with a newline), then :attr:`trailer` once the blocks are exhausted.
+
+    With ``verify=True`` the session lines are counted and hashed and checked against the
+    trailer at the end; the sha256 of the compressed bytes is in :attr:`file_sha256`.
+    Any damage (not zstd, truncated, no trailer, wrong count or checksum) is CorruptFile.
+    """
+
+    def __init__(self, source: BinaryIO, name: str, verify: bool = True) -> None:
+        self.name = name
+        self.verify = verify
+        self._raw = _HashingReader(source)
+        self._reader = zstandard.ZstdDecompressor().stream_reader(
+            self._raw,  # type: ignore[arg-type]  # only read() is used
+            read_size=READ_SIZE,
+            read_across_frames=True,
+        )
+        self.lines_sha256 = hashlib.sha256()
+        self.count = 0
+        self.trailer: dict[str, Any] | None = None
+        self._pending = b""
+        # Decompression runs a few chunks ahead in a thread (zstd releases the GIL), in
+        # parallel with the hashing and parsing of the chunks already read.
+        self._chunks = prefetch(self._decompressed())
+        self.header = self._read_header()
+
+    def _decompressed(self) -> Iterator[bytes]:
+        while True:
+            try:
+                chunk = self._reader.read(READ_SIZE)
+            except zstandard.ZstdError as exc:
+                raise CorruptFile(f"not a readable zstd stream: {exc}", key=self.name) from None
+            if not chunk:
+                return
+            yield chunk
+
+    def _read(self) -> bytes:
+        return next(self._chunks, b"")
+
+    def close(self) -> None:
+        self._chunks.close()
+
+    def _read_header(self) -> dict[str, Any]:
+        buf = b""
+        while b"\n" not in buf:
+            chunk = self._read()
+            if not chunk:
+                raise CorruptFile("no header line (empty or truncated snapshot)", key=self.name)
+            buf += chunk
+        line, _, self._pending = buf.partition(b"\n")
+        header = _parse_json(line, self.name, "header")
+        if header.get("format") != FORMAT:
+            raise CorruptFile(f"not a {FORMAT} file", key=self.name)
+        if header.get("version") != VERSION:
+            raise CorruptFile(
+                f"snapshot version {header.get('version')!r}; this worker reads {VERSION}",
+                key=self.name,
+            )
+        return header
+
+    def blocks(self) -> Iterator[bytes]:
+        pending = self._pending
+        eof = False
+        while not eof:
+            chunk = self._read()
+            eof = not chunk
+            buf = pending + chunk if pending else chunk
+            # Hold back the last line (complete or not): it may be the trailer.
+            end = len(buf) - 1 if buf.endswith(b"\n") else len(buf)
+            cut = buf.rfind(b"\n", 0, end) + 1
+            pending = buf[cut:]
+            if cut:
+                block = buf[:cut]
+                if self.verify:
+                    self.lines_sha256.update(block)
+                    self.count += block.count(b"\n")
+                yield block
+        self._finish(pending)
+
+    def _finish(self, last: bytes) -> None:
+        if not last.endswith(b"\n"):
+            raise CorruptFile("truncated: the trailer line is missing", key=self.name)
+        trailer = _parse_json(last[:-1], self.name, "trailer")
+        if trailer.get("end") is not True or not isinstance(trailer.get("count"), int):
+            raise CorruptFile("truncated: the last line is not the trailer", key=self.name)
+        self.trailer = trailer
+        if self.verify:
+            if trailer["count"] != self.count:
+                raise CorruptFile(
+                    f"trailer says {trailer['count']} sessions, file holds {self.count}",
+                    key=self.name,
+                )
+            if trailer.get("sha256") != self.lines_sha256.hexdigest():
+                raise CorruptFile("checksum of the session lines does not match", key=self.name)
+
+    def drain(self) -> None:
+        for _ in self.blocks():
+            pass
+
+    @property
+    def file_sha256(self) -> str:
+        return self._raw.sha256.hexdigest()
+
+    @property
+    def file_size(self) -> int:
+        return self._raw.size
+
+
+def prefetch(batches: Iterator[T], depth: int = 4) -> Generator[T, None, None]:
+    """Run ``batches`` in a background thread, ``depth`` items ahead, so that producing the
+    next batch (decompressing, parsing, a store's round trip) overlaps consuming this one.
+    An exception in the producer is raised here; closing this generator stops the producer."""
+    q: queue.Queue[tuple[int, Any]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def run() -> None:
+        try:
+            for item in batches:
+                while not stop.is_set():
+                    try:
+                        q.put((0, item), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put((1, None))
+        except BaseException as exc:
+            q.put((2, exc))
+
+    thread = threading.Thread(target=run, name="prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, item = q.get()
+            if kind == 1:
+                return
+            if kind == 2:
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _json_line(obj: dict[str, Any]) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+
+
+def _parse_json(line: bytes, name: str, what: str) -> dict[str, Any]:
+    try:
+        obj = json.loads(line)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise CorruptFile(f"the {what} line is not JSON", key=name) from None
+    if not isinstance(obj, dict):
+        raise CorruptFile(f"the {what} line is not a JSON object", key=name)
+    return obj

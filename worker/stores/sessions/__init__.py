@@ -1,0 +1,95 @@
+"""Session stores: ``MemorySessionStore``, ``FileSessionStore``, ``RedisSessionStore``.
+
+:func:`open_session_store` opens one from the settings or from a command-line spec:
+``memory:``, ``file:PATH``, ``redis://[:password@]host:port[/db]`` or ``rediss://...``
+(``?keyPrefix=...`` sets the key prefix of a Redis store).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from worker.errors import UsageError
+from worker.stores.sessions.base import (
+    BATCH_SIZE,
+    OnConflict,
+    RawSession,
+    Session,
+    SessionStore,
+    WriteResult,
+)
+
+if TYPE_CHECKING:
+    from worker.config import Settings
+
+__all__ = [
+    "BATCH_SIZE",
+    "OnConflict",
+    "RawSession",
+    "Session",
+    "SessionStore",
+    "WriteResult",
+    "open_session_store",
+    "parse_store_spec",
+]
+
+SPEC_HELP = "memory:, file:PATH, redis://[:password@]host:port[/db] or rediss://..."
+
+
+def parse_store_spec(spec: str) -> tuple[str, dict[str, Any]]:
+    """A command-line store spec -> (service name, constructor arguments); UsageError if bad."""
+    from urllib.parse import urlsplit
+
+    text = spec.strip()
+    if text == "memory:":
+        return "MemorySessionStore", {}
+    if text.startswith("file:"):
+        path = text[len("file:") :]
+        if not path:
+            raise UsageError(f"store {spec!r}: file: needs a path (file:sessions.json)")
+        return "FileSessionStore", {"path": path}
+    if text.startswith(("redis://", "rediss://")):
+        try:
+            parts = urlsplit(text)
+            port = parts.port
+        except ValueError as exc:
+            raise UsageError(f"store {_masked(spec)!r}: {exc}") from None
+        if not parts.hostname:
+            raise UsageError(f"store {_masked(spec)!r}: no host in the Redis URL")
+        db = parts.path.strip("/")
+        if db and not db.isdigit():
+            raise UsageError(f"store {_masked(spec)!r}: the database must be a number, not {db!r}")
+        del port
+        return "RedisSessionStore", {"url": text}
+    raise UsageError(f"store {_masked(spec)!r} is not one of: {SPEC_HELP}")
+
+
+def open_session_store(source: str | Settings, **kwargs: Any) -> Any:
+    """Open a session store from the settings or a spec string (see :func:`parse_store_spec`).
+
+    Extra keyword arguments go to the store's constructor (e.g. ``retry=`` for Redis).
+    Returns an object implementing :class:`SessionStore`.
+    """
+    from worker.registry import session_store_class
+
+    if isinstance(source, str):
+        service, args = parse_store_spec(source)
+        return session_store_class(service)(**args, **kwargs)
+    from worker.config import FileSessionStoreConfig, RedisSessionStoreConfig
+
+    cfg = source.session_store
+    cls = session_store_class(source.SESSIONSTORE_SERVICE)
+    if isinstance(cfg, RedisSessionStoreConfig):
+        return cls.from_config(cfg, **kwargs)
+    if isinstance(cfg, FileSessionStoreConfig):
+        return cls(cfg.sessionStateFile, **kwargs)
+    return cls(**kwargs)
+
+
+def _masked(spec: str) -> str:
+    from worker.config import mask_url
+
+    try:
+        return mask_url(spec) if "://" in spec else spec
+    except ValueError:
+        return "<unparsable URL>"

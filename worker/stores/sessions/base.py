@@ -1,0 +1,213 @@
+"""The session-store contract: what snapshots, the CLI and ``config check`` rely on.
+
+A session is a JSON object with an id and an optional absolute expiry.  Every store keeps
+them by id; an expired session is never returned by any method.  Besides the per-session
+calls (create, get, put, delete) each store offers a *raw stream* of sessions whose state is
+still JSON text (:data:`RawSession`): snapshots, export, import and copy move sessions through
+it in batches, so that memory stays flat with the number of sessions and nothing is parsed and
+re-serialised on the way (Redis already holds the JSON text).
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import secrets
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar, Protocol
+
+from worker.errors import StoreError
+
+#: One session on the wire: ``(id, state as UTF-8 JSON object text, expiry in epoch ms or
+#: None)``.  A plain tuple because hundreds of thousands of them go by per second, and bytes
+#: because that is what Redis returns and what a snapshot file holds.
+RawSession = tuple[str, bytes, int | None]
+
+#: Sessions per batch for streaming reads and writes (a Redis pipeline, a snapshot block).
+BATCH_SIZE = 1000
+
+
+class OnConflict(enum.StrEnum):
+    """What a write does with a session whose id the target store already holds."""
+
+    SKIP = "skip"
+    OVERWRITE = "overwrite"
+    #: Refuse: a restore or copy checks every id first and writes nothing if one exists.
+    FAIL = "fail"
+
+
+@dataclass(slots=True)
+class Session:
+    """A session: its id, its state (a JSON object) and its absolute expiry (UTC) or None."""
+
+    id: str
+    state: dict[str, Any]
+    expires_at: datetime | None = None
+
+    @property
+    def expires_ms(self) -> int | None:
+        if self.expires_at is None:
+            return None
+        return int(self.expires_at.timestamp() * 1000)
+
+    def expired(self, now_ms: int | None = None) -> bool:
+        ms = self.expires_ms
+        return ms is not None and ms <= (now_ms if now_ms is not None else now_epoch_ms())
+
+    def to_raw(self) -> RawSession:
+        return (self.id, state_to_json(self.state), self.expires_ms)
+
+    @classmethod
+    def from_raw(cls, raw: RawSession) -> Session:
+        sid, state_json, expires_ms = raw
+        return cls(sid, state_from_json(state_json), ms_to_datetime(expires_ms))
+
+
+@dataclass(slots=True)
+class WriteResult:
+    """What a streaming write did."""
+
+    written: int = 0
+    #: Sessions left alone because the target already held their id (``--on-conflict skip``).
+    skipped: int = 0
+    #: Sessions dropped because they had expired before they could be written.
+    expired: int = 0
+
+    def add(self, other: WriteResult) -> None:
+        self.written += other.written
+        self.skipped += other.skipped
+        self.expired += other.expired
+
+
+class SessionStore(Protocol):
+    """What every session store does.  Implementations: memory.py, file.py, redis.py."""
+
+    #: Service name as in the configuration (``RedisSessionStore``...).
+    service: ClassVar[str]
+
+    def describe(self) -> str:
+        """Where the store is, secrets masked (``redis://127.0.0.1:6379/0 prefix session:``)."""
+        ...
+
+    def create(self, state: dict[str, Any], ttl: float | timedelta | None = None) -> Session:
+        """Store a new session with a fresh id; ``ttl`` in seconds (or a timedelta)."""
+        ...
+
+    def get(self, session_id: str) -> Session | None: ...
+
+    def put(self, session: Session) -> None:
+        """Create or replace the session; its expiry becomes ``session.expires_at``."""
+        ...
+
+    def delete(self, session_id: str) -> bool:
+        """Remove the session; True if it existed."""
+        ...
+
+    def iter_sessions(self) -> Iterator[Session]:
+        """Every live session, streamed in batches (never all in memory for Redis)."""
+        ...
+
+    def count(self) -> int: ...
+
+    def iter_raw(self, batch_size: int = BATCH_SIZE) -> Iterator[list[RawSession]]:
+        """Every live session as batches of :data:`RawSession`; expired ones never appear."""
+        ...
+
+    def existing(self, ids: Sequence[str]) -> list[str]:
+        """Which of ``ids`` the store holds (for ``--on-conflict fail`` checks)."""
+        ...
+
+    def write_raw(
+        self, batches: Iterable[Sequence[RawSession]], on_conflict: OnConflict
+    ) -> WriteResult:
+        """Write batches of live sessions; ``FAIL`` raises AlreadyExists at the first conflict
+        (callers check with :meth:`existing` first so that nothing is written)."""
+        ...
+
+    def check(self) -> str:
+        """Show that the store works: a short description, or raise a StoreError."""
+        ...
+
+    def close(self) -> None: ...
+
+
+# --- helpers shared by the stores -----------------------------------------------------------
+
+
+def now_epoch_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def new_session_id() -> str:
+    """128 random bits, URL-safe (the id travels in cookies and URLs)."""
+    return secrets.token_urlsafe(16)
+
+
+def ttl_to_expires_ms(ttl: float | timedelta | None, now_ms: int | None = None) -> int | None:
+    if ttl is None:
+        return None
+    seconds = ttl.total_seconds() if isinstance(ttl, timedelta) else float(ttl)
+    if seconds <= 0:
+        raise ValueError("ttl must be positive")
+    return (now_ms if now_ms is not None else now_epoch_ms()) + int(seconds * 1000)
+
+
+def ms_to_datetime(ms: int | None) -> datetime | None:
+    if ms is None:
+        return None
+    return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+def state_to_json(state: dict[str, Any]) -> bytes:
+    if not isinstance(state, dict):
+        raise TypeError(f"session state must be a JSON object (a dict), not {type(state).__name__}")
+    return json.dumps(state, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def state_from_json(text: str | bytes) -> dict[str, Any]:
+    value = json.loads(text)
+    if not isinstance(value, dict):
+        raise StoreError("session state is not a JSON object")
+    return value
+
+
+_ISO_CACHE: dict[int, str] = {}
+
+
+def ms_to_iso(ms: int) -> str:
+    """``2026-11-27T04:11:21.123Z``; the per-second prefix is cached (snapshots format many)."""
+    seconds, millis = divmod(ms, 1000)
+    prefix = _ISO_CACHE.get(seconds)
+    if prefix is None:
+        if len(_ISO_CACHE) > 100_000:
+            _ISO_CACHE.clear()
+        prefix = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        _ISO_CACHE[seconds] = prefix
+    return f"{prefix}.{millis:03d}Z"
+
+
+_EPOCH_CACHE: dict[str, int] = {}
+
+
+def iso_to_ms(text: str) -> int:
+    """Parse an ISO-8601 time (``Z`` or an offset; naive means UTC) to epoch milliseconds."""
+    # Fast path for our own form: YYYY-MM-DDTHH:MM:SS.mmmZ
+    if len(text) == 24 and text[19] == "." and text[23] == "Z" and text[20:23].isdigit():
+        head = text[:19]
+        base = _EPOCH_CACHE.get(head)
+        if base is None:
+            if len(_EPOCH_CACHE) > 100_000:
+                _EPOCH_CACHE.clear()
+            base = int(datetime.fromisoformat(head).replace(tzinfo=UTC).timestamp()) * 1000
+            _EPOCH_CACHE[head] = base
+        return base + int(text[20:23])
+    try:
+        dt = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"not an ISO-8601 time: {text!r}") from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return int(dt.timestamp() * 1000)

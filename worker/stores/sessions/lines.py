@@ -1,0 +1,147 @@
+"""Sessions as JSON lines: the one line format of export, import and snapshots.
+
+One session a line, keys in this order::
+
+    {"id":"...","expires_at":"2026-11-27T04:11:21.123Z","state":{...}}
+
+``expires_at`` is ISO-8601 UTC or ``null``.  Writing is string concatenation around the state's
+JSON text (never a parse and re-serialise).  Reading accepts any valid JSON object with those
+keys; lines in exactly the written layout take a fast path that only checks the framing, which
+is safe for snapshots (their checksum is verified before anything is written) but not for a
+file a person made, so :func:`decode_line` parses fully unless told ``trusted``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import string
+from collections.abc import Sequence
+
+from worker.errors import CorruptFile
+from worker.stores.sessions.base import RawSession, iso_to_ms, ms_to_iso
+
+_SAFE_CHARS = (string.ascii_letters + string.digits + "._:~+/=@-").encode()
+_HEAD = b'{"id":"'
+_MID = b',"expires_at":'
+_STATE = b',"state":'
+_MILLIS = [b".%03dZ\"" % i for i in range(1000)]
+_SECONDS: dict[int, bytes] = {}
+
+
+def _second_prefix(seconds: int) -> bytes:
+    """``"2026-11-27T04:11:21`` (with the opening quote), cached: many sessions share it."""
+    prefix = _SECONDS.get(seconds)
+    if prefix is None:
+        if len(_SECONDS) > 200_000:
+            _SECONDS.clear()
+        prefix = b'"' + ms_to_iso(seconds * 1000)[:19].encode()
+        _SECONDS[seconds] = prefix
+    return prefix
+
+
+def encode_batch(batch: Sequence[RawSession]) -> bytes:
+    """The JSON lines of a batch of sessions (each ending with a newline)."""
+    ids = [sid.encode() for sid, _, _ in batch]
+    # One C-speed check for the whole batch: ids made of safe characters need no escaping.
+    all_safe = not b"".join(ids).translate(None, _SAFE_CHARS)
+    parts: list[bytes] = []
+    extend = parts.extend
+    for bid, (sid, state, expires_ms) in zip(ids, batch, strict=True):
+        if not all_safe and (not bid or bid.translate(None, _SAFE_CHARS)):
+            bid = json.dumps(sid).encode()[1:-1]
+        if expires_ms is None:
+            extend((_HEAD, bid, b'",' + _MID[1:] + b"null", _STATE, state, b"}\n"))
+        else:
+            seconds, millis = divmod(expires_ms, 1000)
+            extend((_HEAD, bid, b'"' + _MID, _second_prefix(seconds), _MILLIS[millis], _STATE,
+                    state, b"}\n"))
+    return b"".join(parts)
+
+
+_LINE = re.compile(
+    rb'^\{"id":"([^"\\\n]+)","expires_at":(?:null|"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)\.(\d{3})Z"),'
+    rb'"state":(\{[^\n]*\})\}\n',
+    re.MULTILINE,  # anchored at line starts: a nested look-alike object never matches
+)
+_EPOCH: dict[bytes, int] = {}
+
+
+def decode_block(block: bytes) -> list[RawSession]:
+    """All lines of a block of complete lines written by :func:`encode_batch` (trusted: a
+    snapshot whose checksum was verified).  One regex pass; any other layout falls back to
+    :func:`decode_line` line by line."""
+    out: list[RawSession] = []
+    append = out.append
+    epoch = _EPOCH
+    for sid, second, millis, state in _LINE.findall(block):
+        if second:
+            base = epoch.get(second)
+            if base is None:
+                if len(epoch) > 200_000:
+                    epoch.clear()
+                base = epoch[second] = iso_to_ms(second.decode() + ".000Z")
+            append((sid.decode(), state, base + int(millis)))
+        else:
+            append((sid.decode(), state, None))
+    if len(out) != block.count(b"\n"):
+        lines = block.split(b"\n")
+        lines.pop()
+        return [decode_line(line, trusted=True) for line in lines if line.strip()]
+    return out
+
+
+def decode_line(line: bytes, *, trusted: bool = False, where: str = "") -> RawSession:
+    """One JSON line (without its newline) to a :data:`RawSession`.
+
+    ``trusted`` allows the framing-only fast path for lines in the exact written layout.
+    Anything else is parsed fully; a line that is not a session raises :class:`CorruptFile`.
+    """
+    if trusted and line.startswith(_HEAD) and line.endswith(b"}"):
+        end = line.find(b'"', 7)
+        if end > 7 and line[end + 1 : end + 1 + len(_MID)] == _MID:
+            sid = line[7:end]
+            pos = end + 1 + len(_MID)
+            if line[pos : pos + 4] == b"null":
+                expires_ms: int | None = None
+                pos += 4
+            elif line[pos : pos + 1] == b'"' and line[pos + 25 : pos + 26] == b'"':
+                expires_ms = iso_to_ms(line[pos + 1 : pos + 25].decode())
+                pos += 26
+            else:
+                pos = -1
+            if (
+                pos > 0
+                and b"\\" not in sid
+                and line[pos : pos + len(_STATE)] == _STATE
+                and line[pos + len(_STATE) : pos + len(_STATE) + 1] == b"{"
+            ):
+                return sid.decode(), line[pos + len(_STATE) : -1], expires_ms
+    return _decode_full(line, where)
+
+
+def _decode_full(line: bytes, where: str) -> RawSession:
+    try:
+        obj = json.loads(line)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CorruptFile(f"not a JSON line: {exc}", key=where or None) from None
+    if not isinstance(obj, dict):
+        raise CorruptFile("a session line must be a JSON object", key=where or None)
+    sid, state, expires = obj.get("id"), obj.get("state"), obj.get("expires_at")
+    if not isinstance(sid, str) or not sid:
+        raise CorruptFile('a session needs a non-empty string "id"', key=where or None)
+    if not isinstance(state, dict):
+        raise CorruptFile(f'session {sid!r}: "state" must be a JSON object', key=where or None)
+    if expires is None:
+        expires_ms = None
+    elif isinstance(expires, str):
+        try:
+            expires_ms = iso_to_ms(expires)
+        except ValueError as exc:
+            raise CorruptFile(f"session {sid!r}: {exc}", key=where or None) from None
+    else:
+        raise CorruptFile(
+            f'session {sid!r}: "expires_at" must be an ISO-8601 time or null', key=where or None
+        )
+    text = json.dumps(state, separators=(",", ":"), ensure_ascii=False).encode()
+    return sid, text, expires_ms

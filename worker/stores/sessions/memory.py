@@ -1,0 +1,166 @@
+"""``MemorySessionStore``: sessions in this process's memory (the default; not persistent).
+
+Configuration: none.  Also the base of :class:`~worker.stores.sessions.file.FileSessionStore`,
+which adds the disk file.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import timedelta
+from typing import Any, ClassVar
+
+from worker.errors import AlreadyExists
+from worker.stores.sessions.base import (
+    BATCH_SIZE,
+    OnConflict,
+    RawSession,
+    Session,
+    WriteResult,
+    ms_to_datetime,
+    new_session_id,
+    now_epoch_ms,
+    state_to_json,
+    ttl_to_expires_ms,
+)
+
+
+class MemorySessionStore:
+    """Sessions in a dict: id -> (state JSON text, expiry ms or None)."""
+
+    service: ClassVar[str] = "MemorySessionStore"
+
+    def __init__(self) -> None:
+        self._data: dict[str, tuple[bytes, int | None]] = {}
+        # The store may be shared by threads (a Celery worker pool, a snapshot thread).
+        self._lock = threading.RLock()
+
+    def describe(self) -> str:
+        return "memory:"
+
+    # --- per session ---------------------------------------------------------------------
+
+    def create(self, state: dict[str, Any], ttl: float | timedelta | None = None) -> Session:
+        raw = (new_session_id(), state_to_json(state), ttl_to_expires_ms(ttl))
+        self._apply([raw], [])
+        return Session(raw[0], state, ms_to_datetime(raw[2]))
+
+    def get(self, session_id: str) -> Session | None:
+        with self._lock:
+            self._before_read()
+            entry = self._data.get(session_id)
+        if entry is None or (entry[1] is not None and entry[1] <= now_epoch_ms()):
+            return None
+        return Session.from_raw((session_id, entry[0], entry[1]))
+
+    def put(self, session: Session) -> None:
+        self._apply([session.to_raw()], [])
+
+    def delete(self, session_id: str) -> bool:
+        with self._lock:
+            self._before_read()
+            entry = self._data.get(session_id)
+            existed = entry is not None and (entry[1] is None or entry[1] > now_epoch_ms())
+            if entry is not None:
+                self._apply([], [session_id])
+        return existed
+
+    # --- streams -------------------------------------------------------------------------
+
+    def iter_sessions(self) -> Iterator[Session]:
+        for batch in self.iter_raw():
+            for raw in batch:
+                yield Session.from_raw(raw)
+
+    def count(self) -> int:
+        now = now_epoch_ms()
+        with self._lock:
+            self._before_read()
+            return sum(1 for _, exp in self._data.values() if exp is None or exp > now)
+
+    def iter_raw(self, batch_size: int = BATCH_SIZE) -> Iterator[list[RawSession]]:
+        with self._lock:
+            self._before_read()
+            ids = list(self._data)
+        # Walk a copy of the ids so writers are never blocked for the whole stream.
+        for start in range(0, len(ids), batch_size):
+            now = now_epoch_ms()
+            batch: list[RawSession] = []
+            with self._lock:
+                for sid in ids[start : start + batch_size]:
+                    entry = self._data.get(sid)
+                    if entry is not None and (entry[1] is None or entry[1] > now):
+                        batch.append((sid, entry[0], entry[1]))
+            if batch:
+                yield batch
+
+    def existing(self, ids: Sequence[str]) -> list[str]:
+        now = now_epoch_ms()
+        with self._lock:
+            self._before_read()
+            found = []
+            for sid in ids:
+                entry = self._data.get(sid)
+                if entry is not None and (entry[1] is None or entry[1] > now):
+                    found.append(sid)
+            return found
+
+    def write_raw(
+        self, batches: Iterable[Sequence[RawSession]], on_conflict: OnConflict
+    ) -> WriteResult:
+        result = WriteResult()
+        pending: list[RawSession] = []
+        with self._lock:
+            self._before_read()
+            now = now_epoch_ms()
+            for batch in batches:
+                for raw in batch:
+                    if raw[2] is not None and raw[2] <= now:
+                        result.expired += 1
+                        continue
+                    if on_conflict is not OnConflict.OVERWRITE:
+                        entry = self._data.get(raw[0])
+                        if entry is not None and (entry[1] is None or entry[1] > now):
+                            if on_conflict is OnConflict.FAIL:
+                                self._stage(pending)
+                                self._commit()
+                                raise AlreadyExists(
+                                    f"session {raw[0]!r} exists already (--on-conflict fail); "
+                                    f"{result.written} written before it",
+                                    store=self.describe(),
+                                )
+                            result.skipped += 1
+                            continue
+                    pending.append(raw)
+                    result.written += 1
+                self._stage(pending)
+                pending = []
+            self._commit()
+        return result
+
+    def check(self) -> str:
+        return f"in memory (not persistent), {self.count()} sessions"
+
+    def close(self) -> None:
+        pass
+
+    # --- what the file store extends -----------------------------------------------------
+
+    def _before_read(self) -> None:
+        """Hook: the file store reloads the file if another process changed it."""
+
+    def _stage(self, puts: Sequence[RawSession]) -> None:
+        """Apply puts to memory without persisting (streaming writes commit once at the end)."""
+        for sid, state, expires_ms in puts:
+            self._data[sid] = (state, expires_ms)
+
+    def _commit(self) -> None:
+        """Hook: the file store writes the file once after a streaming write."""
+
+    def _apply(self, puts: Sequence[RawSession], deletes: Sequence[str]) -> None:
+        with self._lock:
+            self._stage(puts)
+            for sid in deletes:
+                self._data.pop(sid, None)
+            self._commit()

@@ -1,0 +1,408 @@
+"""``RedisSessionStore``: the production store, one Redis key per session.
+
+Configuration: ``host``, ``port`` (6379), ``password``; also ``url`` (``redis://``,
+``rediss://`` for TLS, ``unix://``), ``db``, ``tls``, ``keyPrefix`` (``session:``).  Tested
+against a password-protected redis-server the tests start (tests/servers/redis_server.py).
+
+Each session is the key ``keyPrefix + id`` holding the state's JSON text, with the session's
+absolute expiry set by Redis itself (``SET ... PXAT``), so Redis expires it and ``PTTL`` tells
+it.  Whole-store walks use ``SCAN`` (never ``KEYS``) with a pipelined ``MGET`` + ``PTTL`` per
+batch; streaming writes pipeline one ``SET`` per session.  Every call goes through the
+tenacity policy of :mod:`worker.retry`; redis-py's own retries are off so the layers do not
+multiply.  Redis exceptions are mapped to :mod:`worker.errors` here and nowhere else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import timedelta
+from functools import partial
+from typing import Any, ClassVar, TypeVar
+from urllib.parse import parse_qs, urlsplit
+
+import redis
+import redis.exceptions as rexc
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from worker.config import RedisSessionStoreConfig, mask_url
+from worker.errors import AccessDenied, AlreadyExists, StoreError, TransientStoreError
+from worker.retry import STORE_RETRY, RetryPolicy
+from worker.stores.sessions.base import (
+    BATCH_SIZE,
+    OnConflict,
+    RawSession,
+    Session,
+    WriteResult,
+    ms_to_datetime,
+    new_session_id,
+    now_epoch_ms,
+    state_to_json,
+    ttl_to_expires_ms,
+)
+
+T = TypeVar("T")
+
+#: Seconds to wait for a connection and for any reply (a stalled server is a transient error).
+SOCKET_TIMEOUT = 10.0
+
+
+class RedisSessionStore:
+    """Sessions in Redis, one key each, expiry kept by Redis."""
+
+    service: ClassVar[str] = "RedisSessionStore"
+
+    def __init__(
+        self,
+        host: str = "localhost",
+        port: int = 6379,
+        password: str | None = None,
+        *,
+        url: str | None = None,
+        db: int = 0,
+        tls: bool = False,
+        key_prefix: str = "session:",
+        retry: RetryPolicy = STORE_RETRY,
+        socket_timeout: float = SOCKET_TIMEOUT,
+    ) -> None:
+        common: dict[str, Any] = {
+            "socket_timeout": socket_timeout,
+            "socket_connect_timeout": socket_timeout,
+            "retry": Retry(NoBackoff(), 0),
+            "retry_on_timeout": False,
+            "health_check_interval": 0,
+        }
+        if url:
+            parts = urlsplit(url)
+            query = parse_qs(parts.query)
+            key_prefix = query.pop("keyPrefix", [key_prefix])[0]
+            kwargs: dict[str, Any] = {**common}
+            if password and not parts.password:
+                kwargs["password"] = password
+            clean = parts._replace(query="").geturl()
+            if not parts.path.strip("/") and db:
+                kwargs["db"] = db
+            self.client: redis.Redis[bytes] = redis.Redis.from_url(clean, **kwargs)
+            self._where = mask_url(clean)
+        else:
+            self.client = redis.Redis(
+                host=host, port=port, password=password, db=db, ssl=tls, **common
+            )
+            self._where = f"{'rediss' if tls else 'redis'}://{host}:{port}/{db}"
+        self.prefix = key_prefix
+        self._bprefix = key_prefix.encode()
+        self._match = _glob_escape(self._bprefix) + b"*"
+        self.retry = retry
+        # Batches go through two small Lua scripts: one command per 1000 sessions instead of
+        # 1000 (or 1001) pipelined ones, which is most of the client-side cost in Python.
+        # Servers that refuse scripting get the pipelined commands instead.
+        self._scripts = True
+        self._read_script = self.client.register_script(_READ_LUA)
+        self._write_script = self.client.register_script(_WRITE_LUA)
+        self._exists_script = self.client.register_script(_EXISTS_LUA)
+
+    @classmethod
+    def from_config(cls, cfg: RedisSessionStoreConfig, **kwargs: Any) -> RedisSessionStore:
+        password = cfg.password.get_secret_value() if cfg.password else None
+        return cls(
+            cfg.host, cfg.port, password, url=cfg.url, db=cfg.db, tls=cfg.tls,
+            key_prefix=cfg.keyPrefix, **kwargs,
+        )
+
+    def describe(self) -> str:
+        return f"{self._where} prefix {self.prefix}"
+
+    # --- plumbing ------------------------------------------------------------------------
+
+    def _call(self, fn: Callable[[], T], what: str) -> T:
+        def once() -> T:
+            with _mapped(self.describe(), what):
+                return fn()
+
+        return self.retry.call(once, what=f"{self.describe()} {what}")
+
+    def _key(self, session_id: str) -> bytes:
+        return self._bprefix + session_id.encode()
+
+    # --- per session ---------------------------------------------------------------------
+
+    def create(self, state: dict[str, Any], ttl: float | timedelta | None = None) -> Session:
+        expires_ms = ttl_to_expires_ms(ttl)
+        text = state_to_json(state)
+        for _ in range(5):
+            sid = new_session_id()
+            key = self._key(sid)
+
+            def setnx(key: bytes = key) -> Any:
+                if expires_ms is None:
+                    return self.client.set(key, text, nx=True)
+                return self.client.set(key, text, nx=True, pxat=expires_ms)
+
+            if self._call(setnx, "create"):
+                return Session(sid, state, ms_to_datetime(expires_ms))
+        raise StoreError("could not find a free session id", store=self.describe())
+
+    def get(self, session_id: str) -> Session | None:
+        key = self._key(session_id)
+
+        def fetch() -> list[Any]:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.get(key)
+            pipe.pttl(key)
+            return pipe.execute()
+
+        value, pttl = self._call(fetch, f"get {session_id}")
+        if value is None:
+            return None
+        expires_ms = now_epoch_ms() + pttl if pttl >= 0 else None
+        return Session.from_raw((session_id, value, expires_ms))
+
+    def put(self, session: Session) -> None:
+        sid, text, expires_ms = session.to_raw()
+        key = self._key(sid)
+        if expires_ms is not None and expires_ms <= now_epoch_ms():
+            self._call(lambda: self.client.delete(key), f"put {sid}")
+            return
+        if expires_ms is None:
+            self._call(lambda: self.client.set(key, text), f"put {sid}")
+        else:
+            self._call(lambda: self.client.set(key, text, pxat=expires_ms), f"put {sid}")
+
+    def delete(self, session_id: str) -> bool:
+        key = self._key(session_id)
+        return bool(self._call(lambda: self.client.delete(key), f"delete {session_id}"))
+
+    # --- streams -------------------------------------------------------------------------
+
+    def _scan_keys(self, batch_size: int) -> Iterator[list[bytes]]:
+        """Batches of keys under the prefix, each SCAN call retried on its own cursor."""
+        cursor = 0
+        pending: list[bytes] = []
+        while True:
+            def step(cursor: int = cursor) -> tuple[int, list[bytes]]:
+                return self.client.scan(cursor, match=self._match, count=batch_size)
+
+            cursor, keys = self._call(step, "scan")
+            pending.extend(keys)
+            if len(pending) >= batch_size:
+                yield pending
+                pending = []
+            if cursor == 0:
+                break
+        if pending:
+            yield pending
+
+    def iter_raw(self, batch_size: int = BATCH_SIZE) -> Iterator[list[RawSession]]:
+        cut = len(self._bprefix)
+        for keys in self._scan_keys(batch_size):
+            res, now = self._call(partial(self._fetch, keys), f"read {len(keys)}")
+            batch: list[RawSession] = []
+            append = batch.append
+            for i, key in enumerate(keys):
+                value = res[2 * i]
+                pttl = res[2 * i + 1]
+                # A key gone between SCAN and the read (expired, deleted), or not a session.
+                if value is None or pttl == -2 or value[:1] != b"{":
+                    continue
+                append((key[cut:].decode(), value, now + pttl if pttl >= 0 else None))
+            if batch:
+                yield batch
+
+    def _fetch(self, keys: list[bytes]) -> tuple[list[Any], int]:
+        """[value1, pttl1, value2, pttl2, ...] for ``keys`` in one round trip, and the time."""
+        if self._scripts:
+            try:
+                res = self._read_script(keys=keys)
+                return res, now_epoch_ms()
+            except rexc.ResponseError as exc:
+                if not _scripting_refused(exc):
+                    raise
+                self._scripts = False
+        pipe = self.client.pipeline(transaction=False)
+        pipe.mget(keys)
+        for key in keys:
+            pipe.pttl(key)
+        values, *ttls = pipe.execute()
+        return [x for pair in zip(values, ttls, strict=True) for x in pair], now_epoch_ms()
+
+    def iter_sessions(self) -> Iterator[Session]:
+        for batch in self.iter_raw():
+            for raw in batch:
+                yield Session.from_raw(raw)
+
+    def count(self) -> int:
+        return sum(len(keys) for keys in self._scan_keys(BATCH_SIZE))
+
+    def existing(self, ids: Sequence[str]) -> list[str]:
+        keys = [self._key(sid) for sid in ids]
+
+        def probe() -> list[Any]:
+            if self._scripts:
+                try:
+                    found: list[Any] = self._exists_script(keys=keys)
+                    return found
+                except rexc.ResponseError as exc:
+                    if not _scripting_refused(exc):
+                        raise
+                    self._scripts = False
+            pipe = self.client.pipeline(transaction=False)
+            for key in keys:
+                pipe.exists(key)
+            return pipe.execute()
+
+        found = self._call(probe, f"check {len(keys)} ids")
+        return [sid for sid, hit in zip(ids, found, strict=True) if hit]
+
+    def write_raw(
+        self, batches: Iterable[Sequence[RawSession]], on_conflict: OnConflict
+    ) -> WriteResult:
+        result = WriteResult()
+        for batch in batches:
+            result.add(self._write_batch(batch, on_conflict))
+        return result
+
+    def _write_batch(self, batch: Sequence[RawSession], on_conflict: OnConflict) -> WriteResult:
+        result = WriteResult()
+        now = now_epoch_ms()
+        live = []
+        for raw in batch:
+            if raw[2] is not None and raw[2] <= now:
+                result.expired += 1
+            else:
+                live.append(raw)
+        if not live:
+            return result
+        nx = on_conflict is not OnConflict.OVERWRITE
+        attempts = 0
+
+        def send() -> list[Any]:
+            nonlocal attempts
+            attempts += 1
+            return self._send(live, nx)
+
+        replies = self._call(send, f"write batch of {len(live)}")
+        refused = [raw for raw, ok in zip(live, replies, strict=True) if not ok]
+        if refused and attempts > 1:
+            # An attempt cut short by an outage may have written some of these already:
+            # a key now holding exactly our value is ours, not a conflict.
+            keys = [self._key(raw[0]) for raw in refused]
+            current = self._call(lambda: self.client.mget(keys), "re-check batch")
+            refused = [raw for raw, val in zip(refused, current, strict=True) if val != raw[1]]
+        if refused and on_conflict is OnConflict.FAIL:
+            raise AlreadyExists(
+                f"{len(refused)} session(s) exist already, e.g. {refused[0][0]!r} "
+                "(--on-conflict fail)",
+                store=self.describe(),
+            )
+        result.skipped += len(refused)
+        result.written += len(live) - len(refused)
+        return result
+
+    def _send(self, live: Sequence[RawSession], nx: bool) -> list[Any]:
+        """SET each session (NX unless overwriting) with its PXAT; one truthy reply each."""
+        prefix = self._bprefix
+        if self._scripts:
+            keys = [prefix + sid.encode() for sid, _, _ in live]
+            args: list[Any] = [b"1" if nx else b"0"]
+            for _, text, expires_ms in live:
+                args.append(text)
+                args.append(b"" if expires_ms is None else expires_ms)
+            try:
+                replies: list[Any] = self._write_script(keys=keys, args=args)
+                return replies
+            except rexc.ResponseError as exc:
+                if not _scripting_refused(exc):
+                    raise
+                self._scripts = False
+        pipe = self.client.pipeline(transaction=False)
+        command = pipe.execute_command
+        for sid, text, expires_ms in live:
+            cmd: list[Any] = ["SET", prefix + sid.encode(), text]
+            if expires_ms is not None:
+                cmd += ["PXAT", expires_ms]
+            if nx:
+                cmd.append("NX")
+            command(*cmd)  # type: ignore[no-untyped-call]
+        return pipe.execute()
+
+    # --- health --------------------------------------------------------------------------
+
+    def check(self) -> str:
+        info = self._call(lambda: self.client.info("server"), "info")
+        version = info.get("redis_version", "?")
+        return f"redis {version} at {self.describe()}, {self.count()} sessions"
+
+    def close(self) -> None:
+        self.client.close()
+
+
+_READ_LUA = """
+local out = {}
+for i, key in ipairs(KEYS) do
+  local value = redis.pcall('GET', key)
+  if type(value) == 'table' then value = false end  -- not a string key: not a session
+  out[2 * i - 1] = value
+  out[2 * i] = redis.call('PTTL', key)
+end
+return out
+"""
+
+_EXISTS_LUA = """
+local out = {}
+for i, key in ipairs(KEYS) do out[i] = redis.call('EXISTS', key) end
+return out
+"""
+
+_WRITE_LUA = """
+local nx = ARGV[1] == '1'
+local out = {}
+for i, key in ipairs(KEYS) do
+  local value, at = ARGV[2 * i], ARGV[2 * i + 1]
+  local ok
+  if at == '' then
+    if nx then ok = redis.call('SET', key, value, 'NX') else ok = redis.call('SET', key, value) end
+  elseif nx then
+    ok = redis.call('SET', key, value, 'PXAT', at, 'NX')
+  else
+    ok = redis.call('SET', key, value, 'PXAT', at)
+  end
+  out[i] = ok and 1 or 0
+end
+return out
+"""
+
+
+def _scripting_refused(exc: Exception) -> bool:
+    text = str(exc).lower()
+    return "unknown command" in text or "noperm" in text or "scripting" in text
+
+
+def _glob_escape(text: bytes) -> bytes:
+    out = bytearray()
+    for byte in text:
+        if byte in b"*?[]\\":
+            out += b"\\"
+        out.append(byte)
+    return bytes(out)
+
+
+@contextmanager
+def _mapped(store: str, what: str) -> Iterator[None]:
+    """redis-py's exceptions -> worker.errors; the only place they are caught."""
+    try:
+        yield
+    except (rexc.AuthenticationError, rexc.AuthorizationError, rexc.NoPermissionError) as exc:
+        raise AccessDenied(f"{what}: {exc}", store=store) from exc
+    except (rexc.ConnectionError, rexc.TimeoutError, rexc.TryAgainError) as exc:
+        # Includes BusyLoadingError: a restarted server still loading its data.
+        raise TransientStoreError(f"{what}: {exc}", store=store) from exc
+    except rexc.ResponseError as exc:
+        text = str(exc)
+        if text.startswith(("NOAUTH", "WRONGPASS", "NOPERM")):
+            raise AccessDenied(f"{what}: {exc}", store=store) from exc
+        if text.startswith(("LOADING", "MASTERDOWN", "TRYAGAIN", "READONLY")):
+            raise TransientStoreError(f"{what}: {exc}", store=store) from exc
+        raise StoreError(f"{what}: {exc}", store=store) from exc
+    except rexc.RedisError as exc:
+        raise StoreError(f"{what}: {exc}", store=store) from exc
