@@ -11,11 +11,13 @@ batches.  Index rows are written in batches from the calling thread.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+import queue
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -315,23 +317,23 @@ class MirrorContext:
     ) -> None:
         if not jobs:
             return
-        pending: dict[Future[tuple[str, IndexEntry | None, int]], _Work] = {}
-        todo = iter(jobs)
+        # Results come back through a queue filled by done-callbacks: the calling thread
+        # sleeps on one lock instead of re-arming waiters on every pending future.
+        results: queue.SimpleQueue[tuple[Future[Any], _Work]] = queue.SimpleQueue()
+        in_flight = 0
         # Keep a bounded number of jobs in flight so memory does not grow with the tree.
         limit = self.transfers * 4
         with ThreadPoolExecutor(self.transfers, thread_name_prefix="synchro-put") as pool:
-            while True:
-                while len(pending) < limit:
-                    job = next(todo, None)
-                    if job is None:
-                        break
-                    pending[pool.submit(job[1])] = job[0]
-                if not pending:
-                    break
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for fut in done:
-                    work = pending.pop(fut)
-                    self._collect(fut, work, result, progress)
+            for work, fn in jobs:
+                while in_flight >= limit:
+                    self._collect(*results.get(), result, progress)
+                    in_flight -= 1
+                fut = pool.submit(fn)
+                fut.add_done_callback(functools.partial(_done, results, work))
+                in_flight += 1
+            while in_flight:
+                self._collect(*results.get(), result, progress)
+                in_flight -= 1
 
     def _collect(
         self,
@@ -450,6 +452,11 @@ class MirrorContext:
         from worker.pull import pull
 
         return pull(self, containers, progress)
+
+
+def _done(results: queue.SimpleQueue[tuple[Future[Any], _Work]], work: _Work,
+          fut: Future[Any]) -> None:
+    results.put((fut, work))
 
 
 def _bind(fn: Callable[..., Any], *args: Any) -> Callable[[], Any]:
