@@ -87,6 +87,8 @@ class SessionStore(Protocol):
 
     #: Service name as in the configuration (``RedisSessionStore``...).
     service: ClassVar[str]
+    #: Whether sessions outlive the process (False for the memory store).
+    persistent: ClassVar[bool]
 
     def describe(self) -> str:
         """Where the store is, secrets masked (``redis://127.0.0.1:6379/0 prefix session:``)."""

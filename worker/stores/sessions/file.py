@@ -48,6 +48,7 @@ class FileSessionStore(MemorySessionStore):
     """A :class:`MemorySessionStore` whose every change is written to ``path`` atomically."""
 
     service: ClassVar[str] = "FileSessionStore"
+    persistent: ClassVar[bool] = True
 
     def __init__(self, path: str | os.PathLike[str] = "sessions.json") -> None:
         super().__init__()

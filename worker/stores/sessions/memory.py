@@ -30,6 +30,7 @@ class MemorySessionStore:
     """Sessions in a dict: id -> (state JSON text, expiry ms or None)."""
 
     service: ClassVar[str] = "MemorySessionStore"
+    persistent: ClassVar[bool] = False
 
     def __init__(self) -> None:
         self._data: dict[str, tuple[bytes, int | None]] = {}

@@ -52,6 +52,7 @@ class RedisSessionStore:
     """Sessions in Redis, one key each, expiry kept by Redis."""
 
     service: ClassVar[str] = "RedisSessionStore"
+    persistent: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -70,7 +71,6 @@ class RedisSessionStore:
             "socket_timeout": socket_timeout,
             "socket_connect_timeout": socket_timeout,
             "retry": Retry(NoBackoff(), 0),
-            "retry_on_timeout": False,
             "health_check_interval": 0,
         }
         if url:
@@ -185,9 +185,9 @@ class RedisSessionStore:
 
             cursor, keys = self._call(step, "scan")
             pending.extend(keys)
-            if len(pending) >= batch_size:
-                yield pending
-                pending = []
+            while len(pending) >= batch_size:
+                yield pending[:batch_size]
+                del pending[:batch_size]
             if cursor == 0:
                 break
         if pending:

@@ -1,0 +1,440 @@
+"""One conformance suite for every session store, run against Memory, File and Redis (a real
+password-protected redis-server started by the tests), then what is particular to each."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.servers.redis_server import REDIS_PASSWORD, RedisServer
+from worker.config import load_settings
+from worker.errors import AccessDenied, AlreadyExists, CorruptFile, UsageError
+from worker.stores.sessions import OnConflict, Session, open_session_store, parse_store_spec
+from worker.stores.sessions.file import FileSessionStore
+from worker.stores.sessions.memory import MemorySessionStore
+from worker.stores.sessions.redis import RedisSessionStore
+
+STORES = ["memory", "file", "redis"]
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(params=STORES)
+def make_store(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[Callable[[], Any]]:
+    """A factory: each call opens the *same* store again (a restart, for persistent ones)."""
+    kind = request.param
+    opened: list[Any] = []
+    prefix = f"t-{uuid.uuid4().hex[:8]}:"
+    memory = MemorySessionStore()
+
+    def make() -> Any:
+        if kind == "memory":
+            store: Any = memory
+        elif kind == "file":
+            store = FileSessionStore(tmp_path / "sessions.json")
+        else:
+            srv: RedisServer = request.getfixturevalue("redis_server")
+            store = RedisSessionStore(
+                "127.0.0.1", srv.port, REDIS_PASSWORD, key_prefix=prefix
+            )
+        opened.append(store)
+        return store
+
+    yield make
+    for store in opened:
+        store.close()
+
+
+@pytest.fixture()
+def store(make_store: Callable[[], Any]) -> Any:
+    return make_store()
+
+
+def _ms(dt: datetime | None) -> int | None:
+    return None if dt is None else int(dt.timestamp() * 1000)
+
+
+# --- the conformance suite ---------------------------------------------------------------
+
+
+def test_create_get_roundtrip(store: Any) -> None:
+    state = {"user": "ana", "n": 3, "ok": True, "none": None, "nested": {"l": [1, 2.5, "é✓"]}}
+    before = datetime.now(UTC)
+    s = store.create(state, ttl=120)
+    assert s.id and isinstance(s.id, str)
+    got = store.get(s.id)
+    assert got is not None
+    assert got.state == state
+    assert got.expires_at is not None and got.expires_at.tzinfo is not None
+    delta = (got.expires_at - before).total_seconds()
+    assert 119 <= delta <= 122, delta
+
+
+def test_create_without_ttl_never_expires(store: Any) -> None:
+    s = store.create({"a": 1})
+    assert s.expires_at is None
+    got = store.get(s.id)
+    assert got is not None and got.expires_at is None
+
+
+def test_ids_are_unique(store: Any) -> None:
+    ids = {store.create({"i": i}).id for i in range(200)}
+    assert len(ids) == 200
+
+
+def test_get_missing_is_none(store: Any) -> None:
+    assert store.get("no-such-session") is None
+
+
+def test_put_replaces_state_and_expiry(store: Any) -> None:
+    s = store.create({"v": 1}, ttl=60)
+    later = datetime.now(UTC) + timedelta(hours=5)
+    store.put(Session(s.id, {"v": 2}, later))
+    got = store.get(s.id)
+    assert got is not None and got.state == {"v": 2}
+    assert abs(_ms(got.expires_at) - _ms(later)) <= 5  # type: ignore[operator]
+    store.put(Session(s.id, {"v": 3}, None))
+    got = store.get(s.id)
+    assert got is not None and got.state == {"v": 3} and got.expires_at is None
+
+
+def test_put_creates_with_given_id(store: Any) -> None:
+    store.put(Session("chosen-id", {"x": "y"}))
+    got = store.get("chosen-id")
+    assert got is not None and got.state == {"x": "y"}
+
+
+def test_delete(store: Any) -> None:
+    s = store.create({"a": 1})
+    assert store.delete(s.id) is True
+    assert store.get(s.id) is None
+    assert store.delete(s.id) is False
+
+
+def test_state_must_be_an_object(store: Any) -> None:
+    with pytest.raises(TypeError):
+        store.create([1, 2, 3])
+
+
+def test_expired_sessions_disappear(store: Any) -> None:
+    short = store.create({"short": True}, ttl=0.3)
+    keep = store.create({"keep": True}, ttl=60)
+    assert store.get(short.id) is not None
+    time.sleep(0.45)
+    assert store.get(short.id) is None
+    assert store.count() == 1
+    assert [s.id for s in store.iter_sessions()] == [keep.id]
+
+
+def test_put_with_past_expiry_is_gone(store: Any) -> None:
+    store.put(Session("past", {"a": 1}, datetime.now(UTC) - timedelta(seconds=5)))
+    assert store.get("past") is None
+    assert store.count() == 0
+
+
+def test_iterate_and_count_stream_in_batches(store: Any) -> None:
+    batch = [(f"id-{i:05d}", json.dumps({"i": i}).encode(), None) for i in range(2500)]
+    result = store.write_raw([batch], OnConflict.FAIL)
+    assert result.written == 2500
+    created = {sid for sid, _, _ in batch}
+    batches = list(store.iter_raw(1000))
+    assert len(batches) >= 3
+    assert all(len(b) <= 1000 for b in batches)  # batched, never everything at once
+    seen = [raw[0] for b in batches for raw in b]
+    assert len(seen) == len(set(seen)) == 2500
+    assert set(seen) == created
+    assert store.count() == 2500
+    states = {s.id: s.state for s in store.iter_sessions()}
+    assert states["id-01234"] == {"i": 1234}
+
+
+def test_write_raw_conflicts_and_expired(store: Any) -> None:
+    now = int(time.time() * 1000)
+    store.put(Session("a", {"v": "old"}))
+    batch = [
+        ("a", b'{"v":"new"}', now + 60_000),
+        ("b", b'{"v":"b"}', now + 60_000),
+        ("gone", b'{"v":"x"}', now - 1000),
+    ]
+    skip = store.write_raw([batch], OnConflict.SKIP)
+    assert (skip.written, skip.skipped, skip.expired) == (1, 1, 1)
+    assert store.get("a").state == {"v": "old"}
+    assert store.get("gone") is None
+    over = store.write_raw([batch], OnConflict.OVERWRITE)
+    assert (over.written, over.skipped, over.expired) == (2, 0, 1)
+    got = store.get("a")
+    assert got.state == {"v": "new"} and abs(_ms(got.expires_at) - (now + 60_000)) <= 5
+    with pytest.raises(AlreadyExists):
+        store.write_raw([[("c", b"{}", None), ("a", b"{}", None)]], OnConflict.FAIL)
+
+
+def test_existing(store: Any) -> None:
+    store.put(Session("x1", {}))
+    store.put(Session("x3", {}))
+    assert sorted(store.existing(["x1", "x2", "x3"])) == ["x1", "x3"]
+
+
+def test_check_describes_a_working_store(store: Any) -> None:
+    store.create({"a": 1})
+    text = store.check()
+    assert "1 sessions" in text
+
+
+def test_sessions_are_back_after_a_restart(make_store: Callable[[], Any]) -> None:
+    first = make_store()
+    if not first.persistent:
+        pytest.skip(f"{first.service} is not persistent by design")
+    s = first.create({"cart": [1, 2]}, ttl=3600)
+    first.put(Session("fixed", {"z": 1}))
+    first.close()
+    again = make_store()
+    got = again.get(s.id)
+    assert got is not None and got.state == {"cart": [1, 2]}
+    assert _ms(got.expires_at) == pytest.approx(_ms(s.expires_at), abs=5)
+    assert again.count() == 2
+
+
+# --- memory ------------------------------------------------------------------------------
+
+
+def test_memory_store_is_per_instance() -> None:
+    a, b = MemorySessionStore(), MemorySessionStore()
+    s = a.create({"x": 1})
+    assert b.get(s.id) is None
+
+
+# --- file --------------------------------------------------------------------------------
+
+
+def test_file_is_plain_json_readable_while_running(tmp_path: Path) -> None:
+    path = tmp_path / "sessions.json"
+    store = FileSessionStore(path)
+    s = store.create({"user": "ana"}, ttl=60)
+    doc = json.loads(path.read_text())  # a person (or jq) reading it while it runs
+    assert doc["sessions"][s.id]["state"] == {"user": "ana"}
+    assert doc["sessions"][s.id]["expires_at"].endswith("Z")
+    lines = path.read_text().splitlines()
+    assert any(line.startswith(f'"{s.id}": ') for line in lines)  # one session a line
+
+
+def test_file_is_replaced_atomically(tmp_path: Path) -> None:
+    path = tmp_path / "sessions.json"
+    store = FileSessionStore(path)
+    store.create({"a": 1})
+    inode = path.stat().st_ino
+    store.create({"b": 2})
+    assert path.stat().st_ino != inode  # a new file renamed over the old, never rewritten
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name not in ("sessions.json",
+                                                                       "sessions.json.lock")]
+    assert leftovers == []
+
+
+@pytest.mark.parametrize(
+    "content, expect",
+    [
+        (b'{"format": "synchro-sessions", "version": 1, "sessions": {\n"a": {"expires_at": nu',
+         "not valid JSON"),
+        (b"", "is empty"),
+        (b"\x00\xff\xfe garbage", "not"),
+        (b'["a list"]', '"sessions"'),
+        (b'{"sessions": {"a": {"state": 5}}}', 'no "state" object'),
+        (b'{"sessions": {"a": {"state": {}, "expires_at": "soon"}}}', "bad expires_at"),
+        (b'{"format": "synchro-sessions", "version": 9, "sessions": {}}', "version 9"),
+    ],
+)
+def test_corrupt_file_is_refused_and_left_as_it_was(
+    tmp_path: Path, content: bytes, expect: str
+) -> None:
+    path = tmp_path / "sessions.json"
+    path.write_bytes(content)
+    before = path.stat()
+    with pytest.raises(CorruptFile) as err:
+        FileSessionStore(path)
+    assert str(path) in str(err.value) and expect in str(err.value)
+    assert "left as it was" in str(err.value)
+    assert path.read_bytes() == content
+    assert path.stat().st_mtime_ns == before.st_mtime_ns
+
+
+def test_truncated_file_written_by_the_store_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "sessions.json"
+    store = FileSessionStore(path)
+    for i in range(50):
+        store.create({"i": i})
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CorruptFile, match="truncated or corrupt"):
+        FileSessionStore(path)
+    assert path.read_bytes() == data[: len(data) // 2]
+
+
+_WRITER = textwrap.dedent(
+    """
+    import sys
+    from worker.stores.sessions.file import FileSessionStore
+    from worker.stores.sessions import Session
+    store = FileSessionStore(sys.argv[1])
+    tag = sys.argv[2]
+    for i in range(int(sys.argv[3])):
+        store.put(Session(f"{tag}-{i}", {"by": tag, "i": i}))
+        if i % 10 == 0:
+            store.delete(f"{tag}-{i}")
+    """
+)
+
+
+def test_two_processes_writing_the_same_file_lose_no_session(tmp_path: Path) -> None:
+    path = tmp_path / "shared.json"
+    n = 150
+    procs = [
+        subprocess.Popen([sys.executable, "-c", _WRITER, str(path), tag, str(n)], cwd=REPO)
+        for tag in ("p1", "p2")
+    ]
+    assert [p.wait(120) for p in procs] == [0, 0]
+    final = FileSessionStore(path)
+    expected = {f"{tag}-{i}" for tag in ("p1", "p2") for i in range(n) if i % 10}
+    assert {s.id for s in final.iter_sessions()} == expected
+    assert final.get("p2-7").state == {"by": "p2", "i": 7}
+
+
+def test_two_store_objects_in_one_process_see_each_other(tmp_path: Path) -> None:
+    a = FileSessionStore(tmp_path / "s.json")
+    b = FileSessionStore(tmp_path / "s.json")
+    sa = a.create({"from": "a"})
+    sb = b.create({"from": "b"})
+    assert a.get(sb.id) is not None and b.get(sa.id) is not None
+    assert a.count() == b.count() == 2
+
+
+# --- redis -------------------------------------------------------------------------------
+
+
+def test_redis_one_key_per_session_with_its_expiry(redis_server: RedisServer) -> None:
+    store = RedisSessionStore("127.0.0.1", redis_server.port, REDIS_PASSWORD, key_prefix="k1:")
+    s = store.create({"a": 1}, ttl=100)
+    raw = redis_server.client()
+    assert json.loads(raw.get(f"k1:{s.id}")) == {"a": 1}
+    assert 98_000 < raw.pttl(f"k1:{s.id}") <= 100_000
+    forever = store.create({"b": 2})
+    assert raw.pttl(f"k1:{forever.id}") == -1
+    store.close()
+
+
+def test_redis_scans_and_never_uses_keys(redis_server: RedisServer) -> None:
+    raw = redis_server.client()
+    store = RedisSessionStore("127.0.0.1", redis_server.port, REDIS_PASSWORD, key_prefix="k2:")
+    for i in range(1500):
+        store.put(Session(f"s{i}", {"i": i}))
+    raw.set("other:thing", "not a session")  # other prefixes are not ours
+    raw.set("k2:garbage", "not json")  # under our prefix but not a session object
+    raw.config_resetstat()
+    assert store.count() == 1501
+    assert sum(len(b) for b in store.iter_raw()) == 1500
+    stats = raw.info("commandstats")
+    assert "cmdstat_scan" in stats and "cmdstat_keys" not in stats
+    store.close()
+
+
+def test_redis_prefix_with_glob_characters(redis_server: RedisServer) -> None:
+    raw = redis_server.client()
+    raw.set("k3x:s", "{}")
+    store = RedisSessionStore("127.0.0.1", redis_server.port, REDIS_PASSWORD, key_prefix="k3*:")
+    store.put(Session("mine", {}))
+    assert [s.id for s in store.iter_sessions()] == ["mine"]
+    store.close()
+
+
+def test_redis_wrong_or_missing_password_is_access_denied(redis_server: RedisServer) -> None:
+    for password in ("wrong", None):
+        store = RedisSessionStore("127.0.0.1", redis_server.port, password)
+        with pytest.raises(AccessDenied):
+            store.check()
+        store.close()
+
+
+def test_redis_check_names_version_and_place(redis_server: RedisServer) -> None:
+    store = open_session_store(f"redis://:{REDIS_PASSWORD}@127.0.0.1:{redis_server.port}/2")
+    text = store.check()
+    assert text.startswith("redis 7") and f"127.0.0.1:{redis_server.port}/2" in text
+    assert REDIS_PASSWORD not in text and REDIS_PASSWORD not in store.describe()
+    store.close()
+
+
+def test_redis_url_selects_db_and_prefix(redis_server: RedisServer) -> None:
+    url = f"redis://:{REDIS_PASSWORD}@127.0.0.1:{redis_server.port}/5?keyPrefix=app5:"
+    store = open_session_store(url)
+    store.put(Session("u1", {"db": 5}))
+    assert redis_server.client(5).get("app5:u1") == b'{"db":5}'
+    assert redis_server.client(0).get("app5:u1") is None
+    store.close()
+
+
+def test_redis_from_settings_with_password_from_environment(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({
+        "SESSIONSTORE_SERVICE": "RedisSessionStore",
+        "SESSIONSTORE": {"host": "127.0.0.1", "db": 1, "keyPrefix": "cfg:"},
+    }))
+    env = {"SYNCHRO__SESSIONSTORE__password": REDIS_PASSWORD,
+           "SYNCHRO__SESSIONSTORE__port": str(redis_server.port)}
+    settings = load_settings(config, environ=env)
+    store = open_session_store(settings)
+    assert isinstance(store, RedisSessionStore)
+    store.put(Session("from-settings", {"ok": True}))
+    assert redis_server.client(1).get("cfg:from-settings") == b'{"ok":true}'
+    store.close()
+
+
+def test_file_and_memory_from_settings(tmp_path: Path) -> None:
+    settings = load_settings(None, environ={
+        "SYNCHRO__SESSIONSTORE_SERVICE": "FileSessionStore",
+        "SYNCHRO__SESSIONSTORE__sessionStateFile": str(tmp_path / "x.json"),
+    })
+    store = open_session_store(settings)
+    assert isinstance(store, FileSessionStore) and store.path == tmp_path / "x.json"
+    assert isinstance(open_session_store(load_settings(None, environ={})), MemorySessionStore)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    ["", "mem:", "file:", "redis://", "redis://:pw@host:notaport", "redis://h:1/db", "s3://x"],
+)
+def test_bad_store_specs(spec: str) -> None:
+    with pytest.raises(UsageError) as err:
+        parse_store_spec(spec)
+    assert "pw" not in str(err.value)
+
+
+def test_good_store_specs() -> None:
+    assert parse_store_spec("memory:") == ("MemorySessionStore", {})
+    assert parse_store_spec("file:a/b.json") == ("FileSessionStore", {"path": "a/b.json"})
+    assert parse_store_spec("rediss://:p@h:6380/1")[0] == "RedisSessionStore"
+
+
+def test_redis_unreachable_is_a_clear_transient_failure() -> None:
+    from tests.servers.process import free_port
+    from worker.errors import TransientStoreError
+    from worker.retry import RetryPolicy
+
+    store = RedisSessionStore("127.0.0.1", free_port(), retry=RetryPolicy(attempts=2, initial=0.01))
+    with pytest.raises(TransientStoreError) as err:
+        store.check()
+    assert "127.0.0.1" in str(err.value)
+    store.close()
+
+
+del os
