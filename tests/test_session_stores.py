@@ -25,7 +25,8 @@ from worker.stores.sessions.file import FileSessionStore
 from worker.stores.sessions.memory import MemorySessionStore
 from worker.stores.sessions.redis import RedisSessionStore
 
-STORES = ["memory", "file", "redis"]
+#: "redis-pipelined" is the Redis store on its fallback path for servers that refuse Lua.
+STORES = ["memory", "file", "redis", "redis-pipelined"]
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -49,6 +50,7 @@ def make_store(
             store = RedisSessionStore(
                 "127.0.0.1", srv.port, REDIS_PASSWORD, key_prefix=prefix
             )
+            store._scripts = kind == "redis"
         opened.append(store)
         return store
 

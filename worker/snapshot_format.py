@@ -67,7 +67,7 @@ class SnapshotWriter:
         )
         self.lines_sha256 = hashlib.sha256()
         self.count = 0
-        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=8)
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=4)
         self._error: BaseException | None = None
         self._zw.write(_json_line(header))
         self._thread = threading.Thread(target=self._run, name="snapshot-writer", daemon=True)

@@ -144,19 +144,10 @@ class RedisSessionStore:
         raise StoreError("could not find a free session id", store=self.describe())
 
     def get(self, session_id: str) -> Session | None:
-        key = self._key(session_id)
-
-        def fetch() -> list[Any]:
-            pipe = self.client.pipeline(transaction=False)
-            pipe.get(key)
-            pipe.pttl(key)
-            return pipe.execute()
-
-        value, pttl = self._call(fetch, f"get {session_id}")
-        if value is None:
+        value, at = self._call(partial(self._fetch, [self._key(session_id)]), f"get {session_id}")
+        if value is None or at == -2:
             return None
-        expires_ms = now_epoch_ms() + pttl if pttl >= 0 else None
-        return Session.from_raw((session_id, value, expires_ms))
+        return Session.from_raw((session_id, value, at if at >= 0 else None))
 
     def put(self, session: Session) -> None:
         sid, text, expires_ms = session.to_raw()
@@ -196,25 +187,26 @@ class RedisSessionStore:
     def iter_raw(self, batch_size: int = BATCH_SIZE) -> Iterator[list[RawSession]]:
         cut = len(self._bprefix)
         for keys in self._scan_keys(batch_size):
-            res, now = self._call(partial(self._fetch, keys), f"read {len(keys)}")
+            res = self._call(partial(self._fetch, keys), f"read {len(keys)}")
             batch: list[RawSession] = []
             append = batch.append
             for i, key in enumerate(keys):
                 value = res[2 * i]
-                pttl = res[2 * i + 1]
+                at = res[2 * i + 1]
                 # A key gone between SCAN and the read (expired, deleted), or not a session.
-                if value is None or pttl == -2 or value[:1] != b"{":
+                if value is None or at == -2 or value[:1] != b"{":
                     continue
-                append((key[cut:].decode(), value, now + pttl if pttl >= 0 else None))
+                append((key[cut:].decode(), value, at if at >= 0 else None))
             if batch:
                 yield batch
 
-    def _fetch(self, keys: list[bytes]) -> tuple[list[Any], int]:
-        """[value1, pttl1, value2, pttl2, ...] for ``keys`` in one round trip, and the time."""
+    def _fetch(self, keys: list[bytes]) -> list[Any]:
+        """[value1, expiry1, value2, expiry2, ...] for ``keys`` in one round trip; expiry in
+        epoch ms, -1 for none, -2 for a missing key."""
         if self._scripts:
             try:
-                res = self._read_script(keys=keys)
-                return res, now_epoch_ms()
+                res: list[Any] = self._read_script(keys=keys)
+                return res
             except rexc.ResponseError as exc:
                 if not _scripting_refused(exc):
                     raise
@@ -224,7 +216,12 @@ class RedisSessionStore:
         for key in keys:
             pipe.pttl(key)
         values, *ttls = pipe.execute()
-        return [x for pair in zip(values, ttls, strict=True) for x in pair], now_epoch_ms()
+        now = now_epoch_ms()
+        return [
+            x
+            for value, ttl in zip(values, ttls, strict=True)
+            for x in (value, now + ttl if ttl >= 0 else ttl)
+        ]
 
     def iter_sessions(self) -> Iterator[Session]:
         for batch in self.iter_raw():
@@ -338,12 +335,29 @@ class RedisSessionStore:
 
 
 _READ_LUA = """
+-- For each key: its value (false if missing or not a string) and its absolute expiry in ms
+-- (-1 none, -2 no key): PEXPIRETIME where the server has it (7.0+), else TIME + PTTL.
 local out = {}
+local exact = true
+local now = nil
 for i, key in ipairs(KEYS) do
   local value = redis.pcall('GET', key)
-  if type(value) == 'table' then value = false end  -- not a string key: not a session
+  if type(value) == 'table' then value = false end
   out[2 * i - 1] = value
-  out[2 * i] = redis.call('PTTL', key)
+  local at = -2
+  if exact then
+    at = redis.pcall('PEXPIRETIME', key)
+    if type(at) == 'table' then exact = false end
+  end
+  if not exact then
+    if not now then
+      local t = redis.call('TIME')
+      now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+    end
+    at = redis.call('PTTL', key)
+    if at >= 0 then at = now + at end
+  end
+  out[2 * i] = at
 end
 return out
 """

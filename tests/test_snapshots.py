@@ -1,0 +1,410 @@
+"""Snapshots, restore, copy, export/import between real stores (a real redis-server for Redis)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import zstandard
+
+from tests.servers.redis_server import REDIS_PASSWORD, RedisServer
+from worker.errors import AlreadyExists, CorruptFile, IntegrityError, NotFound, UsageError
+from worker.snapshot_dest import FolderDestination, open_destination
+from worker.snapshots import (
+    copy_sessions,
+    export_sessions,
+    import_sessions,
+    list_snapshots,
+    prune_snapshots,
+    restore_snapshot,
+    take_snapshot,
+)
+from worker.stores.sessions import OnConflict, Session, open_session_store
+from worker.stores.sessions.file import FileSessionStore
+from worker.stores.sessions.memory import MemorySessionStore
+from worker.stores.sessions.redis import RedisSessionStore
+
+
+def _redis(srv: RedisServer, **kw: Any) -> RedisSessionStore:
+    return RedisSessionStore(
+        "127.0.0.1", srv.port, srv.password, key_prefix=f"t{uuid.uuid4().hex[:8]}:", **kw
+    )
+
+
+def _fill(store: Any, n: int, ttl: float | None = 3600) -> dict[str, Session]:
+    """n sessions, every third without expiry; returns them by id as the store holds them."""
+    for i in range(n):
+        store.create({"i": i, "name": f"user {i}", "tags": ["a", "é"]},
+                     ttl=None if i % 3 == 0 else ttl)
+    return {s.id: s for s in store.iter_sessions()}
+
+
+def _contents(store: Any) -> dict[str, tuple[dict[str, Any], int | None]]:
+    return {
+        s.id: (s.state, None if s.expires_at is None else int(s.expires_at.timestamp() * 1000))
+        for s in store.iter_sessions()
+    }
+
+
+def _same(a: dict[str, Any], b: dict[str, Any], tolerance_ms: int = 5) -> bool:
+    """Same ids and states, expiry equal within the ms rounding of a PTTL read."""
+    if a.keys() != b.keys():
+        return False
+    for sid, (state, exp) in a.items():
+        state2, exp2 = b[sid]
+        if state != state2 or (exp is None) != (exp2 is None):
+            return False
+        if exp is not None and abs(exp - exp2) > tolerance_ms:
+            return False
+    return True
+
+
+@pytest.fixture()
+def dest(tmp_path: Path) -> FolderDestination:
+    return FolderDestination(tmp_path / "snaps")
+
+
+# --- round trips ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("source_kind, target_kind", [
+    ("redis", "file"), ("file", "redis"), ("memory", "redis"), ("redis", "redis"),
+])
+def test_snapshot_restore_round_trip(
+    redis_server: RedisServer, tmp_path: Path, dest: FolderDestination,
+    source_kind: str, target_kind: str,
+) -> None:
+    def make(kind: str, name: str) -> Any:
+        if kind == "redis":
+            return _redis(redis_server)
+        if kind == "file":
+            return FileSessionStore(tmp_path / f"{name}.json")
+        return MemorySessionStore()
+
+    source, target = make(source_kind, "src"), make(target_kind, "dst")
+    _fill(source, 2300)
+    info = take_snapshot(source, dest)
+    assert info.count == 2300
+    result = restore_snapshot("latest", dest, target, OnConflict.FAIL)
+    assert (result.written, result.skipped, result.expired) == (2300, 0, 0)
+    assert _same(_contents(source), _contents(target))
+
+
+def test_snapshot_file_format(dest: FolderDestination) -> None:
+    source = MemorySessionStore()
+    source.put(Session("a", {"x": 1}, datetime(2030, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)))
+    source.put(Session("b", {"y": [1, "two"]}, None))
+    info = take_snapshot(source, dest)
+    compressed = (dest.path / f"{info.id}.jsonl.zst").read_bytes()
+    raw = zstandard.ZstdDecompressor().stream_reader(
+        io.BytesIO(compressed), read_across_frames=True).read()
+    lines = raw.splitlines(keepends=True)
+    header, trailer = json.loads(lines[0]), json.loads(lines[-1])
+    assert header["format"] == "synchro-sessions-snapshot" and header["version"] == 1
+    assert header["source"] == "memory:" and header["started_at"].endswith("Z")
+    sessions = [json.loads(line) for line in lines[1:-1]]
+    assert sorted(sessions, key=lambda s: s["id"]) == [
+        {"id": "a", "expires_at": "2030-01-02T03:04:05.678Z", "state": {"x": 1}},
+        {"id": "b", "expires_at": None, "state": {"y": [1, "two"]}},
+    ]
+    assert trailer["count"] == 2 and trailer["ended_at"].endswith("Z")
+    assert trailer["sha256"] == hashlib.sha256(b"".join(lines[1:-1])).hexdigest()
+    manifest = json.loads((dest.path / f"{info.id}.manifest.json").read_text())
+    assert manifest["count"] == 2 and manifest["sha256"] == trailer["sha256"]
+    data = (dest.path / f"{info.id}.jsonl.zst").read_bytes()
+    assert manifest["file_sha256"] == hashlib.sha256(data).hexdigest()
+    assert manifest["size"] == len(data)
+
+
+def test_secrets_never_in_snapshot_or_manifest(redis_server: RedisServer, dest: Any) -> None:
+    store = open_session_store(f"redis://:{REDIS_PASSWORD}@127.0.0.1:{redis_server.port}/0"
+                               f"?keyPrefix=sec{uuid.uuid4().hex[:6]}:")
+    store.create({"a": 1})
+    info = take_snapshot(store, dest)
+    assert REDIS_PASSWORD not in info.source and "****" in info.source
+    for path in dest.path.iterdir():
+        blob = path.read_bytes()
+        if path.suffix == ".zst":
+            blob = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(blob)).read()
+        assert REDIS_PASSWORD.encode() not in blob
+
+
+# --- expiry --------------------------------------------------------------------------------
+
+
+def test_restore_keeps_absolute_expiry_and_drops_expired(
+    redis_server: RedisServer, dest: FolderDestination
+) -> None:
+    source = _redis(redis_server)
+    keep = datetime.now(UTC) + timedelta(hours=2)
+    source.put(Session("keeps", {"k": 1}, keep))
+    source.put(Session("forever", {"f": 1}, None))
+    source.put(Session("short", {"s": 1}, datetime.now(UTC) + timedelta(seconds=1)))
+    take_snapshot(source, dest)
+    time.sleep(1.2)  # "short" expires between snapshot and restore
+    target = _redis(redis_server)
+    result = restore_snapshot("latest", dest, target, OnConflict.FAIL)
+    assert (result.written, result.expired) == (2, 1)
+    got = target.get("keeps")
+    assert got is not None and abs((got.expires_at - keep).total_seconds()) < 0.01
+    assert target.get("forever").expires_at is None
+    assert target.get("short") is None
+
+
+def test_export_never_shows_expired_and_import_drops_them(tmp_path: Path) -> None:
+    store = MemorySessionStore()
+    store.put(Session("live", {"a": 1}, datetime.now(UTC) + timedelta(hours=1)))
+    store.put(Session("dead", {"a": 2}, datetime.now(UTC) + timedelta(milliseconds=100)))
+    time.sleep(0.15)
+    buf = io.BytesIO()
+    assert export_sessions(store, buf) == 1
+    assert b"dead" not in buf.getvalue()
+    path = tmp_path / "in.jsonl"
+    path.write_text(
+        '{"id": "old", "state": {}, "expires_at": "2001-01-01T00:00:00Z"}\n'
+        '{"expires_at": null, "id": "new", "state": {"z": [1]}}\n\n'
+        '{"id": "tz", "state": {}, "expires_at": "2099-01-01T01:00:00+01:00"}\n'
+    )
+    target = MemorySessionStore()
+    result = import_sessions(target, path)
+    assert (result.written, result.expired) == (2, 1)
+    assert target.get("new").state == {"z": [1]}
+    assert target.get("tz").expires_at == datetime(2099, 1, 1, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("bad", [
+    "not json", '["list"]', '{"state": {}}', '{"id": "x", "state": [1]}',
+    '{"id": "x", "state": {}, "expires_at": "tomorrow"}', '{"id": "", "state": {}}',
+])
+def test_import_bad_line_writes_nothing(tmp_path: Path, bad: str) -> None:
+    path = tmp_path / "in.jsonl"
+    good = "".join(f'{{"id": "g{i}", "state": {{}}, "expires_at": null}}\n' for i in range(1500))
+    path.write_text(good + bad + "\n")
+    target = MemorySessionStore()
+    with pytest.raises(CorruptFile) as err:
+        import_sessions(target, path)
+    assert f"{path}:1501" in str(err.value)
+    assert target.count() == 0
+
+
+def test_import_accepts_a_snapshot_file(dest: FolderDestination) -> None:
+    source = MemorySessionStore()
+    _fill(source, 50)
+    info = take_snapshot(source, dest)
+    target = MemorySessionStore()
+    assert import_sessions(target, dest.path / info.data_name).written == 50
+    assert _same(_contents(source), _contents(target))
+
+
+# --- conflicts -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["memory", "redis"])
+def test_on_conflict_modes(redis_server: RedisServer, dest: FolderDestination, kind: str) -> None:
+    source = MemorySessionStore()
+    for i in range(1200):
+        source.put(Session(f"s{i}", {"v": "snap"}))
+    take_snapshot(source, dest)
+    target = _redis(redis_server) if kind == "redis" else MemorySessionStore()
+    target.put(Session("s1100", {"v": "live"}))
+
+    with pytest.raises(AlreadyExists, match="nothing was written"):
+        restore_snapshot("latest", dest, target, OnConflict.FAIL)
+    assert target.count() == 1  # fail = checked first, nothing written
+
+    skipped = restore_snapshot("latest", dest, target, OnConflict.SKIP)
+    assert (skipped.written, skipped.skipped) == (1199, 1)
+    assert target.get("s1100").state == {"v": "live"}
+
+    over = restore_snapshot("latest", dest, target, OnConflict.OVERWRITE)
+    assert (over.written, over.skipped) == (1200, 0)
+    assert target.get("s1100").state == {"v": "snap"}
+
+
+# --- listing, ids, prune, failures ---------------------------------------------------------
+
+
+def test_ids_sort_by_time_latest_and_unknown(dest: FolderDestination) -> None:
+    source = MemorySessionStore()
+    ids = []
+    for i in range(3):
+        source.create({"round": i})
+        ids.append(take_snapshot(source, dest).id)
+        time.sleep(0.005)
+    assert [i.id for i in list_snapshots(dest)] == ids == sorted(ids)
+    target = MemorySessionStore()
+    assert restore_snapshot("latest", dest, target).snapshot == ids[-1]
+    assert target.count() == 3
+    assert restore_snapshot(ids[0], dest, MemorySessionStore()).written == 1
+    with pytest.raises(NotFound, match="no snapshot 'nope'"):
+        restore_snapshot("nope", dest, MemorySessionStore())
+    with pytest.raises(NotFound, match="no snapshots"):
+        restore_snapshot("latest", FolderDestination(dest.path / "empty"), MemorySessionStore())
+
+
+def test_prune_keeps_the_newest(dest: FolderDestination) -> None:
+    source = MemorySessionStore()
+    source.create({})
+    ids = [take_snapshot(source, dest).id for _ in range(5)]
+    orphan = dest.path / f"{ids[0][:-5]}-dead.jsonl.zst"  # a data file with no manifest
+    orphan.write_bytes(b"x")
+    assert prune_snapshots(dest, 2) == ids[:3]
+    assert [i.id for i in list_snapshots(dest)] == ids[3:]
+    assert not orphan.exists()
+    assert sorted(p.name for p in dest.path.iterdir()) == sorted(
+        [f"{i}.jsonl.zst" for i in ids[3:]] + [f"{i}.manifest.json" for i in ids[3:]]
+    )
+    with pytest.raises(UsageError):
+        prune_snapshots(dest, 0)
+
+
+class _FailingStore(MemorySessionStore):
+    """Fails after streaming some batches (a source that dies mid-snapshot)."""
+
+    armed = False
+
+    def iter_raw(self, batch_size: int = 1000) -> Iterator[list[Any]]:
+        for n, batch in enumerate(super().iter_raw(batch_size)):
+            if n == 2 and self.armed:
+                raise IntegrityError("source died")
+            yield batch
+
+
+def test_failed_snapshot_is_never_listed_and_leaves_nothing(dest: FolderDestination) -> None:
+    source = _FailingStore()
+    _fill(source, 3500)
+    source.armed = True
+    with pytest.raises(IntegrityError, match="source died"):
+        take_snapshot(source, dest)
+    assert list_snapshots(dest) == []
+    assert list(dest.path.iterdir()) == []
+
+
+def test_unverifiable_snapshot_is_not_listed(
+    dest: FolderDestination, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import worker.snapshots as snapshots
+
+    source = MemorySessionStore()
+    _fill(source, 10)
+    real_publish = dest.publish
+
+    def corrupting_publish(staging: Path, name: str, md5_hex: str) -> None:
+        data = bytearray(staging.read_bytes())
+        data[len(data) // 2] ^= 0xFF  # the destination damages the file
+        staging.write_bytes(bytes(data))
+        real_publish(staging, name, md5_hex)
+
+    monkeypatch.setattr(dest, "publish", corrupting_publish)
+    with pytest.raises((IntegrityError, CorruptFile)):
+        snapshots.take_snapshot(source, dest)
+    assert list_snapshots(dest) == []
+    assert [p for p in dest.path.iterdir() if not p.name.startswith(".")] == []
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate"])
+def test_damaged_snapshot_restores_nothing(dest: FolderDestination, damage: str) -> None:
+    source = MemorySessionStore()
+    _fill(source, 3000)
+    info = take_snapshot(source, dest)
+    path = dest.path / info.data_name
+    data = bytearray(path.read_bytes())
+    if damage == "flip":
+        data[len(data) // 2] ^= 0x01
+    else:
+        del data[len(data) * 2 // 3:]
+    path.write_bytes(bytes(data))
+    target = MemorySessionStore()
+    with pytest.raises(CorruptFile, match="nothing was restored"):
+        restore_snapshot("latest", dest, target, OnConflict.OVERWRITE)
+    assert target.count() == 0
+
+
+# --- copy ----------------------------------------------------------------------------------
+
+
+def test_copy_between_stores(redis_server: RedisServer, tmp_path: Path) -> None:
+    file_store = FileSessionStore(tmp_path / "s.json")
+    _fill(file_store, 1700)
+    redis_store = _redis(redis_server)
+    result = copy_sessions(file_store, redis_store)
+    assert result.written == 1700
+    assert _same(_contents(file_store), _contents(redis_store))
+    with pytest.raises(AlreadyExists):
+        copy_sessions(file_store, redis_store)
+    with pytest.raises(UsageError, match="same store"):
+        copy_sessions(file_store, FileSessionStore(tmp_path / "s.json"))
+
+
+# --- module-store destination --------------------------------------------------------------
+
+
+def test_modulestore_destination(tmp_path: Path) -> None:
+    from worker.config import load_settings
+
+    settings = load_settings(None, environ={
+        "SYNCHRO__MODULESTORE__directory": str(tmp_path / "mirror"),
+        "SYNCHRO__APP_ROOT_PATH": str(tmp_path / "apps"),
+    })
+    dest = open_destination("modulestore:backups", settings)
+    source = MemorySessionStore()
+    _fill(source, 1500)
+    info = take_snapshot(source, dest)
+    assert [i.id for i in list_snapshots(dest)] == [info.id]
+    stored = sorted(p.name for p in (tmp_path / "mirror" / "backups" / "snapshots").iterdir())
+    assert stored == [f"{info.id}.jsonl.zst", f"{info.id}.manifest.json"]
+    target = MemorySessionStore()
+    assert restore_snapshot("latest", dest, target).written == 1500
+    assert _same(_contents(source), _contents(target))
+    take_snapshot(source, dest)
+    assert prune_snapshots(dest, 1) == [info.id]
+    dest.close()
+    empty = open_destination("modulestore:none-yet", settings)
+    assert list_snapshots(empty) == []
+
+
+# --- memory stays flat ----------------------------------------------------------------------
+
+
+def test_snapshot_and_restore_memory_is_flat(redis_server: RedisServer, tmp_path: Path) -> None:
+    """Peak Python allocations do not grow with the number of sessions (streaming).  The
+    1,000,000-session figure is in docs/benchmarks.md (bench/bench_sessions.py memory)."""
+    import tracemalloc
+
+    peaks = {}
+    raw = redis_server.client()
+    for n in (20_000, 60_000):
+        store = _redis(redis_server)
+        pipe = raw.pipeline(transaction=False)
+        value = json.dumps({"pad": "x" * 900}).encode()
+        for i in range(n):
+            pipe.set(f"{store.prefix}s{i}", value, px=3_600_000)
+        pipe.execute()
+        dest = FolderDestination(tmp_path / f"d{n}")
+        tracemalloc.start()
+        info = take_snapshot(store, dest)
+        snap_peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        target = _redis(redis_server)
+        tracemalloc.start()
+        restore_snapshot(info.id, dest, target)
+        rest_peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert target.count() == n
+        peaks[n] = (snap_peak, rest_peak)
+    # 3x the sessions (~40 MB more data) may not cost more than a few MB more at the peak.
+    assert peaks[60_000][0] < peaks[20_000][0] + 6e6, peaks
+    assert peaks[60_000][1] < peaks[20_000][1] + 6e6, peaks
+    assert max(peaks[60_000]) < 40e6, peaks
+
+
+del threading
