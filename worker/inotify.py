@@ -185,9 +185,11 @@ if sys.platform.startswith("linux"):
         hook: OverflowHook | None = None
 
         def on_queue_overflow(self) -> None:
-            super().on_queue_overflow()
-            if self.hook is not None:
-                self.hook()
+            try:
+                super().on_queue_overflow()
+            finally:  # events were lost whether or not watchdog's recovery worked
+                if self.hook is not None:
+                    self.hook()
 
         def watch_count(self) -> int:
             return len(self._active_callbacks_by_watch)
@@ -232,6 +234,10 @@ if sys.platform.startswith("linux"):
             super().on_thread_stop()
             self._inotify_fd.stop()
             self._inotify_fd.join()
+
+        def reader_alive(self) -> bool:
+            """Whether the thread reading the inotify descriptor still runs."""
+            return self._inotify_fd.is_alive()
 
         def watch_count(self) -> int:
             """inotify watches the observer holds (fewer than folders: the limit was hit)."""

@@ -171,6 +171,7 @@ class Watcher:
         self._recent: OrderedDict[Key, None] = OrderedDict()
         self._next_health = 0.0
         self._tree = inotify.TreeSize()
+        self._root_id: tuple[int, int] | None = None
 
     # --- life cycle -------------------------------------------------------------------------
 
@@ -190,12 +191,12 @@ class Watcher:
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop watching, then hand off every pending path (an orderly stop loses nothing)."""
-        self._stop_observer()
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
         if self._thread is not None:
             self._thread.join(timeout)
+        self._stop_observer()
         with self._cond:
             flushes = self._debounce.drain()
         self._hand_off(flushes)
@@ -260,6 +261,7 @@ class Watcher:
             kind = ObserverKind.POLLING
             self._observer = self._make_observer(kind)
         self.kind = kind
+        self._root_id = _identity(self.root)
         log.info("watching %s with the %s observer", self.root, kind.value)
 
     def _choose_kind(self) -> ObserverKind:
@@ -306,6 +308,8 @@ class Watcher:
                 observer.join(5)
 
     def _check_observer(self) -> None:
+        if self._stopping:
+            return
         observer = self._observer
         if observer is None:
             if self.root.is_dir():
@@ -313,16 +317,28 @@ class Watcher:
                 self._owe(f"{self.root} appeared")
             return
         emitters = list(observer.emitters)
-        if observer.is_alive() and emitters and all(e.is_alive() for e in emitters):
+        alive = (
+            observer.is_alive()
+            and bool(emitters)
+            and all(e.is_alive() for e in emitters)
+            and getattr(observer, "reader_alive", lambda: True)()
+        )
+        # inotify follows the folder, not the name: a root moved away (or replaced) is watched
+        # no more, even though the observer looks healthy.
+        same_root = _identity(self.root) == self._root_id
+        if alive and same_root:
             return
         self.stats.restarts += 1
         self._stop_observer()
-        if self.root.is_dir():
+        if not self.root.is_dir():
+            self._message(f"{self.root} is gone; watching resumes when it is back")
+        elif not same_root:
+            self._start_observer()
+            self._owe(f"{self.root} was replaced")
+        else:
             log.error("the %s observer stopped; restarting it", self.kind and self.kind.value)
             self._start_observer()
             self._owe("the observer stopped and was restarted")
-        else:
-            self._message(f"{self.root} is gone; watching resumes when it is back")
 
     def _overflowed(self) -> None:
         # Runs on the inotify reader thread, which must get back to reading at once.
@@ -497,6 +513,14 @@ class Watcher:
     def _message(self, text: str) -> None:
         self.stats.messages.append(text)
         log.warning("%s", text)
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def _new_observer(

@@ -1,0 +1,166 @@
+"""The debounce logic, driven by a scripted clock and scripted event sources."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from worker.debounce import Change, Debouncer, Flush
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def run_script(
+    deb: Debouncer[str], clock: Clock, events: list[tuple[float, str, Change]], until: float
+) -> list[tuple[float, Flush[str]]]:
+    """Feed ``events`` (time offset, key, change) and poll ``due`` the way the watcher does:
+    at every event and at every deadline the debouncer announces."""
+    out: list[tuple[float, Flush[str]]] = []
+    start = clock.now
+    queue = sorted(events, key=lambda e: e[0])
+    i = 0
+    while True:
+        deadline = deb.next_deadline()
+        next_event = start + queue[i][0] if i < len(queue) else None
+        candidates = [t for t in (deadline, next_event) if t is not None]
+        if not candidates:
+            break
+        t = min(candidates)
+        if t > start + until:
+            break
+        clock.now = max(clock.now, t)
+        out.extend((clock.now - start, f) for f in deb.due())
+        while i < len(queue) and start + queue[i][0] <= clock.now:
+            _, key, change = queue[i]
+            deb.record(key, change)
+            i += 1
+    return out
+
+
+def test_one_event_flushes_after_the_quiet_period() -> None:
+    clock = Clock()
+    deb: Debouncer[str] = Debouncer(0.1, 1.0, clock)
+    deb.record("a.txt")
+    clock.now += 0.099
+    assert deb.due() == []
+    assert "a.txt" in deb
+    clock.now += 0.002
+    assert deb.due() == [Flush("a.txt")]
+    assert len(deb) == 0 and deb.next_deadline() is None
+
+
+def test_a_burst_is_one_flush_after_its_last_event() -> None:
+    clock = Clock()
+    deb: Debouncer[str] = Debouncer(0.1, 1.0, clock)
+    events = [(i * 0.005, "a.txt", Change.CHANGED) for i in range(40)]  # 200 ms of writes
+    flushes = run_script(deb, clock, events, until=5)
+    assert [f.key for _, f in flushes] == ["a.txt"]
+    at, flush = flushes[0]
+    assert flush.events == 40
+    assert at == pytest.approx(39 * 0.005 + 0.1)
+
+
+def test_continuous_writes_are_flushed_at_least_every_max_delay() -> None:
+    clock = Clock()
+    deb: Debouncer[str] = Debouncer(0.1, 1.0, clock)
+    events = [(i * 0.05, "log.txt", Change.CHANGED) for i in range(70)]  # 3.5 s, never quiet
+    flushes = run_script(deb, clock, events, until=10)
+    times = [t for t, _ in flushes]
+    assert times == pytest.approx([1.0, 2.0, 3.0, 69 * 0.05 + 0.1], abs=0.051)
+    assert sum(f.events for _, f in flushes) == 70
+
+
+def test_paths_are_debounced_independently() -> None:
+    clock = Clock()
+    deb: Debouncer[str] = Debouncer(0.1, 1.0, clock)
+    events = [(0.0, "a", Change.CHANGED), (0.05, "b", Change.CHANGED), (0.12, "b", Change.CHANGED)]
+    flushes = run_script(deb, clock, events, until=5)
+    assert [(round(t, 3), f.key) for t, f in flushes] == [(0.1, "a"), (0.22, "b")]
+
+
+def test_created_then_gone_is_transient_and_nothing_else_is() -> None:
+    clock = Clock()
+    deb: Debouncer[str] = Debouncer(0.1, 1.0, clock)
+    deb.record("tmp", Change.CREATED)
+    deb.record("tmp", Change.CHANGED)
+    deb.record("tmp", Change.GONE)  # an editor's temporary file renamed over its target
+    deb.record("old", Change.GONE)
+    deb.record("old", Change.CREATED)  # deleted and made again: it exists
+    deb.record("new", Change.CREATED)
+    deb.record("gone", Change.CHANGED)
+    deb.record("gone", Change.GONE)  # existed before the window: the store must hear of it
+    deb.record("again", Change.CREATED)
+    deb.record("again", Change.GONE)
+    deb.record("again", Change.CREATED)  # exists at the end
+    clock.now += 0.2
+    got = {f.key: f.transient for f in deb.due()}
+    assert got == {"tmp": True, "old": False, "new": False, "gone": False, "again": False}
+
+
+def test_zero_quiet_period_flushes_at_once() -> None:
+    clock = Clock()
+    deb: Debouncer[str] = Debouncer(0.0, 1.0, clock)
+    deb.record("a")
+    assert deb.next_deadline() == clock.now
+    assert deb.due() == [Flush("a")]
+
+
+def test_drain_returns_everything_oldest_first() -> None:
+    clock = Clock()
+    deb: Debouncer[str] = Debouncer(0.1, 1.0, clock)
+    deb.record("b")
+    clock.now += 0.01
+    deb.record("a")
+    assert [f.key for f in deb.drain()] == ["b", "a"]
+    assert len(deb) == 0 and deb.due() == [] and deb.next_deadline() is None
+
+
+def test_bad_parameters_are_refused() -> None:
+    with pytest.raises(ValueError):
+        Debouncer(-1, 1.0)
+    with pytest.raises(ValueError):
+        Debouncer(0.1, 0)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_random_script_keeps_both_promises(seed: int) -> None:
+    """Random events on 20 keys: every flush is justified (quiet or capped), every event is
+    followed by a flush of its key within max_delay, and the last event of every key is."""
+    quiet, cap = 0.1, 1.0
+    rng = random.Random(seed)
+    keys = [f"f{i}" for i in range(20)]
+    events: list[tuple[float, str, Change]] = []
+    t = 0.0
+    for _ in range(3000):
+        t += rng.expovariate(1 / 0.004)  # ~250 events/s, bursty
+        events.append((t, rng.choice(keys), rng.choice(list(Change))))
+    clock = Clock()
+    deb: Debouncer[str] = Debouncer(quiet, cap, clock)
+    flushes = run_script(deb, clock, events, until=t + 10)
+
+    flush_times: dict[str, list[float]] = {k: [] for k in keys}
+    for at, f in flushes:
+        flush_times[f.key].append(at)
+    for key in keys:
+        times = [e[0] for e in events if e[1] == key]
+        done = flush_times[key]
+        # justified: each flush closes a window whose last event is `quiet` old, or whose first
+        # event is `cap` old.
+        prev = -1.0
+        for at in done:
+            window = [e for e in times if prev < e <= at]
+            assert window, f"{key}: flush at {at} with no event"
+            assert at - window[-1] >= quiet - 1e-9 or at - window[0] >= cap - 1e-9
+            prev = at
+        # prompt: every event is flushed within the cap (quiet < cap here)
+        for e in times:
+            assert any(e <= at <= e + cap + 1e-9 for at in done), f"{key}: event at {e} late"
+        assert done and done[-1] >= times[-1]
+    assert len(deb) == 0

@@ -1,0 +1,493 @@
+"""The watcher against real files in tmp_path, with the real watchdog observers.
+
+The dispatcher is our own interface (``worker.dispatch`` provides the real ones); here a
+recording dispatcher stands in so that each test can see exactly which paths were handed off.
+"""
+
+from __future__ import annotations
+
+import errno
+import mmap
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from worker import inotify, watcher
+from worker.config import Settings, load_settings
+from worker.watcher import ObserverKind, Watcher
+
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="inotify")
+
+
+class Recorder:
+    """A dispatcher that records; ``fail_submits`` / ``fail_passes`` make it raise."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.submits: list[tuple[str, str]] = []
+        self.passes: list[str] = []
+        self.fail_submits = 0
+        self.fail_passes = 0
+        self.answer: bool | None = None
+
+    def submit(self, container: str, relpath: str) -> bool | None:
+        with self.lock:
+            if self.fail_submits:
+                self.fail_submits -= 1
+                raise ConnectionError("broker away")
+            self.submits.append((container, relpath))
+        return self.answer
+
+    def request_full_pass(self, reason: str) -> None:
+        with self.lock:
+            if self.fail_passes:
+                self.fail_passes -= 1
+                raise ConnectionError("broker away")
+            self.passes.append(reason)
+
+    def paths(self) -> list[str]:
+        with self.lock:
+            return [f"{c}/{p}" for c, p in self.submits]
+
+    def clear(self) -> None:
+        with self.lock:
+            self.submits.clear()
+            self.passes.clear()
+
+
+def wait_for(cond: Callable[[], bool], timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.02)
+    return cond()
+
+
+def settle(w: Watcher, rec: Recorder, expected: set[str], timeout: float = 5.0) -> list[str]:
+    """Wait until every expected path was handed off, then a little longer for extras."""
+    assert wait_for(lambda: expected <= set(rec.paths()), timeout), rec.paths()
+    time.sleep(0.4)  # quiet period + late events: anything more would show up now
+    assert w.wait_idle(5)
+    return rec.paths()
+
+
+def make_settings(root: Path, **sync: Any) -> Settings:
+    overrides = {"APP_ROOT_PATH": str(root), "MODULESTORE.directory": str(root.parent / "mirror")}
+    overrides.update({f"SYNC.{k}": v for k, v in sync.items()})
+    return load_settings(None, overrides, environ={})
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    r = tmp_path / "apps"
+    (r / "app1" / "lib").mkdir(parents=True)
+    (r / "app1" / "main.js").write_text("v1")
+    (r / "app1" / "lib" / "util.js").write_text("u1")
+    (r / "app2").mkdir()
+    return r
+
+
+@pytest.fixture
+def outside(tmp_path: Path) -> Path:
+    o = tmp_path / "outside"
+    o.mkdir()
+    return o
+
+
+WatcherFactory = Callable[..., tuple[Watcher, Recorder]]
+
+
+@pytest.fixture
+def start(root: Path) -> Iterator[WatcherFactory]:
+    started: list[Watcher] = []
+
+    def make(polling: bool = False, **sync: Any) -> tuple[Watcher, Recorder]:
+        rec = Recorder()
+        w = Watcher(make_settings(root, **sync), rec, polling=polling, poll_interval=0.1)
+        w.retry_base = 0.05
+        w.health_interval = 0.1
+        w.start()
+        started.append(w)
+        if polling:
+            time.sleep(0.15)  # the first snapshot
+        return w, rec
+
+    yield make
+    for w in started:
+        w.stop()
+
+
+# --- the events of a save, one kind per test --------------------------------------------
+
+
+def test_edit_is_one_submit(start: WatcherFactory, root: Path) -> None:
+    w, rec = start()
+    with open(root / "app1" / "main.js", "w") as f:
+        f.write("v2")
+        f.flush()
+        f.write(" more")
+    assert settle(w, rec, {"app1/main.js"}) == ["app1/main.js"]
+    assert w.kind is ObserverKind.INOTIFY or not sys.platform.startswith("linux")
+
+
+def test_new_file_in_a_sub_folder(start: WatcherFactory, root: Path) -> None:
+    w, rec = start()
+    (root / "app2" / "index.html").write_text("<p>")
+    assert settle(w, rec, {"app2/index.html"}) == ["app2/index.html"]
+
+
+def test_new_folder_created_with_files(start: WatcherFactory, root: Path) -> None:
+    w, rec = start()
+    (root / "app1" / "a" / "b").mkdir(parents=True)
+    (root / "app1" / "a" / "x.js").write_text("x")
+    (root / "app1" / "a" / "b" / "y.js").write_text("y")
+    got = settle(w, rec, {"app1/a/x.js", "app1/a/b/y.js"})
+    assert sorted(got) == ["app1/a/b/y.js", "app1/a/x.js"]
+
+
+def test_folder_with_files_moved_in(start: WatcherFactory, root: Path, outside: Path) -> None:
+    (outside / "pkg" / "deep").mkdir(parents=True)
+    for name in ("pkg/one.js", "pkg/deep/two.js", "pkg/deep/three.css"):
+        (outside / name).write_text(name)
+    w, rec = start()
+    os.rename(outside / "pkg", root / "app1" / "pkg")
+    want = {"app1/pkg/one.js", "app1/pkg/deep/two.js", "app1/pkg/deep/three.css"}
+    got = settle(w, rec, want)
+    assert set(got) == want and len(got) == 3
+
+
+def test_new_app_folder_moved_in(start: WatcherFactory, root: Path, outside: Path) -> None:
+    (outside / "app3").mkdir()
+    (outside / "app3" / "main.js").write_text("3")
+    w, rec = start()
+    os.rename(outside / "app3", root / "app3")
+    assert settle(w, rec, {"app3/main.js"}) == ["app3/main.js"]
+
+
+def test_rename_submits_source_and_destination(start: WatcherFactory, root: Path) -> None:
+    w, rec = start()
+    os.rename(root / "app1" / "main.js", root / "app1" / "app.js")
+    got = settle(w, rec, {"app1/main.js", "app1/app.js"})
+    assert sorted(got) == ["app1/app.js", "app1/main.js"]
+
+
+def test_folder_rename(start: WatcherFactory, root: Path) -> None:
+    w, rec = start()
+    os.rename(root / "app1" / "lib", root / "app1" / "src")
+    got = settle(w, rec, {"app1/lib", "app1/src/util.js"})
+    # the old folder path (its sync deletes everything under it) and each moved file
+    assert set(got) <= {"app1/lib", "app1/lib/util.js", "app1/src/util.js"}
+
+
+def test_move_out_of_the_root_is_a_delete(start: WatcherFactory, root: Path, outside: Path) -> None:
+    w, rec = start()
+    os.rename(root / "app1" / "main.js", outside / "main.js")
+    assert settle(w, rec, {"app1/main.js"}) == ["app1/main.js"]
+    rec.clear()
+    os.rename(root / "app1" / "lib", outside / "lib")
+    assert settle(w, rec, {"app1/lib"}) == ["app1/lib"]  # the folder path: all under it goes
+
+
+def test_move_into_the_root(start: WatcherFactory, root: Path, outside: Path) -> None:
+    (outside / "new.js").write_text("n")
+    w, rec = start()
+    os.rename(outside / "new.js", root / "app2" / "new.js")
+    assert settle(w, rec, {"app2/new.js"}) == ["app2/new.js"]
+
+
+def test_delete(start: WatcherFactory, root: Path) -> None:
+    w, rec = start()
+    (root / "app1" / "lib" / "util.js").unlink()
+    assert settle(w, rec, {"app1/lib/util.js"}) == ["app1/lib/util.js"]
+    rec.clear()
+    shutil.rmtree(root / "app1" / "lib")
+    assert settle(w, rec, {"app1/lib"}) == ["app1/lib"]
+
+
+def test_vim_style_save_is_one_submit_of_the_target(start: WatcherFactory, root: Path) -> None:
+    w, rec = start()
+    d = root / "app1"
+    # vim with 'backup' and 'writebackup': probe that the folder is writable, keep the old file
+    # as file~, write the new one, drop the backup; plus its swap file all along.
+    swap = d / ".main.js.swp"
+    swap.write_text("swap")
+    probe = d / "4913"
+    probe.write_text("")
+    probe.unlink()
+    os.rename(d / "main.js", d / "main.js~")
+    (d / "main.js").write_text("v2")
+    (d / "main.js~").unlink()
+    swap.unlink()
+    assert settle(w, rec, {"app1/main.js"}) == ["app1/main.js"]
+    assert w.stats.events >= 3
+
+
+def test_atomic_save_by_rename_over_the_target(start: WatcherFactory, root: Path) -> None:
+    w, rec = start()
+    d = root / "app1"
+    tmp = d / "main.js.tmp.4711"  # not an ignored name: it is dropped because it is transient
+    tmp.write_text("v2")
+    os.replace(tmp, d / "main.js")
+    assert settle(w, rec, {"app1/main.js"}) == ["app1/main.js"]
+    assert w.stats.transient_dropped == 1
+
+
+def test_a_burst_of_writes_is_one_submit(start: WatcherFactory, root: Path) -> None:
+    w, rec = start()
+    path = root / "app1" / "main.js"
+    for i in range(50):
+        path.write_text(f"v{i}")
+    assert settle(w, rec, {"app1/main.js"}) == ["app1/main.js"]
+
+
+def test_continuous_writes_are_submitted_every_max_delay(start: WatcherFactory, root: Path) -> None:
+    w, rec = start(debounce=0.1, maxDelay=0.5)
+    path = root / "app1" / "main.js"
+    end = time.monotonic() + 1.6
+    while time.monotonic() < end:
+        path.write_text(str(time.monotonic()))
+        time.sleep(0.02)
+    got = settle(w, rec, {"app1/main.js"})
+    assert 3 <= len(got) <= 5, got  # ~every 0.5 s while writing, then the final one
+
+
+def test_ignored_paths_and_top_level_files(start: WatcherFactory, root: Path) -> None:
+    w, rec = start(ignore=["*.log"])
+    (root / "app1" / "node_modules" / "x").mkdir(parents=True)
+    (root / "app1" / "node_modules" / "x" / "index.js").write_text("dep")
+    (root / "app1" / ".git").mkdir()
+    (root / "app1" / ".git" / "HEAD").write_text("ref")
+    (root / "app1" / "debug.log").write_text("noise")
+    (root / "app1" / ".DS_Store").write_text("")
+    (root / "README.txt").write_text("top level: no container")
+    (root / "app1" / "kept.js").write_text("k")
+    assert settle(w, rec, {"app1/kept.js"}) == ["app1/kept.js"]
+
+
+def test_syncignore_edit_reloads_rules_and_asks_for_a_pass(
+    start: WatcherFactory, root: Path
+) -> None:
+    w, rec = start()
+    (root / "app1" / ".syncignore").write_text("*.tmp\n")
+    assert wait_for(lambda: any("ignore rules" in p for p in rec.passes))
+    rec.clear()
+    (root / "app1" / "x.tmp").write_text("t")
+    (root / "app1" / "y.js").write_text("y")
+    assert settle(w, rec, {"app1/y.js"}) == ["app1/y.js"]
+
+
+def test_stop_hands_off_what_is_pending(root: Path) -> None:
+    rec = Recorder()
+    w = Watcher(make_settings(root, debounce=5.0, maxDelay=10.0), rec)
+    w.start()
+    (root / "app1" / "main.js").write_text("v2")
+    assert wait_for(lambda: w.pending() == [("app1", "main.js")])
+    w.stop()
+    assert rec.paths() == ["app1/main.js"]
+
+
+# --- the polling observer ---------------------------------------------------------------
+
+
+def test_polling_observer(start: WatcherFactory, root: Path, outside: Path) -> None:
+    w, rec = start(polling=True)
+    assert w.kind is ObserverKind.POLLING
+    (root / "app1" / "main.js").write_text("v2 longer")
+    (root / "app2" / "new.js").write_text("n")
+    assert sorted(settle(w, rec, {"app1/main.js", "app2/new.js"})) == [
+        "app1/main.js",
+        "app2/new.js",
+    ]
+    rec.clear()
+    os.rename(root / "app1" / "lib" / "util.js", root / "app1" / "lib" / "helpers.js")
+    got = settle(w, rec, {"app1/lib/util.js", "app1/lib/helpers.js"})
+    assert sorted(got) == ["app1/lib/helpers.js", "app1/lib/util.js"]
+    rec.clear()
+    os.rename(root / "app1" / "lib", outside / "lib")
+    (root / "app2" / "new.js").unlink()
+    got = settle(w, rec, {"app1/lib", "app2/new.js"})
+    assert set(got) <= {"app1/lib", "app1/lib/helpers.js", "app2/new.js"}
+
+
+# --- losing events: a full pass instead -------------------------------------------------
+
+
+def storm_while_holding_the_gil(target: Path, files: int, flag: Path) -> None:
+    """A child creates ``files`` files (2 events each) while this process keeps the GIL, so the
+    watcher's inotify reader cannot drain the kernel queue: a genuine IN_Q_OVERFLOW.  The child
+    says it is done through shared memory, which the busy loop reads without a system call
+    (a system call would let the reader run)."""
+    target.mkdir()
+    flag.write_bytes(b"\0")
+    child = f"""
+import mmap, os
+d = {str(target)!r}
+for i in range({files}):
+    os.close(os.open(os.path.join(d, f"f{{i}}"), os.O_CREAT | os.O_WRONLY))
+with open({str(flag)!r}, "r+b") as f:
+    m = mmap.mmap(f.fileno(), 1)
+    m[0] = 1
+"""
+    with open(flag, "r+b") as f:
+        shared = mmap.mmap(f.fileno(), 1)
+    proc = subprocess.Popen([sys.executable, "-c", child])
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(30.0)
+    try:
+        deadline = time.monotonic() + 30
+        while shared[0] == 0 and time.monotonic() < deadline:
+            pass
+    finally:
+        sys.setswitchinterval(old)
+    assert proc.wait(30) == 0
+
+
+@linux_only
+def test_queue_overflow_requests_a_full_pass(start: WatcherFactory, root: Path) -> None:
+    limit = int((inotify.PROC_INOTIFY / "max_queued_events").read_text())
+    if limit > 100_000:
+        pytest.skip(f"max_queued_events={limit}: too many files to overflow it in a test")
+    w, rec = start()
+    # On a busy machine a storm may, rarely, be drained in time; then another one is made.
+    for attempt in range(3):
+        target = root / "app1" / f"storm{attempt}"
+        storm_while_holding_the_gil(target, limit, root.parent / f"flag{attempt}")
+        if wait_for(lambda: any("overflow" in p for p in rec.passes), 10):
+            break
+    assert any("overflow" in p for p in rec.passes), (rec.passes, w.stats)
+    # watching goes on after the overflow
+    assert w.wait_idle(30)
+    rec.clear()
+    (root / "app2" / "after.js").write_text("a")
+    assert "app2/after.js" in settle(w, rec, {"app2/after.js"}, timeout=10)
+
+
+def test_dispatcher_failing_for_a_while_loses_nothing(start: WatcherFactory, root: Path) -> None:
+    w, rec = start()
+    rec.fail_submits = 3  # the broker is away for three attempts
+    (root / "app1" / "main.js").write_text("v2")
+    (root / "app2" / "b.js").write_text("b")
+    got = settle(w, rec, {"app1/main.js", "app2/b.js"})
+    assert sorted(got) == ["app1/main.js", "app2/b.js"]
+    assert w.stats.submit_failures == 3 and rec.passes == []
+
+
+def test_dispatcher_failing_too_long_requests_a_full_pass(
+    start: WatcherFactory, root: Path
+) -> None:
+    w, rec = start()
+    rec.fail_submits = 10_000
+    rec.fail_passes = 2  # and the first two full-pass requests fail as well
+    (root / "app1" / "main.js").write_text("v2")
+    assert wait_for(lambda: bool(rec.passes), 10)
+    assert "dispatcher failed" in rec.passes[0]
+    assert w.wait_idle(5)
+    assert w.pending() == []  # the pass covers the path that could not be handed off
+    assert w.stats.submit_failures >= w.retry_attempts
+    rec.fail_submits = 0
+    (root / "app1" / "after.js").write_text("a")
+    assert "app1/after.js" in settle(w, rec, {"app1/after.js"})
+
+
+def test_a_dispatcher_that_owes_a_pass_is_not_retried(start: WatcherFactory, root: Path) -> None:
+    w, rec = start()
+    rec.answer = False  # worker.dispatch: "not handed off, I owe a full pass"
+    (root / "app1" / "main.js").write_text("v2")
+    assert settle(w, rec, {"app1/main.js"}) == ["app1/main.js"]
+    assert w.stats.refused == 1 and w.stats.submit_failures == 0
+
+
+def test_root_removed_and_back(start: WatcherFactory, root: Path, outside: Path) -> None:
+    w, rec = start()
+    os.rename(root, outside / "apps-away")  # an unmounted volume, say
+    time.sleep(0.3)
+    os.rename(outside / "apps-away", root)
+    assert wait_for(lambda: any("appeared" in p for p in rec.passes), 10), rec.passes
+    rec.clear()
+    (root / "app1" / "back.js").write_text("b")
+    assert "app1/back.js" in settle(w, rec, {"app1/back.js"})
+
+
+def test_app_folder_removed_asks_for_a_full_pass(start: WatcherFactory, root: Path) -> None:
+    w, rec = start()
+    shutil.rmtree(root / "app2")
+    assert wait_for(lambda: any("'app2'" in p for p in rec.passes))
+    assert rec.paths() == []
+
+
+# --- inotify limits ---------------------------------------------------------------------
+
+
+def fake_proc(tmp_path: Path, watches: int, instances: int = 128, queued: int = 16384) -> Path:
+    proc = tmp_path / "proc-inotify"
+    proc.mkdir()
+    (proc / "max_user_watches").write_text(f"{watches}\n")
+    (proc / "max_user_instances").write_text(f"{instances}\n")
+    (proc / "max_queued_events").write_text(f"{queued}\n")
+    return proc
+
+
+def test_check_limits_messages(tmp_path: Path) -> None:
+    tree = inotify.TreeSize(folders=5000, files=40000)
+    ok = inotify.check_limits(inotify.InotifyLimits(100_000, 128, 65536, 2000, 3), tree, tmp_path)
+    assert ok.fits and ok.message() == ""
+    full = inotify.check_limits(inotify.InotifyLimits(8192, 128, 16384, 4000, 3), tree, tmp_path)
+    assert not full.fits
+    assert "5,000 folders" in full.message() and "4,192 watches are free" in full.message()
+    assert "sysctl -w fs.inotify.max_user_watches=" in full.message()
+    assert "SYNC.polling=true" in full.message()
+    no_inst = inotify.check_limits(inotify.InotifyLimits(100_000, 8, 16384, 0, 8), tree, tmp_path)
+    assert not no_inst.fits and "max_user_instances" in no_inst.message()
+    small_q = inotify.check_limits(inotify.InotifyLimits(100_000, 128, 16384, 0, 0), tree, tmp_path)
+    assert small_q.fits and "max_queued_events=" in small_q.message()
+
+
+def test_measure_tree(root: Path) -> None:
+    assert inotify.measure_tree(root) == inotify.TreeSize(folders=4, files=2)
+
+
+@linux_only
+def test_limits_too_low_falls_back_to_polling(root: Path, tmp_path: Path) -> None:
+    rec = Recorder()
+    proc = fake_proc(tmp_path, watches=10)
+    w = Watcher(make_settings(root), rec, proc_inotify=proc, poll_interval=0.1)
+    w.start()
+    try:
+        assert w.kind is ObserverKind.POLLING
+        assert any("max_user_watches" in m and "SYNC.polling" in m for m in w.stats.messages)
+        time.sleep(0.15)
+        (root / "app1" / "main.js").write_text("v2 changed")
+        assert settle(w, rec, {"app1/main.js"}) == ["app1/main.js"]
+    finally:
+        w.stop()
+
+
+@linux_only
+def test_inotify_out_of_watches_at_start_falls_back_to_polling(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = watcher._new_observer
+
+    def no_watches(kind: ObserverKind, *args: Any) -> Any:
+        if kind is ObserverKind.INOTIFY:
+            raise OSError(errno.ENOSPC, "inotify watch limit reached")
+        return real(kind, *args)
+
+    monkeypatch.setattr(watcher, "_new_observer", no_watches)
+    rec = Recorder()
+    w = Watcher(make_settings(root), rec, poll_interval=0.1)
+    w.start()
+    try:
+        assert w.kind is ObserverKind.POLLING
+        assert any("inotify watch limit reached" in m for m in w.stats.messages)
+    finally:
+        w.stop()
