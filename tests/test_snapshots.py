@@ -18,6 +18,7 @@ import zstandard
 
 from tests.servers.redis_server import REDIS_PASSWORD, RedisServer
 from worker.errors import AlreadyExists, CorruptFile, IntegrityError, NotFound, UsageError
+from worker.retry import RetryPolicy
 from worker.snapshot_dest import FolderDestination, open_destination
 from worker.snapshots import (
     copy_sessions,
@@ -407,4 +408,116 @@ def test_snapshot_and_restore_memory_is_flat(redis_server: RedisServer, tmp_path
     assert max(peaks[60_000]) < 40e6, peaks
 
 
-del threading
+
+# --- Redis going away in the middle ---------------------------------------------------------
+
+#: Patient enough to ride out a restart in the tests, bounded in attempts and time.
+RIDE_OUT = RetryPolicy(attempts=40, max_seconds=30.0, initial=0.05, max_wait=0.5)
+#: Gives up quickly: the outage lasts longer than this bound.
+GIVE_UP = RetryPolicy(attempts=3, max_seconds=1.0, initial=0.05, max_wait=0.2)
+
+
+def _load_raw(srv: RedisServer, prefix: str, n: int) -> None:
+    raw = srv.client()
+    pipe = raw.pipeline(transaction=False)
+    for i in range(n):
+        value = json.dumps({"i": i, "pad": "p" * 400}).encode()
+        if i % 4:
+            pipe.set(f"{prefix}s{i}", value, px=3_600_000 + i)
+        else:
+            pipe.set(f"{prefix}s{i}", value)
+        if i % 1000 == 999:
+            pipe.execute()
+    pipe.execute()
+
+
+class _Outage:
+    """A progress callback that takes the server down once ``at`` sessions went by, and
+    brings it back ``down_for`` seconds later (or never)."""
+
+    def __init__(self, srv: RedisServer, at: int, down_for: float | None, save: bool) -> None:
+        self.srv, self.at, self.down_for, self.save = srv, at, down_for, save
+        self.seen = 0
+        self.fired = False
+        self.thread: threading.Thread | None = None
+
+    def __call__(self, n: int) -> None:
+        self.seen += n
+        if self.fired or self.seen < self.at:
+            return
+        self.fired = True
+        if self.save:
+            self.srv.client().save()  # the data survives the restart, as with persistence
+        self.srv.stop()  # SIGKILL
+        if self.down_for is not None:
+            self.thread = threading.Thread(target=self._back, daemon=True)
+            self.thread.start()
+
+    def _back(self) -> None:
+        time.sleep(self.down_for or 0)
+        self.srv.start()
+
+    def join(self) -> None:
+        if self.thread is not None:
+            self.thread.join(30)
+
+
+def test_snapshot_rides_out_a_redis_restart(
+    own_redis: RedisServer, redis_server: RedisServer, dest: FolderDestination
+) -> None:
+    n = 12_000
+    _load_raw(own_redis, "o:", n)
+    source = RedisSessionStore("127.0.0.1", own_redis.port, own_redis.password,
+                               key_prefix="o:", retry=RIDE_OUT)
+    outage = _Outage(own_redis, at=4000, down_for=0.7, save=True)
+    info = take_snapshot(source, dest, progress=outage)
+    outage.join()
+    assert outage.fired
+    assert info.count == n
+    assert [i.id for i in list_snapshots(dest)] == [info.id]
+    target = _redis(redis_server)
+    restore_snapshot(info.id, dest, target)
+    assert _same(_contents(source), _contents(target))
+
+
+def test_restore_rides_out_a_redis_restart_that_lost_its_data(
+    own_redis: RedisServer, redis_server: RedisServer, dest: FolderDestination
+) -> None:
+    n = 12_000
+    source = _redis(redis_server)
+    _load_raw(redis_server, source.prefix, n)
+    take_snapshot(source, dest)
+    target = RedisSessionStore("127.0.0.1", own_redis.port, own_redis.password,
+                               key_prefix="r:", retry=RIDE_OUT)
+    outage = _Outage(own_redis, at=4000, down_for=0.7, save=False)
+    result = restore_snapshot("latest", dest, target, OnConflict.FAIL, progress=outage)
+    outage.join()
+    assert outage.fired
+    assert result.written == n
+    assert _same(_contents(source), _contents(target))
+
+
+def test_outage_longer_than_the_bound_fails_clearly_and_lists_nothing(
+    own_redis: RedisServer, dest: FolderDestination
+) -> None:
+    from worker.errors import TransientStoreError
+
+    _load_raw(own_redis, "f:", 6000)
+    source = RedisSessionStore("127.0.0.1", own_redis.port, own_redis.password,
+                               key_prefix="f:", retry=GIVE_UP)
+    started = time.monotonic()
+    with pytest.raises(TransientStoreError) as err:
+        take_snapshot(source, dest, progress=_Outage(own_redis, 2000, None, save=False))
+    assert time.monotonic() - started < 10  # bounded
+    assert f"127.0.0.1:{own_redis.port}" in str(err.value)
+    assert list_snapshots(dest) == []
+    assert list(dest.path.iterdir()) == []
+
+    own_redis.start()
+    mem = MemorySessionStore()
+    _fill(mem, 3000)
+    take_snapshot(mem, dest)
+    target = RedisSessionStore("127.0.0.1", own_redis.port, own_redis.password,
+                               key_prefix="g:", retry=GIVE_UP)
+    with pytest.raises(TransientStoreError):
+        restore_snapshot("latest", dest, target, progress=_Outage(own_redis, 1000, None, False))

@@ -17,17 +17,26 @@ with the number of sessions.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets
-import shutil
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from worker.errors import AlreadyExists, CorruptFile, IntegrityError, NotFound, UsageError
+from worker.errors import CorruptFile, IntegrityError, NotFound, UsageError
+from worker.session_transfer import (
+    STREAM_RESTARTS,
+    Progress,
+    copy_sessions,
+    export_sessions,
+    import_sessions,
+    refuse_conflicts,
+    write_restartable,
+)
 from worker.snapshot_dest import SnapshotDestination
 from worker.snapshot_format import FORMAT, VERSION, SnapshotReader, SnapshotWriter, prefetch
 from worker.stores.sessions.base import (
@@ -35,17 +44,32 @@ from worker.stores.sessions.base import (
     OnConflict,
     RawSession,
     SessionStore,
+    StreamRestarted,
     WriteResult,
     iso_to_ms,
     now_epoch_ms,
 )
-from worker.stores.sessions.lines import decode_block, decode_line, encode_batch
+from worker.stores.sessions.lines import decode_block, encode_batch
+
+__all__ = [
+    "LATEST",
+    "SnapshotInfo",
+    "copy_sessions",
+    "export_sessions",
+    "find_snapshot",
+    "import_sessions",
+    "list_snapshots",
+    "prune_snapshots",
+    "restore_snapshot",
+    "take_snapshot",
+    "verify_snapshot",
+]
 
 DATA_SUFFIX = ".jsonl.zst"
 MANIFEST_SUFFIX = ".manifest.json"
 LATEST = "latest"
 
-Progress = Callable[[int], None]
+log = logging.getLogger("synchro_sync.snapshots")
 
 
 @dataclass(frozen=True)
@@ -112,20 +136,16 @@ def take_snapshot(
     staging = dest.staging(name)
     published = False
     try:
-        with open(staging, "wb") as out:
-            writer = SnapshotWriter(out, header)
+        for restart in range(STREAM_RESTARTS + 1):
             try:
-                for batch in source.iter_raw(batch_size):
-                    writer.write_block(encode_batch(batch), len(batch))
-                    if progress:
-                        progress(len(batch))
-                lines_sha, file_sha, md5, size = writer.finish(
-                    {"end": True, "ended_at": _now_iso()}
+                writer, (lines_sha, file_sha, md5, size) = _write_data(
+                    source, staging, header, progress, batch_size
                 )
-            finally:
-                writer.abort()
-            out.flush()
-            os.fsync(out.fileno())
+                break
+            except StreamRestarted:
+                if restart == STREAM_RESTARTS:
+                    raise
+                log.warning("snapshot %s: the source restarted; starting again", snap_id)
         dest.publish(staging, name, md5)
         published = True
         info = SnapshotInfo(
@@ -140,6 +160,28 @@ def take_snapshot(
         if published:
             dest.delete([name])
         raise
+
+
+def _write_data(
+    source: SessionStore,
+    staging: Path,
+    header: dict[str, Any],
+    progress: Progress | None,
+    batch_size: int,
+) -> tuple[SnapshotWriter, tuple[str, str, str, int]]:
+    with open(staging, "wb") as out:
+        writer = SnapshotWriter(out, header)
+        try:
+            for batch in source.iter_raw(batch_size):
+                writer.write_block(encode_batch(batch), len(batch))
+                if progress:
+                    progress(len(batch))
+            sums = writer.finish({"end": True, "ended_at": _now_iso()})
+        finally:
+            writer.abort()
+        out.flush()
+        os.fsync(out.fileno())
+    return writer, sums
 
 
 def verify_snapshot(dest: SnapshotDestination, info: SnapshotInfo) -> None:
@@ -247,9 +289,9 @@ def restore_snapshot(
     info = find_snapshot(dest, snapshot)
     with _local_copy(dest, info) as path:
         if on_conflict is OnConflict.FAIL:
-            _refuse_conflicts(_snapshot_batches(path, info), target)
-        result = target.write_raw(
-            _counted(prefetch(_snapshot_batches(path, info)), progress), on_conflict
+            refuse_conflicts(_snapshot_batches(path, info), target)
+        result = write_restartable(
+            target, lambda: prefetch(_snapshot_batches(path, info)), on_conflict, progress
         )
     return RestoreResult(result.written, result.skipped, result.expired, snapshot=info.id)
 
@@ -303,106 +345,3 @@ def _snapshot_batches(path: Path, info: SnapshotInfo) -> Iterator[list[RawSessio
         assert reader.trailer is not None
         if reader.trailer["count"] != info.count:
             raise CorruptFile("trailer count differs from the manifest", key=info.data_name)
-
-
-def _counted(
-    batches: Iterator[list[RawSession]], progress: Progress | None
-) -> Iterator[list[RawSession]]:
-    for batch in batches:
-        yield batch
-        if progress:
-            progress(len(batch))
-
-
-def _refuse_conflicts(batches: Iterator[Sequence[RawSession]], target: SessionStore) -> None:
-    for batch in batches:
-        found = target.existing([raw[0] for raw in batch])
-        if found:
-            raise AlreadyExists(
-                f"the target holds {len(found)} or more of these sessions already, "
-                f"e.g. {found[0]!r}; nothing was written (choose --on-conflict skip or overwrite)",
-                store=target.describe(),
-            )
-
-
-def copy_sessions(
-    src: SessionStore,
-    dst: SessionStore,
-    on_conflict: OnConflict = OnConflict.FAIL,
-    *,
-    progress: Progress | None = None,
-) -> WriteResult:
-    """Copy every live session from ``src`` to ``dst``, streaming, expiry kept."""
-    if src.describe() == dst.describe():
-        raise UsageError(f"source and target are the same store ({src.describe()})")
-    if on_conflict is OnConflict.FAIL:
-        _refuse_conflicts(src.iter_raw(), dst)
-    return dst.write_raw(_counted(src.iter_raw(), progress), on_conflict)
-
-
-def export_sessions(store: SessionStore, out: Any, *, progress: Progress | None = None) -> int:
-    """Write every live session as JSON lines to the binary file ``out``; returns the count."""
-    count = 0
-    for batch in store.iter_raw():
-        out.write(encode_batch(batch))
-        count += len(batch)
-        if progress:
-            progress(len(batch))
-    return count
-
-
-def import_sessions(
-    store: SessionStore,
-    path: Path,
-    on_conflict: OnConflict = OnConflict.FAIL,
-    *,
-    progress: Progress | None = None,
-) -> WriteResult:
-    """Import JSON lines (or a snapshot file) from ``path``.  The whole file is checked
-    first, so a bad line (reported with its line number) means nothing was written."""
-    for _ in _file_batches(path):
-        pass
-    if on_conflict is OnConflict.FAIL:
-        _refuse_conflicts(_file_batches(path), store)
-    return store.write_raw(_counted(_file_batches(path), progress), on_conflict)
-
-
-def _file_batches(path: Path) -> Iterator[list[RawSession]]:
-    from worker.snapshot_format import ZSTD_MAGIC
-
-    with open(path, "rb") as f:
-        if f.read(4) == ZSTD_MAGIC:
-            f.seek(0)
-            reader = SnapshotReader(f, str(path))
-            lineno = 1
-            try:
-                for block in reader.blocks():
-                    lines = block.split(b"\n")[:-1]
-                    yield [
-                        decode_line(ln, where=f"{path}:{lineno + i + 1}")
-                        for i, ln in enumerate(lines)
-                    ]
-                    lineno += len(lines)
-            finally:
-                reader.close()
-            return
-        f.seek(0)
-        batch: list[RawSession] = []
-        for lineno, line in enumerate(f, 1):
-            line = line.strip()
-            if not line:
-                continue
-            batch.append(decode_line(line, where=f"{path}:{lineno}"))
-            if len(batch) >= BATCH_SIZE:
-                yield batch
-                batch = []
-        if batch:
-            yield batch
-
-
-def spool_stdin(stream: Any) -> Path:
-    """Copy a non-seekable input (stdin) to a temp file, for import's two passes."""
-    fd, name = tempfile.mkstemp(prefix="sessions-import.", suffix=".jsonl")
-    with open(fd, "wb") as out:
-        shutil.copyfileobj(stream, out, 1 << 20)
-    return Path(name)

@@ -130,7 +130,7 @@ def import_cmd(state: CliState, file: str, spec: str | None, on_conflict: str) -
     expired are dropped.  FILE may be - for stdin.
     """
     from worker.errors import UsageError
-    from worker.snapshots import import_sessions, spool_stdin
+    from worker.session_transfer import import_sessions, spool_stdin
 
     path = spool_stdin(sys.stdin.buffer) if file == "-" else Path(file)
     if not path.is_file():

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Protocol
 
-from worker.errors import StoreError
+from worker.errors import StoreError, TransientStoreError
 
 #: One session on the wire: ``(id, state as UTF-8 JSON object text, expiry in epoch ms or
 #: None)``.  A plain tuple because hundreds of thousands of them go by per second, and bytes
@@ -37,6 +37,12 @@ class OnConflict(enum.StrEnum):
     OVERWRITE = "overwrite"
     #: Refuse: a restore or copy checks every id first and writes nothing if one exists.
     FAIL = "fail"
+
+
+class StreamRestarted(TransientStoreError):
+    """The store came back as a different server in the middle of a stream (a restart, a
+    failover): a SCAN cursor is no longer valid and writes may have been lost, so the whole
+    stream must start again.  Snapshots and restores do so, a bounded number of times."""
 
 
 @dataclass(slots=True)

@@ -34,6 +34,7 @@ from worker.stores.sessions.base import (
     OnConflict,
     RawSession,
     Session,
+    StreamRestarted,
     WriteResult,
     ms_to_datetime,
     new_session_id,
@@ -94,6 +95,9 @@ class RedisSessionStore:
         self._bprefix = key_prefix.encode()
         self._match = _glob_escape(self._bprefix) + b"*"
         self.retry = retry
+        self._transient_errors = 0
+        #: Set once a stream was restarted: refused NX writes are compared with our values.
+        self._after_restart = False
         # Batches go through two small Lua scripts: one command per 1000 sessions instead of
         # 1000 (or 1001) pipelined ones, which is most of the client-side cost in Python.
         # Servers that refuse scripting get the pipelined commands instead.
@@ -117,10 +121,32 @@ class RedisSessionStore:
 
     def _call(self, fn: Callable[[], T], what: str) -> T:
         def once() -> T:
-            with _mapped(self.describe(), what):
-                return fn()
+            try:
+                with _mapped(self.describe(), what):
+                    return fn()
+            except TransientStoreError:
+                self._transient_errors += 1
+                raise
 
         return self.retry.call(once, what=f"{self.describe()} {what}")
+
+    def _server_id(self) -> str:
+        info = self._call(lambda: self.client.info("server"), "info")
+        return str(info.get("run_id", ""))
+
+    def _same_server(self, start: tuple[str, int]) -> tuple[str, int]:
+        """After a transient error in a stream, make sure the server is the one the stream
+        started on; a restarted server (new run_id) invalidates cursors and maybe writes."""
+        run_id, seen = start
+        if self._transient_errors == seen:
+            return start
+        now_id = self._server_id()
+        if now_id != run_id:
+            raise StreamRestarted(
+                "the server restarted during the stream; it must start again",
+                store=self.describe(),
+            )
+        return run_id, self._transient_errors
 
     def _key(self, session_id: str) -> bytes:
         return self._bprefix + session_id.encode()
@@ -170,11 +196,13 @@ class RedisSessionStore:
         """Batches of keys under the prefix, each SCAN call retried on its own cursor."""
         cursor = 0
         pending: list[bytes] = []
+        server = (self._server_id(), self._transient_errors)
         while True:
             def step(cursor: int = cursor) -> tuple[int, list[bytes]]:
                 return self.client.scan(cursor, match=self._match, count=batch_size)
 
             cursor, keys = self._call(step, "scan")
+            server = self._same_server(server)
             pending.extend(keys)
             while len(pending) >= batch_size:
                 yield pending[:batch_size]
@@ -255,8 +283,14 @@ class RedisSessionStore:
         self, batches: Iterable[Sequence[RawSession]], on_conflict: OnConflict
     ) -> WriteResult:
         result = WriteResult()
-        for batch in batches:
-            result.add(self._write_batch(batch, on_conflict))
+        server = (self._server_id(), self._transient_errors)
+        try:
+            for batch in batches:
+                result.add(self._write_batch(batch, on_conflict))
+                server = self._same_server(server)
+        except StreamRestarted:
+            self._after_restart = True
+            raise
         return result
 
     def _write_batch(self, batch: Sequence[RawSession], on_conflict: OnConflict) -> WriteResult:
@@ -280,7 +314,7 @@ class RedisSessionStore:
 
         replies = self._call(send, f"write batch of {len(live)}")
         refused = [raw for raw, ok in zip(live, replies, strict=True) if not ok]
-        if refused and attempts > 1:
+        if refused and (attempts > 1 or self._after_restart):
             # An attempt cut short by an outage may have written some of these already:
             # a key now holding exactly our value is ours, not a conflict.
             keys = [self._key(raw[0]) for raw in refused]
