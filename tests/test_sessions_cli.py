@@ -1,0 +1,198 @@
+"""``synchro-sync sessions ...`` through click's runner and as a subprocess, as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+
+from tests.servers.redis_server import REDIS_PASSWORD, RedisServer
+from worker.cli import main
+from worker.stores.sessions import Session, open_session_store
+from worker.stores.sessions.file import FileSessionStore
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No config.json or SYNCHRO__ variable from the surroundings."""
+    monkeypatch.chdir(tmp_path)
+    for name in list(os.environ):
+        if name.upper().startswith("SYNCHRO"):
+            monkeypatch.delenv(name)
+
+
+def run(*args: str, input: str | None = None) -> Result:
+    return CliRunner().invoke(main, list(args), input=input, catch_exceptions=False)
+
+
+def _redis_url(srv: RedisServer, prefix: str) -> str:
+    return f"redis://:{REDIS_PASSWORD}@127.0.0.1:{srv.port}/0?keyPrefix={prefix}"
+
+
+def _fill_file(path: Path, n: int) -> FileSessionStore:
+    store = FileSessionStore(path)
+    batch = [(f"s{i}", json.dumps({"i": i}).encode(), None if i % 2 else 4_000_000_000_000)
+             for i in range(n)]
+    from worker.stores.sessions import OnConflict
+
+    store.write_raw([batch], OnConflict.FAIL)
+    return store
+
+
+def _ids(store: Any) -> set[str]:
+    return {s.id for s in store.iter_sessions()}
+
+
+# --- through the runner -------------------------------------------------------------------
+
+
+def test_export_then_import(tmp_path: Path) -> None:
+    _fill_file(tmp_path / "a.json", 30)
+    out = run("sessions", "export", "--store", "file:a.json", "-o", "out.jsonl")
+    assert out.exit_code == 0, out.output
+    assert "exported 30 sessions" in out.stderr
+    lines = (tmp_path / "out.jsonl").read_text().splitlines()
+    assert len(lines) == 30
+    first = json.loads(lines[0])
+    assert set(first) == {"id", "state", "expires_at"}
+    res = run("sessions", "import", "out.jsonl", "--store", "file:b.json")
+    assert res.exit_code == 0, res.output
+    assert res.stdout.strip().splitlines()[-1].startswith("imported 30 sessions into file:b.json")
+    assert _ids(FileSessionStore(tmp_path / "b.json")) == {f"s{i}" for i in range(30)}
+
+
+def test_export_to_stdout_and_import_from_stdin(tmp_path: Path) -> None:
+    _fill_file(tmp_path / "a.json", 5)
+    out = run("sessions", "export", "--store", "file:a.json")
+    assert out.exit_code == 0
+    assert len(out.stdout.splitlines()) == 5  # only sessions on stdout; summary on stderr
+    res = run("sessions", "import", "-", "--store", "file:c.json", input=out.stdout)
+    assert res.exit_code == 0, res.output
+    assert len(_ids(FileSessionStore(tmp_path / "c.json"))) == 5
+
+
+def test_snapshot_list_restore_from_redis(redis_server: RedisServer, tmp_path: Path) -> None:
+    url = _redis_url(redis_server, f"cli{uuid.uuid4().hex[:6]}:")
+    store = open_session_store(url)
+    for i in range(1500):
+        store.put(Session(f"r{i}", {"i": i}))
+    snap = run("sessions", "snapshot", "--from", url, "--dest", "snaps")
+    assert snap.exit_code == 0, snap.output
+    summary = snap.stdout.strip()
+    assert summary.startswith("snapshot ") and "1500 sessions" in summary and "verified" in summary
+    assert REDIS_PASSWORD not in snap.output
+    snap_id = summary.split()[1].rstrip(":")
+
+    listing = run("sessions", "list", "--dest", "snaps")
+    assert listing.exit_code == 0
+    row = [line for line in listing.stdout.splitlines() if line.startswith(snap_id)]
+    assert row and "1500" in row[0]
+    as_json = run("sessions", "list", "--dest", "snaps", "--json")
+    assert json.loads(as_json.stdout.splitlines()[0])["count"] == 1500
+
+    res = run("sessions", "restore", "latest", "--dest", "snaps", "--to", "file:r.json")
+    assert res.exit_code == 0, res.output
+    assert "1500 written" in res.stdout
+    assert len(_ids(FileSessionStore(tmp_path / "r.json"))) == 1500
+
+    again = run("sessions", "restore", snap_id, "--dest", "snaps", "--to", "file:r.json")
+    assert again.exit_code == 1
+    assert again.stderr.count("\n") == 1 and "nothing was written" in again.stderr
+    skip = run("sessions", "restore", snap_id, "--dest", "snaps", "--to", "file:r.json",
+               "--on-conflict", "skip")
+    assert skip.exit_code == 0 and "1500 skipped" in skip.stdout
+
+
+def test_configured_store_and_backup_dest(tmp_path: Path) -> None:
+    _fill_file(tmp_path / "live.json", 12)
+    (tmp_path / "config.json").write_text(json.dumps({
+        "SESSIONSTORE_SERVICE": "FileSessionStore",
+        "SESSIONSTORE": {"sessionStateFile": "live.json"},
+        "BACKUP": {"dest": "backups"},
+    }))
+    assert run("sessions", "snapshot").exit_code == 0
+    assert len(list((tmp_path / "backups").glob("*.manifest.json"))) == 1
+    listing = run("sessions", "list")
+    assert "1 snapshots in backups" in listing.stdout
+    res = run("sessions", "restore", "latest", "--to", "file:copy.json")
+    assert res.exit_code == 0 and "12 written" in res.stdout
+
+
+def test_copy(redis_server: RedisServer, tmp_path: Path) -> None:
+    _fill_file(tmp_path / "a.json", 40)
+    url = _redis_url(redis_server, f"cp{uuid.uuid4().hex[:6]}:")
+    res = run("sessions", "copy", "--from", "file:a.json", "--to", url)
+    assert res.exit_code == 0, res.output
+    assert res.stdout.startswith("copied 40 sessions from file:a.json to redis://:****@")
+    assert _ids(open_session_store(url)) == {f"s{i}" for i in range(40)}
+
+
+@pytest.mark.parametrize("args", [
+    ["sessions", "copy", "--from", "nope", "--to", "memory:"],
+    ["sessions", "export", "--store", "redis://:pw@127.0.0.1:notaport"],
+    ["sessions", "snapshot", "--from", "file:", "--dest", "x"],
+    ["sessions", "restore", "latest", "--on-conflict", "maybe"],
+    ["sessions", "copy", "--from", "memory:"],
+    ["sessions", "import", "missing.jsonl", "--store", "memory:"],
+])
+def test_bad_usage_exits_2_with_one_line(args: list[str]) -> None:
+    res = run(*args)
+    assert res.exit_code == 2, res.output
+    assert "Traceback" not in res.output
+    assert "pw" not in res.stderr.replace("password", "")
+
+
+def test_unknown_snapshot_and_empty_dest_exit_1(tmp_path: Path) -> None:
+    res = run("sessions", "restore", "latest", "--dest", "empty", "--to", "memory:")
+    assert res.exit_code == 1 and "no snapshots" in res.stderr
+    _fill_file(tmp_path / "a.json", 1)
+    run("sessions", "snapshot", "--from", "file:a.json", "--dest", "d")
+    res = run("sessions", "restore", "2001", "--dest", "d", "--to", "memory:")
+    assert res.exit_code == 1 and "no snapshot '2001'" in res.stderr
+    assert "no snapshots in empty" in run("sessions", "list", "--dest", "empty").stdout
+
+
+# --- as a subprocess ----------------------------------------------------------------------
+
+
+def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("SYNCHRO")}
+    exe = Path(sys.executable).with_name("synchro-sync")
+    argv = [str(exe) if exe.exists() else "synchro-sync", *args]
+    return subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_subprocess_snapshot_list_restore(redis_server: RedisServer, tmp_path: Path) -> None:
+    url = _redis_url(redis_server, f"sp{uuid.uuid4().hex[:6]}:")
+    store = open_session_store(url)
+    for i in range(2100):
+        store.put(Session(f"p{i}", {"i": i, "s": "é"}))
+    snap = cli("sessions", "snapshot", "--from", url, "--dest", "snaps", cwd=tmp_path)
+    assert snap.returncode == 0, snap.stderr
+    assert len(snap.stdout.strip().splitlines()) == 1 and "2100 sessions" in snap.stdout
+    listing = cli("sessions", "list", "--dest", "snaps", cwd=tmp_path)
+    assert listing.returncode == 0 and "2100" in listing.stdout
+    res = cli("sessions", "restore", "latest", "--dest", "snaps", "--to", "file:out.json",
+              cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    restored = FileSessionStore(tmp_path / "out.json")
+    assert restored.count() == 2100 and restored.get("p7").state == {"i": 7, "s": "é"}
+
+
+def test_subprocess_errors_are_one_line(tmp_path: Path) -> None:
+    bad = cli("sessions", "copy", "--from", "ftp://x", "--to", "memory:", cwd=tmp_path)
+    assert bad.returncode == 2
+    assert bad.stderr.strip().count("\n") == 0 and "Traceback" not in bad.stderr
+    (tmp_path / "broken.json").write_text('{"sessions": {"a": ')
+    corrupt = cli("sessions", "export", "--store", "file:broken.json", cwd=tmp_path)
+    assert corrupt.returncode == 1
+    assert "broken.json" in corrupt.stderr and "left as it was" in corrupt.stderr
+    assert "Traceback" not in corrupt.stderr
+    assert (tmp_path / "broken.json").read_text() == '{"sessions": {"a": '
