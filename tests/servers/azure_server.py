@@ -42,14 +42,21 @@ class AzureServer:
         return cfg
 
     def module_store(
-        self, bucket: str | None = None, endpoint: str | None = None, **options: Any
+        self,
+        bucket: str | None = None,
+        endpoint: str | None = None,
+        timeout: float | None = None,
+        **options: Any,
     ) -> Any:
+        """A ModuleStore on this server (or on ``endpoint``, a fault proxy in front of it)."""
         from worker.config import AzureConfig
         from worker.stores.modules import ModuleStore
         from worker.stores.modules.azure import AzureBackend
 
         config = AzureConfig(**self.settings(endpoint, bucket))
-        return ModuleStore(AzureBackend.from_config(config), bucket=bucket, **options)
+        extra = {"timeout": timeout} if timeout else {}
+        backend = AzureBackend.from_config(config, **extra)
+        return ModuleStore(backend, bucket=bucket, **options)
 
     def client(self, endpoint: str | None = None) -> Any:
         """A raw BlobServiceClient (SDK defaults, with a pool for 32 threads)."""

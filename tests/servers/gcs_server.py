@@ -48,14 +48,21 @@ class GCSServer:
         return cfg
 
     def module_store(
-        self, bucket: str | None = None, endpoint: str | None = None, **options: Any
+        self,
+        bucket: str | None = None,
+        endpoint: str | None = None,
+        timeout: float | None = None,
+        **options: Any,
     ) -> Any:
+        """A ModuleStore on this server (or on ``endpoint``, a fault proxy in front of it)."""
         from worker.config import GoogleConfig
         from worker.stores.modules import ModuleStore
         from worker.stores.modules.gcs import GCSBackend
 
         config = GoogleConfig(**self.settings(endpoint, bucket))
-        return ModuleStore(GCSBackend.from_config(config), bucket=bucket, **options)
+        extra = {"timeout": timeout} if timeout else {}
+        backend = GCSBackend.from_config(config, **extra)
+        return ModuleStore(backend, bucket=bucket, **options)
 
     def client(self, endpoint: str | None = None) -> Any:
         """A raw google-cloud-storage client with a pool for 32 threads."""

@@ -39,14 +39,21 @@ class S3Server:
         return cfg
 
     def module_store(
-        self, bucket: str | None = None, endpoint: str | None = None, **options: Any
+        self,
+        bucket: str | None = None,
+        endpoint: str | None = None,
+        timeout: float | None = None,
+        **options: Any,
     ) -> Any:
+        """A ModuleStore on this server (or on ``endpoint``, a fault proxy in front of it)."""
         from worker.config import AmazonConfig
         from worker.stores.modules import ModuleStore
         from worker.stores.modules.s3 import S3Backend
 
         config = AmazonConfig(**self.settings(endpoint, bucket))
-        return ModuleStore(S3Backend.from_config(config), bucket=bucket, **options)
+        extra = {"timeout": timeout} if timeout else {}
+        backend = S3Backend.from_config(config, **extra)
+        return ModuleStore(backend, bucket=bucket, **options)
 
     def client(self, endpoint: str | None = None) -> Any:
         """A raw boto3 client, for checks behind the store's back and the benchmark."""

@@ -132,14 +132,21 @@ class SwiftServer:
         return cfg
 
     def module_store(
-        self, bucket: str | None = None, endpoint: str | None = None, **options: Any
+        self,
+        bucket: str | None = None,
+        endpoint: str | None = None,
+        timeout: float | None = None,
+        **options: Any,
     ) -> Any:
+        """A ModuleStore on this server (or on ``endpoint``, a fault proxy in front of it)."""
         from worker.config import OpenStackConfig
         from worker.stores.modules import ModuleStore
         from worker.stores.modules.swift import SwiftBackend
 
         config = OpenStackConfig(**self.settings(endpoint, bucket))
-        return ModuleStore(SwiftBackend.from_config(config), bucket=bucket, **options)
+        extra = {"timeout": timeout} if timeout else {}
+        backend = SwiftBackend.from_config(config, **extra)
+        return ModuleStore(backend, bucket=bucket, **options)
 
     def tempauth_token(self) -> str:
         req = urllib.request.Request(

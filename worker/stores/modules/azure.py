@@ -48,7 +48,6 @@ from worker.stores.modules.base import (
 _TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
 _TRANSIENT_CODES = {"Md5Mismatch", "ServerBusy", "OperationTimedOut", "InternalError"}
 _INVALID_CODES = {"InvalidResourceName", "OutOfRangeInput", "InvalidUri"}
-_TIMEOUT = 60
 
 
 class AzureBackend:
@@ -58,22 +57,28 @@ class AzureBackend:
     supports_bucket_creation: ClassVar[bool] = True
     supports_server_side_copy: ClassVar[bool] = True
 
-    def __init__(self, service: BlobServiceClient) -> None:
+    def __init__(self, service: BlobServiceClient, timeout: float = 60.0) -> None:
         self.service = service
+        #: server-side timeout per request, seconds (the client's read timeout is set alike)
+        self.timeout = max(1, int(timeout))
 
     @classmethod
-    def from_config(cls, config: Any, *, pool: int = 32) -> AzureBackend:
+    def from_config(
+        cls, config: Any, *, pool: int = 32, timeout: float = 60.0
+    ) -> AzureBackend:
         session = requests.Session()
         adapter = requests.adapters.HTTPAdapter(
             pool_connections=pool, pool_maxsize=pool, max_retries=0
         )
         session.mount("http://", adapter)
         session.mount("https://", adapter)
+        transport = RequestsTransport(
+            session=session, session_owner=False,
+            connection_timeout=min(10.0, timeout), read_timeout=timeout,
+        )
         options: dict[str, Any] = {
             "retry_total": 0,
-            "transport": RequestsTransport(session=session, session_owner=False),
-            "connection_timeout": 10,
-            "read_timeout": _TIMEOUT,
+            "transport": transport,
             "max_single_put_size": PART_SIZE,
             "max_block_size": PART_SIZE,
         }
@@ -88,7 +93,7 @@ class AzureBackend:
                 "account_key": config.storageAccessKey.get_secret_value(),
             }
             service = BlobServiceClient(url, credential=credential, **options)
-        return cls(service)
+        return cls(service, timeout)
 
     # --- errors ----------------------------------------------------------------------------
 
@@ -137,15 +142,15 @@ class AzureBackend:
 
     def list_buckets(self) -> list[str]:
         with self._errors():
-            return [c.name for c in self.service.list_containers(timeout=_TIMEOUT)]
+            return [c.name for c in self.service.list_containers(timeout=self.timeout)]
 
     def create_bucket(self, bucket: str) -> None:
         with self._errors(bucket):
-            self.service.create_container(bucket, timeout=_TIMEOUT)
+            self.service.create_container(bucket, timeout=self.timeout)
 
     def delete_bucket(self, bucket: str) -> None:
         with self._errors(bucket):
-            self.service.delete_container(bucket, timeout=_TIMEOUT)
+            self.service.delete_container(bucket, timeout=self.timeout)
 
     # --- listing ---------------------------------------------------------------------------
 
@@ -154,7 +159,7 @@ class AzureBackend:
             pages = (
                 self.service.get_container_client(bucket)
                 .list_blobs(name_starts_with=prefix or None, results_per_page=1000,
-                            timeout=_TIMEOUT)
+                            timeout=self.timeout)
                 .by_page(continuation_token=token)
             )
             items = [_info(b) for b in next(pages, [])]
@@ -163,7 +168,7 @@ class AzureBackend:
     def list_prefixes(self, bucket: str, prefix: str) -> list[str]:
         with self._errors(bucket):
             walk = self.service.get_container_client(bucket).walk_blobs(
-                name_starts_with=prefix or None, delimiter="/", timeout=_TIMEOUT
+                name_starts_with=prefix or None, delimiter="/", timeout=self.timeout
             )
             return sorted(item.name for item in walk if isinstance(item, BlobPrefix))
 
@@ -173,7 +178,7 @@ class AzureBackend:
         with self._errors(bucket, key):
             # The downloader pins the ETag it saw first: an overwrite cannot mix versions.
             downloader = self.service.get_blob_client(bucket, key).download_blob(
-                max_concurrency=1, timeout=_TIMEOUT
+                max_concurrency=1, timeout=self.timeout
             )
         return cast(BinaryIO, _MappedReader(downloader, self, bucket, key))
 
@@ -190,7 +195,7 @@ class AzureBackend:
                 # validate_content: the service checks the body against its MD5.
                 resp = blob.upload_blob(
                     data, length=size, overwrite=True, content_settings=settings,
-                    validate_content=True, timeout=_TIMEOUT,
+                    validate_content=True, timeout=self.timeout,
                 )
             return ObjectInfo(key, size, time.time(), md5_hex, _etag(resp.get("etag")))
         return self._put_blocks(blob, bucket, key, body, size, md5_hex, settings, run)
@@ -220,7 +225,7 @@ class AzureBackend:
         def commit() -> Any:
             with self._errors(bucket, key):
                 return blob.commit_block_list(
-                    block_ids, content_settings=settings, timeout=_TIMEOUT
+                    block_ids, content_settings=settings, timeout=self.timeout
                 )
 
         resp = run(commit)
@@ -229,14 +234,14 @@ class AzureBackend:
     def _stage(self, blob: Any, bucket: str, key: str, block_id: str, chunk: bytes) -> None:
         with self._errors(bucket, key):
             blob.stage_block(block_id, chunk, length=len(chunk), validate_content=True,
-                             timeout=_TIMEOUT)
+                             timeout=self.timeout)
 
     def delete_many(self, bucket: str, keys: Iterable[str]) -> None:
         container = self.service.get_container_client(bucket)
         for key in keys:
             try:
                 with self._errors(bucket, key):
-                    container.delete_blob(key, timeout=_TIMEOUT)
+                    container.delete_blob(key, timeout=self.timeout)
             except NotFound as exc:
                 if isinstance(exc, ContainerNotFound):
                     raise
@@ -245,13 +250,13 @@ class AzureBackend:
         src = self.service.get_blob_client(bucket, src_key)
         dst = self.service.get_blob_client(bucket, dst_key)
         with self._errors(bucket, src_key):
-            copy = dst.start_copy_from_url(src.url, requires_sync=True, timeout=_TIMEOUT)
+            copy = dst.start_copy_from_url(src.url, requires_sync=True, timeout=self.timeout)
             if copy.get("copy_status") != "success":
                 raise StoreError(
                     f"server-side copy ended {copy.get('copy_status')}", store=self.name,
                     container=bucket, key=src_key,
                 )
-            props = dst.get_blob_properties(timeout=_TIMEOUT)
+            props = dst.get_blob_properties(timeout=self.timeout)
         return _info(props)
 
     def close(self) -> None:

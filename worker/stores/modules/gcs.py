@@ -47,7 +47,6 @@ from worker.stores.modules.base import (
 )
 
 _TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
-_TIMEOUT = (10.0, 60.0)
 _SCOPE = "https://www.googleapis.com/auth/devstorage.read_write"
 _FIELDS = "items(name,size,updated,md5Hash,generation),nextPageToken"
 
@@ -59,11 +58,15 @@ class GCSBackend:
     supports_bucket_creation: ClassVar[bool] = True
     supports_server_side_copy: ClassVar[bool] = True
 
-    def __init__(self, client: storage.Client) -> None:
+    def __init__(self, client: storage.Client, timeout: float = 60.0) -> None:
         self.client = client
+        #: (connect, read) seconds per request; a slow server past this is a transient error
+        self.timeout = (min(10.0, timeout), timeout)
 
     @classmethod
-    def from_config(cls, config: Any, *, pool: int = 32) -> GCSBackend:
+    def from_config(
+        cls, config: Any, *, pool: int = 32, timeout: float = 60.0
+    ) -> GCSBackend:
         options = {"api_endpoint": config.endpoint} if config.endpoint else None
         if config.keyFilename:
             from google.oauth2 import service_account
@@ -87,7 +90,10 @@ class GCSBackend:
             _http=http,
             client_options=options,
         )
-        return cls(client)
+        # The client fetches each bucket's metadata in the background for tracing attributes
+        # (a GET per bucket, even a missing one): requests we neither need nor want counted.
+        client._bucket_metadata_cache = None
+        return cls(client, timeout)
 
     # --- errors ----------------------------------------------------------------------------
 
@@ -144,15 +150,15 @@ class GCSBackend:
 
     def list_buckets(self) -> list[str]:
         with self._errors():
-            return [b.name for b in self.client.list_buckets(retry=None, timeout=_TIMEOUT)]
+            return [b.name for b in self.client.list_buckets(retry=None, timeout=self.timeout)]
 
     def create_bucket(self, bucket: str) -> None:
         with self._errors(bucket, missing="bucket"):
-            self.client.create_bucket(bucket, retry=None, timeout=_TIMEOUT)
+            self.client.create_bucket(bucket, retry=None, timeout=self.timeout)
 
     def delete_bucket(self, bucket: str) -> None:
         with self._errors(bucket, missing="bucket"):
-            self.client.bucket(bucket).delete(retry=None, timeout=_TIMEOUT)
+            self.client.bucket(bucket).delete(retry=None, timeout=self.timeout)
 
     # --- listing ---------------------------------------------------------------------------
 
@@ -160,7 +166,7 @@ class GCSBackend:
         with self._errors(bucket, missing="bucket"):
             iterator = self.client.list_blobs(
                 bucket, prefix=prefix or None, page_token=token, page_size=1000,
-                fields=_FIELDS, retry=None, timeout=_TIMEOUT,
+                fields=_FIELDS, retry=None, timeout=self.timeout,
             )
             page = next(iterator.pages, None)
             blobs = list(page) if page is not None else []
@@ -170,7 +176,7 @@ class GCSBackend:
     def list_prefixes(self, bucket: str, prefix: str) -> list[str]:
         with self._errors(bucket, missing="bucket"):
             iterator = self.client.list_blobs(
-                bucket, prefix=prefix or None, delimiter="/", retry=None, timeout=_TIMEOUT,
+                bucket, prefix=prefix or None, delimiter="/", retry=None, timeout=self.timeout,
                 fields="prefixes,nextPageToken",
             )
             for _ in iterator.pages:
@@ -181,7 +187,7 @@ class GCSBackend:
 
     def open_read(self, bucket: str, key: str) -> BinaryIO:
         with self._errors(bucket, key):
-            blob = self.client.bucket(bucket).get_blob(key, retry=None, timeout=_TIMEOUT)
+            blob = self.client.bucket(bucket).get_blob(key, retry=None, timeout=self.timeout)
             if blob is None:
                 raise NotFound("no such object", store=self.name, container=bucket, key=key)
             # Pinned to the generation just seen: a concurrent overwrite cannot mix versions.
@@ -201,7 +207,7 @@ class GCSBackend:
             stream.seek(0)
             with self._errors(bucket, key, missing="bucket"):
                 blob.upload_from_file(
-                    stream, size=size, rewind=False, checksum=None, retry=None, timeout=_TIMEOUT
+                    stream, size=size, rewind=False, checksum=None, retry=None, timeout=self.timeout
                 )
             info = _info(blob)
             if info.md5 is not None and info.md5 != md5_hex:
@@ -223,7 +229,7 @@ class GCSBackend:
         for key in keys:
             try:
                 with self._errors(bucket, key):
-                    handle.delete_blob(key, retry=None, timeout=_TIMEOUT)
+                    handle.delete_blob(key, retry=None, timeout=self.timeout)
             except NotFound as exc:
                 if isinstance(exc, ContainerNotFound):
                     raise
@@ -232,7 +238,7 @@ class GCSBackend:
         handle = self.client.bucket(bucket)
         with self._errors(bucket, src_key):
             new = handle.copy_blob(
-                handle.blob(src_key), handle, dst_key, retry=None, timeout=_TIMEOUT
+                handle.blob(src_key), handle, dst_key, retry=None, timeout=self.timeout
             )
         return _info(new)
 

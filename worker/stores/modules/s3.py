@@ -68,6 +68,23 @@ _NETWORK = (
 )
 
 
+def error_class(code: str, status: int) -> type[StoreError]:
+    """The worker.errors type for an S3 error code / HTTP status (the provider's one table)."""
+    if code == "NoSuchBucket":
+        return ContainerNotFound
+    if code in _NOT_FOUND:
+        return NotFound
+    if code in _DENIED or status == 403:
+        return AccessDenied
+    if code in _EXISTS:
+        return AlreadyExists
+    if code in _TRANSIENT or status in (429, 500, 502, 503, 504):
+        return TransientStoreError
+    if code in _INVALID:
+        return InvalidName
+    return StoreError
+
+
 class S3Backend:
     """S3 through one shared boto3 client."""
 
@@ -117,19 +134,7 @@ class S3Backend:
             code = str(err.get("Code", ""))
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
             message = f"{code or status}: {err.get('Message') or exc}"
-            cls: type[StoreError] = StoreError
-            if code == "NoSuchBucket":
-                cls = ContainerNotFound
-            elif code in _NOT_FOUND:
-                cls = NotFound
-            elif code in _DENIED or status == 403:
-                cls = AccessDenied
-            elif code in _EXISTS:
-                cls = AlreadyExists
-            elif code in _TRANSIENT or status in (429, 500, 502, 503, 504):
-                cls = TransientStoreError
-            elif code in _INVALID:
-                cls = InvalidName
+            cls = error_class(code, status)
             raise cls(message, store=self.name, container=bucket, key=key) from exc
         except (bce.NoCredentialsError, bce.PartialCredentialsError) as exc:
             raise AccessDenied(str(exc), store=self.name, container=bucket, key=key) from exc

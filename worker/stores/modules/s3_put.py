@@ -20,21 +20,17 @@ import hmac
 import http.client
 import os
 import re
+import select
+import socket
 import ssl
 import threading
 import time
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from worker.errors import AccessDenied, InvalidName, StoreError, TransientStoreError
-from worker.stores.modules.base import ContainerNotFound
+from worker.errors import StoreError, TransientStoreError
 
 _CODE = re.compile(rb"<Code>([^<]+)</Code>")
-_TRANSIENT_CODES = {
-    "SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "InternalError",
-    "ServiceUnavailable", "BadDigest", "RequestLimitExceeded", "OperationAborted",
-    "TooManyRequests", "RequestTimeTooSkewed",
-}
 
 
 class FastPut:
@@ -122,6 +118,10 @@ class FastPut:
         if conns is None:
             conns = self._local.conns = {}
         conn = conns.get(host)
+        if conn is not None and conn.sock is not None and _closed_by_peer(conn.sock):
+            # The server closed the idle keep-alive connection: reconnect before sending
+            # anything (what urllib3 does), rather than retrying a request after the fact.
+            conn.close()
         if conn is None:
             if self.scheme == "https":
                 conn = http.client.HTTPSConnection(host, timeout=self.timeout, context=self._ssl)
@@ -145,29 +145,23 @@ class FastPut:
              "content-length": str(len(data))},
             hashlib.sha256(data).hexdigest(),
         )
-        for attempt in (1, 2):
-            conn = self._connection(host)
-            try:
-                conn.request("PUT", path, body=data, headers=headers)
-                resp = conn.getresponse()
-                body = resp.read()
-            except (OSError, http.client.HTTPException) as exc:
-                self._drop(host)
-                # A kept-alive connection the server closed: one fresh try, then retry above.
-                if attempt == 1 and isinstance(
-                    exc, (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
-                ):
-                    continue
-                raise TransientStoreError(
-                    f"{type(exc).__name__}: {exc}", store="amazon", container=bucket, key=key
-                ) from exc
-            if resp.will_close:
-                self._drop(host)
-            if resp.status == 200:
-                etag = resp.getheader("ETag")
-                return etag.strip('"') if etag else None
-            raise _error(resp.status, body, bucket, key)
-        raise AssertionError("unreachable")  # pragma: no cover
+        conn = self._connection(host)
+        try:
+            conn.request("PUT", path, body=data, headers=headers)
+            resp = conn.getresponse()
+            body = resp.read()
+        except (OSError, http.client.HTTPException) as exc:
+            # No retry here: the store's one retry policy retries (and logs) it.
+            self._drop(host)
+            raise TransientStoreError(
+                f"{type(exc).__name__}: {exc}", store="amazon", container=bucket, key=key
+            ) from exc
+        if resp.will_close:
+            self._drop(host)
+        if resp.status == 200:
+            etag = resp.getheader("ETag")
+            return etag.strip('"') if etag else None
+        raise _error(resp.status, body, bucket, key)
 
     def close(self) -> None:
         for conn in getattr(self._local, "conns", {}).values():
@@ -175,15 +169,19 @@ class FastPut:
 
 
 def _error(status: int, body: bytes, bucket: str, key: str) -> StoreError:
+    from worker.stores.modules.s3 import error_class  # one error table for the provider
+
     m = _CODE.search(body)
     code = m.group(1).decode() if m else str(status)
-    message = f"{code}: HTTP {status}"
-    if code == "NoSuchBucket":
-        return ContainerNotFound(message, store="amazon", container=bucket, key=key)
-    if code in _TRANSIENT_CODES or status in (429, 500, 502, 503, 504):
-        return TransientStoreError(message, store="amazon", container=bucket, key=key)
-    if status == 403:
-        return AccessDenied(message, store="amazon", container=bucket, key=key)
-    if code in ("KeyTooLongError", "InvalidObjectName", "InvalidBucketName"):
-        return InvalidName(message, store="amazon", container=bucket, key=key)
-    return StoreError(message, store="amazon", container=bucket, key=key)
+    return error_class(code, status)(
+        f"{code}: HTTP {status}", store="amazon", container=bucket, key=key
+    )
+
+
+def _closed_by_peer(sock: socket.socket) -> bool:
+    """An idle keep-alive socket that is readable has been closed (or is broken)."""
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)

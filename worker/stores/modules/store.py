@@ -187,8 +187,15 @@ class ModuleStore:
         return self._call(self.backend.open_read, bucket, full, container=container, key=key)
 
     def read_bytes(self, container: str, key: str) -> bytes:
-        with self.open(container, key) as f:
-            return f.read()
+        """The whole object in memory; a transfer broken midway is retried from the start."""
+        bucket, base = self._locate(container)
+        full = self._key(container, base, key)
+
+        def read() -> bytes:
+            with self.backend.open_read(bucket, full) as f:
+                return f.read()
+
+        return self._call(read, container=container, key=key)
 
     def put_bytes(self, container: str, key: str, data: bytes) -> ObjectInfo:
         """Upload ``data`` (verified by MD5)."""
@@ -254,8 +261,8 @@ class ModuleStore:
 
         def attempt() -> ObjectInfo:
             if size <= MULTIPART_THRESHOLD:
-                # One request: retried whole, from byte 0.
-                return run(self.backend.put, bucket, full, body(), size, md5, run_once)
+                # One request: retried whole, each attempt from byte 0 of a fresh body.
+                return run(lambda: self.backend.put(bucket, full, body(), size, md5, run_once))
             # In parts: the backend retries each request through ``run``.
             return self.backend.put(bucket, full, body(), size, md5, run)
 

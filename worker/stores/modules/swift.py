@@ -30,6 +30,7 @@ from datetime import UTC, datetime
 from typing import Any, BinaryIO, ClassVar, cast
 
 import requests
+import urllib3
 from keystoneauth1 import exceptions as kexc
 from keystoneauth1 import session as ks_session
 from keystoneauth1.identity import v2, v3
@@ -54,7 +55,6 @@ from worker.stores.modules.base import (
 
 SEGMENTS_SUFFIX = "_segments"
 _TRANSIENT_STATUS = {408, 422, 429, 498, 499, 500, 502, 503, 504}
-_TIMEOUT = 60.0
 
 
 class SwiftBackend:
@@ -64,8 +64,11 @@ class SwiftBackend:
     supports_bucket_creation: ClassVar[bool] = True
     supports_server_side_copy: ClassVar[bool] = True
 
-    def __init__(self, session: ks_session.Session, region: str | None = None) -> None:
+    def __init__(
+        self, session: ks_session.Session, region: str | None = None, timeout: float = 60.0
+    ) -> None:
         self.session = session
+        self.timeout = timeout
         self.os_options: dict[str, Any] = {
             "service_type": "object-store",
             "interface": "public",
@@ -76,7 +79,7 @@ class SwiftBackend:
         self._lock = threading.Lock()
 
     @classmethod
-    def from_config(cls, config: Any) -> SwiftBackend:
+    def from_config(cls, config: Any, *, timeout: float = 60.0) -> SwiftBackend:
         auth = v3.Password(
             auth_url=config.authUrl,
             username=config.username,
@@ -87,7 +90,7 @@ class SwiftBackend:
             project_domain_id=config.domainId if not config.tenantId else None,
             project_domain_name=config.domainName if not config.tenantId else None,
         )
-        return cls(ks_session.Session(auth=auth, timeout=_TIMEOUT), config.region)
+        return cls(ks_session.Session(auth=auth, timeout=timeout), config.region, timeout)
 
     @property
     def conn(self) -> swift.Connection:
@@ -96,7 +99,7 @@ class SwiftBackend:
         if conn is None:
             conn = swift.Connection(
                 session=self.session, os_options=self.os_options, retries=0,
-                retry_on_ratelimit=False, timeout=_TIMEOUT,
+                retry_on_ratelimit=False, timeout=self.timeout,
             )
             self._local.conn = conn
             with self._lock:
@@ -134,7 +137,8 @@ class SwiftBackend:
             raise cls(f"identity: {exc}", **where) from exc
         except kexc.ClientException as exc:
             raise StoreError(f"identity: {exc}", **where) from exc
-        except (requests.RequestException, OSError) as exc:
+        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+            # A download's chunks come straight from urllib3 (a reset mid-body, say).
             raise TransientStoreError(f"{type(exc).__name__}: {exc}", **where) from exc
 
     # --- names -----------------------------------------------------------------------------
@@ -349,9 +353,9 @@ class RackspaceBackend(SwiftBackend):
     name: ClassVar[str] = "rackspace"
 
     @classmethod
-    def from_config(cls, config: Any) -> SwiftBackend:
+    def from_config(cls, config: Any, *, timeout: float = 60.0) -> SwiftBackend:
         auth = RackspaceApiKey(config.authUrl, config.username, config.apiKey.get_secret_value())
-        return cls(ks_session.Session(auth=auth, timeout=_TIMEOUT), config.region)
+        return cls(ks_session.Session(auth=auth, timeout=timeout), config.region, timeout)
 
 
 class _ChunkReader:

@@ -1,0 +1,276 @@
+"""Faults on the wire between each cloud SDK and its server (tests/servers/fault_proxy.py).
+
+500/503, throttling, a reset before or after the request body, a response dropped after the
+write landed and a slow server all end in a correct object after a bounded number of attempts,
+each retry logged with store, container and key; a 403 or a missing bucket fails at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.servers.fault_proxy import Fault, FaultProxy
+from worker.errors import AccessDenied, TransientStoreError
+from worker.retry import RetryPolicy
+from worker.stores.modules import ContainerNotFound, ModuleStore
+
+CLOUDS = ["amazon", "google", "azure", "openstack"]
+#: Fast waits for tests; the bound on attempts is what is checked.
+POLICY = RetryPolicy(attempts=5, max_seconds=30.0, initial=0.05, max_wait=0.3)
+
+
+@dataclass
+class Proxied:
+    provider: str
+    proxy: FaultProxy
+    server: Any
+    endpoint: str
+
+    def store(self, **options: Any) -> ModuleStore:
+        options.setdefault("retry", POLICY)
+        return self.server.module_store(endpoint=self.endpoint, **options)  # type: ignore[no-any-return]
+
+    def write_request(self, container: str, key: str) -> tuple[str, str]:
+        """(method, path regex) of the request that writes a small object."""
+        return {
+            "amazon": ("PUT", f"/{container}/{key}(\\?|$)"),
+            "google": ("POST", f"/upload/storage/v1/b/{container}/o"),
+            "azure": ("PUT", f"/{container}/{key}(\\?|$)"),
+            "openstack": ("PUT", f"/{container}/{key}(\\?|$)"),
+        }[self.provider]
+
+    def throttle(self) -> Fault:
+        if self.provider == "amazon":
+            body = b"<Error><Code>SlowDown</Code><Message>Reduce your rate</Message></Error>"
+            return Fault("status", status=503, body=body,
+                         headers={"Content-Type": "application/xml"})
+        if self.provider == "google":
+            body = b'{"error": {"code": 429, "message": "rate limit exceeded"}}'
+            return Fault("status", status=429, body=body,
+                         headers={"Content-Type": "application/json"})
+        if self.provider == "azure":
+            return Fault("status", status=503, headers={"x-ms-error-code": "ServerBusy"})
+        return Fault("status", status=498, body=b"Slow down")  # Swift's ratelimit answer
+
+    def forbidden(self) -> Fault:
+        if self.provider == "amazon":
+            body = b"<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>"
+            return Fault("status", status=403, body=body,
+                         headers={"Content-Type": "application/xml"})
+        if self.provider == "google":
+            body = b'{"error": {"code": 403, "message": "Forbidden"}}'
+            return Fault("status", status=403, body=body,
+                         headers={"Content-Type": "application/json"})
+        if self.provider == "azure":
+            return Fault("status", status=403, headers={"x-ms-error-code": "AuthorizationFailure"})
+        return Fault("status", status=403, body=b"Forbidden")
+
+
+@pytest.fixture(scope="module", params=CLOUDS)
+def proxied(request: pytest.FixtureRequest) -> Iterator[Proxied]:
+    provider = str(request.param)
+    proxy = FaultProxy().start()
+    own = None
+    if provider == "google":
+        # fake-gcs-server sends resumable uploads to its external URL: the proxy's.
+        from tests.servers.gcs_server import start_gcs
+
+        own = start_gcs(external_url=proxy.url)
+        server: Any = own
+        proxy.upstream = server.endpoint
+        endpoint = proxy.url
+    elif provider == "amazon":
+        server = request.getfixturevalue("s3_server")
+        proxy.upstream, endpoint = server.endpoint, proxy.url
+    elif provider == "azure":
+        server = request.getfixturevalue("azure_server")
+        proxy.upstream = f"http://127.0.0.1:{server.port}"
+        endpoint = f"{proxy.url}/devstoreaccount1"
+    else:
+        server = request.getfixturevalue("swift_server")
+        proxy.upstream = f"http://127.0.0.1:{server.proxy_port}"
+        endpoint = f"{proxy.url}/v1/AUTH_test"
+    yield Proxied(provider, proxy, server, endpoint)
+    proxy.stop()
+    if own is not None:
+        own.server.cleanup()
+
+
+@pytest.fixture()
+def container(proxied: Proxied) -> Iterator[str]:
+    store = proxied.store()
+    name = f"fault-{uuid.uuid4().hex[:10]}"
+    store.ensure_container(name)
+    proxied.proxy.clear()
+    yield name
+    proxied.proxy.clear()
+    store.delete_container(name)
+    store.close()
+
+
+def _retries_logged(caplog: pytest.LogCaptureFixture, what: str) -> int:
+    return sum(
+        1 for r in caplog.records
+        if r.name == "synchro_sync.retry" and f"({what})" in r.getMessage()
+    )
+
+
+SMALL_FAULTS = {
+    "500": (lambda p: Fault("status", status=500), 1),
+    "503x2": (lambda p: Fault("status", status=503, times=2), 2),
+    "throttled": (lambda p: p.throttle(), 1),
+    "reset-before-body": (lambda p: Fault("reset_before_body"), 1),
+    "reset-after-body": (lambda p: Fault("reset_after_body"), 1),
+    "response-dropped-after-write": (lambda p: Fault("drop_response"), 1),
+}
+
+
+@pytest.mark.parametrize("fault_name", list(SMALL_FAULTS))
+def test_small_put_survives(
+    proxied: Proxied, container: str, fault_name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    make, retries = SMALL_FAULTS[fault_name]
+    key = f"mod-{fault_name}.js"
+    data = os.urandom(4096)
+    method, path = proxied.write_request(container, key)
+    fault = make(proxied)
+    fault.method, fault.path, fault.times = method, path, retries
+    proxied.proxy.inject(fault)
+    store = proxied.store()
+    with caplog.at_level(logging.WARNING, logger="synchro_sync.retry"):
+        info = store.put_bytes(container, key, data)
+    assert info.md5 == hashlib.md5(data).hexdigest()
+    assert fault.hits == retries
+    # Bounded: one request per retry plus the one that worked (the SDK adds none of its own).
+    assert proxied.proxy.count(method, path) == retries + 1
+    assert _retries_logged(caplog, f"{proxied.provider}/{container}/{key}") == retries
+    assert store.read_bytes(container, key) == data
+    store.close()
+
+
+def test_slow_server_times_out_then_succeeds(
+    proxied: Proxied, container: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    key = "slow.js"
+    data = os.urandom(4096)
+    method, path = proxied.write_request(container, key)
+    fault = Fault("delay", method=method, path=path, seconds=2.5)
+    proxied.proxy.inject(fault)
+    store = proxied.store(timeout=1.0)
+    with caplog.at_level(logging.WARNING, logger="synchro_sync.retry"):
+        info = store.put_bytes(container, key, data)
+    assert info.md5 == hashlib.md5(data).hexdigest()
+    assert proxied.proxy.count(method, path) == 2
+    assert _retries_logged(caplog, f"{proxied.provider}/{container}/{key}") == 1
+    assert store.read_bytes(container, key) == data
+    store.close()
+
+
+def test_slow_server_within_timeout_is_one_attempt(proxied: Proxied, container: str) -> None:
+    key = "slowish.js"
+    method, path = proxied.write_request(container, key)
+    proxied.proxy.inject(Fault("delay", method=method, path=path, seconds=0.5))
+    store = proxied.store(timeout=5.0)
+    store.put_bytes(container, key, b"patience")
+    assert proxied.proxy.count(method, path) == 1
+    assert store.read_bytes(container, key) == b"patience"
+    store.close()
+
+
+def test_truncated_download_is_read_again(proxied: Proxied, container: str) -> None:
+    store = proxied.store()
+    data = os.urandom(64 * 1024)
+    store.put_bytes(container, "read.bin", data)
+    proxied.proxy.inject(Fault("truncate", method="GET", path="read\\.bin"))
+    assert store.read_bytes(container, "read.bin") == data
+    assert proxied.proxy.count("GET", "read\\.bin") >= 2
+    store.close()
+
+
+def _large_faults(p: Proxied, container: str) -> list[Fault]:
+    """A 503 on one part and the response to the committing request dropped."""
+    seg = {
+        "amazon": ("PUT", "partNumber=2", "POST", "uploadId="),
+        "azure": ("PUT", "comp=block&", "PUT", "comp=blocklist"),
+        "openstack": ("PUT", f"{container}_segments/.*/00000001", "PUT",
+                      "multipart-manifest=put"),
+        "google": ("PUT", "upload_id=", "PUT", "upload_id="),
+    }[p.provider]
+    part = Fault("status", method=seg[0], path=seg[1], status=503)
+    if p.provider == "google":
+        # Resumable chunks all go to one URL: break the second, drop the final one's answer.
+        part.after = 1
+        commit = Fault("drop_response", method="PUT", path="upload_id=", after=3)
+    else:
+        commit = Fault("drop_response", method=seg[2], path=seg[3])
+    return [part, commit]
+
+
+def test_large_upload_survives_part_error_and_lost_commit(
+    proxied: Proxied, container: str, tmp_path: Path
+) -> None:
+    src = tmp_path / "big.bin"
+    data = os.urandom(20 * 1024 * 1024)
+    src.write_bytes(data)
+    faults = _large_faults(proxied, container)
+    proxied.proxy.inject(*faults)
+    store = proxied.store()
+    info = store.put_file(container, "assets/big.bin", src)
+    assert [f.hits for f in faults] == [1, 1]
+    assert info.md5 == hashlib.md5(data).hexdigest()
+    assert hashlib.md5(store.read_bytes(container, "assets/big.bin")).digest() == (
+        hashlib.md5(data).digest()
+    )
+    (listed,) = list(store.list(container, "assets/"))
+    assert listed.size == len(data)
+    assert listed.md5 == info.md5 or listed.etag == info.etag
+    # Bounded: far below attempts x requests.
+    assert len(proxied.proxy.requests) <= 20
+    store.close()
+
+
+def test_forbidden_is_not_retried(proxied: Proxied, container: str) -> None:
+    key = "denied.js"
+    method, path = proxied.write_request(container, key)
+    fault = proxied.forbidden()
+    fault.method, fault.path = method, path
+    proxied.proxy.inject(fault)
+    store = proxied.store()
+    with pytest.raises(AccessDenied) as err:
+        store.put_bytes(container, key, b"x")
+    assert proxied.proxy.count(method, path) == 1
+    assert proxied.provider in str(err.value) and container in str(err.value)
+    store.close()
+
+
+def test_missing_bucket_is_not_retried(proxied: Proxied) -> None:
+    proxied.proxy.clear()
+    store = proxied.store(auto_create=False)
+    missing = f"missing-{uuid.uuid4().hex[:8]}"
+    with pytest.raises(ContainerNotFound):
+        list(store.list(missing))
+    with pytest.raises(ContainerNotFound):
+        store.put_bytes(missing, "a.js", b"x")
+    assert proxied.proxy.count(path=missing) == 2, proxied.proxy.requests
+    store.close()
+
+
+def test_transient_errors_give_up_after_the_bound(proxied: Proxied, container: str) -> None:
+    key = "never.js"
+    method, path = proxied.write_request(container, key)
+    proxied.proxy.inject(Fault("status", method=method, path=path, status=503, times=100))
+    store = proxied.store()
+    with pytest.raises(TransientStoreError) as err:
+        store.put_bytes(container, key, b"x")
+    assert proxied.proxy.count(method, path) == POLICY.attempts
+    assert key in str(err.value)
+    store.close()
