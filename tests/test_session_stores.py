@@ -440,3 +440,73 @@ def test_redis_unreachable_is_a_clear_transient_failure() -> None:
 
 
 del os
+
+
+# --- redis over TLS ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tls_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Path]]:
+    """A redis-server that speaks only TLS, with a self-signed certificate for 127.0.0.1."""
+    import shutil
+
+    import redis
+
+    from tests.servers.process import ServerProcess, free_port
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make a test certificate")
+    tmp = tmp_path_factory.mktemp("tls")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-keyout", str(tmp / "key.pem"), "-out", str(tmp / "cert.pem"),
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )
+    port = free_port()
+    argv = ["redis-server", "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
+            "--tls-cert-file", str(tmp / "cert.pem"), "--tls-key-file", str(tmp / "key.pem"),
+            "--tls-ca-cert-file", str(tmp / "cert.pem"), "--tls-auth-clients", "no",
+            "--requirepass", REDIS_PASSWORD, "--save", "", "--appendonly", "no",
+            "--dir", str(tmp)]
+
+    def healthy() -> bool:
+        client = redis.Redis(host="127.0.0.1", port=port, password=REDIS_PASSWORD, ssl=True,
+                             ssl_ca_certs=str(tmp / "cert.pem"), socket_timeout=0.5)
+        return bool(client.ping())
+
+    server = ServerProcess(f"redis-tls-{port}", argv, healthy).start()
+    yield port, tmp / "cert.pem"
+    server.cleanup()
+
+
+def test_redis_over_tls(tls_redis: tuple[int, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    port, cert = tls_redis
+    url = f"rediss://:{REDIS_PASSWORD}@127.0.0.1:{port}/0?ssl_ca_certs={cert}"
+    store = open_session_store(url)
+    s = store.create({"secure": True}, ttl=60)
+    assert store.get(s.id).state == {"secure": True}
+    assert "rediss://" in store.check()
+    store.close()
+    # tls: true in the configuration, trusting the certificate the usual OpenSSL way.
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+    settings = load_settings(None, environ={
+        "SYNCHRO__SESSIONSTORE_SERVICE": "RedisSessionStore",
+        "SYNCHRO__SESSIONSTORE__host": "127.0.0.1",
+        "SYNCHRO__SESSIONSTORE__port": str(port),
+        "SYNCHRO__SESSIONSTORE__tls": "true",
+        "SYNCHRO__SESSIONSTORE__password": REDIS_PASSWORD,
+    })
+    configured = open_session_store(settings)
+    assert configured.get(s.id).state == {"secure": True}
+    configured.close()
+
+
+def test_redis_tls_untrusted_certificate_fails_at_once(tls_redis: tuple[int, Path]) -> None:
+    port, _ = tls_redis
+    store = open_session_store(f"rediss://:{REDIS_PASSWORD}@127.0.0.1:{port}/0")
+    started = time.monotonic()
+    with pytest.raises(AccessDenied, match="CERTIFICATE_VERIFY_FAILED"):
+        store.check()
+    assert time.monotonic() - started < 2  # not retried: waiting does not fix trust
+    store.close()

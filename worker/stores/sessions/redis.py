@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from datetime import timedelta
 from functools import partial
 from typing import Any, ClassVar, TypeVar
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import redis
 import redis.exceptions as rexc
@@ -81,7 +81,8 @@ class RedisSessionStore:
             kwargs: dict[str, Any] = {**common}
             if password and not parts.password:
                 kwargs["password"] = password
-            clean = parts._replace(query="").geturl()
+            # Other query parameters are redis-py's (ssl_ca_certs=..., ssl_cert_reqs=...).
+            clean = parts._replace(query=urlencode({k: v[-1] for k, v in query.items()})).geturl()
             if not parts.path.strip("/") and db:
                 kwargs["db"] = db
             self.client: redis.Redis[bytes] = redis.Redis.from_url(clean, **kwargs)
@@ -442,7 +443,12 @@ def _mapped(store: str, what: str) -> Iterator[None]:
         yield
     except (rexc.AuthenticationError, rexc.AuthorizationError, rexc.NoPermissionError) as exc:
         raise AccessDenied(f"{what}: {exc}", store=store) from exc
-    except (rexc.ConnectionError, rexc.TimeoutError, rexc.TryAgainError) as exc:
+    except rexc.ConnectionError as exc:
+        if "CERTIFICATE_VERIFY_FAILED" in str(exc) or "WRONG_VERSION_NUMBER" in str(exc):
+            # A TLS trust problem does not go away by waiting: fail at once.
+            raise AccessDenied(f"{what}: TLS: {exc}", store=store) from exc
+        raise TransientStoreError(f"{what}: {exc}", store=store) from exc
+    except (rexc.TimeoutError, rexc.TryAgainError) as exc:
         # Includes BusyLoadingError: a restarted server still loading its data.
         raise TransientStoreError(f"{what}: {exc}", store=store) from exc
     except rexc.ResponseError as exc:
