@@ -143,6 +143,7 @@ def create_app(settings: Settings | None = None) -> Celery:
         from worker.config import load_settings
 
         settings = load_settings()
+    _guard_redis_restore()
     app = Celery("synchro_sync", set_as_current=True)
     app.config_from_object(celery_config(settings))
     app.synchro_settings = settings  # read by the tasks: settings are loaded once per process
@@ -156,3 +157,40 @@ def settings_of(app: Celery) -> Settings:
     """The settings an app was made from."""
     settings: Settings = app.synchro_settings
     return settings
+
+
+_guarded = False
+
+
+def _guard_redis_restore() -> None:
+    """Keep a worker alive when its Redis connection drops while it holds a message.
+
+    kombu's Redis QoS puts unacknowledged messages back when a channel closes; when the broker
+    connection was lost, that close runs after the connection was collected, builds a client
+    from ``connection.client`` which is then None, and the AttributeError ends the worker
+    ("Unrecoverable error").  Seen here with kombu 5.7 when redis-server is stopped while a task
+    runs.  Skipping that restore is safe: the message stays in Redis's unacked set and is
+    delivered again after the visibility timeout, and the full pass the watcher owes after a
+    broker outage redoes the work at once.
+    """
+    global _guarded
+    if _guarded:
+        return
+    try:
+        from kombu.transport import redis as kombu_redis
+    except ImportError:  # pragma: no cover - redis extra missing
+        return
+    original: Any = kombu_redis.QoS.restore_unacked
+
+    def restore_unacked(self: Any, client: Any = None) -> Any:
+        if client is None and getattr(self.channel.connection, "client", None) is None:
+            log.warning(
+                "broker connection lost: %d unacknowledged message(s) left for redelivery",
+                len(self._delivered),
+            )
+            self._delivered.clear()
+            return None
+        return original(self, client)
+
+    setattr(kombu_redis.QoS, "restore_unacked", restore_unacked)  # noqa: B010
+    _guarded = True

@@ -80,7 +80,7 @@ def _startup_full_pass(app: Celery, consumer: Any) -> None:
 
         client = redis.Redis.from_url(str(settings.BROKER_URL), socket_timeout=5)
         # Several workers starting together ask once.
-        if not client.set(f"{REDIS_PREFIX}startpass:{queue}", "1", nx=True, ex=10):
+        if not client.set(f"{REDIS_PREFIX}startpass:{queue}", "1", nx=True, px=1500):
             return
     app.send_task("tasks.full_pass", args=[None, "worker started"], queue=queue)
     log.info("queue=%s worker started: full pass requested", queue)

@@ -252,5 +252,6 @@ def sync_world(tmp_path: Path) -> Iterator[Callable[..., SyncWorld]]:
     yield make
     for world in worlds:
         world.stop_all()
-    for world in worlds:
-        shutil.rmtree(world.base, ignore_errors=True)
+    if not os.environ.get("SYNCHRO_TEST_KEEP"):  # keep logs and folders for a post-mortem
+        for world in worlds:
+            shutil.rmtree(world.base, ignore_errors=True)
