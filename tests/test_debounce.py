@@ -17,8 +17,11 @@ class Clock:
         return self.now
 
 
+Ev = tuple[float, str, Change]
+
+
 def run_script(
-    deb: Debouncer[str], clock: Clock, events: list[tuple[float, str, Change]], until: float
+    deb: Debouncer[str], clock: Clock, events: list[Ev], until: float
 ) -> list[tuple[float, Flush[str]]]:
     """Feed ``events`` (time offset, key, change) and poll ``due`` the way the watcher does:
     at every event and at every deadline the debouncer announces."""
@@ -73,16 +76,69 @@ def test_continuous_writes_are_flushed_at_least_every_max_delay() -> None:
     events = [(i * 0.05, "log.txt", Change.CHANGED) for i in range(70)]  # 3.5 s, never quiet
     flushes = run_script(deb, clock, events, until=10)
     times = [t for t, _ in flushes]
-    assert times == pytest.approx([1.0, 2.0, 3.0, 69 * 0.05 + 0.1], abs=0.051)
+    # the cap every second; the last one a stretched quiet period (4 x the 50 ms rhythm) after
+    # the last write
+    assert times == pytest.approx([1.0, 2.0, 3.0, 69 * 0.05 + 0.2], abs=0.051)
     assert sum(f.events for _, f in flushes) == 70
 
 
 def test_paths_are_debounced_independently() -> None:
     clock = Clock()
-    deb: Debouncer[str] = Debouncer(0.1, 1.0, clock)
+    deb: Debouncer[str] = Debouncer(0.1, 1.0, clock, adapt=0)
     events = [(0.0, "a", Change.CHANGED), (0.05, "b", Change.CHANGED), (0.12, "b", Change.CHANGED)]
     flushes = run_script(deb, clock, events, until=5)
     assert [(round(t, 3), f.key) for t, f in flushes] == [(0.1, "a"), (0.22, "b")]
+
+
+def test_an_editor_save_keeps_the_plain_quiet_period() -> None:
+    clock = Clock()
+    deb: Debouncer[str] = Debouncer(0.1, 1.0, clock)
+    # vim: rename to backup, create, write, close, all within a few milliseconds
+    events = [(i * 0.001, "a.js", Change.CHANGED) for i in range(5)]
+    flushes = run_script(deb, clock, events, until=5)
+    assert [round(t, 4) for t, _ in flushes] == [0.104]
+
+
+def jittery_rhythm(keys: list[str], period: float, seconds: float, seed: int = 1) -> list[Ev]:
+    """Round-robin writes, each path every ``period`` on average, with gaps up to 3 periods
+    (what a loaded machine does to a paced writer), 3 events per write."""
+    rng = random.Random(seed)
+    events: list[Ev] = []
+    for key in keys:
+        t = rng.random() * period
+        while t < seconds:
+            events += [(t + i * 0.0001, key, Change.CHANGED) for i in range(3)]
+            t += period * rng.choice([0.5, 1.0, 1.0, 1.0, 1.5, 2.5, 3.0])
+    return events
+
+
+def test_a_steady_writer_is_flushed_by_the_cap_not_by_every_pause() -> None:
+    keys = [f"f{i}" for i in range(10)]
+    events = jittery_rhythm(keys, 0.05, 5.0)
+    counts = {}
+    for adapt in (0.0, 4.0):
+        clock = Clock()
+        deb: Debouncer[str] = Debouncer(0.1, 1.0, clock, adapt=adapt)
+        counts[adapt] = len(run_script(deb, clock, events, until=20))
+    # the cap alone gives 5 per path over 5 s, plus the final one
+    assert counts[4.0] <= 7 * len(keys) < counts[0.0]
+
+
+def test_the_rhythm_is_forgotten_after_a_pause() -> None:
+    clock = Clock()
+    deb: Debouncer[str] = Debouncer(0.1, 1.0, clock)
+    storm = [(i * 0.05, "a", Change.CHANGED) for i in range(40)]  # 2 s of writes
+    later = [(4.0, "a", Change.CHANGED)]  # one save, 2 s after the storm
+    flushes = run_script(deb, clock, storm + later, until=10)
+    assert flushes[-1][0] == pytest.approx(4.1)
+    assert deb.quiet_for("a") == 0.1
+
+
+def test_zero_quiet_period_does_not_adapt() -> None:
+    clock = Clock()
+    deb: Debouncer[str] = Debouncer(0.0, 1.0, clock)
+    flushes = run_script(deb, clock, [(i * 0.05, "a", Change.CHANGED) for i in range(10)], 5)
+    assert len(flushes) == 10
 
 
 def test_created_then_gone_is_transient_and_nothing_else_is() -> None:
@@ -136,7 +192,7 @@ def test_random_script_keeps_both_promises(seed: int) -> None:
     quiet, cap = 0.1, 1.0
     rng = random.Random(seed)
     keys = [f"f{i}" for i in range(20)]
-    events: list[tuple[float, str, Change]] = []
+    events: list[Ev] = []
     t = 0.0
     for _ in range(3000):
         t += rng.expovariate(1 / 0.004)  # ~250 events/s, bursty

@@ -5,6 +5,13 @@ have passed since the first event of its current window, whichever comes first. 
 save (a handful of events within milliseconds) or a burst of writes becomes one flush, and a path
 written continuously is still flushed at least every ``max_delay`` seconds.
 
+The quiet period adapts to each path's rhythm: a path whose writes keep coming every 50 ms
+(a build writing, a log, a storm) has not gone quiet after 100 ms without one, so its quiet
+period stretches to ``adapt`` times its usual gap between writes (never beyond ``max_delay``).
+Events closer together than ``burst`` count as one write (an editor's save is a few events
+within milliseconds), so a single save keeps the plain quiet period and its latency.  The rhythm
+is carried to the path's next window only when that opens within ``max_delay`` of the last flush.
+
 The logic is pure: time comes from an injectable clock, so tests drive it with a scripted event
 source.  Only the path's identity is kept (not what happened to it): whoever receives a flush
 syncs the path's state as it is when that work runs.  One thing about the window's history is
@@ -18,6 +25,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
 from enum import Enum
@@ -51,15 +59,22 @@ class Flush(Generic[K]):
 
 
 class _Window:
-    __slots__ = ("first", "last", "born", "gone", "events", "serial")
+    __slots__ = ("first", "last", "born", "gone", "events", "serial", "gap")
 
-    def __init__(self, now: float, change: Change, serial: int) -> None:
+    def __init__(self, now: float, change: Change, serial: int, gap: float) -> None:
         self.first = now
         self.last = now
         self.born = change is Change.CREATED
         self.gone = change is Change.GONE
         self.events = 1
         self.serial = serial
+        #: Smoothed gap between this path's writes; 0.0 until a second write is seen.
+        self.gap = gap
+
+
+#: Weight of the newest gap in the smoothed gap, when it is longer / shorter than that.
+GAP_RISE = 0.5
+GAP_FALL = 0.1
 
 
 class Debouncer(Generic[K]):
@@ -69,13 +84,28 @@ class Debouncer(Generic[K]):
     the deadline heap, O(1) per further event in an open window.
     """
 
-    def __init__(self, quiet: float, max_delay: float, clock: Clock = time.monotonic) -> None:
-        if quiet < 0 or max_delay <= 0:
-            raise ValueError("quiet must be >= 0 and max_delay > 0")
+    def __init__(
+        self,
+        quiet: float,
+        max_delay: float,
+        clock: Clock = time.monotonic,
+        *,
+        adapt: float = 4.0,
+        burst: float = 0.005,
+        memory: int = 10_000,
+    ) -> None:
+        if quiet < 0 or max_delay <= 0 or adapt < 0 or burst < 0:
+            raise ValueError("quiet, adapt and burst must be >= 0 and max_delay > 0")
         self.quiet = quiet
         self.max_delay = max_delay
         self.clock = clock
+        # A quiet period of 0 asks for no debounce at all: then nothing adapts either.
+        self.adapt = adapt if quiet > 0 else 0.0
+        self.burst = burst
+        self.memory = memory
         self._windows: dict[K, _Window] = {}
+        # Rhythm of recently flushed paths: key -> (flushed at, smoothed gap).
+        self._rhythm: OrderedDict[K, tuple[float, float]] = OrderedDict()
         # (deadline, serial, key): a lower bound of when the window can close.  Entries are
         # lazily re-pushed with the real deadline when popped early, and dropped when stale.
         self._heap: list[tuple[float, int, K]] = []
@@ -96,15 +126,42 @@ class Debouncer(Generic[K]):
         win = self._windows.get(key)
         if win is None:
             serial = next(self._serials)
-            self._windows[key] = _Window(t, change, serial)
+            gap = 0.0
+            rhythm = self._rhythm.pop(key, None)
+            if rhythm is not None and t - rhythm[0] <= self.max_delay:
+                gap = rhythm[1]
+            self._windows[key] = _Window(t, change, serial, gap)
+            # A lower bound: the quiet period only ever stretches.
             heapq.heappush(self._heap, (t + min(self.quiet, self.max_delay), serial, key))
             return
+        gap = t - win.last
+        if gap > self.burst:
+            # Rises fast and falls slowly: it tracks the longer pauses of an irregular writer,
+            # which are the ones that would otherwise end its window early.
+            weight = GAP_RISE if gap > win.gap else GAP_FALL
+            win.gap = gap if win.gap == 0.0 else win.gap + weight * (gap - win.gap)
         win.last = max(win.last, t)
         win.events += 1
         win.gone = change is Change.GONE
 
+    def quiet_for(self, key: K) -> float:
+        """The quiet period that applies to ``key``'s open window now."""
+        win = self._windows.get(key)
+        return self.quiet if win is None else self._quiet(win)
+
+    def _quiet(self, win: _Window) -> float:
+        return min(max(self.quiet, self.adapt * win.gap), self.max_delay)
+
     def _deadline(self, win: _Window) -> float:
-        return min(win.last + self.quiet, win.first + self.max_delay)
+        return min(win.last + self._quiet(win), win.first + self.max_delay)
+
+    def _close(self, key: K, win: _Window, now: float) -> Flush[K]:
+        del self._windows[key]
+        if win.gap > 0.0:
+            self._rhythm[key] = (now, win.gap)
+            if len(self._rhythm) > self.memory:
+                self._rhythm.popitem(last=False)
+        return Flush(key, win.born and win.gone, win.events)
 
     def next_deadline(self) -> float | None:
         """The earliest time a window may close (a lower bound), or None if none is open."""
@@ -128,8 +185,7 @@ class Debouncer(Generic[K]):
                 continue
             deadline = self._deadline(win)
             if deadline <= t:
-                del self._windows[key]
-                out.append(Flush(key, win.born and win.gone, win.events))
+                out.append(self._close(key, win, t))
             else:
                 heapq.heappush(self._heap, (deadline, serial, key))
         return out
