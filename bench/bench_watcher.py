@@ -200,7 +200,8 @@ def bench_tree(files: int) -> list[dict[str, Any]]:
 
 WRITER = r"""
 import json, os, random, sys, time
-root, writes, nfiles, seconds, order = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
+root, order = sys.argv[1], sys.argv[5]
+writes, nfiles, seconds = int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
 rng = random.Random(42)
 if order == "round-robin":
     seq = [i % nfiles for i in range(writes)]
