@@ -6,6 +6,8 @@ make several apps in one process do not cross wires.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import logging
 import os
 import signal
@@ -54,6 +56,10 @@ def connect(app: Celery) -> None:
     def on_beat_init(sender: Any = None, **_: Any) -> None:
         if getattr(sender, "app", None) is not app:
             return
+        from worker.app import settings_of
+
+        # The schedule file lives in STATE_DIR (``celery -A worker beat`` may be its first user).
+        os.makedirs(settings_of(app).STATE_DIR, exist_ok=True)
         hold_beat_lock(app)
 
     signals.worker_ready.connect(on_worker_ready, weak=False)
@@ -128,6 +134,13 @@ def hold_beat_lock(app: Celery) -> None:
             log.warning("another beat holds %s; waiting as a standby", BEAT_LOCK)
             warned = True
     log.info("beat lock taken")
+
+    def release() -> None:
+        # An orderly stop hands over at once; a killed beat's lock expires after the TTL.
+        with contextlib.suppress(redis.exceptions.RedisError):
+            lock.release()
+
+    atexit.register(release)
 
     def renew() -> None:
         while True:

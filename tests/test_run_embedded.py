@@ -1,0 +1,121 @@
+"""``synchro-sync run``, the embedded default: no server, start-up pass first, then live;
+killed with -9 and restarted; scheduled full passes and session backups in the same process."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Callable
+
+from tests.servers.celery_worker import CLI, SyncWorld
+
+
+def test_run_killed_with_9_files_changed_while_down_then_restarted(
+    sync_world: Callable[..., SyncWorld],
+) -> None:
+    world = sync_world(None)
+    app = world.root / "app1"
+    (app / "keep").mkdir(parents=True)
+    for n in range(30):
+        (app / f"f{n}.txt").write_text(f"v1 {n}")
+    (app / "keep" / "k.txt").write_text("k")
+    run = world.start_run()
+    world.wait_equal(5)
+    for n in range(10):  # live edits, the process killed right in the middle of them
+        (app / f"f{n}.txt").write_text(f"v2 {n}")
+    run.kill()
+    assert run.proc is not None and run.proc.returncode == -9
+    # While it is down: edits, new files, a new folder, deletes, a rename.
+    for n in range(10, 20):
+        (app / f"f{n}.txt").write_text(f"v3 {n}")
+    (app / "new").mkdir()
+    (app / "new" / "a.txt").write_text("a")
+    for n in range(20, 25):
+        (app / f"f{n}.txt").unlink()
+    os.rename(app / "keep" / "k.txt", app / "keep" / "renamed.txt")
+    assert world.local_files() != world.store_files()
+    world.restart(run, timeout=60)
+    # "live" is printed after the start-up pass: equal right away, not eventually.
+    world.wait_equal(1.0)
+    (app / "after.txt").write_text("live again")
+    world.wait_equal(2.0)
+
+
+def test_run_scheduled_full_pass_repairs_the_store(sync_world: Callable[..., SyncWorld]) -> None:
+    """A change the watcher cannot see (made in the store behind its back) is repaired by the
+    periodic full pass."""
+    world = sync_world(None, **{"SYNC__fullPassInterval": "1"})
+    (world.root / "app1").mkdir()
+    (world.root / "app1" / "a.txt").write_text("a")
+    world.start_run()
+    world.wait_equal(2)
+    (world.mirror / "app1" / "a.txt").unlink()
+    (world.mirror / "app1" / "stray.txt").write_text("not in the folder")
+    took = world.wait_equal(5)
+    assert took <= 5
+
+
+def test_run_scheduled_backup_prunes_and_restores(sync_world: Callable[..., SyncWorld]) -> None:
+    from worker.snapshot_dest import open_destination
+    from worker.snapshots import list_snapshots, restore_snapshot
+    from worker.stores.sessions import open_session_store
+    from worker.stores.sessions.base import OnConflict
+
+    world = sync_world(None)
+    sessions_file = world.base / "sessions.json"
+    dest = world.base / "snapshots"
+    world.env.update({
+        "SYNCHRO__SESSIONSTORE_SERVICE": "FileSessionStore",
+        "SYNCHRO__SESSIONSTORE__sessionStateFile": str(sessions_file),
+        "SYNCHRO__BACKUP__interval": "0.5",
+        "SYNCHRO__BACKUP__keep": "2",
+        "SYNCHRO__BACKUP__dest": str(dest),
+    })
+    source = open_session_store(f"file:{sessions_file}")
+    made = {source.create({"user": n}, ttl=3600).id: n for n in range(25)}
+    source.close()
+    run = world.start_run()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and _count(run.log_path, "snapshot ") < 4:
+        time.sleep(0.2)
+    assert _count(run.log_path, "snapshot ") >= 4, run.tail()
+    run.stop()
+    snaps = list_snapshots(open_destination(str(dest)))
+    assert len(snaps) == 2 and all(s.count == 25 for s in snaps)
+
+    target = open_session_store(f"file:{world.base / 'restored.json'}")
+    restore_snapshot("latest", open_destination(str(dest)), target, OnConflict.FAIL)
+    restored = {s.id: s.state["user"] for s in target.iter_sessions()}
+    assert restored == made
+
+
+def _count(path: os.PathLike[str], needle: str) -> int:
+    try:
+        with open(path, errors="replace") as f:
+            return f.read().count(needle)
+    except OSError:
+        return 0
+
+
+def test_second_run_on_the_same_state_dir_is_refused(sync_world: Callable[..., SyncWorld]) -> None:
+    world = sync_world(None)
+    world.start_run()
+    env = {**os.environ, **{k: v for k, v in world.env.items() if k != "SYNCHRO__BROKER_URL"}}
+    second = subprocess.run(
+        [*CLI, "run"], env=env, cwd=world.base, capture_output=True, text=True, timeout=30
+    )
+    assert second.returncode == 1
+    assert "another `synchro-sync run` uses STATE_DIR" in second.stderr
+    assert "Traceback" not in second.stderr
+
+
+def test_distributed_commands_need_a_broker(sync_world: Callable[..., SyncWorld]) -> None:
+    world = sync_world(None)
+    env = {**os.environ, **world.env}
+    for command in ("watch", "worker", "beat"):
+        out = subprocess.run(
+            [*CLI, command], env=env, cwd=world.base, capture_output=True, text=True, timeout=30
+        )
+        assert out.returncode == 2, out.stderr
+        assert out.stderr.count("\n") == 1 and "BROKER_URL" in out.stderr
