@@ -7,8 +7,9 @@
 tree:  generates a tree under the temp folder (10 apps, 100 folders each, files spread over
        them), then in a fresh process per contender measures the time from ``start()`` until
        watching, the peak RSS (``ru_maxrss``) and that a write after start-up is seen.
-       Contenders: our Watcher (inotify), our Watcher (polling), watchdog's stock inotify
-       observer with a no-op handler, and ``inotifywait -m -r`` (inotify-tools, if installed).
+       Contenders: our Watcher (inotify), our Watcher (polling), watchdog's stock inotify and
+       polling observers with a no-op handler, and ``inotifywait -m -r`` (inotify-tools, if
+       installed).
 storm: a child process makes ``--writes`` writes to ``--files`` files in ``--seconds`` seconds
        (three orders: round-robin, random, one file after another), while the watcher hands
        paths to a dispatcher that reads each file's content when called, as a task would.
@@ -91,10 +92,12 @@ def tree_child(kind: str, root: Path) -> dict[str, Any]:
     base = rss_mb()
     t0 = time.perf_counter()
     stop: Any
-    if kind == "watchdog-inotify":
+    if kind.startswith("watchdog-"):
+        from watchdog.observers.api import BaseObserver
         from watchdog.observers.inotify import InotifyObserver
+        from watchdog.observers.polling import PollingObserver
 
-        obs = InotifyObserver()
+        obs: BaseObserver = InotifyObserver() if kind == "watchdog-inotify" else PollingObserver()
         obs.schedule(Handler(), str(root), recursive=True)
         obs.start()
         stop = obs.stop
@@ -176,7 +179,7 @@ def bench_tree(files: int) -> list[dict[str, Any]]:
     make_tree(root, files)
     print(f"tree: {files:,} files under {root} (ready in {time.perf_counter() - t0:.1f}s)")
     rows = []
-    for kind in ("synchro-inotify", "synchro-polling", "watchdog-inotify"):
+    for kind in ("synchro-inotify", "synchro-polling", "watchdog-inotify", "watchdog-polling"):
         out = subprocess.run(
             [sys.executable, __file__, "_tree-child", kind, str(root)],
             capture_output=True,

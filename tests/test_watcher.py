@@ -113,7 +113,7 @@ def start(root: Path) -> Iterator[WatcherFactory]:
     def make(polling: bool = False, **sync: Any) -> tuple[Watcher, Recorder]:
         rec = Recorder()
         w = Watcher(make_settings(root, **sync), rec, polling=polling, poll_interval=0.1)
-        w.retry_base = 0.05
+        w.handoff.retry_base = 0.05
         w.health_interval = 0.1
         w.start()
         started.append(w)
@@ -314,8 +314,25 @@ def test_polling_observer(start: WatcherFactory, root: Path, outside: Path) -> N
     rec.clear()
     os.rename(root / "app1" / "lib", outside / "lib")
     (root / "app2" / "new.js").unlink()
-    got = settle(w, rec, {"app1/lib", "app2/new.js"})
-    assert set(got) <= {"app1/lib", "app1/lib/helpers.js", "app2/new.js"}
+    got = settle(w, rec, {"app1/lib/helpers.js", "app2/new.js"})
+    assert sorted(got) == ["app1/lib/helpers.js", "app2/new.js"]  # polling sees files gone
+    rec.clear()
+    (root / "app1" / "node_modules" / "dep").mkdir(parents=True)  # pruned, never listed
+    (root / "app1" / "node_modules" / "dep" / "index.js").write_text("d")
+    (root / "app1" / "fresh").mkdir()
+    (root / "app1" / "fresh" / "a.js").write_text("a")
+    assert settle(w, rec, {"app1/fresh/a.js"}) == ["app1/fresh/a.js"]
+
+
+def test_polling_never_reports_an_emptied_root_as_deletes(
+    start: WatcherFactory, root: Path
+) -> None:
+    w, rec = start(polling=True)
+    for child in root.iterdir():  # an unmounted volume: the mount point is an empty folder
+        shutil.rmtree(child)
+    time.sleep(0.5)
+    assert w.wait_idle(5)
+    assert rec.paths() == []
 
 
 # --- losing events: a full pass instead -------------------------------------------------
@@ -392,7 +409,7 @@ def test_dispatcher_failing_too_long_requests_a_full_pass(
     assert "dispatcher failed" in rec.passes[0]
     assert w.wait_idle(5)
     assert w.pending() == []  # the pass covers the path that could not be handed off
-    assert w.stats.submit_failures >= w.retry_attempts
+    assert w.stats.submit_failures >= w.handoff.retry_attempts
     rec.fail_submits = 0
     (root / "app1" / "after.js").write_text("a")
     assert "app1/after.js" in settle(w, rec, {"app1/after.js"})

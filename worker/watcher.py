@@ -12,7 +12,7 @@ inotify queue overflow, an observer that stopped, the module folder vanishing an
 dispatcher that keeps failing) it asks the dispatcher for a full pass instead of losing work.
 
 On Linux it uses inotify after checking the tree fits in the kernel's limits (see
-:mod:`worker.inotify`), and falls back to watchdog's polling observer, with a message saying
+:mod:`worker.inotify`), and falls back to polling (:mod:`worker.poller`), with a message saying
 which sysctl to raise, when it does not; ``SYNC.polling`` (or ``polling=True``) asks for polling
 from the start (bind mounts, network filesystems, where inotify sees nothing).
 """
@@ -26,11 +26,9 @@ import signal
 import threading
 import time
 import warnings
-from collections import OrderedDict
-from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from watchdog.events import (
     DirDeletedEvent,
@@ -45,11 +43,12 @@ from watchdog.events import (
     FileSystemMovedEvent,
 )
 from watchdog.observers.api import BaseObserver
-from watchdog.observers.polling import PollingObserver
 
 from worker import inotify
-from worker.debounce import Change, Debouncer, Flush
+from worker.debounce import Change, Debouncer
+from worker.handoff import HandOff, Key, PathDispatcher, WatcherStats
 from worker.ignore import SYNCIGNORE, IgnoreRules
+from worker.poller import TreePoller
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -57,8 +56,6 @@ if TYPE_CHECKING:
     from worker.config import Settings
 
 log = logging.getLogger("synchro_sync.watcher")
-
-Key = tuple[str, str]  # (container, relpath)
 
 # Events worth a look.  Opens and read-only closes are left out on purpose: the worker reads
 # the files it uploads, and those reads must not come back as changes.
@@ -73,36 +70,10 @@ EVENT_FILTER: list[type[FileSystemEvent]] = [
 ]
 
 
-class PathDispatcher(Protocol):
-    """Where debounced paths go (``worker.dispatch`` has the embedded and Celery ones).
-
-    ``submit`` may raise (a broker away): the watcher keeps the path and retries, then asks for a
-    full pass.  A ``submit`` that returns ``False`` has taken the path over as a full pass it owes.
-    """
-
-    def submit(self, container: str, relpath: str) -> object: ...
-
-    def request_full_pass(self, reason: str) -> object: ...
-
-
 class ObserverKind(Enum):
     INOTIFY = "inotify"
     POLLING = "polling"
     NATIVE = "native"  # watchdog's default observer on other platforms
-
-
-@dataclass
-class WatcherStats:
-    """Counters for ``status``, logs and tests."""
-
-    events: int = 0
-    submitted: int = 0
-    transient_dropped: int = 0
-    refused: int = 0
-    submit_failures: int = 0
-    full_passes: list[str] = field(default_factory=list)
-    messages: list[str] = field(default_factory=list)
-    restarts: int = 0
 
 
 class _Handler(FileSystemEventHandler):
@@ -114,7 +85,7 @@ class _Handler(FileSystemEventHandler):
             self.watcher._on_event(event)
         except Exception:  # an event we cannot place must not stop the observer thread
             log.exception("event %r not handled; a full pass will cover it", event)
-            self.watcher._owe("an event could not be handled")
+            self.watcher.handoff.owe("an event could not be handled")
 
 
 class Watcher:
@@ -124,16 +95,6 @@ class Watcher:
     pending; :meth:`run_until_signal` does both around a wait for SIGINT or SIGTERM.
     """
 
-    #: Attempts at handing a path off before a full pass is asked for instead.
-    retry_attempts = 6
-    #: First wait between attempts, doubled each time up to :attr:`retry_max_wait`.
-    retry_base = 0.25
-    retry_max_wait = 5.0
-    #: Paths kept for retrying; beyond this a full pass is owed and new ones are dropped.
-    retry_max_paths = 100_000
-    #: How many handed-off paths are remembered (a transient path that was handed off before
-    #: is handed off again: its earlier task may have copied the temporary content).
-    recent_max = 50_000
     #: Seconds between checks that the observer is alive (and the root is there).
     health_interval = 1.0
 
@@ -158,17 +119,11 @@ class Watcher:
         self._prefix = os.fspath(self.root) + os.sep
         self._debounce: Debouncer[Key] = Debouncer(settings.SYNC.debounce, settings.SYNC.maxDelay)
         self._cond = threading.Condition()
-        self._observer: BaseObserver | None = None
+        self._observer: BaseObserver | TreePoller | None = None
         self._handler = _Handler(self)
         self._thread: threading.Thread | None = None
         self._stopping = False
-        self._retry: OrderedDict[Key, None] = OrderedDict()
-        self._attempts = 0
-        self._retry_at = 0.0
-        self._owed: list[str] = []
-        self._pass_at = 0.0
-        self._pass_attempts = 0
-        self._recent: OrderedDict[Key, None] = OrderedDict()
+        self.handoff = HandOff(dispatcher, self.stats, self._wake)
         self._next_health = 0.0
         self._tree = inotify.TreeSize()
         self._root_id: tuple[int, int] | None = None
@@ -199,17 +154,8 @@ class Watcher:
         self._stop_observer()
         with self._cond:
             flushes = self._debounce.drain()
-        self._hand_off(flushes)
-        if self._retry:
-            self._retry_round()
-        if self._owed:
-            self._request_pass()
-        if self._retry or self._owed:
-            log.warning(
-                "%d paths not handed off and a full pass owed at stop; "
-                "the start-up full pass will cover them",
-                len(self._retry),
-            )
+        self.handoff.hand_off(flushes)
+        self.handoff.finish()
 
     def run_until_signal(self, signals: Iterable[int] = (signal.SIGINT, signal.SIGTERM)) -> None:
         """Start, block until one of ``signals`` arrives, stop.  Call from the main thread."""
@@ -229,7 +175,7 @@ class Watcher:
         deadline = time.monotonic() + timeout
         while True:
             with self._cond:
-                idle = not (len(self._debounce) or self._retry or self._owed)
+                idle = not len(self._debounce) and self.handoff.idle()
             if idle or time.monotonic() >= deadline:
                 return idle
             time.sleep(0.01)
@@ -238,11 +184,7 @@ class Watcher:
         """Paths in a debounce window or waiting for a retry."""
         with self._cond:
             keys = list(self._debounce)
-        while True:
-            try:
-                return keys + list(self._retry)
-            except RuntimeError:  # changed by the hand-off thread while copying
-                continue
+        return keys + self.handoff.kept()
 
     # --- the observer -----------------------------------------------------------------------
 
@@ -279,8 +221,12 @@ class Watcher:
             self._message(check.message())
         return ObserverKind.INOTIFY if check.fits else ObserverKind.POLLING
 
-    def _make_observer(self, kind: ObserverKind) -> BaseObserver:
-        observer = _new_observer(kind, self._overflowed, self.poll_interval)
+    def _make_observer(self, kind: ObserverKind) -> BaseObserver | TreePoller:
+        if kind is ObserverKind.POLLING:
+            poller = TreePoller(os.fspath(self.root), self.poll_interval, self._note, self._pruned)
+            poller.start()
+            return poller
+        observer = _new_observer(kind, self._overflowed)
         try:
             observer.schedule(
                 self._handler, os.fspath(self.root), recursive=True, event_filter=EVENT_FILTER
@@ -304,8 +250,18 @@ class Watcher:
         observer, self._observer = self._observer, None
         if observer is not None:
             observer.stop()
-            if observer.is_alive():
-                observer.join(5)
+            observer.join(5)
+
+    def _healthy(self, observer: BaseObserver | TreePoller) -> bool:
+        if isinstance(observer, TreePoller):
+            return observer.healthy()
+        emitters = list(observer.emitters)
+        return (
+            observer.is_alive()
+            and bool(emitters)
+            and all(e.is_alive() for e in emitters)
+            and getattr(observer, "reader_alive", lambda: True)()
+        )
 
     def _check_observer(self) -> None:
         if self._stopping:
@@ -314,15 +270,9 @@ class Watcher:
         if observer is None:
             if self.root.is_dir():
                 self._start_observer()
-                self._owe(f"{self.root} appeared")
+                self.handoff.owe(f"{self.root} appeared")
             return
-        emitters = list(observer.emitters)
-        alive = (
-            observer.is_alive()
-            and bool(emitters)
-            and all(e.is_alive() for e in emitters)
-            and getattr(observer, "reader_alive", lambda: True)()
-        )
+        alive = self._healthy(observer)
         # inotify follows the folder, not the name: a root moved away (or replaced) is watched
         # no more, even though the observer looks healthy.
         same_root = _identity(self.root) == self._root_id
@@ -334,15 +284,26 @@ class Watcher:
             self._message(f"{self.root} is gone; watching resumes when it is back")
         elif not same_root:
             self._start_observer()
-            self._owe(f"{self.root} was replaced")
+            self.handoff.owe(f"{self.root} was replaced")
         else:
             log.error("the %s observer stopped; restarting it", self.kind and self.kind.value)
             self._start_observer()
-            self._owe("the observer stopped and was restarted")
+            self.handoff.owe("the observer stopped and was restarted")
+
+    def _wake(self) -> None:
+        with self._cond:
+            self._cond.notify()
+
+    def _pruned(self, path: str) -> bool:
+        """Whether the poller may skip a folder: the ignore rules leave it out."""
+        key = self._split(path)
+        if key is None or not key[1]:
+            return False
+        return self.ignore.ignored_path(key[0], key[1], is_dir=True)
 
     def _overflowed(self) -> None:
         # Runs on the inotify reader thread, which must get back to reading at once.
-        self._owe("inotify queue overflow: events were lost")
+        self.handoff.owe("inotify queue overflow: events were lost")
 
     # --- events -----------------------------------------------------------------------------
 
@@ -375,12 +336,12 @@ class Watcher:
         container, rel = key
         if os.path.basename(path) == SYNCIGNORE:
             self.ignore.reload()
-            self._owe("ignore rules changed")
+            self.handoff.owe("ignore rules changed")
             return
         if not rel:
             if is_dir and change is Change.GONE:
                 # A whole app folder went away: the full pass and its delete guards decide.
-                self._owe(f"app folder {container!r} removed or moved away")
+                self.handoff.owe(f"app folder {container!r} removed or moved away")
             return
         if self.ignore.ignored_path(container, rel, is_dir=is_dir):
             return
@@ -402,113 +363,22 @@ class Watcher:
                     return
                 flushes = self._debounce.due()
             try:
-                self._hand_off(flushes)
+                self.handoff.hand_off(flushes)
                 now = time.monotonic()
-                if self._retry and now >= self._retry_at:
-                    self._retry_round()
-                if self._owed and now >= self._pass_at:
-                    self._request_pass()
+                self.handoff.tick(now)
                 if now >= self._next_health:
                     self._next_health = now + self.health_interval
                     self._check_observer()
             except Exception:  # the hand-off thread must survive anything
                 log.exception("watcher hand-off failed; a full pass will follow")
-                self._owe("the watcher's hand-off failed")
+                self.handoff.owe("the watcher's hand-off failed")
 
     def _wait_time(self) -> float:
-        now = time.monotonic()
         times = [self._next_health]
-        deadline = self._debounce.next_deadline()
-        if deadline is not None:
-            times.append(deadline)
-        if self._retry:
-            times.append(self._retry_at)
-        if self._owed:
-            times.append(self._pass_at)
-        return max(0.0, min(times) - now)
-
-    def _hand_off(self, flushes: list[Flush[Key]]) -> None:
-        for flush in flushes:
-            key = flush.key
-            if flush.transient and key not in self._recent:
-                self.stats.transient_dropped += 1
-                continue
-            if self._retry:  # failing: keep order, and do not wait out a timeout per path
-                self._keep(key)
-                continue
-            self._submit(key)
-
-    def _submit(self, key: Key) -> bool:
-        try:
-            accepted = self.dispatcher.submit(*key)
-        except Exception as exc:
-            self.stats.submit_failures += 1
-            log.warning("container=%s path=%s not handed off (%s); will retry", *key, exc)
-            self._keep(key)
-            self._failed(exc)
-            return False
-        if accepted is False:
-            self.stats.refused += 1  # the dispatcher owes a full pass for it
-        else:
-            self.stats.submitted += 1
-            log.debug("container=%s path=%s handed off", *key)
-        self._recent[key] = None
-        self._recent.move_to_end(key)
-        if len(self._recent) > self.recent_max:
-            self._recent.popitem(last=False)
-        return True
-
-    def _keep(self, key: Key) -> None:
-        if self._owed and len(self._retry) >= self.retry_max_paths:
-            return  # a full pass is owed already and will find it
-        self._retry[key] = None
-        self._retry.move_to_end(key)
-        if len(self._retry) > self.retry_max_paths:
-            self._owe(f"more than {self.retry_max_paths} paths waiting to be handed off")
-
-    def _failed(self, exc: Exception) -> None:
-        self._attempts += 1
-        if self._attempts >= self.retry_attempts:
-            self._owe(f"the dispatcher failed {self._attempts} times ({exc.__class__.__name__})")
-        wait = min(self.retry_base * 2 ** (self._attempts - 1), self.retry_max_wait)
-        self._retry_at = time.monotonic() + wait
-
-    def _retry_round(self) -> None:
-        while self._retry:
-            key = next(iter(self._retry))
-            del self._retry[key]
-            if not self._submit(key):
-                self._retry.move_to_end(key, last=False)
-                return
-        self._attempts = 0
-
-    def _owe(self, reason: str) -> None:
-        with self._cond:
-            if reason not in self._owed:
-                self._owed.append(reason)
-            self._cond.notify()
-
-    def _request_pass(self) -> None:
-        with self._cond:
-            reasons = list(self._owed)
-        reason = "; ".join(reasons)
-        try:
-            self.dispatcher.request_full_pass(reason)
-        except Exception as exc:
-            self._pass_attempts += 1
-            wait = min(self.retry_base * 2 ** (self._pass_attempts - 1), self.retry_max_wait)
-            self._pass_at = time.monotonic() + wait
-            log.warning("full pass (%s) not requested (%s); will retry", reason, exc)
-            return
-        log.warning("full pass requested: %s", reason)
-        self.stats.full_passes.append(reason)
-        with self._cond:
-            self._owed = [r for r in self._owed if r not in reasons]
-        self._pass_attempts = 0
-        if self._attempts >= self.retry_attempts:
-            # The pass covers every path that was waiting; new failures start counting afresh.
-            self._retry.clear()
-            self._attempts = 0
+        for t in (self._debounce.next_deadline(), self.handoff.next_time()):
+            if t is not None:
+                times.append(t)
+        return max(0.0, min(times) - time.monotonic())
 
     def _message(self, text: str) -> None:
         self.stats.messages.append(text)
@@ -523,12 +393,8 @@ def _identity(path: Path) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
-def _new_observer(
-    kind: ObserverKind, on_overflow: inotify.OverflowHook, poll: float
-) -> BaseObserver:
+def _new_observer(kind: ObserverKind, on_overflow: inotify.OverflowHook) -> BaseObserver:
     """The watchdog observer of ``kind`` (a function, so a test can make inotify fail)."""
-    if kind is ObserverKind.POLLING:
-        return PollingObserver(timeout=poll)
     if kind is ObserverKind.INOTIFY and inotify.OverflowReportingObserver is not None:
         return inotify.OverflowReportingObserver(on_overflow)
     from watchdog.observers import Observer
