@@ -128,11 +128,10 @@ def hold_beat_lock(app: Celery) -> None:
         str(settings.BROKER_URL), socket_timeout=5, socket_connect_timeout=3
     )
     lock = client.lock(BEAT_LOCK, timeout=BEAT_LOCK_TTL, thread_local=False)
-    warned = False
-    while not lock.acquire(blocking=True, blocking_timeout=BEAT_LOCK_TTL / 3):
-        if not warned:
-            log.warning("another beat holds %s; waiting as a standby", BEAT_LOCK)
-            warned = True
+    if not lock.acquire(blocking=False):
+        log.warning("another beat holds %s; waiting as a standby", BEAT_LOCK)
+        while not lock.acquire(blocking=True, blocking_timeout=BEAT_LOCK_TTL / 3):
+            pass
     log.info("beat lock taken")
 
     def release() -> None:

@@ -1,0 +1,90 @@
+"""Beat (one scheduler only): scheduled session backups on a Redis broker with real worker and
+beat processes; prune to BACKUP.keep; a restore gives back the sessions; a second beat waits."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from tests.servers.celery_worker import SyncWorld
+from tests.servers.redis_server import RedisServer
+
+
+def _count(path: Path, needle: str) -> int:
+    try:
+        return path.read_text(errors="replace").count(needle)
+    except OSError:
+        return 0
+
+
+def test_scheduled_backup_runs_prunes_and_restores(
+    sync_world: Callable[..., SyncWorld], own_redis: RedisServer
+) -> None:
+    from worker.snapshot_dest import open_destination
+    from worker.snapshots import list_snapshots, restore_snapshot
+    from worker.stores.sessions import open_session_store
+    from worker.stores.sessions.base import OnConflict
+
+    base_url = own_redis.url.rsplit("/", 1)[0]
+    dest = Path("snapshots")  # relative to the processes' working directory
+    world = sync_world(
+        own_redis.url,
+        **{
+            "SESSIONSTORE_SERVICE": "RedisSessionStore",
+            "SESSIONSTORE__url": f"{base_url}/1",
+            "BACKUP__interval": "1",
+            "BACKUP__keep": "3",
+            "BACKUP__dest": str(dest),
+        },
+    )
+    source = open_session_store(f"{base_url}/1")
+    made = {source.create({"user": n, "cart": [n, n + 1]}, ttl=3600).id: n for n in range(40)}
+    source.close()
+
+    (world.root / "app1").mkdir()
+    worker = world.start_worker("w1", concurrency=1)
+    beat = world.start_beat("beat1")
+    standby = world.start_beat("beat2", ready="waiting as a standby")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and _count(worker.log_path, "snapshot 2") < 5:
+        time.sleep(0.2)
+    beat.stop()
+    standby.stop()
+    time.sleep(1.5)  # the last one sent finishes
+    taken = _count(worker.log_path, "snapshot 2")  # "snapshot <id> of N sessions", ids are dates
+    assert taken >= 5, worker.tail()
+    # One scheduler: the standby never sent anything, so about one snapshot per second.
+    assert "Scheduler: Sending due task" not in standby.tail(200)
+    assert "beat lock taken" not in standby.tail(200)
+
+    snaps = list_snapshots(open_destination(str(world.base / dest)))
+    assert len(snaps) == 3, [s.id for s in snaps]
+    assert all(s.count == 40 for s in snaps)
+
+    target = open_session_store(f"{base_url}/2")
+    result = restore_snapshot("latest", open_destination(str(world.base / dest)), target,
+                              OnConflict.FAIL)
+    assert result.written == 40
+    restored = {s.id: s for s in target.iter_sessions()}
+    assert {i: s.state["user"] for i, s in restored.items()} == made
+    assert all(s.expires_at is not None for s in restored.values())  # the TTL came back
+    target.close()
+
+
+def test_scheduled_full_pass_reaches_the_host_queue(
+    sync_world: Callable[..., SyncWorld], own_redis: RedisServer
+) -> None:
+    """Beat sends the periodic pass to the shared queue; it fans out to every live worker's
+    host queue, and the pass repairs a store changed behind the watcher's back."""
+    world = sync_world(own_redis.url, **{"SYNC__fullPassInterval": "1", "BACKUP__interval": "0"})
+    (world.root / "app1").mkdir()
+    (world.root / "app1" / "a.txt").write_text("a")
+    worker = world.start_worker("w1", concurrency=1)
+    world.start_beat()
+    world.wait_equal(10)
+    (world.mirror / "app1" / "a.txt").write_text("tampered")
+    world.wait_equal(6)
+    log = worker.log_path.read_text()
+    assert f"queue={world.host_queue} scheduled full pass sent" in log
+    assert "full pass (scheduled) done" in log
