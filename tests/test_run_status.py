@@ -1,0 +1,137 @@
+"""``synchro-sync status``: queue depth, pending paths, last full pass per container, last
+snapshot, recent failures and retries -- as a user runs it, against real processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from collections.abc import Callable
+from typing import Any
+
+from tests.servers.celery_worker import CLI, SyncWorld, redis_db_url
+from tests.servers.process import free_port
+from tests.servers.redis_server import RedisServer
+
+
+def status(
+    world: SyncWorld, *args: str, embedded: bool = False
+) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, **world.env}
+    if embedded:
+        env.pop("SYNCHRO__BROKER_URL", None)
+    return subprocess.run(
+        [*CLI, "status", *args], env=env, cwd=world.base, capture_output=True, text=True,
+        timeout=60,
+    )
+
+
+def status_json(world: SyncWorld, embedded: bool = False) -> dict[str, Any]:
+    out = status(world, "--json", embedded=embedded)
+    assert out.returncode == 0, out.stderr
+    data: dict[str, Any] = json.loads(out.stdout)
+    return data
+
+
+def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.2)
+
+
+def test_status_distributed(sync_world: Callable[..., SyncWorld], redis_server: RedisServer
+                            ) -> None:
+    from worker.app import create_app
+    from worker.config import load_settings
+    from worker.dispatch import CeleryDispatcher
+
+    world = sync_world(redis_db_url(redis_server), **{"BACKUP__dest": "snaps"})
+    app_dir = world.root / "app1"
+    app_dir.mkdir()
+    for name in ("a.txt", "b.txt", "c.txt"):
+        (app_dir / name).write_text(name)
+    settings = load_settings(environ=world.env)
+    app = create_app(settings)
+    dispatcher = CeleryDispatcher(app, settings)
+    for name in ("a.txt", "b.txt", "c.txt", "a.txt", "a.txt"):  # the repeats are coalesced
+        assert dispatcher.submit("app1", name)
+    assert dispatcher.sent == 3 and dispatcher.coalesced == 2
+    app.send_task("tasks.sync_path", args=["..", "escape.txt"], queue=world.host_queue)
+
+    report = status_json(world)
+    assert report["mode"] == "distributed"
+    assert report["queues"][world.host_queue] == 4
+    assert report["pending_count"] == 3
+    assert sorted(report["pending"]) == ["app1/a.txt", "app1/b.txt", "app1/c.txt"]
+    assert report["full_passes"] == {} and report["snapshot"] is None
+
+    world.start_worker("w1", concurrency=1)
+    app.send_task("tasks.snapshot_sessions", queue="sessions")
+    world.wait_equal(10)
+
+    def settled() -> bool:
+        r = status_json(world)
+        return bool(r["snapshot"]) and "app1" in r["full_passes"] and r["failures"] != []
+
+    wait_for(settled, 15, "status never showed the pass, the snapshot and the failure")
+    report = status_json(world)
+    assert report["queues"][world.host_queue] == 0
+    assert report["pending_count"] == 0
+    assert report["full_passes"]["app1"]["reason"] == "worker started"
+    assert report["snapshot"]["sessions"] == 0 and report["snapshot"]["dest"] == "snaps"
+    failure = report["failures"][0]
+    assert (failure["task"], failure["container"], failure["path"]) == (
+        "tasks.sync_path", "..", "escape.txt"
+    )
+    dispatcher.close()
+
+    text = status(world).stdout
+    for heading in ("queues:", "pending paths: 0", "last full pass:", "  app1: ",
+                    "last snapshot: ", "recent failures: 1", "retries: 0"):
+        assert heading in text, text
+
+
+def test_status_shows_retries_of_a_failing_store(
+    sync_world: Callable[..., SyncWorld], redis_server: RedisServer
+) -> None:
+    """An S3 endpoint where nothing listens: the store retries, then the pass reports failure."""
+    endpoint = f"http://127.0.0.1:{free_port()}"
+    dead = {"provider": "amazon", "keyId": "k", "key": "s", "endpoint": endpoint}
+    world = sync_world(redis_db_url(redis_server), store_settings=dead)
+    (world.root / "app1").mkdir()
+    (world.root / "app1" / "a.txt").write_text("a")
+    world.start_worker("w1", concurrency=1)
+
+    def retried() -> bool:
+        r = status_json(world)
+        return r["retry_total"] > 0 and "app1" in r["full_passes"]
+
+    wait_for(retried, 60, "no retry recorded")
+    report = status_json(world)
+    assert report["retries"][0]["what"] == "full_pass"
+    assert report["full_passes"]["app1"]["failures"] >= 1
+
+
+def test_status_embedded(sync_world: Callable[..., SyncWorld]) -> None:
+    world = sync_world(None)
+    (world.root / "app1").mkdir()
+    (world.root / "app1" / "a.txt").write_text("a")
+    report = status_json(world, embedded=True)
+    assert report["mode"] == "embedded"
+    assert "synchro-sync run is not running" in report["problems"]
+    run = world.start_run()
+    wait_for(lambda: "app1" in status_json(world, embedded=True)["full_passes"], 10, "no pass")
+    report = status_json(world, embedded=True)
+    assert report["queues"] == {"embedded": 0} and report["problems"] == []
+    assert report["full_passes"]["app1"]["reason"] == "start-up"
+    run.stop()
+
+
+def test_status_with_the_broker_down_says_so(sync_world: Callable[..., SyncWorld]) -> None:
+    world = sync_world(f"redis://127.0.0.1:{free_port()}/0")
+    out = status(world)
+    assert out.returncode == 1
+    assert "problem: broker unreachable" in out.stdout
+    assert "Traceback" not in out.stderr
