@@ -13,8 +13,8 @@ from __future__ import annotations
 import argparse
 import base64
 import json
-import os
 import random
+import shutil
 import statistics
 import subprocess
 import sys
@@ -57,13 +57,16 @@ def session_state(rng: random.Random, size: int) -> bytes:
     return json.dumps(state, separators=(",", ":")).encode()
 
 
-def load(client: redis.Redis, n: int, size: int = 1000, seed: int = 1) -> None:
-    """n distinct sessions, 4 in 5 with an expiry between 1 and 48 hours."""
+def load(client: redis.Redis, n: int, size: int = 1000, seed: int = 1, pool: int = 0) -> None:
+    """n sessions, 4 in 5 with an expiry between 1 and 48 hours.  Every state is distinct,
+    or with ``pool`` taken round-robin from that many distinct ones (to load 1M faster;
+    repeats 50 MB apart are beyond zstd's window, so they compress like distinct ones)."""
     rng = random.Random(seed)
+    states = [session_state(rng, size) for _ in range(pool)]
     pipe = client.pipeline(transaction=False)
     for i in range(n):
         key = PREFIX + f"s{i:08d}-{rng.randrange(16**6):06x}".encode()
-        value = session_state(rng, size)
+        value = states[i % pool] if pool else session_state(rng, size)
         if rng.random() < 0.8:
             pipe.set(key, value, px=rng.randrange(3600_000, 48 * 3600_000))
         else:
@@ -205,33 +208,48 @@ def latency(srv: RedisServer, n: int) -> None:
               f"{q[1][49] - q[0][49]:+.3f} ms p99 {q[1][98] - q[0][98]:+.3f} ms")
 
 
-def peak_rss_mb(argv: list[str]) -> tuple[float, float]:
+#: Runs the CLI and reports its own peak RSS (VmHWM) on exit.  Measured inside the child
+#: because Linux's ru_maxrss of a child includes the parent's RSS at fork time.
+_CLI_WITH_HWM = (
+    "import atexit, sys\n"
+    "def hwm():\n"
+    "    for line in open('/proc/self/status'):\n"
+    "        if line.startswith('VmHWM'):\n"
+    "            print('VmHWM_KB', line.split()[1], file=sys.stderr)\n"
+    "atexit.register(hwm)\n"
+    "from worker.cli import main\n"
+    "sys.argv = ['synchro-sync'] + sys.argv[1:]\n"
+    "main()\n"
+)
+
+
+def peak_rss_mb(args: list[str]) -> tuple[float, float]:
     t = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    _, status, usage = os.wait4(proc.pid, 0)
-    out = proc.stdout.read().decode() if proc.stdout else ""
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"{argv} failed:\n{out}")
-    print("   ", out.strip().splitlines()[-1])
-    return usage.ru_maxrss / 1024, time.perf_counter() - t
+    proc = subprocess.run([sys.executable, "-c", _CLI_WITH_HWM, *args], capture_output=True,
+                          text=True, cwd=REPO)
+    elapsed = time.perf_counter() - t
+    if proc.returncode != 0:
+        raise SystemExit(f"{args} failed:\n{proc.stdout}{proc.stderr}")
+    print("   ", proc.stdout.strip().splitlines()[-1])
+    kb = [line.split()[1] for line in proc.stderr.splitlines() if line.startswith("VmHWM_KB")]
+    return int(kb[-1]) / 1024, elapsed
 
 
 def memory(srv: RedisServer, sizes: list[int]) -> None:
     client = srv.client()
-    cli = ["synchro-sync"]
     with tempfile.TemporaryDirectory() as tmp:
         for n in sizes:
             client.flushdb()
-            load(client, n)
+            load(client, n, pool=50_000)
             dest = str(Path(tmp) / f"snaps-{n}")
-            rss_s, t_s = peak_rss_mb(cli + ["sessions", "snapshot", "--from", srv.url,
-                                            "--dest", dest])
+            rss_s, t_s = peak_rss_mb(["sessions", "snapshot", "--from", srv.url, "--dest", dest])
             client.flushdb()
-            rss_r, t_r = peak_rss_mb(cli + ["sessions", "restore", "latest", "--dest", dest,
-                                            "--to", srv.url])
+            rss_r, t_r = peak_rss_mb(["sessions", "restore", "latest", "--dest", dest,
+                                      "--to", srv.url])
             assert client.dbsize() == n, client.dbsize()
             print(f"{n:>9} sessions: snapshot peak RSS {rss_s:6.1f} MB ({t_s:5.1f} s), "
-                  f"restore peak RSS {rss_r:6.1f} MB ({t_r:5.1f} s)")
+                  f"restore peak RSS {rss_r:6.1f} MB ({t_r:5.1f} s)", flush=True)
+            shutil.rmtree(dest)
 
 
 def main() -> None:

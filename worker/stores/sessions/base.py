@@ -190,7 +190,7 @@ def ms_to_iso(ms: int) -> str:
     seconds, millis = divmod(ms, 1000)
     prefix = _ISO_CACHE.get(seconds)
     if prefix is None:
-        if len(_ISO_CACHE) > 100_000:
+        if len(_ISO_CACHE) > 4096:
             _ISO_CACHE.clear()
         prefix = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
         _ISO_CACHE[seconds] = prefix
@@ -207,7 +207,7 @@ def iso_to_ms(text: str) -> int:
         head = text[:19]
         base = _EPOCH_CACHE.get(head)
         if base is None:
-            if len(_EPOCH_CACHE) > 100_000:
+            if len(_EPOCH_CACHE) > 4096:
                 _EPOCH_CACHE.clear()
             base = int(datetime.fromisoformat(head).replace(tzinfo=UTC).timestamp()) * 1000
             _EPOCH_CACHE[head] = base

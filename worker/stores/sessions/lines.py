@@ -26,6 +26,9 @@ _HEAD = b'{"id":"'
 _MID = b',"expires_at":'
 _STATE = b',"state":'
 _MILLIS = [b".%03dZ\"" % i for i in range(1000)]
+#: Memos of second -> text and back: sessions created together share their expiry second.
+#: Small, so memory stays flat however many distinct expiry times a store holds.
+_CACHE_SIZE = 4096
 _SECONDS: dict[int, bytes] = {}
 
 
@@ -33,7 +36,7 @@ def _second_prefix(seconds: int) -> bytes:
     """``"2026-11-27T04:11:21`` (with the opening quote), cached: many sessions share it."""
     prefix = _SECONDS.get(seconds)
     if prefix is None:
-        if len(_SECONDS) > 200_000:
+        if len(_SECONDS) > _CACHE_SIZE:
             _SECONDS.clear()
         prefix = b'"' + ms_to_iso(seconds * 1000)[:19].encode()
         _SECONDS[seconds] = prefix
@@ -78,7 +81,7 @@ def decode_block(block: bytes) -> list[RawSession]:
         if second:
             base = epoch.get(second)
             if base is None:
-                if len(epoch) > 200_000:
+                if len(epoch) > _CACHE_SIZE:
                     epoch.clear()
                 base = epoch[second] = iso_to_ms(second.decode() + ".000Z")
             append((sid.decode(), state, base + int(millis)))
