@@ -15,6 +15,7 @@ import functools
 import logging
 import os
 import queue
+import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -109,7 +110,7 @@ class MirrorContext:
 
     def __init__(
         self,
-        store: ModuleStore,
+        store: ModuleStore | Future[ModuleStore],
         index: MirrorIndex,
         root: Path,
         rules: IgnoreRules,
@@ -118,7 +119,7 @@ class MirrorContext:
         transfers: int = 16,
         max_delete_share: float = 0.5,
     ) -> None:
-        self.store = store
+        self._store = store
         self.index = index
         self.root = root
         self.rules = rules
@@ -145,7 +146,9 @@ class MirrorContext:
         state = Path(settings.STATE_DIR)
         index = MirrorIndex(state, store_identity(settings))
         return cls(
-            store or open_module_store(settings),
+            # The store (an SDK import and client set-up, a few hundred ms) is opened in the
+            # background while the first pass scans the tree and reads the index.
+            store or _background(open_module_store, settings),
             index,
             root,
             IgnoreRules(root, settings.SYNC.ignore),
@@ -154,8 +157,18 @@ class MirrorContext:
             max_delete_share=settings.SYNC.maxDeleteShare,
         )
 
+    @property
+    def store(self) -> ModuleStore:
+        if isinstance(self._store, Future):
+            self._store = self._store.result()
+        return self._store
+
     def close(self) -> None:
         try:
+            if isinstance(self._store, Future):
+                self._store.cancel()
+                if not self._store.done() or self._store.exception() is not None:
+                    return
             self.store.close()
         finally:
             self.index.close()
@@ -191,6 +204,7 @@ class MirrorContext:
         Returns the plan, whether the container exists in the store, and warnings.
         """
         scan = localtree.scan(self.root, container, self.rules, prefix, disk_prefix)
+        index = self.index.load(container, prefix)
         remote = self.listing(container, prefix)
         exists = remote is not None
         remote = remote or {}
@@ -199,7 +213,6 @@ class MirrorContext:
         for key in [k for k in remote if k not in local_keys]:
             if self.rules.ignored_path(container, key):
                 del remote[key]
-        index = self.index.load(container, prefix)
         can_copy = self.store.supports_server_side_copy
         now = time.time_ns()
         plan = plan_container(container, scan.files, index, remote, can_copy=can_copy, now_ns=now)
@@ -252,19 +265,30 @@ class MirrorContext:
         local = self.local_containers()
         names = containers if containers else local
         works: list[_Work] = []
-        for name in names:
-            name = localtree.nfc(name)
+        wanted: list[str] = []
+        for name in (localtree.nfc(n) for n in names):
             if name not in local:
                 result.failures.append(
                     f"{name}: no such app folder in {self.root} (nothing was deleted)"
                 )
-                continue
-            result.containers.append(name)
+            else:
+                wanted.append(name)
+
+        def plan_one(name: str) -> tuple[ContainerPlan, bool, list[str]] | StoreError:
             try:
-                plan, exists, warnings = self.plan(name)
-            except SyncError as exc:
-                result.failures.append(f"{name}: {exc}")
+                return self.plan(name)
+            except StoreError as exc:  # other errors (configuration, SDK missing) end the pass
+                return exc
+
+        # Containers are planned side by side: one's listing overlaps another's scan.
+        with ThreadPoolExecutor(max(1, min(len(wanted), 8))) as pool:
+            planned = list(pool.map(plan_one, wanted))
+        for name, outcome in zip(wanted, planned, strict=True):
+            result.containers.append(name)
+            if isinstance(outcome, StoreError):
+                result.failures.append(f"{name}: {outcome}")
                 continue
+            plan, exists, warnings = outcome
             result.warnings += warnings
             result.plans.append(plan)
             work = _Work(plan, rows=dict(plan.refresh))
@@ -306,8 +330,12 @@ class MirrorContext:
             for up in w.plan.uploads:
                 jobs.append((w, _bind(self._upload, c, up)))
         self._run(jobs, result, progress)
-        for w in works:
-            self._finish(w, result)
+        # Deletes come after every upload; containers' delete batches go out side by side.
+        with ThreadPoolExecutor(max(1, min(len(works), 8))) as pool:
+            for deleted, failure in pool.map(self._finish, works):
+                result.deleted += deleted
+                if failure:
+                    result.failures.append(failure)
 
     def _run(
         self,
@@ -364,20 +392,24 @@ class MirrorContext:
         if progress is not None:
             progress.advance(1, max(nbytes, 0))
 
-    def _finish(self, work: _Work, result: PassResult) -> None:
+    def _finish(self, work: _Work) -> tuple[int, str | None]:
+        """Write the container's index rows, then its deletes: (deleted, failure)."""
         plan = work.plan
         c = plan.container
         self.index.put_many(c, work.rows)
         work.rows = {}
+        deleted, failure = 0, None
         if plan.deletes and work.allow_deletes:
             try:
                 self.store.delete(c, plan.deletes)
             except SyncError as exc:
-                result.failures.append(f"{c}: delete failed: {exc}")
+                failure = f"{c}: delete failed: {exc}"
             else:
-                result.deleted += len(plan.deletes)
+                deleted = len(plan.deletes)
                 self.index.forget(c, plan.deletes)
-        self.index.forget(c, [k for k in plan.forget if k not in set(plan.deletes)])
+        gone = set(plan.deletes)
+        self.index.forget(c, [k for k in plan.forget if k not in gone])
+        return deleted, failure
 
     # --- one file --------------------------------------------------------------------------
 
@@ -452,6 +484,19 @@ class MirrorContext:
         from worker.pull import pull
 
         return pull(self, containers, progress)
+
+
+def _background(fn: Callable[..., ModuleStore], *args: Any) -> Future[ModuleStore]:
+    fut: Future[ModuleStore] = Future()
+
+    def run() -> None:
+        try:
+            fut.set_result(fn(*args))
+        except BaseException as exc:  # handed to whoever asks for the store
+            fut.set_exception(exc)
+
+    threading.Thread(target=run, name="synchro-open-store", daemon=True).start()
+    return fut
 
 
 def _done(results: queue.SimpleQueue[tuple[Future[Any], _Work]], work: _Work,

@@ -1,0 +1,157 @@
+"""`synchro-sync sync` and `pull` as a user calls them: summary line, dry run, progress bar on
+a terminal, exit codes 0 / 1 / 2."""
+
+from __future__ import annotations
+
+import os
+import pty
+import re
+import select
+import subprocess
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from worker.cli import main
+
+SUMMARY = re.compile(
+    r"^uploaded (\d+), (?:copied \d+, )?deleted (\d+), unchanged (\d+), [\d.]+ MB, [\d.]+ s"
+)
+
+
+def _env(tmp: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SYNCHRO")}
+    env.update({
+        "SYNCHRO__APP_ROOT_PATH": str(tmp / "apps"),
+        "SYNCHRO__STATE_DIR": str(tmp / "state"),
+        "SYNCHRO__MODULESTORE__directory": str(tmp / "mirror"),
+    })
+    env.update(extra)
+    return env
+
+
+def _tree(tmp: Path, n: int = 5) -> None:
+    for i in range(n):
+        p = tmp / "apps" / "app1" / "lib" / f"m{i}.js"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(f"module {i}\n")
+    (tmp / "apps" / "app2").mkdir(parents=True, exist_ok=True)
+    (tmp / "apps" / "app2" / "main.js").write_text("main\n")
+
+
+def _run(tmp: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["synchro-sync", *args],
+        env=_env(tmp, **env), cwd=tmp, capture_output=True, text=True, timeout=120,
+    )
+
+
+def test_sync_prints_one_summary_line_and_exits_0(tmp_path: Path) -> None:
+    _tree(tmp_path)
+    first = _run(tmp_path, "sync")
+    assert first.returncode == 0, first.stderr
+    lines = first.stdout.strip().splitlines()
+    assert len(lines) == 1
+    m = SUMMARY.match(lines[0])
+    assert m and m.groups() == ("6", "0", "0")
+    assert "\x1b" not in first.stdout + first.stderr  # no bar when not on a terminal
+    assert (tmp_path / "mirror" / "app1" / "lib" / "m3.js").read_text() == "module 3\n"
+    again = _run(tmp_path, "sync", "app1")
+    m = SUMMARY.match(again.stdout.strip())
+    assert again.returncode == 0 and m and m.groups() == ("0", "0", "5")
+
+
+def test_dry_run_prints_the_plan_and_changes_nothing(tmp_path: Path) -> None:
+    _tree(tmp_path)
+    out = _run(tmp_path, "sync", "--dry-run")
+    assert out.returncode == 0, out.stderr
+    assert "upload  app1/lib/m0.js" in out.stdout and "nothing was changed" in out.stdout
+    assert not (tmp_path / "mirror").exists() or not any((tmp_path / "mirror").rglob("*.js"))
+    assert _run(tmp_path, "sync").returncode == 0
+    (tmp_path / "apps" / "app1" / "lib" / "m0.js").unlink()
+    out = _run(tmp_path, "sync", "--dry-run")
+    assert "delete  app1/lib/m0.js" in out.stdout
+    assert (tmp_path / "mirror" / "app1" / "lib" / "m0.js").exists()
+
+
+def test_exit_2_for_bad_usage_and_configuration(tmp_path: Path) -> None:
+    _tree(tmp_path)
+    unknown = _run(tmp_path, "sync", "no-such-app")
+    assert unknown.returncode == 2 and "no such app folder" in unknown.stderr
+    bad = _run(tmp_path, "sync", SYNCHRO__SYNC__transfers="0")
+    assert bad.returncode == 2 and "SYNC.transfers" in bad.stderr
+    assert "Traceback" not in bad.stderr
+    same = _run(tmp_path, "sync", SYNCHRO__MODULESTORE__directory=str(tmp_path / "apps"))
+    assert same.returncode == 2 and "MODULESTORE.directory" in same.stderr
+
+
+def test_exit_1_when_deletes_need_force_or_work_fails(tmp_path: Path) -> None:
+    _tree(tmp_path)
+    assert _run(tmp_path, "sync").returncode == 0
+    for i in range(4):
+        (tmp_path / "apps" / "app1" / "lib" / f"m{i}.js").unlink()
+    held = _run(tmp_path, "sync")
+    assert held.returncode == 1 and "--force" in held.stderr
+    assert SUMMARY.match(held.stdout.strip())  # the summary is printed all the same
+    assert (tmp_path / "mirror" / "app1" / "lib" / "m0.js").exists()
+    forced = _run(tmp_path, "sync", "--force")
+    assert forced.returncode == 0 and not (tmp_path / "mirror" / "app1" / "lib" / "m0.js").exists()
+    # A store that cannot be written: the failure says what and why, exit 1.
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("x")
+    failed = _run(tmp_path, "sync", SYNCHRO__MODULESTORE__directory=str(blocker),
+                  SYNCHRO__STATE_DIR=str(tmp_path / "state2"))
+    assert failed.returncode == 1 and "app1" in failed.stderr and "Traceback" not in failed.stderr
+
+
+def test_pull_fills_a_new_folder_then_sync_uploads_nothing(tmp_path: Path) -> None:
+    _tree(tmp_path)
+    assert _run(tmp_path, "sync").returncode == 0
+    new = {"SYNCHRO__APP_ROOT_PATH": str(tmp_path / "new"),
+           "SYNCHRO__STATE_DIR": str(tmp_path / "state-new")}
+    pulled = _run(tmp_path, "pull", **new)
+    assert pulled.returncode == 0, pulled.stderr
+    assert pulled.stdout.startswith("downloaded 6,")
+    assert (tmp_path / "new" / "app2" / "main.js").read_text() == "main\n"
+    after = _run(tmp_path, "sync", **new)
+    m = SUMMARY.match(after.stdout.strip())
+    assert m and m.groups() == ("0", "0", "6")
+
+
+def test_progress_bar_on_a_terminal(tmp_path: Path) -> None:
+    _tree(tmp_path, 300)
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        ["synchro-sync", "sync"], env={**_env(tmp_path), "COLUMNS": "120", "TERM": "xterm"},
+        cwd=tmp_path, stdin=slave, stdout=slave, stderr=slave,
+    )
+    os.close(slave)
+    chunks = []
+    while True:
+        ready, _, _ = select.select([master], [], [], 60)
+        if not ready:
+            break
+        try:
+            data = os.read(master, 65536)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    assert proc.wait(60) == 0
+    os.close(master)
+    screen = b"".join(chunks).decode(errors="replace")
+    assert "files" in screen and "━" in screen  # the bar: files done and a bar
+    assert re.search(r"uploaded 301, deleted 0, unchanged 0", screen)
+
+
+def test_cli_runner_summary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _tree(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    for k, v in _env(tmp_path).items():
+        if k.startswith("SYNCHRO"):
+            monkeypatch.setenv(k, v)
+    result = CliRunner().invoke(main, ["sync", "--transfers", "2"])
+    assert result.exit_code == 0, result.output
+    assert SUMMARY.match(result.output.strip().splitlines()[-1])
