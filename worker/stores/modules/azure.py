@@ -44,6 +44,7 @@ from worker.stores.modules.base import (
     Runner,
     SourceChanged,
 )
+from worker.stores.modules.http import tune_session
 
 _TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
 _TRANSIENT_CODES = {"Md5Mismatch", "ServerBusy", "OperationTimedOut", "InternalError"}
@@ -66,12 +67,8 @@ class AzureBackend:
     def from_config(
         cls, config: Any, *, pool: int = 32, timeout: float = 60.0
     ) -> AzureBackend:
-        session = requests.Session()
-        adapter = requests.adapters.HTTPAdapter(
-            pool_connections=pool, pool_maxsize=pool, max_retries=0
-        )
-        session.mount("http://", adapter)
-        session.mount("https://", adapter)
+        url = config.endpoint or f"https://{config.storageAccount}.blob.core.windows.net"
+        session = tune_session(requests.Session(), url, pool)
         transport = RequestsTransport(
             session=session, session_owner=False,
             connection_timeout=min(10.0, timeout), read_timeout=timeout,
@@ -87,7 +84,6 @@ class AzureBackend:
                 config.connectionString.get_secret_value(), **options
             )
         else:
-            url = config.endpoint or f"https://{config.storageAccount}.blob.core.windows.net"
             credential = {
                 "account_name": config.storageAccount,
                 "account_key": config.storageAccessKey.get_secret_value(),
@@ -191,11 +187,13 @@ class AzureBackend:
             data = body.read(size)
             if len(data) != size:
                 raise SourceChanged("the local file is shorter than it was", store=self.name)
+            md5_b64 = base64.b64encode(bytes.fromhex(md5_hex)).decode()
             with self._errors(bucket, key):
-                # validate_content: the service checks the body against its MD5.
+                # Content-MD5: the service checks the body against it (the MD5 we have already,
+                # rather than validate_content computing it again).
                 resp = blob.upload_blob(
                     data, length=size, overwrite=True, content_settings=settings,
-                    validate_content=True, timeout=self.timeout,
+                    headers={"Content-MD5": md5_b64}, timeout=self.timeout,
                 )
             return ObjectInfo(key, size, time.time(), md5_hex, _etag(resp.get("etag")))
         return self._put_blocks(blob, bucket, key, body, size, md5_hex, settings, run)

@@ -45,6 +45,7 @@ from worker.stores.modules.base import (
     SourceChanged,
     VerifyingReader,
 )
+from worker.stores.modules.http import tune_session
 
 _TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
 _SCOPE = "https://www.googleapis.com/auth/devstorage.read_write"
@@ -83,7 +84,7 @@ class GCSBackend:
 
             credentials, found = google.auth.default(scopes=[_SCOPE])
             project = config.projectId or found
-        http = _session(credentials, pool)
+        http = _session(credentials, pool, config.endpoint or "https://storage.googleapis.com")
         client = storage.Client(
             project=project,
             credentials=credentials,
@@ -247,8 +248,8 @@ class GCSBackend:
             self.client.close()
 
 
-def _session(credentials: Any, pool: int) -> requests.Session:
-    """An HTTP session with a connection pool for ``pool`` threads and no transport retries."""
+def _session(credentials: Any, pool: int, endpoint: str) -> requests.Session:
+    """The client's HTTP session (authorised unless anonymous), tuned for our threads."""
     session: requests.Session
     if isinstance(credentials, AnonymousCredentials):
         session = requests.Session()
@@ -256,10 +257,7 @@ def _session(credentials: Any, pool: int) -> requests.Session:
         from google.auth.transport.requests import AuthorizedSession
 
         session = AuthorizedSession(credentials)  # type: ignore[no-untyped-call]
-    adapter = requests.adapters.HTTPAdapter(pool_connections=pool, pool_maxsize=pool, max_retries=0)
-    session.mount("https://", adapter)
-    session.mount("http://", adapter)
-    return session
+    return tune_session(session, endpoint, pool)
 
 
 class _MappedReader:

@@ -1,0 +1,244 @@
+"""Module-store benchmark: our contract against each provider's raw SDK, in the same run.
+
+    python bench/bench_module_stores.py [--providers amazon,google,azure,openstack]
+                                        [--files 2000] [--size 4096] [--workers 16] [--rounds 2]
+
+Per provider, against its emulator started here (moto, fake-gcs-server, Azurite, single-node
+Swift with the tests' Keystone v3 endpoint): put N local files of SIZE bytes with W threads,
+then list them all; once through ``ModuleStore.put_file`` / ``ModuleStore.list`` and once
+through the raw SDK (its default client, sized for W threads: boto3 ``put_object``,
+google-cloud-storage ``upload_from_filename``, azure-storage-blob ``upload_blob``,
+swiftclient ``put_object`` with a connection per thread), alternating ours/raw for ROUNDS
+rounds, each into a fresh container.  Reported: the median of wall time, files per second,
+client CPU per file, and ours/raw throughput (goal >= 0.9).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from tests.servers.azure_server import start_azurite  # noqa: E402
+from tests.servers.gcs_server import start_gcs  # noqa: E402
+from tests.servers.s3_server import start_s3  # noqa: E402
+from tests.servers.swift_server import start_swift  # noqa: E402
+
+#: (put(bucket, key, path), listing(bucket) -> count, make_bucket(bucket)) of one raw SDK
+Peer = tuple[Callable[..., None], Callable[[str], int], Callable[[str], None]]
+
+
+def make_files(root: Path, n: int, size: int) -> list[Path]:
+    paths = []
+    for i in range(n):
+        path = root / f"m{i // 100:02d}" / f"f{i:05d}.js"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(os.urandom(size))
+        paths.append(path)
+    return paths
+
+
+# --- raw SDK peers: what a user of the SDK alone would write -------------------------------
+
+
+def raw_amazon(server: Any) -> Peer:
+    client = server.client()
+
+    def mk(bucket: str) -> None:
+        client.create_bucket(Bucket=bucket)
+
+    def put(bucket: str, key: str, path: Path) -> None:
+        with open(path, "rb") as f:
+            client.put_object(Bucket=bucket, Key=key, Body=f)
+
+    def listing(bucket: str) -> int:
+        pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+        return sum(len(p.get("Contents", [])) for p in pages)
+
+    return put, listing, mk
+
+
+def raw_google(server: Any) -> Peer:
+    client = server.client()
+
+    def mk(bucket: str) -> None:
+        client.create_bucket(bucket)
+
+    def put(bucket: str, key: str, path: Path) -> None:
+        client.bucket(bucket).blob(key).upload_from_filename(str(path))
+
+    def listing(bucket: str) -> int:
+        return sum(1 for _ in client.list_blobs(bucket))
+
+    return put, listing, mk
+
+
+def raw_azure(server: Any) -> Peer:
+    service = server.client()
+
+    def mk(bucket: str) -> None:
+        service.create_container(bucket)
+
+    def put(bucket: str, key: str, path: Path) -> None:
+        with open(path, "rb") as f:
+            service.get_blob_client(bucket, key).upload_blob(f, overwrite=True)
+
+    def listing(bucket: str) -> int:
+        return sum(1 for _ in service.get_container_client(bucket).list_blobs())
+
+    return put, listing, mk
+
+
+def raw_openstack(server: Any) -> Peer:
+    from keystoneauth1 import session as ks_session
+    from keystoneauth1.identity import v3
+    from swiftclient import client as swift
+
+    from tests.servers.swift_server import DOMAIN_ID, PASSWORD, PROJECT_ID, REGION, USER
+
+    auth = v3.Password(auth_url=server.auth_url, username=USER, password=PASSWORD,
+                       user_domain_id=DOMAIN_ID, project_id=PROJECT_ID)
+    sess = ks_session.Session(auth=auth)
+    local = threading.local()
+
+    def conn() -> Any:
+        if not hasattr(local, "conn"):  # swiftclient connections are not thread-safe
+            local.conn = swift.Connection(session=sess, os_options={"region_name": REGION})
+        return local.conn
+
+    def mk(bucket: str) -> None:
+        conn().put_container(bucket)
+
+    def put(bucket: str, key: str, path: Path) -> None:
+        with open(path, "rb") as f:
+            conn().put_object(bucket, key, f)
+
+    def listing(bucket: str) -> int:
+        return len(conn().get_container(bucket, full_listing=True)[1])
+
+    return put, listing, mk
+
+
+STARTERS: dict[str, Callable[[], Any]] = {
+    "amazon": start_s3,
+    "google": start_gcs,
+    "azure": start_azurite,
+    "openstack": start_swift,
+}
+RAW = {"amazon": raw_amazon, "google": raw_google, "azure": raw_azure,
+       "openstack": raw_openstack}
+
+
+def run_once(
+    put: Callable[[str, str, Path], Any],
+    listing: Callable[[str], int],
+    bucket: str,
+    files: list[Path],
+    root: Path,
+    workers: int,
+) -> dict[str, float]:
+    keys = [p.relative_to(root).as_posix() for p in files]
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    with ThreadPoolExecutor(workers) as pool:
+        for _ in pool.map(lambda kp: put(bucket, kp[0], kp[1]), zip(keys, files, strict=True)):
+            pass
+    t_put = time.perf_counter() - t0
+    cpu_put = time.process_time() - cpu0
+    t1 = time.perf_counter()
+    count = listing(bucket)
+    t_list = time.perf_counter() - t1
+    if count != len(files):
+        raise RuntimeError(f"listed {count} objects, put {len(files)}")
+    return {"put_s": t_put, "list_s": t_list, "cpu_ms_per_put": 1000 * cpu_put / len(files)}
+
+
+def bench_provider(
+    provider: str, args: argparse.Namespace, files: list[Path], root: Path
+) -> dict[str, Any]:
+    server = STARTERS[provider]()
+    try:
+        store = server.module_store()
+        raw_put, raw_list, raw_mk = RAW[provider](server)
+
+        def ours_put(bucket: str, key: str, path: Path) -> None:
+            store.put_file(bucket, key, path)
+
+        def ours_list(bucket: str) -> int:
+            return sum(1 for _ in store.list(bucket))
+
+        results: dict[str, list[dict[str, float]]] = {"ours": [], "raw": []}
+        for _ in range(args.rounds):
+            for who in ("ours", "raw"):
+                bucket = f"bench-{who}-{uuid.uuid4().hex[:8]}"
+                if who == "ours":
+                    store.ensure_container(bucket)
+                    results[who].append(run_once(ours_put, ours_list, bucket, files, root,
+                                                 args.workers))
+                else:
+                    raw_mk(bucket)
+                    results[who].append(run_once(raw_put, raw_list, bucket, files, root,
+                                                 args.workers))
+        # Spot-check that what we put is what the files hold.
+        sample = files[:: max(1, len(files) // 20)]
+        last = [b for b in store.containers() if b.startswith("bench-ours-")][-1]
+        for path in sample:
+            key = path.relative_to(root).as_posix()
+            if store.read_bytes(last, key) != path.read_bytes():
+                raise RuntimeError(f"{provider}: {key} differs")
+        store.close()
+    finally:
+        if hasattr(server, "stop"):
+            server.stop()
+        else:
+            server.server.cleanup()
+    summary: dict[str, Any] = {"provider": provider}
+    for who, runs in results.items():
+        summary[who] = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+        summary[who]["put_per_s"] = len(files) / summary[who]["put_s"]
+    summary["ratio_put"] = summary["ours"]["put_per_s"] / summary["raw"]["put_per_s"]
+    summary["ratio_list"] = summary["raw"]["list_s"] / summary["ours"]["list_s"]
+    return summary
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--providers", default="amazon,google,azure,openstack")
+    parser.add_argument("--files", type=int, default=2000)
+    parser.add_argument("--size", type=int, default=4096)
+    parser.add_argument("--workers", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-modules-") as tmp:
+        root = Path(tmp)
+        files = make_files(root, args.files, args.size)
+        digest = hashlib.md5(b"".join(p.read_bytes()[:16] for p in files[:10])).hexdigest()[:8]
+        print(f"# {args.files} files x {args.size} B, {args.workers} workers, "
+              f"{args.rounds} rounds (median), data {digest}, "
+              f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+        print("| provider | ours put/s | raw put/s | ours/raw put | ours CPU ms/put | "
+              "raw CPU ms/put | ours list s | raw list s |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|")
+        for provider in args.providers.split(","):
+            s = bench_provider(provider, args, files, root)
+            o, r = s["ours"], s["raw"]
+            print(f"| {provider} | {o['put_per_s']:.0f} | {r['put_per_s']:.0f} | "
+                  f"{s['ratio_put']:.2f} | {o['cpu_ms_per_put']:.2f} | "
+                  f"{r['cpu_ms_per_put']:.2f} | {o['list_s']:.2f} | {r['list_s']:.2f} |",
+                  flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,29 @@
+"""The HTTP session the requests-based SDKs (azure-storage-blob, google-cloud-storage) share.
+
+A connection pool sized for the worker threads, no transport-level retries (the store's one
+retry policy does that), and the environment's proxy and CA settings resolved once for the
+store's endpoint instead of on every request: ``requests`` otherwise re-reads the whole
+environment twice per request (about 0.7 ms of CPU per small upload, measured on Azurite).
+"""
+
+from __future__ import annotations
+
+import os
+
+import requests
+from requests.adapters import HTTPAdapter
+from requests.utils import get_environ_proxies
+
+
+def tune_session(session: requests.Session, endpoint: str, pool: int) -> requests.Session:
+    """Size the pool, turn retries off and pin proxies/CA bundle for ``endpoint``."""
+    adapter = HTTPAdapter(pool_connections=pool, pool_maxsize=pool, max_retries=0)
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    # What trust_env would look up per request, looked up once (NO_PROXY honoured).
+    session.proxies.update(get_environ_proxies(endpoint))
+    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+    if bundle:
+        session.verify = bundle
+    session.trust_env = False
+    return session
