@@ -144,6 +144,8 @@ def create_app(settings: Settings | None = None) -> Celery:
 
         settings = load_settings()
     _guard_redis_restore()
+    # Beat opens its schedule file in STATE_DIR before any signal would let us create it.
+    Path(settings.STATE_DIR).mkdir(parents=True, exist_ok=True)
     app = Celery("synchro_sync", set_as_current=True)
     app.config_from_object(celery_config(settings))
     app.synchro_settings = settings  # read by the tasks: settings are loaded once per process

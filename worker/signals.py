@@ -56,10 +56,6 @@ def connect(app: Celery) -> None:
     def on_beat_init(sender: Any = None, **_: Any) -> None:
         if getattr(sender, "app", None) is not app:
             return
-        from worker.app import settings_of
-
-        # The schedule file lives in STATE_DIR (``celery -A worker beat`` may be its first user).
-        os.makedirs(settings_of(app).STATE_DIR, exist_ok=True)
         hold_beat_lock(app)
 
     signals.worker_ready.connect(on_worker_ready, weak=False)
