@@ -1,0 +1,182 @@
+"""``MirrorContext.sync_path``: what a live-sync task does for one path, against a local folder
+and moto.  The path's state when the task runs wins, whatever the event said; several worker
+processes on one host never leave an older version in the store."""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+import os
+import random
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from worker.config import load_settings
+from worker.errors import UnsafePath
+from worker.passes import MirrorContext
+
+PROVIDERS = ["file", "amazon"]
+
+
+def _overrides(tmp: Path, provider: str, request: pytest.FixtureRequest | None) -> dict[str, Any]:
+    out: dict[str, Any] = {"APP_ROOT_PATH": str(tmp / "apps"), "STATE_DIR": str(tmp / "state")}
+    if provider == "file":
+        out["MODULESTORE"] = {"directory": str(tmp / "mirror")}
+    else:
+        assert request is not None
+        server = request.getfixturevalue("amazon_store_server")
+        out["MODULESTORE_SERVICE"] = "PkgCloudModuleStore"
+        out["MODULESTORE"] = server.settings()
+    return out
+
+
+@pytest.fixture(params=PROVIDERS)
+def env(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[MirrorContext, str,
+                                                                          dict[str, Any]]]:
+    overrides = _overrides(tmp_path, request.param, request)
+    app = f"app-{uuid.uuid4().hex[:8]}"
+    (tmp_path / "apps" / app).mkdir(parents=True)
+    (tmp_path / "apps" / app / "keep.js").write_text("keep")  # the app folder is never empty
+    ctx = MirrorContext.from_settings(load_settings(None, overrides, environ={}))
+    yield ctx, app, overrides
+    try:
+        ctx.store.delete_container(app)
+    finally:
+        ctx.close()
+
+
+def _objects(ctx: MirrorContext, app: str) -> dict[str, bytes]:
+    try:
+        return {i.key: ctx.store.read_bytes(app, i.key) for i in ctx.store.list(app)}
+    except Exception:
+        return {}
+
+
+def test_save_touch_delete_and_folders(env: tuple[MirrorContext, str, dict[str, Any]],
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    ctx, app, _ = env
+    root = ctx.root / app
+    (root / "lib").mkdir()
+    (root / "lib" / "a.js").write_text("a1")
+    r = ctx.sync_path(app, "lib/a.js")
+    assert (r.action, r.uploaded, r.bytes) == ("uploaded", 1, 2)
+    assert _objects(ctx, app) == {"lib/a.js": b"a1"}
+
+    puts: list[str] = []
+    real = ctx.store.put_file
+    monkeypatch.setattr(ctx.store, "put_file", lambda *a, **k: puts.append(a[1]) or real(*a, **k))
+    assert ctx.sync_path(app, "lib/a.js").action == "unchanged"  # a duplicate delivery
+    os.utime(root / "lib" / "a.js", (time.time() + 5, time.time() + 5))
+    assert ctx.sync_path(app, "lib/a.js").action == "unchanged"  # touched only: hashed, not sent
+    assert puts == []
+    (root / "lib" / "a.js").write_text("a2")  # same size, new content
+    assert ctx.sync_path(app, "./lib//a.js").action == "uploaded"
+    assert puts == ["lib/a.js"]
+
+    # A folder event syncs what is inside; a deleted folder takes its objects along.
+    (root / "lib" / "sub").mkdir()
+    (root / "lib" / "sub" / "b.js").write_text("b")
+    (root / "lib" / "sub" / "c.js").write_text("c")
+    r = ctx.sync_path(app, "lib")
+    assert r.action == "folder" and r.uploaded == 2
+    assert set(_objects(ctx, app)) == {"lib/a.js", "lib/sub/b.js", "lib/sub/c.js"}
+    (root / "lib" / "sub" / "b.js").unlink()
+    assert ctx.sync_path(app, "lib/sub/b.js").action == "deleted"
+    for p in (root / "lib" / "sub").iterdir():
+        p.unlink()
+    (root / "lib" / "sub").rmdir()
+    r = ctx.sync_path(app, "lib/sub")
+    assert r.action == "deleted" and set(_objects(ctx, app)) == {"lib/a.js"}
+    assert ctx.sync_path(app, "lib/never-existed.js").action == "deleted"  # harmless
+
+
+def test_ignored_and_unsafe_paths(env: tuple[MirrorContext, str, dict[str, Any]],
+                                  tmp_path: Path) -> None:
+    ctx, app, _ = env
+    root = ctx.root / app
+    (root / ".a.js.swp").write_text("swap")
+    (root / "node_modules").mkdir()
+    (root / "node_modules" / "x.js").write_text("x")
+    assert ctx.sync_path(app, ".a.js.swp").action == "skipped"
+    assert ctx.sync_path(app, "node_modules/x.js").action == "skipped"
+    for bad in ("../other/x.js", "a/../../x", "/etc/passwd"):
+        with pytest.raises(UnsafePath):
+            ctx.sync_path(app, bad)
+    with pytest.raises(UnsafePath):
+        ctx.sync_path("..", "x")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_text("secret")
+    os.symlink(outside, root / "link")
+    with pytest.raises(UnsafePath):
+        ctx.sync_path(app, "link/secret.txt")
+    os.symlink(outside / "secret.txt", root / "file-link")
+    with pytest.raises(UnsafePath):
+        ctx.sync_path(app, "file-link")
+    assert _objects(ctx, app) == {}
+
+
+def test_emptied_app_folder_deletes_nothing(env: tuple[MirrorContext, str, dict[str, Any]]
+                                            ) -> None:
+    ctx, app, _ = env
+    assert ctx.sync_path(app, "keep.js").action == "uploaded"
+    (ctx.root / app / "keep.js").unlink()
+    r = ctx.sync_path(app, "keep.js")
+    assert r.action == "skipped" and "empty" in r.reason
+    assert set(_objects(ctx, app)) == {"keep.js"}
+
+
+def _worker(overrides: dict[str, Any], app: str, done: Any, seed: int) -> None:
+    ctx = MirrorContext.from_settings(load_settings(None, overrides, environ={}))
+    rnd = random.Random(seed)
+    real = ctx.store.put_file
+
+    def slow_put(*args: Any, **kwargs: Any) -> Any:
+        info = real(*args, **kwargs)
+        time.sleep(rnd.uniform(0, 0.03))  # a slow response: this upload may finish last
+        return info
+
+    ctx.store.put_file = slow_put  # type: ignore[method-assign]
+    while not done.is_set():
+        ctx.sync_path(app, "hot.js")
+    ctx.sync_path(app, "hot.js")  # the task the final save triggered
+    ctx.close()
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_last_save_wins_across_worker_processes(
+    provider: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    overrides = _overrides(tmp_path, provider, request)
+    app = f"app-{uuid.uuid4().hex[:8]}"
+    hot = tmp_path / "apps" / app / "hot.js"
+    hot.parent.mkdir(parents=True)
+    hot.write_text("version 0")
+    spawn = multiprocessing.get_context("spawn")
+    done = spawn.Event()
+    procs = [spawn.Process(target=_worker, args=(overrides, app, done, i)) for i in range(3)]
+    for p in procs:
+        p.start()
+    time.sleep(1.5)  # the workers are up and syncing
+    for i in range(1, 40):
+        hot.write_text(f"version {i}" + "." * (i % 7))  # sizes vary, some repeat
+        time.sleep(0.01)
+    final = hot.read_bytes()
+    done.set()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    ctx = MirrorContext.from_settings(load_settings(None, overrides, environ={}))
+    try:
+        assert ctx.store.read_bytes(app, "hot.js") == final
+        listed = {i.key: i for i in ctx.store.list(app)}
+        assert listed["hot.js"].md5 in (None, hashlib.md5(final).hexdigest())
+        assert ctx.sync_path(app, "hot.js").action == "unchanged"  # a late, duplicate task
+    finally:
+        ctx.store.delete_container(app)
+        ctx.close()
