@@ -62,6 +62,12 @@ def make_tree(root: Path, files: int, apps: int = 10, folders: int = 100) -> Non
     marker.write_text("")
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process (the watcher; not the writer child)."""
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
 def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -291,10 +297,12 @@ def storm_once(
     disp = ReadingDispatcher(app)
     w = Watcher(settings, disp)
     w.start()
+    cpu0 = cpu_seconds()
     written = storm_writer(app, writes, files, seconds, order)
     w.wait_idle(max_delay + debounce + 5)
     time.sleep(0.2)
     w.stop()
+    cpu = cpu_seconds() - cpu0
     last_submit: dict[str, tuple[float, str | None]] = {}
     for at, rel, data in disp.submits:
         last_submit[rel] = (at, data)
@@ -314,6 +322,7 @@ def storm_once(
         "write_s": round(written["took"], 2),
         "events": w.stats.events,
         "submits": len(disp.submits),
+        "cpu_s": round(cpu, 2),
         "final_content_submitted": not stale,
         "stale": stale[:5],
     }
@@ -391,7 +400,7 @@ def bench_storm(writes: int, files: int, seconds: float) -> list[dict[str, Any]]
         rows.append(r)
         print(
             f"  {order:<12} debounce {debounce:<4} maxDelay {max_delay:<4} -> "
-            f"{r['events']:>6} events, {r['submits']:>5} submits "
+            f"{r['events']:>6} events, {r['submits']:>5} submits, watcher CPU {r['cpu_s']} s "
             f"(writes took {r['write_s']} s); final content submitted after last write: "
             f"{r['final_content_submitted']} {r['stale'] or ''}"
         )

@@ -70,6 +70,10 @@ EVENT_FILTER: list[type[FileSystemEvent]] = [
 ]
 
 
+#: Ignore decisions remembered (about 200 bytes each).
+IGNORE_CACHE_SIZE = 20_000
+
+
 class ObserverKind(Enum):
     INOTIFY = "inotify"
     POLLING = "polling"
@@ -125,6 +129,7 @@ class Watcher:
         self._stopping = False
         self.handoff = HandOff(dispatcher, self.stats, self._wake)
         self._next_health = 0.0
+        self._ignore_cache: dict[tuple[str, str, bool], bool] = {}
         self._tree = inotify.TreeSize()
         self._root_id: tuple[int, int] | None = None
 
@@ -294,6 +299,17 @@ class Watcher:
         with self._cond:
             self._cond.notify()
 
+    def _ignored(self, container: str, rel: str, is_dir: bool) -> bool:
+        # A storm hits the same few paths thousands of times: remember the answers (until the
+        # rules change) instead of matching every pattern against every event.
+        key = (container, rel, is_dir)
+        hit = self._ignore_cache.get(key)
+        if hit is None:
+            if len(self._ignore_cache) >= IGNORE_CACHE_SIZE:
+                self._ignore_cache.clear()
+            hit = self._ignore_cache[key] = self.ignore.ignored_path(container, rel, is_dir=is_dir)
+        return hit
+
     def _pruned(self, path: str) -> bool:
         """Whether the poller may skip a folder: the ignore rules leave it out."""
         key = self._split(path)
@@ -336,6 +352,7 @@ class Watcher:
         container, rel = key
         if os.path.basename(path) == SYNCIGNORE:
             self.ignore.reload()
+            self._ignore_cache.clear()
             self.handoff.owe("ignore rules changed")
             return
         if not rel:
@@ -343,7 +360,7 @@ class Watcher:
                 # A whole app folder went away: the full pass and its delete guards decide.
                 self.handoff.owe(f"app folder {container!r} removed or moved away")
             return
-        if self.ignore.ignored_path(container, rel, is_dir=is_dir):
+        if self._ignored(container, rel, is_dir):
             return
         with self._cond:
             opened = key not in self._debounce
