@@ -402,3 +402,22 @@ def test_s3_error_table_and_transient_mapping() -> None:
     assert error_class("SlowDown", 503) is TransientStoreError
     assert error_class("InternalError", 500) is TransientStoreError
     assert error_class("InvalidArgument", 400) is StoreError
+
+
+def test_no_sdk_outside_provider_modules() -> None:
+    """Only the provider modules import an SDK, so nothing else can see its exceptions."""
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    providers = {"s3.py", "s3_put.py", "gcs.py", "azure.py", "swift.py", "http.py"}
+    sdk = re.compile(
+        r"^\s*(from|import)\s+(boto3|botocore|google|azure|swiftclient|keystoneauth1)\b", re.M
+    )
+    offenders = [
+        str(path.relative_to(root))
+        for folder in ("worker", "tasks")
+        for path in (root / folder).rglob("*.py")
+        if sdk.search(path.read_text(encoding="utf-8"))
+        and not (path.parent.name == "modules" and path.name in providers)
+    ]
+    assert offenders == []

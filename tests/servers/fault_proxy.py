@@ -35,7 +35,8 @@ _HOP = {
 class Fault:
     """Break the next ``times`` requests that match ``method`` and the ``path`` regex."""
 
-    #: status | reset_before_body | reset_after_body | drop_response | truncate | delay
+    #: status | reset_before_body | reset_after_body | drop_response | truncate | delay |
+    #: corrupt (flip one byte of the request body on its way to the server)
     kind: str
     method: str | None = None
     path: str = ""
@@ -160,6 +161,8 @@ class FaultProxy:
             await asyncio.sleep(fault.seconds)
             if request.transport is None or request.transport.is_closing():
                 return web.Response(status=499)  # the client gave up: do not forward
+        if kind == "corrupt" and body:
+            body = body[:-1] + bytes([body[-1] ^ 0xFF])
         assert self._session is not None and self.upstream is not None
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP}
         async with self._session.request(

@@ -100,7 +100,8 @@ class AzureBackend:
         try:
             yield
         except aexc.HttpResponseError as exc:
-            code = str(getattr(exc, "error_code", "") or "")
+            raw_code = getattr(exc, "error_code", None) or ""
+            code = str(getattr(raw_code, "value", raw_code))  # StorageErrorCode is an enum
             status = int(exc.status_code or 0)
             text = f"{code or status}: {exc.reason or ''}".rstrip(": ")
             cls: type[StoreError] = StoreError
@@ -112,7 +113,8 @@ class AzureBackend:
                 cls = AccessDenied
             elif status == 409 and "AlreadyExists" in code:
                 cls = AlreadyExists
-            elif status in _TRANSIENT_STATUS or code in _TRANSIENT_CODES:
+            elif status in _TRANSIENT_STATUS or code in _TRANSIENT_CODES or _md5_mismatch(exc):
+                # A body that does not match its MD5 was damaged on the way: send it again.
                 cls = TransientStoreError
             elif code in _INVALID_CODES:
                 cls = InvalidName
@@ -284,6 +286,13 @@ class _MappedReader:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _md5_mismatch(exc: Exception) -> bool:
+    """Azure says Md5Mismatch; Azurite says InvalidOperation "Provided contentMD5 doesn't
+    match"."""
+    text = str(getattr(exc, "message", "") or exc).lower()
+    return "md5" in text and "match" in text
 
 
 def _etag(etag: str | None) -> str | None:

@@ -18,13 +18,12 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, BinaryIO, ClassVar, cast
 
-import boto3
 import botocore.exceptions as bce
-from botocore.config import Config
 
 from worker.errors import (
     AccessDenied,
@@ -43,7 +42,7 @@ from worker.stores.modules.base import (
     Runner,
     SourceChanged,
 )
-from worker.stores.modules.s3_put import FastPut
+from worker.stores.modules.s3_put import FastPut, StaticCredentials
 
 _NOT_FOUND = {"NoSuchKey", "404", "NotFound", "NoSuchUpload", "NoSuchVersion"}
 _DENIED = {
@@ -92,34 +91,62 @@ class S3Backend:
     supports_bucket_creation: ClassVar[bool] = True
     supports_server_side_copy: ClassVar[bool] = True
 
-    def __init__(self, client: Any, region: str = "us-east-1") -> None:
-        self.client = client
+    def __init__(
+        self, client: Any, region: str = "us-east-1", *,
+        factory: Callable[[], Any] | None = None,
+    ) -> None:
+        self._client = client
+        self._factory = factory
+        self._client_lock = threading.Lock()
         self.region = region
-        #: Light request path for single-request PUTs (see s3_put.py); None: boto3 only.
+        #: Light request path for single-request PUTs, listing pages and batched deletes
+        #: (see s3_put.py); None: boto3 only.
         self.fast: FastPut | None = None
+
+    @property
+    def client(self) -> Any:
+        """The boto3 client, built on first use (a pass that only lists never needs it)."""
+        if self._client is None:
+            with self._client_lock:
+                if self._client is None:
+                    assert self._factory is not None
+                    self._client = self._factory()
+        return self._client
 
     @classmethod
     def from_config(cls, config: Any, *, pool: int = 32, timeout: float = 30.0) -> S3Backend:
-        botocore_config = Config(
-            region_name=config.region,
-            retries={"total_max_attempts": 1, "mode": "standard"},
-            max_pool_connections=pool,
-            connect_timeout=timeout,
-            read_timeout=timeout,
-            tcp_keepalive=True,
-            request_checksum_calculation="when_required",
-            response_checksum_validation="when_required",
-            s3={"addressing_style": "path" if config.endpoint else "auto"},
-        )
         secret = config.key.get_secret_value() if config.key is not None else None
-        session = boto3.session.Session(
-            aws_access_key_id=config.keyId, aws_secret_access_key=secret
-        )
-        client = session.client("s3", endpoint_url=config.endpoint, config=botocore_config)
-        backend = cls(client, config.region)
-        credentials = session.get_credentials()
-        if credentials is not None:
-            backend.fast = FastPut(config.endpoint, config.region, credentials, timeout)
+
+        def make_client() -> Any:
+            import boto3
+            from botocore.config import Config
+
+            botocore_config = Config(
+                region_name=config.region,
+                retries={"total_max_attempts": 1, "mode": "standard"},
+                max_pool_connections=pool,
+                connect_timeout=timeout,
+                read_timeout=timeout,
+                tcp_keepalive=True,
+                request_checksum_calculation="when_required",
+                response_checksum_validation="when_required",
+                s3={"addressing_style": "path" if config.endpoint else "auto"},
+            )
+            session = boto3.session.Session(
+                aws_access_key_id=config.keyId, aws_secret_access_key=secret
+            )
+            return session.client("s3", endpoint_url=config.endpoint, config=botocore_config)
+
+        if config.keyId and secret:
+            # Keys in the configuration: the light path signs with them, and the boto3 client
+            # (a few hundred ms to build) waits until something needs it.
+            backend = cls(None, config.region, factory=make_client)
+            creds: Any = StaticCredentials(config.keyId, secret)
+        else:
+            backend = cls(make_client(), config.region)
+            creds = backend.client._request_signer._credentials  # the credential chain's
+        if creds is not None:
+            backend.fast = FastPut(config.endpoint, config.region, creds, timeout)
         return backend
 
     # --- errors ----------------------------------------------------------------------------
@@ -173,6 +200,9 @@ class S3Backend:
     # --- listing ---------------------------------------------------------------------------
 
     def list_page(self, bucket: str, prefix: str, token: str | None) -> Page:
+        if self.fast is not None:
+            rows, next_token = self.fast.list_page(bucket, prefix, token)
+            return Page([_info(*row) for row in rows], next_token)
         kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": 1000}
         if token:
             kwargs["ContinuationToken"] = token
@@ -301,6 +331,17 @@ class S3Backend:
     def delete_many(self, bucket: str, keys: Iterable[str]) -> None:
         batch = list(keys)
         for start in range(0, len(batch), 1000):
+            if self.fast is not None:
+                failed = [
+                    (k, code) for k, code in self.fast.delete_batch(bucket, batch[start:start + 1000])
+                    if code != "NoSuchKey"
+                ]
+                if failed:
+                    key, code = failed[0]
+                    raise error_class(code, 0)(
+                        f"{code}: delete failed", store=self.name, container=bucket, key=key
+                    )
+                continue
             objects = [{"Key": k} for k in batch[start : start + 1000]]
             with self._errors(bucket):
                 resp = self.client.delete_objects(
@@ -325,7 +366,8 @@ class S3Backend:
     def close(self) -> None:
         if self.fast is not None:
             self.fast.close()
-        self.client.close()
+        if self._client is not None:
+            self._client.close()
 
 
 class _StreamingReader:
