@@ -44,7 +44,7 @@ TMP = Path(tempfile.gettempdir())
 
 
 def make_tree(root: Path, files: int, apps: int = 10, folders: int = 100) -> None:
-    marker = root / f".complete-{files}"
+    marker = root.parent / f".complete-{files}"
     if marker.exists():
         return
     shutil.rmtree(root, ignore_errors=True)

@@ -508,3 +508,29 @@ def test_inotify_out_of_watches_at_start_falls_back_to_polling(
         assert any("inotify watch limit reached" in m for m in w.stats.messages)
     finally:
         w.stop()
+
+
+@linux_only
+def test_running_out_of_watches_later_switches_to_polling(
+    start: WatcherFactory, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from watchdog.observers.inotify_c import InotifyFD
+
+    w, rec = start()
+    assert w.kind is ObserverKind.INOTIFY
+    real = InotifyFD.add_callback
+
+    def limited(self: InotifyFD, path: bytes, *args: Any) -> Any:
+        if b"/deep" in path:  # the kernel's answer once max_user_watches is used up
+            raise OSError(errno.ENOSPC, "inotify watch limit reached")
+        return real(self, path, *args)
+
+    monkeypatch.setattr(InotifyFD, "add_callback", limited)
+    w.poll_interval = 0.1
+    (root / "app1" / "deep").mkdir()
+    assert wait_for(lambda: w.kind is ObserverKind.POLLING)
+    assert any("no watch left" in m and "SYNC.polling" in m for m in w.stats.messages)
+    assert wait_for(lambda: any("ran out of watches" in p for p in rec.passes))
+    rec.clear()
+    (root / "app1" / "deep" / "x.js").write_text("x")  # seen by polling
+    assert settle(w, rec, {"app1/deep/x.js"}) == ["app1/deep/x.js"]

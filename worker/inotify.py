@@ -7,18 +7,20 @@ overflow.  :func:`check_limits` compares those with the tree before watching sta
 what to do when it will not fit: the sysctl to raise, or ``SYNC.polling``.
 
 watchdog (7.1+) rebuilds its watches after an overflow but tells no event handler that events
-were lost; :class:`OverflowReportingObserver` is watchdog's inotify observer with a hook for
-that moment, so the watcher can ask for a full pass.
+were lost, and skips a new sub-folder it has no watch left for without a word;
+:class:`OverflowReportingObserver` is watchdog's inotify observer with a hook for each of those
+moments, so the watcher can ask for a full pass, or switch to polling.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 PROC_INOTIFY = Path("/proc/sys/fs/inotify")
 
@@ -194,16 +196,42 @@ if sys.platform.startswith("linux"):
         def watch_count(self) -> int:
             return len(self._active_callbacks_by_watch)
 
+    class _LimitReportingFD:
+        """The inotify descriptor as a watch group sees it, reporting ENOSPC when a watch is
+        added: watchdog skips a sub-folder it cannot watch without a word."""
+
+        def __init__(self, fd: InotifyFD, on_limit: OverflowHook | None) -> None:
+            self._fd = fd
+            self._on_limit = on_limit
+
+        def add_callback(self, path: bytes, mask: Any, callback: Any, id_: Any) -> Any:
+            try:
+                return self._fd.add_callback(path, mask, callback, id_)
+            except OSError as exc:
+                if exc.errno == errno.ENOSPC and self._on_limit is not None:
+                    self._on_limit()
+                raise
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._fd, name)
+
     class _ReportingEmitter(InotifyEmitter):
         """watchdog's emitter, building a :class:`_ReportingWatchGroup` as its watch group."""
 
-        def __init__(self, *args: Any, hook: OverflowHook, **kwargs: Any) -> None:
+        def __init__(
+            self,
+            *args: Any,
+            hook: OverflowHook,
+            on_watch_limit: OverflowHook | None = None,
+            **kwargs: Any,
+        ) -> None:
             super().__init__(*args, **kwargs)
             self._hook = hook
+            self._on_watch_limit = on_watch_limit
 
         def on_thread_start(self) -> None:
             group = _ReportingWatchGroup(
-                self._inotify_fd,
+                cast(InotifyFD, _LimitReportingFD(self._inotify_fd, self._on_watch_limit)),
                 os.fsencode(self.watch.path),
                 is_recursive=self.watch.is_recursive,
                 event_mask=self.get_event_mask_from_filter(),
@@ -218,16 +246,25 @@ if sys.platform.startswith("linux"):
 
     class OverflowReportingObserver(BaseObserver):
         """watchdog's inotify observer, built the way ``InotifyObserver`` is, whose
-        ``on_overflow`` runs (on the inotify reader thread) after a kernel queue overflow.
-        Keep the hook short: set a flag."""
+        ``on_overflow`` runs (on the inotify reader thread) after a kernel queue overflow, and
+        ``on_watch_limit`` when a new folder could not be watched (ENOSPC).  Keep the hooks
+        short: set a flag."""
 
         def __init__(
-            self, on_overflow: OverflowHook, *, timeout: float = DEFAULT_OBSERVER_TIMEOUT
+            self,
+            on_overflow: OverflowHook,
+            on_watch_limit: OverflowHook | None = None,
+            *,
+            timeout: float = DEFAULT_OBSERVER_TIMEOUT,
         ) -> None:
             self._inotify_fd = InotifyFD()  # EMFILE here when no instance is left
             self._inotify_fd.start()
             super().__init__(
-                _ReportingEmitter, timeout=timeout, inotify_fd=self._inotify_fd, hook=on_overflow
+                _ReportingEmitter,
+                timeout=timeout,
+                inotify_fd=self._inotify_fd,
+                hook=on_overflow,
+                on_watch_limit=on_watch_limit,
             )
 
         def on_thread_stop(self) -> None:

@@ -129,6 +129,7 @@ class Watcher:
         self._stopping = False
         self.handoff = HandOff(dispatcher, self.stats, self._wake)
         self._next_health = 0.0
+        self._watch_limit_hit = False
         self._ignore_cache: dict[tuple[str, str, bool], bool] = {}
         self._tree = inotify.TreeSize()
         self._root_id: tuple[int, int] | None = None
@@ -193,8 +194,9 @@ class Watcher:
 
     # --- the observer -----------------------------------------------------------------------
 
-    def _start_observer(self) -> None:
-        kind = self._choose_kind()
+    def _start_observer(self, kind: ObserverKind | None = None) -> None:
+        self._watch_limit_hit = False
+        kind = kind or self._choose_kind()
         try:
             self._observer = self._make_observer(kind)
         except OSError as exc:
@@ -231,7 +233,7 @@ class Watcher:
             poller = TreePoller(os.fspath(self.root), self.poll_interval, self._note, self._pruned)
             poller.start()
             return poller
-        observer = _new_observer(kind, self._overflowed)
+        observer = _new_observer(kind, self._overflowed, self._out_of_watches)
         try:
             observer.schedule(
                 self._handler, os.fspath(self.root), recursive=True, event_filter=EVENT_FILTER
@@ -277,6 +279,15 @@ class Watcher:
                 self._start_observer()
                 self.handoff.owe(f"{self.root} appeared")
             return
+        if self._watch_limit_hit and self.kind is ObserverKind.INOTIFY:
+            self._message(
+                "inotify: no watch left for a new folder (fs.inotify.max_user_watches); raise "
+                "it with sysctl, or set SYNC.polling=true; polling is used meanwhile"
+            )
+            self._stop_observer()
+            self._start_observer(ObserverKind.POLLING)
+            self.handoff.owe("inotify ran out of watches")
+            return
         alive = self._healthy(observer)
         # inotify follows the folder, not the name: a root moved away (or replaced) is watched
         # no more, even though the observer looks healthy.
@@ -316,6 +327,11 @@ class Watcher:
         if key is None or not key[1]:
             return False
         return self.ignore.ignored_path(key[0], key[1], is_dir=True)
+
+    def _out_of_watches(self) -> None:
+        # On an observer thread: the switch to polling happens on the hand-off thread.
+        self._watch_limit_hit = True
+        self._wake()
 
     def _overflowed(self) -> None:
         # Runs on the inotify reader thread, which must get back to reading at once.
@@ -410,10 +426,14 @@ def _identity(path: Path) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
-def _new_observer(kind: ObserverKind, on_overflow: inotify.OverflowHook) -> BaseObserver:
+def _new_observer(
+    kind: ObserverKind,
+    on_overflow: inotify.OverflowHook,
+    on_watch_limit: inotify.OverflowHook | None = None,
+) -> BaseObserver:
     """The watchdog observer of ``kind`` (a function, so a test can make inotify fail)."""
     if kind is ObserverKind.INOTIFY and inotify.OverflowReportingObserver is not None:
-        return inotify.OverflowReportingObserver(on_overflow)
+        return inotify.OverflowReportingObserver(on_overflow, on_watch_limit)
     from watchdog.observers import Observer
 
     observer: BaseObserver = Observer()
