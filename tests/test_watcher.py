@@ -534,3 +534,27 @@ def test_running_out_of_watches_later_switches_to_polling(
     rec.clear()
     (root / "app1" / "deep" / "x.js").write_text("x")  # seen by polling
     assert settle(w, rec, {"app1/deep/x.js"}) == ["app1/deep/x.js"]
+
+
+def test_root_behind_a_symlink_and_the_link_moved(tmp_path: Path, root: Path) -> None:
+    link = tmp_path / "current"
+    link.symlink_to(root)
+    rec = Recorder()
+    w = Watcher(make_settings(link), rec)
+    w.health_interval = 0.1
+    w.start()
+    try:
+        (root / "app1" / "main.js").write_text("v2")
+        assert settle(w, rec, {"app1/main.js"}) == ["app1/main.js"]
+        release = tmp_path / "release2"  # a deploy points the link at a new folder
+        shutil.copytree(root, release)
+        tmp_link = tmp_path / "current.new"
+        tmp_link.symlink_to(release)
+        os.replace(tmp_link, link)
+        assert wait_for(lambda: any("replaced" in p for p in rec.passes))
+        rec.clear()
+        (release / "app2" / "r2.js").write_text("2")
+        (root / "app2" / "old-release.js").write_text("not watched any more")
+        assert settle(w, rec, {"app2/r2.js"}) == ["app2/r2.js"]
+    finally:
+        w.stop()

@@ -120,7 +120,8 @@ class Watcher:
         self.proc_inotify = proc_inotify
         self.stats = WatcherStats()
         self.kind: ObserverKind | None = None
-        self._prefix = os.fspath(self.root) + os.sep
+        self._watched = os.fspath(self.root)
+        self._prefix = self._watched + os.sep
         self._debounce: Debouncer[Key] = Debouncer(settings.SYNC.debounce, settings.SYNC.maxDelay)
         self._cond = threading.Condition()
         self._observer: BaseObserver | TreePoller | None = None
@@ -196,6 +197,10 @@ class Watcher:
 
     def _start_observer(self, kind: ObserverKind | None = None) -> None:
         self._watch_limit_hit = False
+        # inotify watches a symlink itself, not where it leads: watch the real folder (again at
+        # each start, as a deploy may point the link elsewhere) and map events back from it.
+        self._watched = os.path.realpath(self.root)
+        self._prefix = self._watched + os.sep
         kind = kind or self._choose_kind()
         try:
             self._observer = self._make_observer(kind)
@@ -230,13 +235,13 @@ class Watcher:
 
     def _make_observer(self, kind: ObserverKind) -> BaseObserver | TreePoller:
         if kind is ObserverKind.POLLING:
-            poller = TreePoller(os.fspath(self.root), self.poll_interval, self._note, self._pruned)
+            poller = TreePoller(self._watched, self.poll_interval, self._note, self._pruned)
             poller.start()
             return poller
         observer = _new_observer(kind, self._overflowed, self._out_of_watches)
         try:
             observer.schedule(
-                self._handler, os.fspath(self.root), recursive=True, event_filter=EVENT_FILTER
+                self._handler, self._watched, recursive=True, event_filter=EVENT_FILTER
             )
             observer.start()
         except BaseException:
