@@ -28,6 +28,7 @@ import botocore.exceptions as bce
 from worker.errors import (
     AccessDenied,
     AlreadyExists,
+    IntegrityError,
     InvalidName,
     NotFound,
     StoreError,
@@ -81,6 +82,8 @@ def error_class(code: str, status: int) -> type[StoreError]:
         return TransientStoreError
     if code in _INVALID:
         return InvalidName
+    if code == "PreconditionFailed" or status == 412:
+        return IntegrityError  # If-Match on a resumed read: the object was replaced
     return StoreError
 
 
@@ -227,10 +230,20 @@ class S3Backend:
 
     # --- objects ---------------------------------------------------------------------------
 
-    def open_read(self, bucket: str, key: str) -> BinaryIO:
+    def open_read(
+        self, bucket: str, key: str, offset: int = 0, version: str | None = None
+    ) -> BinaryIO:
+        kwargs: dict[str, Any] = {"Bucket": bucket, "Key": key}
+        if offset:
+            kwargs["Range"] = f"bytes={offset}-"
+        if version:
+            kwargs["IfMatch"] = f'"{version}"'
         with self._errors(bucket, key):
-            resp = self.client.get_object(Bucket=bucket, Key=key)
-        return cast(BinaryIO, _StreamingReader(resp["Body"], self, bucket, key))
+            resp = self.client.get_object(**kwargs)
+        reader = _StreamingReader(resp["Body"], self, bucket, key)
+        reader.version = _strip(resp.get("ETag"))
+        reader.size = offset + int(resp.get("ContentLength", 0))
+        return cast(BinaryIO, reader)
 
     def put(
         self, bucket: str, key: str, body: BinaryIO, size: int, md5_hex: str, run: Runner
@@ -332,8 +345,9 @@ class S3Backend:
         batch = list(keys)
         for start in range(0, len(batch), 1000):
             if self.fast is not None:
+                chunk = batch[start : start + 1000]
                 failed = [
-                    (k, code) for k, code in self.fast.delete_batch(bucket, batch[start:start + 1000])
+                    (k, code) for k, code in self.fast.delete_batch(bucket, chunk)
                     if code != "NoSuchKey"
                 ]
                 if failed:
@@ -372,6 +386,9 @@ class S3Backend:
 
 class _StreamingReader:
     """botocore's StreamingBody with its errors mapped (a reset mid-body is transient)."""
+
+    version: str | None = None
+    size: int = 0
 
     def __init__(self, body: Any, backend: S3Backend, bucket: str, key: str) -> None:
         self._body = body
