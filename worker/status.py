@@ -292,9 +292,12 @@ def render(report: StatusReport) -> str:
         lines.append("  never")
     for container, info in report.full_passes.items():
         what = ", ".join(
-            f"{k} {info[k]}" for k in ("uploaded", "copied", "deleted", "errors") if k in info
+            f"{k} {info[k]}"
+            for k in ("uploaded", "copied", "deleted", "unchanged", "failures")
+            if k in info
         )
         lines.append(f"  {container}: {_ago(info.get('at'))}" + (f" ({what})" if what else ""))
+        lines += [f"    {e}" for e in info.get("errors", [])]
     snap = report.snapshot
     if snap:
         lines.append(
