@@ -10,6 +10,7 @@ import errno
 import mmap
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -558,3 +559,59 @@ def test_root_behind_a_symlink_and_the_link_moved(tmp_path: Path, root: Path) ->
         assert settle(w, rec, {"app2/r2.js"}) == ["app2/r2.js"]
     finally:
         w.stop()
+
+
+def test_poller_listing_sees_same_size_edits_and_skips_pruned_folders(root: Path) -> None:
+    from worker.poller import listing
+
+    before = listing(str(root), prune=lambda p: p.endswith("lib"))
+    assert set(before) == {str(root / "app1" / "main.js")}
+    time.sleep(0.01)
+    (root / "app1" / "main.js").write_text("v9")  # same size, new mtime
+    after = listing(str(root), prune=lambda p: p.endswith("lib"))
+    assert after.keys() == before.keys() and after != before
+    with pytest.raises(FileNotFoundError):
+        listing(str(root / "missing"))
+
+
+def test_run_until_signal_stops_on_sigterm_and_hands_off(root: Path, tmp_path: Path) -> None:
+    log_file = tmp_path / "handed-off.txt"
+    script = f"""
+import sys, threading, time
+from worker.config import load_settings
+from worker.watcher import Watcher
+
+class FileDispatcher:
+    def submit(self, container, relpath):
+        with open({str(log_file)!r}, "a") as f:
+            f.write(f"{{container}}/{{relpath}}\\n")
+    def request_full_pass(self, reason):
+        pass
+
+settings = load_settings(None, {{"APP_ROOT_PATH": {str(root)!r},
+    "MODULESTORE.directory": {str(tmp_path / "mirror")!r}, "SYNC.debounce": 30.0,
+    "SYNC.maxDelay": 60.0}}, environ={{}})
+w = Watcher(settings, FileDispatcher())
+
+def announce():
+    while w.kind is None:
+        time.sleep(0.01)
+    print("ready", flush=True)
+
+threading.Thread(target=announce, daemon=True).start()
+w.run_until_signal()
+print("stopped", flush=True)
+"""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, env=env
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "ready"  # watching
+    (root / "app1" / "main.js").write_text("saved just before the stop")
+    time.sleep(0.3)
+    assert not log_file.exists()  # still in its (30 s) quiet period
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(15) == 0
+    assert proc.stdout.read().strip() == "stopped"
+    assert log_file.read_text().splitlines() == ["app1/main.js"]

@@ -75,6 +75,8 @@ IGNORE_CACHE_SIZE = 20_000
 
 
 class ObserverKind(Enum):
+    """How the tree is watched."""
+
     INOTIFY = "inotify"
     POLLING = "polling"
     NATIVE = "native"  # watchdog's default observer on other platforms
