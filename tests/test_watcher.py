@@ -603,15 +603,15 @@ w.run_until_signal()
 print("stopped", flush=True)
 """
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
-    proc = subprocess.Popen(
+    with subprocess.Popen(
         [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, env=env
-    )
-    assert proc.stdout is not None
-    assert proc.stdout.readline().strip() == "ready"  # watching
-    (root / "app1" / "main.js").write_text("saved just before the stop")
-    time.sleep(0.3)
-    assert not log_file.exists()  # still in its (30 s) quiet period
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(15) == 0
-    assert proc.stdout.read().strip() == "stopped"
+    ) as proc:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "ready"  # watching
+        (root / "app1" / "main.js").write_text("saved just before the stop")
+        time.sleep(0.3)
+        assert not log_file.exists()  # still in its (30 s) quiet period
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+        assert proc.stdout.read().strip() == "stopped"
     assert log_file.read_text().splitlines() == ["app1/main.js"]
