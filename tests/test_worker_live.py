@@ -155,3 +155,24 @@ def test_duplicate_and_late_deliveries_leave_the_current_version(
     time.sleep(1.0)  # let every duplicate run
     assert world.read_store("app1/main.js") == b"v5"
     assert Path(world.base / "logs" / "w1.log").exists()
+
+
+RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672//"
+
+
+def test_saves_visible_within_2s_rabbitmq(sync_world: Callable[..., SyncWorld]) -> None:
+    """The same with a RabbitMQ broker (the machine's RabbitMQ, see docs/testing.md)."""
+    from tests.servers.process import port_open
+
+    if not port_open(5672):
+        pytest.skip("no RabbitMQ on 127.0.0.1:5672")
+    import kombu
+
+    world = sync_world(RABBITMQ_URL)
+    try:
+        took = _run_distributed(world, "app1")
+        assert max(took.values()) <= LIMIT
+    finally:
+        world.stop_all()
+        with kombu.Connection(RABBITMQ_URL, connect_timeout=5) as conn:
+            conn.default_channel.queue_delete(world.host_queue)
