@@ -71,6 +71,8 @@ class FaultProxy:
         self.faults: list[Fault] = []
         #: (method, path with query) of every request received, in order
         self.requests: list[tuple[str, str]] = []
+        #: the Range header of each of those requests (None: none)
+        self.ranges: list[str | None] = []
         self._lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
@@ -91,6 +93,7 @@ class FaultProxy:
         with self._lock:
             self.faults.clear()
             self.requests.clear()
+            self.ranges.clear()
 
     def count(self, method: str | None = None, path: str = "") -> int:
         with self._lock:
@@ -99,9 +102,10 @@ class FaultProxy:
                 if (method is None or m == method) and re.search(path, p)
             )
 
-    def _take(self, method: str, path_qs: str) -> Fault | None:
+    def _take(self, method: str, path_qs: str, range_: str | None = None) -> Fault | None:
         with self._lock:
             self.requests.append((method, path_qs))
+            self.ranges.append(range_)
             for fault in self.faults:
                 if fault.matches(method, path_qs):
                     fault.hits += 1
@@ -148,7 +152,7 @@ class FaultProxy:
         return web.Response(status=500)  # never reaches the client
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
-        fault = self._take(request.method, request.path_qs)
+        fault = self._take(request.method, request.path_qs, request.headers.get("Range"))
         kind = fault.kind if fault else ""
         if kind == "reset_before_body":
             return self._reset(request)
@@ -190,8 +194,12 @@ class FaultProxy:
         response.content_length = len(payload)
         await response.prepare(request)
         if kind == "truncate":
+            # Half the body, then a clean close (FIN, not RST, so the client really gets the
+            # half before it notices the body ended short).
             await response.write(payload[: len(payload) // 2])
-            return self._reset(request)
+            if request.transport is not None:
+                request.transport.close()
+            return response
         await response.write(payload)
         await response.write_eof()
         return response

@@ -23,6 +23,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any, BinaryIO, ClassVar, cast
 
 import requests
+from azure.core import MatchConditions
 from azure.core import exceptions as aexc
 from azure.core.pipeline.transport import RequestsTransport
 from azure.storage.blob import BlobPrefix, BlobServiceClient, ContentSettings
@@ -30,6 +31,7 @@ from azure.storage.blob import BlobPrefix, BlobServiceClient, ContentSettings
 from worker.errors import (
     AccessDenied,
     AlreadyExists,
+    IntegrityError,
     InvalidName,
     NotFound,
     StoreError,
@@ -118,6 +120,8 @@ class AzureBackend:
                 cls = TransientStoreError
             elif code in _INVALID_CODES:
                 cls = InvalidName
+            elif status == 412:
+                cls = IntegrityError  # a resumed read whose blob was replaced
             raise cls(text, **where) from exc
         except (aexc.ServiceRequestError, aexc.ServiceResponseError) as exc:
             raise TransientStoreError(f"{type(exc).__name__}: {exc}", **where) from exc
@@ -172,13 +176,24 @@ class AzureBackend:
 
     # --- objects ---------------------------------------------------------------------------
 
-    def open_read(self, bucket: str, key: str) -> BinaryIO:
+    def open_read(
+        self, bucket: str, key: str, offset: int = 0, version: str | None = None
+    ) -> BinaryIO:
+        kwargs: dict[str, Any] = {}
+        if offset:
+            kwargs["offset"] = offset
+        if version:
+            kwargs["etag"] = version
+            kwargs["match_condition"] = MatchConditions.IfNotModified
         with self._errors(bucket, key):
             # The downloader pins the ETag it saw first: an overwrite cannot mix versions.
             downloader = self.service.get_blob_client(bucket, key).download_blob(
-                max_concurrency=1, timeout=self.timeout
+                max_concurrency=1, timeout=self.timeout, **kwargs
             )
-        return cast(BinaryIO, _MappedReader(downloader, self, bucket, key))
+        reader = _MappedReader(downloader, self, bucket, key)
+        reader.version = downloader.properties.etag
+        reader.size = int(downloader.properties.size or 0)
+        return cast(BinaryIO, reader)
 
     def put(
         self, bucket: str, key: str, body: BinaryIO, size: int, md5_hex: str, run: Runner
@@ -265,6 +280,9 @@ class AzureBackend:
 
 class _MappedReader:
     """A StorageStreamDownloader read as a file, with its errors mapped."""
+
+    version: str | None = None
+    size: int = 0
 
     def __init__(self, downloader: Any, backend: AzureBackend, bucket: str, key: str) -> None:
         self._downloader = downloader

@@ -170,7 +170,14 @@ class ObjectBackend(Protocol):
         """Common prefixes (ending in ``/``) one level below ``prefix``."""
         ...
 
-    def open_read(self, bucket: str, key: str) -> BinaryIO: ...
+    def open_read(
+        self, bucket: str, key: str, offset: int = 0, version: str | None = None
+    ) -> BinaryIO:
+        """A streaming reader from byte ``offset``.  The reader has ``version`` (the object's
+        ETag or generation) and ``size`` (the whole object's) attributes; given ``version``,
+        a different version of the object is :class:`~worker.errors.IntegrityError`, so a
+        read resumed after a broken transfer never mixes two versions."""
+        ...
     def put(
         self, bucket: str, key: str, body: BinaryIO, size: int, md5_hex: str, run: Runner
     ) -> ObjectInfo:

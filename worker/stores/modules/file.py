@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO, ClassVar
 
-from worker.errors import AccessDenied, AlreadyExists, NotFound, StoreError
+from worker.errors import AccessDenied, AlreadyExists, IntegrityError, NotFound, StoreError
 from worker.stores.modules import names
 from worker.stores.modules.base import (
     ContainerNotFound,
@@ -170,14 +170,27 @@ class FileBackend:
 
     # --- objects ---------------------------------------------------------------------------
 
-    def open_read(self, bucket: str, key: str) -> BinaryIO:
+    def open_read(
+        self, bucket: str, key: str, offset: int = 0, version: str | None = None
+    ) -> BinaryIO:
         path = self._path(bucket, key)
         try:
-            return open(path, "rb")
+            f = open(path, "rb")  # noqa: SIM115 - the caller closes the reader
         except IsADirectoryError:
             raise NotFound("no such object", store=self.name, container=bucket, key=key) from None
         except OSError as exc:
             raise self._error(exc, bucket, key) from exc
+        st = os.fstat(f.fileno())
+        current = f"{st.st_mtime_ns:x}-{st.st_size:x}"
+        if version is not None and version != current:
+            f.close()
+            raise IntegrityError(
+                "the object changed while it was read", store=self.name, container=bucket,
+                key=key,
+            )
+        f.seek(offset)
+        f.version, f.size = current, st.st_size  # type: ignore[attr-defined]
+        return f
 
     def put(
         self, bucket: str, key: str, body: BinaryIO, size: int, md5_hex: str, run: Runner

@@ -30,6 +30,7 @@ from google.resumable_media import common as media_common
 from worker.errors import (
     AccessDenied,
     AlreadyExists,
+    IntegrityError,
     InvalidName,
     NotFound,
     StoreError,
@@ -186,14 +187,31 @@ class GCSBackend:
 
     # --- objects ---------------------------------------------------------------------------
 
-    def open_read(self, bucket: str, key: str) -> BinaryIO:
+    def open_read(
+        self, bucket: str, key: str, offset: int = 0, version: str | None = None
+    ) -> BinaryIO:
         with self._errors(bucket, key):
-            blob = self.client.bucket(bucket).get_blob(key, retry=None, timeout=self.timeout)
-            if blob is None:
-                raise NotFound("no such object", store=self.name, container=bucket, key=key)
+            if version is None:
+                blob = self.client.bucket(bucket).get_blob(key, retry=None, timeout=self.timeout)
+                if blob is None:
+                    raise NotFound("no such object", store=self.name, container=bucket, key=key)
+            else:
+                # That generation only: a replaced object is gone (404) rather than mixed in.
+                blob = self.client.bucket(bucket).get_blob(
+                    key, generation=int(version), retry=None, timeout=self.timeout
+                )
+                if blob is None:
+                    raise IntegrityError(
+                        "the object changed while it was read", store=self.name,
+                        container=bucket, key=key,
+                    )
             # Pinned to the generation just seen: a concurrent overwrite cannot mix versions.
             reader = blob.open("rb", chunk_size=PART_SIZE, retry=None)
-        return cast(BinaryIO, _MappedReader(reader, self, bucket, key))
+            if offset:
+                reader.seek(offset)
+        mapped = _MappedReader(reader, self, bucket, key)
+        mapped.version, mapped.size = str(blob.generation), int(blob.size or 0)
+        return cast(BinaryIO, mapped)
 
     def put(
         self, bucket: str, key: str, body: BinaryIO, size: int, md5_hex: str, run: Runner
@@ -262,6 +280,9 @@ def _session(credentials: Any, pool: int, endpoint: str) -> requests.Session:
 
 class _MappedReader:
     """A BlobReader whose errors (a reset mid-body, say) are mapped to worker.errors."""
+
+    version: str | None = None
+    size: int = 0
 
     def __init__(self, reader: Any, backend: GCSBackend, bucket: str, key: str) -> None:
         self._reader = reader

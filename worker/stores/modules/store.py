@@ -20,9 +20,14 @@ import tempfile
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import BinaryIO, TypeVar
+from typing import BinaryIO, TypeVar, cast
 
-from worker.errors import AlreadyExists, IntegrityError, InvalidName, StoreError
+from worker.errors import (
+    AlreadyExists,
+    IntegrityError,
+    InvalidName,
+    StoreError,
+)
 from worker.retry import STORE_RETRY, RetryPolicy
 from worker.stores.modules import names
 from worker.stores.modules.base import (
@@ -33,6 +38,7 @@ from worker.stores.modules.base import (
     SourceChanged,
     run_once,
 )
+from worker.stores.modules.reader import ResumingReader
 
 T = TypeVar("T")
 
@@ -181,21 +187,19 @@ class ModuleStore:
     # --- objects ---------------------------------------------------------------------------
 
     def open(self, container: str, key: str) -> BinaryIO:
-        """A streaming reader of the object; close it when done."""
+        """A streaming reader of the object; close it when done.  A transfer broken midway
+        (reset, timeout) is resumed from where it stopped, pinned to the version first read,
+        under the retry policy; if the object was replaced meanwhile, IntegrityError."""
         bucket, base = self._locate(container)
         full = self._key(container, base, key)
-        return self._call(self.backend.open_read, bucket, full, container=container, key=key)
+        reader = ResumingReader(self, bucket, full, container, key)
+        reader.reopen()
+        return cast(BinaryIO, reader)
 
     def read_bytes(self, container: str, key: str) -> bytes:
-        """The whole object in memory; a transfer broken midway is retried from the start."""
-        bucket, base = self._locate(container)
-        full = self._key(container, base, key)
-
-        def read() -> bytes:
-            with self.backend.open_read(bucket, full) as f:
-                return f.read()
-
-        return self._call(read, container=container, key=key)
+        """The whole object in memory (read as :meth:`open` does)."""
+        with self.open(container, key) as f:
+            return f.read()
 
     def put_bytes(self, container: str, key: str, data: bytes) -> ObjectInfo:
         """Upload ``data`` (verified by MD5)."""

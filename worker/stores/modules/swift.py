@@ -39,6 +39,7 @@ from swiftclient.exceptions import ClientException
 
 from worker.errors import (
     AccessDenied,
+    IntegrityError,
     NotFound,
     StoreError,
     TransientStoreError,
@@ -124,6 +125,8 @@ class SwiftBackend:
                 cls = ContainerNotFound if missing == "bucket" or key is None else NotFound
             elif status in (401, 403):
                 cls = AccessDenied
+            elif status == 412:
+                cls = IntegrityError  # If-Match on a resumed read: the object was replaced
             elif status in _TRANSIENT_STATUS or status == 0:
                 cls = TransientStoreError
             raise cls(text, **where) from exc
@@ -196,10 +199,22 @@ class SwiftBackend:
 
     # --- objects ---------------------------------------------------------------------------
 
-    def open_read(self, bucket: str, key: str) -> BinaryIO:
+    def open_read(
+        self, bucket: str, key: str, offset: int = 0, version: str | None = None
+    ) -> BinaryIO:
+        headers: dict[str, str] = {}
+        if offset:
+            headers["Range"] = f"bytes={offset}-"
+        if version:
+            headers["If-Match"] = version
         with self._errors(bucket, key):
-            _, chunks = self.conn.get_object(bucket, key, resp_chunk_size=1024 * 1024)
-        return cast(BinaryIO, _ChunkReader(chunks, self, bucket, key))
+            found, chunks = self.conn.get_object(
+                bucket, key, resp_chunk_size=1024 * 1024, headers=headers
+            )
+        reader = _ChunkReader(chunks, self, bucket, key)
+        reader.version = found.get("etag")
+        reader.size = offset + int(found.get("content-length", 0))
+        return cast(BinaryIO, reader)
 
     def put(
         self, bucket: str, key: str, body: BinaryIO, size: int, md5_hex: str, run: Runner
@@ -360,6 +375,9 @@ class RackspaceBackend(SwiftBackend):
 
 class _ChunkReader:
     """swiftclient's chunk iterator read as a file, with its errors mapped."""
+
+    version: str | None = None
+    size: int = 0
 
     def __init__(self, chunks: Any, backend: SwiftBackend, bucket: str, key: str) -> None:
         self._chunks = iter(chunks)

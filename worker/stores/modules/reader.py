@@ -1,0 +1,73 @@
+"""Streaming reads that survive a broken transfer: reopened where they stopped, same version."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import TYPE_CHECKING, BinaryIO
+
+from worker.errors import TransientStoreError
+
+if TYPE_CHECKING:
+    from worker.stores.modules.store import ModuleStore
+
+
+class ResumingReader:
+    """A backend reader that, on a transient error, reopens at the current offset (same
+    version) under the store's retry policy."""
+
+    def __init__(
+        self, store: ModuleStore, bucket: str, full: str, container: str, key: str
+    ) -> None:
+        self._store = store
+        self._where = (bucket, full)
+        self._names = (container, key)
+        self._reader: BinaryIO | None = None
+        self._version: str | None = None
+        self._size: int | None = None
+        self._pos = 0
+
+    def reopen(self) -> None:
+        """(Re)open at the current offset, under the retry policy."""
+        def open_at() -> BinaryIO:
+            return self._store.backend.open_read(*self._where, self._pos, self._version)
+
+        reader = self._store._call(open_at, container=self._names[0], key=self._names[1])
+        if self._version is None:
+            self._version = getattr(reader, "version", None)
+            self._size = getattr(reader, "size", None)
+        self._reader = reader
+
+    def read(self, n: int = -1) -> bytes:
+        def attempt() -> bytes:
+            if self._reader is None:
+                if self._size is not None and self._pos >= self._size:
+                    return b""
+                reader = self._store.backend.open_read(*self._where, self._pos, self._version)
+                self._reader = reader
+            try:
+                return self._reader.read(n)
+            except TransientStoreError:
+                self._drop()
+                raise
+
+        data = self._store._call(attempt, container=self._names[0], key=self._names[1])
+        self._pos += len(data)
+        return data
+
+    def _drop(self) -> None:
+        if self._reader is not None:
+            with contextlib.suppress(Exception):
+                self._reader.close()
+            self._reader = None
+
+    def close(self) -> None:
+        self._drop()
+
+    def readable(self) -> bool:
+        return True
+
+    def __enter__(self) -> ResumingReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
