@@ -633,3 +633,24 @@ print("stopped", flush=True)
         assert proc.wait(15) == 0
         assert proc.stdout.read().strip() == "stopped"
     assert log_file.read_text().splitlines() == ["app1/main.js"]
+
+
+@linux_only
+def test_sub_folders_without_a_watch_at_start_switch_to_polling(
+    start: WatcherFactory, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from watchdog.observers.inotify_c import InotifyFD
+
+    real = InotifyFD.add_callback
+
+    def limited(self: InotifyFD, path: bytes, *args: Any) -> Any:
+        if path.endswith(b"/lib"):  # watchdog skips such a sub-folder without a word
+            raise OSError(errno.ENOSPC, "inotify watch limit reached")
+        return real(self, path, *args)
+
+    monkeypatch.setattr(InotifyFD, "add_callback", limited)
+    w, rec = start()
+    assert wait_for(lambda: w.kind is ObserverKind.POLLING)
+    assert wait_for(lambda: any("ran out of watches" in p for p in rec.passes))
+    (root / "app1" / "lib" / "util.js").write_text("seen by polling")
+    assert settle(w, rec, {"app1/lib/util.js"}) == ["app1/lib/util.js"]
