@@ -133,3 +133,56 @@ def test_three_workers_1000_random_edits_never_go_back(
     # The three workers all took part.
     for i in range(3):
         assert "synced in" in (world.base / "logs" / f"w{i + 1}.log").read_text()
+
+
+def test_task_of_a_killed_pool_process_is_delivered_again(
+    sync_world: Callable[..., SyncWorld], redis_server: RedisServer
+) -> None:
+    """acks_late + task_reject_on_worker_lost: the pool process running a task is killed with
+    -9; the message goes back to the queue and the task runs again to completion."""
+    import os
+    import re
+    import signal
+
+    from worker.app import create_app
+    from worker.config import load_settings
+    from worker.locks import PathLocks
+
+    world = sync_world(redis_db_url(redis_server))
+    (world.root / "app1").mkdir()
+    (world.root / "app1" / "a.txt").write_text("v1")
+    worker = world.start_worker("w1", concurrency=1)
+    world.wait_equal(10)
+    (world.root / "app1" / "a.txt").write_text("v2")  # no watcher: only our task can sync it
+
+    app = create_app(load_settings(environ=world.env))
+    with PathLocks(world.state / "locks").hold("app1", "a.txt"):
+        # The task blocks on the per-path lock this test holds: it is "in the middle".
+        task_id = app.send_task("tasks.sync_path", args=["app1", "a.txt"],
+                                queue=world.host_queue).id
+        received = f"tasks.sync_path[{task_id}] received"
+        deadline = time.monotonic() + 10
+        while _count(worker.log_path, received) < 1:
+            assert time.monotonic() < deadline, worker.tail()
+            time.sleep(0.05)
+        time.sleep(0.5)
+        assert worker.proc is not None
+        main = worker.proc.pid
+        children = Path(f"/proc/{main}/task/{main}/children").read_text().split()
+        assert children, "no pool process"
+        for pid in children:
+            os.kill(int(pid), signal.SIGKILL)
+        while _count(worker.log_path, received) < 2:  # delivered again, same task id
+            assert time.monotonic() < deadline + 20, worker.tail()
+            time.sleep(0.05)
+        assert world.read_store("app1/a.txt") == b"v1"
+    world.wait_equal(5)  # lock released: the redelivered task completes
+    log = worker.log_path.read_text()
+    assert re.search(r"WorkerLostError|exited with 'signal 9", log)
+
+
+def _count(path: Path, needle: str) -> int:
+    try:
+        return path.read_text(errors="replace").count(needle)
+    except OSError:
+        return 0

@@ -96,6 +96,8 @@ def _record(app: Celery, kind: str, task: str, error: Any, args: Any) -> None:
     container = path = None
     if isinstance(args, list | tuple) and task == "tasks.sync_path" and len(args) >= 2:
         container, path = str(args[0]), str(args[1])
+    if kind == "failures":
+        log.error("container=%s path=%s %s failed: %s", container, path, task, error)
     try:
         store = jobs.status_store(settings_of(app))
         if kind == "failures":
