@@ -216,7 +216,9 @@ def test_put_creates_missing_container(store: ModuleStore) -> None:
 
 
 def test_listing_pages(store: ModuleStore, container: str) -> None:
-    keys = sorted(f"p/{i:04d}" for i in range(1001))
+    if hasattr(store.backend, "listing_page"):
+        store.backend.listing_page = 100  # cross page boundaries with few objects
+    keys = sorted(f"p/{i:04d}" for i in range(250))
     errors: list[BaseException] = []
 
     def put(chunk: list[str]) -> None:

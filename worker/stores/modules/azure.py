@@ -62,6 +62,8 @@ class AzureBackend:
 
     def __init__(self, service: BlobServiceClient, timeout: float = 60.0) -> None:
         self.service = service
+        #: Blobs per listing request (Azure's maximum is 5,000).
+        self.listing_page = 5000
         #: server-side timeout per request, seconds (the client's read timeout is set alike)
         self.timeout = max(1, int(timeout))
 
@@ -160,7 +162,7 @@ class AzureBackend:
         with self._errors(bucket):
             pages = (
                 self.service.get_container_client(bucket)
-                .list_blobs(name_starts_with=prefix or None, results_per_page=1000,
+                .list_blobs(name_starts_with=prefix or None, results_per_page=self.listing_page,
                             timeout=self.timeout)
                 .by_page(continuation_token=token)
             )

@@ -62,6 +62,8 @@ class GCSBackend:
 
     def __init__(self, client: storage.Client, timeout: float = 60.0) -> None:
         self.client = client
+        #: Objects per listing request (GCS's maximum is 1,000).
+        self.listing_page = 1000
         #: (connect, read) seconds per request; a slow server past this is a transient error
         self.timeout = (min(10.0, timeout), timeout)
 
@@ -167,7 +169,7 @@ class GCSBackend:
     def list_page(self, bucket: str, prefix: str, token: str | None) -> Page:
         with self._errors(bucket, missing="bucket"):
             iterator = self.client.list_blobs(
-                bucket, prefix=prefix or None, page_token=token, page_size=1000,
+                bucket, prefix=prefix or None, page_token=token, page_size=self.listing_page,
                 fields=_FIELDS, retry=None, timeout=self.timeout,
             )
             page = next(iterator.pages, None)

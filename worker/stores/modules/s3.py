@@ -102,6 +102,8 @@ class S3Backend:
         self._factory = factory
         self._client_lock = threading.Lock()
         self.region = region
+        #: Keys per listing request (S3's maximum is 1,000).
+        self.listing_page = 1000
         #: Light request path for single-request PUTs, listing pages and batched deletes
         #: (see s3_put.py); None: boto3 only.
         self.fast: FastPut | None = None
@@ -204,9 +206,9 @@ class S3Backend:
 
     def list_page(self, bucket: str, prefix: str, token: str | None) -> Page:
         if self.fast is not None:
-            rows, next_token = self.fast.list_page(bucket, prefix, token)
+            rows, next_token = self.fast.list_page(bucket, prefix, token, self.listing_page)
             return Page([_info(*row) for row in rows], next_token)
-        kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": 1000}
+        kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": self.listing_page}
         if token:
             kwargs["ContinuationToken"] = token
         with self._errors(bucket):

@@ -212,10 +212,10 @@ class FastPut:
         return resp.status, data
 
     def list_page(
-        self, bucket: str, prefix: str, token: str | None
+        self, bucket: str, prefix: str, token: str | None, max_keys: int = 1000
     ) -> tuple[list[tuple[str, int, float, str | None]], str | None]:
         """One ListObjectsV2 page (1,000 keys): ([(key, size, mtime, etag)], next token)."""
-        params = {"list-type": "2", "max-keys": "1000", "encoding-type": "url"}
+        params = {"list-type": "2", "max-keys": str(max_keys), "encoding-type": "url"}
         if prefix:
             params["prefix"] = prefix
         if token:

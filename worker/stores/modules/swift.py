@@ -55,6 +55,8 @@ from worker.stores.modules.base import (
 )
 
 SEGMENTS_SUFFIX = "_segments"
+#: Swift's largest listing page (container_listing_limit); fewer requests than 1,000.
+LISTING_PAGE = 10_000
 _TRANSIENT_STATUS = {408, 422, 429, 498, 499, 500, 502, 503, 504}
 
 
@@ -70,6 +72,7 @@ class SwiftBackend:
     ) -> None:
         self.session = session
         self.timeout = timeout
+        self.listing_page = LISTING_PAGE
         self.os_options: dict[str, Any] = {
             "service_type": "object-store",
             "interface": "public",
@@ -185,10 +188,10 @@ class SwiftBackend:
     def list_page(self, bucket: str, prefix: str, token: str | None) -> Page:
         with self._errors(bucket):
             _, entries = self.conn.get_container(
-                bucket, prefix=prefix or None, marker=token, limit=1000
+                bucket, prefix=prefix or None, marker=token, limit=self.listing_page
             )
         items = [_info(e) for e in entries if "subdir" not in e]
-        return Page(items, entries[-1]["name"] if len(entries) == 1000 else None)
+        return Page(items, entries[-1]["name"] if len(entries) == self.listing_page else None)
 
     def list_prefixes(self, bucket: str, prefix: str) -> list[str]:
         with self._errors(bucket):
