@@ -249,7 +249,10 @@ def test_forbidden_is_not_retried(proxied: Proxied, container: str) -> None:
     with pytest.raises(AccessDenied) as err:
         store.put_bytes(container, key, b"x")
     assert proxied.proxy.count(method, path) == 1
-    assert proxied.provider in str(err.value) and container in str(err.value)
+    # One line naming store, container and key.
+    message = str(err.value)
+    assert message.startswith(f"{proxied.provider} / {container} / {key}: ")
+    assert "\n" not in message
     store.close()
 
 
