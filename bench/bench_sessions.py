@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import os
 import random
 import shutil
 import statistics
@@ -138,10 +139,19 @@ def _scan(client: redis.Redis):  # type: ignore[no-untyped-def]
             return
 
 
-def timed(fn, *args):  # type: ignore[no-untyped-def]
-    t = time.perf_counter()
+def server_cpu(srv: RedisServer) -> float:
+    """CPU seconds the redis-server process has used (utime + stime)."""
+    assert srv.server.proc is not None
+    fields = Path(f"/proc/{srv.server.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def timed(srv: RedisServer, fn, *args):  # type: ignore[no-untyped-def]
+    """(wall seconds, client CPU seconds, server CPU seconds, result)."""
+    c0, s0, t0 = time.process_time(), server_cpu(srv), time.perf_counter()
     out = fn(*args)
-    return time.perf_counter() - t, out
+    wall = time.perf_counter() - t0
+    return wall, time.process_time() - c0, server_cpu(srv) - s0, out
 
 
 def throughput(srv: RedisServer, n: int, rounds: int) -> None:
@@ -149,31 +159,42 @@ def throughput(srv: RedisServer, n: int, rounds: int) -> None:
     load(client, n)
     store = RedisSessionStore(url=srv.url)
     rows = dump_rows(client)
+    names = {
+        "raw_snap": "snapshot, raw redis-py (SCAN + pipelined MGET/PTTL -> plain JSON lines)",
+        "snap": "snapshot, synchro-sync (zstd + sha256 + fsync + verification re-read)",
+        "raw_rest": "restore, raw redis-py (pipelined SET PX from rows in memory)",
+        "rest": "restore, synchro-sync --on-conflict overwrite (file sha256 check first)",
+        "rest_skip": "restore, synchro-sync --on-conflict skip (SET NX)",
+        "rest_fail": "restore, synchro-sync --on-conflict fail (every id checked first)",
+    }
+    results: dict[str, list[tuple[float, float, float]]] = {k: [] for k in names}
     with tempfile.TemporaryDirectory() as tmp:
         dest = FolderDestination(Path(tmp) / "snaps")
-        results: dict[str, list[float]] = {k: [] for k in ("raw_snap", "snap", "raw_rest", "rest")}
         for _ in range(rounds):
-            t, c = timed(raw_snapshot, client, Path(tmp) / "raw.jsonl")
+            wall, cpu, scpu, c = timed(srv, raw_snapshot, client, Path(tmp) / "raw.jsonl")
             assert c == n, c
-            results["raw_snap"].append(t)
-            t, info = timed(take_snapshot, store, dest)
+            results["raw_snap"].append((wall, cpu, scpu))
+            wall, cpu, scpu, info = timed(srv, take_snapshot, store, dest)
             assert info.count == n, info.count
-            results["snap"].append(t)
+            results["snap"].append((wall, cpu, scpu))
             client.flushdb()
-            t, _ = timed(raw_restore, client, rows)
-            results["raw_rest"].append(t)
-            client.flushdb()
-            t, res = timed(restore_snapshot, "latest", dest, store, OnConflict.FAIL)
-            assert res.written == n, res
-            results["rest"].append(t)
+            wall, cpu, scpu, _ = timed(srv, raw_restore, client, rows)
+            results["raw_rest"].append((wall, cpu, scpu))
+            for key, mode in (("rest", OnConflict.OVERWRITE), ("rest_skip", OnConflict.SKIP),
+                              ("rest_fail", OnConflict.FAIL)):
+                client.flushdb()
+                wall, cpu, scpu, res = timed(srv, restore_snapshot, "latest", dest, store, mode)
+                assert res.written == n, res
+                results[key].append((wall, cpu, scpu))
         size = (Path(tmp) / "raw.jsonl").stat().st_size
-        print(f"{n} sessions, {size / n:.0f} B/line plain, snapshot {info.size / n:.0f} B/session "
-              f"compressed; best of {rounds}")
+        print(f"{n} sessions, {size / n:.0f} B/line plain JSON, {info.size / n:.0f} B/session "
+              f"in the snapshot (zstd level 1); best of {rounds} rounds by wall time")
     best = {k: min(v) for k, v in results.items()}
-    for what, raw, ours in (("snapshot", "raw_snap", "snap"), ("restore", "raw_rest", "rest")):
-        print(f"{what:9s} raw redis-py {n / best[raw]:9.0f}/s ({best[raw]:.2f} s)   "
-              f"synchro-sync {n / best[ours]:9.0f}/s ({best[ours]:.2f} s)   "
-              f"ratio {best[raw] / best[ours]:.2f}")
+    for key, label in names.items():
+        wall, cpu, scpu = best[key]
+        peer = best["raw_snap" if "snap" in key else "raw_rest"][0]
+        print(f"{label}: {n / wall:8.0f}/s  {wall:5.2f} s  client CPU {cpu:5.2f} s  "
+              f"redis CPU {scpu:5.2f} s  ratio to raw {peer / wall:4.2f}")
 
 
 def latency(srv: RedisServer, n: int) -> None:

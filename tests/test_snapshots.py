@@ -303,7 +303,7 @@ def test_unverifiable_snapshot_is_not_listed(
     _fill(source, 10)
     real_publish = dest.publish
 
-    def corrupting_publish(staging: Path, name: str, md5_hex: str) -> None:
+    def corrupting_publish(staging: Path, name: str, md5_hex: str | None) -> None:
         data = bytearray(staging.read_bytes())
         data[len(data) // 2] ^= 0xFF  # the destination damages the file
         staging.write_bytes(bytes(data))

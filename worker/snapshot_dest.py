@@ -31,13 +31,16 @@ KEY_PREFIX = "snapshots/"
 class SnapshotDestination(Protocol):
     """The few operations snapshots need from where they are kept."""
 
+    #: Whether :meth:`publish` wants the MD5 of the staged file (to verify an upload).
+    wants_md5: bool
+
     def describe(self) -> str: ...
 
     def staging(self, name: str) -> Path:
         """A local path to write the data file ``name`` to before :meth:`publish`."""
         ...
 
-    def publish(self, staging: Path, name: str, md5_hex: str) -> None:
+    def publish(self, staging: Path, name: str, md5_hex: str | None) -> None:
         """Make the staged file the destination's ``name`` (all or nothing)."""
         ...
 
@@ -87,6 +90,8 @@ def open_destination(spec: str, settings: Settings | None = None) -> SnapshotDes
 class FolderDestination:
     """Snapshots as files in a local folder (created on first use)."""
 
+    wants_md5 = False
+
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
 
@@ -104,7 +109,7 @@ class FolderDestination:
         # A hidden name that names() never lists: a crash leaves no snapshot-looking file.
         return self.path / f".{name}.partial-{secrets.token_hex(4)}"
 
-    def publish(self, staging: Path, name: str, md5_hex: str) -> None:
+    def publish(self, staging: Path, name: str, md5_hex: str | None) -> None:
         os.replace(staging, self.path / name)
         _fsync_dir(self.path)
 
@@ -155,6 +160,8 @@ class FolderDestination:
 class ModuleStoreDestination:
     """Snapshots as objects ``snapshots/<name>`` in one container of the module store."""
 
+    wants_md5 = True
+
     def __init__(self, store: Any, container: str, prefix: str = KEY_PREFIX) -> None:
         self.store = store
         self.container = container
@@ -174,7 +181,7 @@ class ModuleStoreDestination:
         os.close(fd)
         return Path(path)
 
-    def publish(self, staging: Path, name: str, md5_hex: str) -> None:
+    def publish(self, staging: Path, name: str, md5_hex: str | None) -> None:
         self._ensure()
         try:
             self.store.put_file(self.container, self.prefix + name, staging, md5_hex=md5_hex)

@@ -37,17 +37,19 @@ T = TypeVar("T")
 
 
 class _HashingWriter:
-    """A file wrapper that hashes the compressed bytes as they are written (sha256 + md5)."""
+    """A file wrapper that hashes the compressed bytes as they are written (sha256, and md5
+    for destinations that verify uploads with it)."""
 
-    def __init__(self, raw: IO[bytes]) -> None:
+    def __init__(self, raw: IO[bytes], md5: bool) -> None:
         self.raw = raw
         self.sha256 = hashlib.sha256()
-        self.md5 = hashlib.md5(usedforsecurity=False)
+        self.md5 = hashlib.md5(usedforsecurity=False) if md5 else None
         self.size = 0
 
     def write(self, data: bytes) -> int:
         self.sha256.update(data)
-        self.md5.update(data)
+        if self.md5 is not None:
+            self.md5.update(data)
         self.size += len(data)
         return self.raw.write(data)
 
@@ -58,8 +60,10 @@ class _HashingWriter:
 class SnapshotWriter:
     """Write header, blocks of session lines, trailer; hashing + compression in a thread."""
 
-    def __init__(self, out: IO[bytes], header: dict[str, Any], level: int = LEVEL) -> None:
-        self._file = _HashingWriter(out)
+    def __init__(
+        self, out: IO[bytes], header: dict[str, Any], level: int = LEVEL, md5: bool = False
+    ) -> None:
+        self._file = _HashingWriter(out, md5)
         self._zw = zstandard.ZstdCompressor(level=level, write_checksum=True).stream_writer(
             self._file,  # type: ignore[arg-type]  # only write() and flush() are used
             closefd=False,
@@ -93,7 +97,7 @@ class SnapshotWriter:
         self.count += count
         self._queue.put(block)
 
-    def finish(self, trailer: dict[str, Any]) -> tuple[str, str, str, int]:
+    def finish(self, trailer: dict[str, Any]) -> tuple[str, str, str | None, int]:
         """Write the trailer; return (lines sha256, file sha256, file md5, file size)."""
         self._queue.put(None)
         self._thread.join()
@@ -103,7 +107,8 @@ class SnapshotWriter:
         self._zw.write(_json_line({**trailer, "count": self.count, "sha256": lines_hex}))
         self._zw.flush(zstandard.FLUSH_FRAME)
         self._file.flush()
-        return lines_hex, self._file.sha256.hexdigest(), self._file.md5.hexdigest(), self._file.size
+        md5 = self._file.md5.hexdigest() if self._file.md5 is not None else None
+        return lines_hex, self._file.sha256.hexdigest(), md5, self._file.size
 
     def abort(self) -> None:
         if self._thread.is_alive():
@@ -128,14 +133,18 @@ class SnapshotReader:
     """Stream a snapshot: :attr:`header` first, then blocks of complete session lines (each
     ending with a newline), then :attr:`trailer` once the blocks are exhausted.
 
-    With ``verify=True`` the session lines are counted and hashed and checked against the
-    trailer at the end; the sha256 of the compressed bytes is in :attr:`file_sha256`.
+    With ``verify=True`` the session lines are counted and (unless ``hash_lines=False``)
+    hashed, and checked against the trailer at the end; the sha256 of the compressed bytes is
+    in :attr:`file_sha256`.  zstd checks its own content checksum of every frame.
     Any damage (not zstd, truncated, no trailer, wrong count or checksum) is CorruptFile.
     """
 
-    def __init__(self, source: BinaryIO, name: str, verify: bool = True) -> None:
+    def __init__(
+        self, source: BinaryIO, name: str, verify: bool = True, hash_lines: bool = True
+    ) -> None:
         self.name = name
         self.verify = verify
+        self.hash_lines = verify and hash_lines
         self._raw = _HashingReader(source)
         self._reader = zstandard.ZstdDecompressor().stream_reader(
             self._raw,  # type: ignore[arg-type]  # only read() is used
@@ -199,7 +208,8 @@ class SnapshotReader:
             if cut:
                 block = buf[:cut]
                 if self.verify:
-                    self.lines_sha256.update(block)
+                    if self.hash_lines:
+                        self.lines_sha256.update(block)
                     self.count += block.count(b"\n")
                 yield block
         self._finish(pending)
@@ -217,7 +227,7 @@ class SnapshotReader:
                     f"trailer says {trailer['count']} sessions, file holds {self.count}",
                     key=self.name,
                 )
-            if trailer.get("sha256") != self.lines_sha256.hexdigest():
+            if self.hash_lines and trailer.get("sha256") != self.lines_sha256.hexdigest():
                 raise CorruptFile("checksum of the session lines does not match", key=self.name)
 
     def drain(self) -> None:

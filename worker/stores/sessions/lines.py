@@ -25,21 +25,24 @@ _SAFE_CHARS = (string.ascii_letters + string.digits + "._:~+/=@-").encode()
 _HEAD = b'{"id":"'
 _MID = b',"expires_at":'
 _STATE = b',"state":'
+# Expiry times are formatted and parsed from small tables and a per-day memo: strftime and
+# fromisoformat cost ~3 us each, which is most of a snapshot's line building when sessions
+# expire at many different seconds.
 _MILLIS = [b".%03dZ\"" % i for i in range(1000)]
-#: Memos of second -> text and back: sessions created together share their expiry second.
-#: Small, so memory stays flat however many distinct expiry times a store holds.
-_CACHE_SIZE = 4096
-_SECONDS: dict[int, bytes] = {}
+_HHMM = [b"%02d:%02d:" % divmod(minute, 60) for minute in range(1440)]
+_SS = [b"%02d" % i for i in range(60)]
+_DAY_MS = 86_400_000
+_DAYS: dict[int, bytes] = {}
+_DAY_EPOCH: dict[bytes, int] = {}
 
 
-def _second_prefix(seconds: int) -> bytes:
-    """``"2026-11-27T04:11:21`` (with the opening quote), cached: many sessions share it."""
-    prefix = _SECONDS.get(seconds)
+def _day_prefix(days: int) -> bytes:
+    """``"2026-11-27T`` (with the opening quote) for a day number since the epoch."""
+    prefix = _DAYS.get(days)
     if prefix is None:
-        if len(_SECONDS) > _CACHE_SIZE:
-            _SECONDS.clear()
-        prefix = b'"' + ms_to_iso(seconds * 1000)[:19].encode()
-        _SECONDS[seconds] = prefix
+        if len(_DAYS) > 4096:
+            _DAYS.clear()
+        prefix = _DAYS[days] = b'"' + ms_to_iso(days * _DAY_MS)[:11].encode()
     return prefix
 
 
@@ -50,24 +53,38 @@ def encode_batch(batch: Sequence[RawSession]) -> bytes:
     all_safe = not b"".join(ids).translate(None, _SAFE_CHARS)
     parts: list[bytes] = []
     extend = parts.extend
+    day_prefix, hhmm, ss, millis_of = _day_prefix, _HHMM, _SS, _MILLIS
     for bid, (sid, state, expires_ms) in zip(ids, batch, strict=True):
         if not all_safe and (not bid or bid.translate(None, _SAFE_CHARS)):
             bid = json.dumps(sid).encode()[1:-1]
         if expires_ms is None:
-            extend((_HEAD, bid, b'",' + _MID[1:] + b"null", _STATE, state, b"}\n"))
+            extend((_HEAD, bid, _NO_EXPIRY, state, b"}\n"))
         else:
-            seconds, millis = divmod(expires_ms, 1000)
-            extend((_HEAD, bid, b'"' + _MID, _second_prefix(seconds), _MILLIS[millis], _STATE,
-                    state, b"}\n"))
+            days, rest = divmod(expires_ms, _DAY_MS)
+            minute, rest = divmod(rest, 60_000)
+            second, millis = divmod(rest, 1000)
+            extend((_HEAD, bid, _EXPIRY, day_prefix(days), hhmm[minute], ss[second],
+                    millis_of[millis], _STATE, state, b"}\n"))
     return b"".join(parts)
 
 
+_NO_EXPIRY = b'","expires_at":null,"state":'
+_EXPIRY = b'","expires_at":'
+
 _LINE = re.compile(
-    rb'^\{"id":"([^"\\\n]+)","expires_at":(?:null|"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)\.(\d{3})Z"),'
-    rb'"state":(\{[^\n]*\})\}\n',
+    rb'^\{"id":"([^"\\\n]+)","expires_at":(?:null|"(\d{4}-\d\d-\d\d)T(\d\d):(\d\d):(\d\d)'
+    rb'\.(\d{3})Z"),"state":(\{[^\n]*\})\}\n',
     re.MULTILINE,  # anchored at line starts: a nested look-alike object never matches
 )
-_EPOCH: dict[bytes, int] = {}
+
+
+def _day_epoch(day: bytes) -> int:
+    base = _DAY_EPOCH.get(day)
+    if base is None:
+        if len(_DAY_EPOCH) > 4096:
+            _DAY_EPOCH.clear()
+        base = _DAY_EPOCH[day] = iso_to_ms(day.decode() + "T00:00:00.000Z")
+    return base
 
 
 def decode_block(block: bytes) -> list[RawSession]:
@@ -76,15 +93,11 @@ def decode_block(block: bytes) -> list[RawSession]:
     :func:`decode_line` line by line."""
     out: list[RawSession] = []
     append = out.append
-    epoch = _EPOCH
-    for sid, second, millis, state in _LINE.findall(block):
-        if second:
-            base = epoch.get(second)
-            if base is None:
-                if len(epoch) > _CACHE_SIZE:
-                    epoch.clear()
-                base = epoch[second] = iso_to_ms(second.decode() + ".000Z")
-            append((sid.decode(), state, base + int(millis)))
+    for sid, day, hh, mm, ss, millis, state in _LINE.findall(block):
+        if day:
+            at = (_day_epoch(day) + int(hh) * 3_600_000 + int(mm) * 60_000 + int(ss) * 1000
+                  + int(millis))
+            append((sid.decode(), state, at))
         else:
             append((sid.decode(), state, None))
     if len(out) != block.count(b"\n"):
