@@ -49,14 +49,18 @@ def test_scheduled_backup_runs_prunes_and_restores(
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and _count(worker.log_path, "snapshot 2") < 5:
         time.sleep(0.2)
-    beat.stop()
+    # One scheduler: the standby has sent nothing so far.
+    assert "beat lock taken" not in standby.tail(200)
+    assert "Sending due task" not in standby.tail(200)
+    beat.stop()  # an orderly stop hands the lock over at once
+    deadline = time.monotonic() + 5
+    while "beat lock taken" not in standby.tail(200):
+        assert time.monotonic() < deadline, standby.tail()
+        time.sleep(0.1)
     standby.stop()
     time.sleep(1.5)  # the last one sent finishes
     taken = _count(worker.log_path, "snapshot 2")  # "snapshot <id> of N sessions", ids are dates
     assert taken >= 5, worker.tail()
-    # One scheduler: the standby never sent anything, so about one snapshot per second.
-    assert "Scheduler: Sending due task" not in standby.tail(200)
-    assert "beat lock taken" not in standby.tail(200)
 
     snaps = list_snapshots(open_destination(str(world.base / dest)))
     assert len(snaps) == 3, [s.id for s in snaps]

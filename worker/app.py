@@ -18,8 +18,9 @@ No task bodies live here (they are in ``tasks/``, thin, and call ``worker.jobs``
   ``files.<hostname>``); session work and the scheduled fan-out go to the shared ``sessions`` queue
   that any worker may take.
 * **One beat.** The periodic full pass (``SYNC.fullPassInterval``) and session backups
-  (``BACKUP.interval``) are guarded twice: ``synchro-sync beat`` holds a Redis lock so a second
-  scheduler waits as a standby, and each scheduled run claims its tick so a double send runs once.
+  (``BACKUP.interval``) are guarded twice: the scheduler takes a Redis lock before it opens its
+  schedule file, so a second beat waits as a standby, and each scheduled run claims its tick so a
+  schedule sent twice runs once.
 """
 
 from __future__ import annotations
@@ -130,6 +131,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_cancel_long_running_tasks_on_connection_loss": False,
         "beat_schedule": schedule,
         "beat_schedule_filename": str(state_dir / "celerybeat-schedule"),
+        "beat_scheduler": "worker.signals:LockedScheduler",
         "beat_max_loop_interval": 5,
         "include": ["tasks"],
     }

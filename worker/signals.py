@@ -53,16 +53,10 @@ def connect(app: Celery) -> None:
 
         jobs.close_context()
 
-    def on_beat_init(sender: Any = None, **_: Any) -> None:
-        if getattr(sender, "app", None) is not app:
-            return
-        hold_beat_lock(app)
-
     signals.worker_ready.connect(on_worker_ready, weak=False)
     signals.task_failure.connect(on_task_failure, weak=False)
     signals.task_retry.connect(on_task_retry, weak=False)
     signals.worker_process_shutdown.connect(on_process_shutdown, weak=False)
-    signals.beat_init.connect(on_beat_init, weak=False)
 
 
 def _startup_full_pass(app: Celery, consumer: Any) -> None:
@@ -153,3 +147,21 @@ def hold_beat_lock(app: Celery) -> None:
                 log.warning("beat lock not renewed: %s", exc)
 
     threading.Thread(target=renew, name="synchro-sync-beat-lock", daemon=True).start()
+
+
+def _scheduler_base() -> Any:
+    from celery.beat import PersistentScheduler
+
+    return PersistentScheduler
+
+
+class LockedScheduler(_scheduler_base()):  # type: ignore[misc]
+    """Celery's persistent scheduler, opened only once this beat holds the beat lock.
+
+    Taking the lock before the schedule file is opened matters: a standby beat on the same
+    ``STATE_DIR`` must not read the file while the active one writes it.
+    """
+
+    def setup_schedule(self) -> None:
+        hold_beat_lock(self.app)
+        super().setup_schedule()
