@@ -57,14 +57,18 @@ def snapshot_sessions(self: Any, scheduled: bool = False) -> None:
 def scheduled_full_pass(self: Any) -> None:
     """Beat's periodic pass: one ``tasks.full_pass`` to the queue of every host with files.
 
-    The host queues are those the live workers consume (asked with a broadcast); if none
-    answer, this host's own queue.
+    The host queues are those the live workers consume (asked with a broadcast), and this
+    worker's own host queue if it consumes it.
     """
     settings = settings_of(self.app)
     if not jobs.claim_tick(settings, "full_pass", settings.SYNC.fullPassInterval):
         log.info("scheduled full pass already sent in this interval; skipped")
         return
-    queues = {settings.host_queue()}
+    queues: set[str] = set()
+    own = settings.host_queue()
+    consumed = getattr(self.app.amqp.queues, "consume_from", None) or self.app.amqp.queues
+    if own in consumed:  # a sessions-only worker has no files of its own to pass over
+        queues.add(own)
     try:
         replies = self.app.control.inspect(timeout=2.0).active_queues() or {}
     except Exception as exc:  # transports without broadcast (or nobody answering)
@@ -76,7 +80,9 @@ def scheduled_full_pass(self: Any) -> None:
             if name and name not in (SESSIONS_QUEUE, "celery") and not name.endswith("pidbox"):
                 queues.add(name)
     for queue in sorted(queues):
-        self.app.send_task("tasks.full_pass", args=[None, "scheduled"], queue=queue)
+        # Expires with the interval: a host queue nobody consumes any more does not pile up.
+        self.app.send_task("tasks.full_pass", args=[None, "scheduled"], queue=queue,
+                           expires=settings.SYNC.fullPassInterval)
         log.info("queue=%s scheduled full pass sent", queue)
 
 
