@@ -70,16 +70,41 @@ def test_a_burst_is_one_flush_after_its_last_event() -> None:
     assert at == pytest.approx(39 * 0.005 + 0.1)
 
 
-def test_continuous_writes_are_flushed_at_least_every_max_delay() -> None:
+def test_continuous_writes_are_flushed_at_max_delay_then_back_off() -> None:
     clock = Clock()
     deb: Debouncer[str] = Debouncer(0.1, 1.0, clock)
     events = [(i * 0.05, "log.txt", Change.CHANGED) for i in range(70)]  # 3.5 s, never quiet
     flushes = run_script(deb, clock, events, until=10)
     times = [t for t, _ in flushes]
-    # the cap every second; the last one a stretched quiet period (4 x the 50 ms rhythm) after
-    # the last write
-    assert times == pytest.approx([1.0, 2.0, 3.0, 69 * 0.05 + 0.2], abs=0.051)
+    # the cap after 1 s, then twice as long (2 s) while still busy; the last one after the
+    # busy path's quiet period (0.1 s doubled per window in a row: 0.4 s) after the last write
+    assert times == pytest.approx([1.0, 3.0, 69 * 0.05 + 0.4], abs=0.051)
     assert sum(f.events for _, f in flushes) == 70
+
+
+def test_back_off_is_bounded_and_ends_after_a_pause() -> None:
+    clock = Clock()
+    deb: Debouncer[str] = Debouncer(0.1, 1.0, clock, max_backoff=4.0)
+    busy = [(i * 0.05, "f", Change.CHANGED) for i in range(400)]  # 20 s, never quiet
+    times = [t for t, _ in run_script(deb, clock, busy, until=25)]
+    # caps 1, 2, 4, then 4 again (bounded by max_backoff x max_delay), then the quiet close
+    # (the quiet period grew too, bounded by max_delay)
+    assert times == pytest.approx([1.0, 3.0, 7.0, 11.0, 15.0, 19.0, 399 * 0.05 + 1.0], abs=0.051)
+    clock.now += 30  # long pause: the path's next save is an isolated one again
+    later = run_script(deb, clock, [(0.0, "f", Change.CHANGED)], until=5)
+    assert [t for t, _ in later] == pytest.approx([0.1], abs=0.001)
+
+
+def test_a_storm_on_many_files_costs_a_few_flushes_each() -> None:
+    """10,000 writes to 100 files in 5 s, round-robin: the issue's storm, scripted."""
+    clock = Clock()
+    deb: Debouncer[str] = Debouncer(0.1, 1.0, clock)
+    events = [(i * 0.0005, f"f{i % 100}", Change.CHANGED) for i in range(10_000)]
+    flushes = run_script(deb, clock, events, until=30)
+    assert len(flushes) <= 300
+    last = {f"f{i % 100}": i * 0.0005 for i in range(10_000)}
+    final = {f.key: at for at, f in flushes}
+    assert all(final[k] >= last[k] for k in last)
 
 
 def test_paths_are_debounced_independently() -> None:
@@ -118,10 +143,14 @@ def test_a_steady_writer_is_flushed_by_the_cap_not_by_every_pause() -> None:
     counts = {}
     for adapt in (0.0, 4.0):
         clock = Clock()
-        deb: Debouncer[str] = Debouncer(0.1, 1.0, clock, adapt=adapt)
+        deb: Debouncer[str] = Debouncer(0.1, 1.0, clock, adapt=adapt, backoff=1.0)
         counts[adapt] = len(run_script(deb, clock, events, until=20))
     # the cap alone gives 5 per path over 5 s, plus the final one
     assert counts[4.0] <= 7 * len(keys) < counts[0.0]
+    # and with the default back-off: caps after 1 s and 2 s more, then the final one
+    clock = Clock()
+    deb = Debouncer(0.1, 1.0, clock)
+    assert len(run_script(deb, clock, events, until=20)) <= 4 * len(keys)
 
 
 def test_the_rhythm_is_forgotten_after_a_pause() -> None:
@@ -198,7 +227,7 @@ def test_random_script_keeps_both_promises(seed: int) -> None:
         t += rng.expovariate(1 / 0.004)  # ~250 events/s, bursty
         events.append((t, rng.choice(keys), rng.choice(list(Change))))
     clock = Clock()
-    deb: Debouncer[str] = Debouncer(quiet, cap, clock)
+    deb: Debouncer[str] = Debouncer(quiet, cap, clock, backoff=1.0)
     flushes = run_script(deb, clock, events, until=t + 10)
 
     flush_times: dict[str, list[float]] = {k: [] for k in keys}

@@ -3,7 +3,14 @@
 A path is flushed once it has had no event for ``quiet`` seconds, or once ``max_delay`` seconds
 have passed since the first event of its current window, whichever comes first.  So an editor's
 save (a handful of events within milliseconds) or a burst of writes becomes one flush, and a path
-written continuously is still flushed at least every ``max_delay`` seconds.
+written continuously is still flushed ``max_delay`` seconds after its first write.
+
+A path that is written again within ``max_delay`` of its last flush is *busy* and backs off:
+each such window in a row multiplies its cap and its quiet period by ``backoff`` (the cap up to
+``max_backoff`` x ``max_delay``, the quiet period up to ``max_delay``).  So a storm of writes to
+a file costs a handful of uploads (after 1 s, then 2 s, then 4 s...), not one per ``max_delay``,
+while an isolated save keeps the plain quiet period.  A pause longer than ``max_delay`` after a
+flush ends the streak.
 
 The quiet period adapts to each path's rhythm: a path whose writes keep coming every 50 ms
 (a build writing, a log, a storm) has not gone quiet after 100 ms without one, so its quiet
@@ -59,9 +66,9 @@ class Flush(Generic[K]):
 
 
 class _Window:
-    __slots__ = ("first", "last", "born", "gone", "events", "serial", "gap")
+    __slots__ = ("first", "last", "born", "gone", "events", "serial", "gap", "streak")
 
-    def __init__(self, now: float, change: Change, serial: int, gap: float) -> None:
+    def __init__(self, now: float, change: Change, serial: int, gap: float, streak: int) -> None:
         self.first = now
         self.last = now
         self.born = change is Change.CREATED
@@ -70,6 +77,8 @@ class _Window:
         self.serial = serial
         #: Smoothed gap between this path's writes; 0.0 until a second write is seen.
         self.gap = gap
+        #: Windows in a row that opened within ``max_delay`` of the previous flush.
+        self.streak = streak
 
 
 #: Weight of the newest gap in the smoothed gap, when it is longer / shorter than that.
@@ -92,20 +101,26 @@ class Debouncer(Generic[K]):
         *,
         adapt: float = 4.0,
         burst: float = 0.005,
+        backoff: float = 2.0,
+        max_backoff: float = 8.0,
         memory: int = 10_000,
     ) -> None:
         if quiet < 0 or max_delay <= 0 or adapt < 0 or burst < 0:
             raise ValueError("quiet, adapt and burst must be >= 0 and max_delay > 0")
+        if backoff < 1 or max_backoff < 1:
+            raise ValueError("backoff and max_backoff must be >= 1")
         self.quiet = quiet
         self.max_delay = max_delay
         self.clock = clock
         # A quiet period of 0 asks for no debounce at all: then nothing adapts either.
         self.adapt = adapt if quiet > 0 else 0.0
+        self.backoff = backoff if quiet > 0 else 1.0
+        self.longest_cap = max_delay * max_backoff
         self.burst = burst
         self.memory = memory
         self._windows: dict[K, _Window] = {}
-        # Rhythm of recently flushed paths: key -> (flushed at, smoothed gap).
-        self._rhythm: OrderedDict[K, tuple[float, float]] = OrderedDict()
+        # Rhythm of recently flushed paths: key -> (flushed at, smoothed gap, streak).
+        self._rhythm: OrderedDict[K, tuple[float, float, int]] = OrderedDict()
         # (deadline, serial, key): a lower bound of when the window can close.  Entries are
         # lazily re-pushed with the real deadline when popped early, and dropped when stale.
         self._heap: list[tuple[float, int, K]] = []
@@ -126,11 +141,11 @@ class Debouncer(Generic[K]):
         win = self._windows.get(key)
         if win is None:
             serial = next(self._serials)
-            gap = 0.0
+            gap, streak = 0.0, 0
             rhythm = self._rhythm.pop(key, None)
             if rhythm is not None and t - rhythm[0] <= self.max_delay:
-                gap = rhythm[1]
-            self._windows[key] = _Window(t, change, serial, gap)
+                gap, streak = rhythm[1], rhythm[2] + 1
+            self._windows[key] = _Window(t, change, serial, gap, streak)
             # A lower bound: the quiet period only ever stretches.
             heapq.heappush(self._heap, (t + min(self.quiet, self.max_delay), serial, key))
             return
@@ -150,17 +165,20 @@ class Debouncer(Generic[K]):
         return self.quiet if win is None else self._quiet(win)
 
     def _quiet(self, win: _Window) -> float:
-        return min(max(self.quiet, self.adapt * win.gap), self.max_delay)
+        quiet = self.quiet * self.backoff**win.streak
+        return min(max(quiet, self.adapt * win.gap), self.max_delay)
+
+    def _cap(self, win: _Window) -> float:
+        return min(self.max_delay * self.backoff**win.streak, self.longest_cap)
 
     def _deadline(self, win: _Window) -> float:
-        return min(win.last + self._quiet(win), win.first + self.max_delay)
+        return min(win.last + self._quiet(win), win.first + self._cap(win))
 
     def _close(self, key: K, win: _Window, now: float) -> Flush[K]:
         del self._windows[key]
-        if win.gap > 0.0:
-            self._rhythm[key] = (now, win.gap)
-            if len(self._rhythm) > self.memory:
-                self._rhythm.popitem(last=False)
+        self._rhythm[key] = (now, win.gap, min(win.streak, 64))
+        if len(self._rhythm) > self.memory:
+            self._rhythm.popitem(last=False)
         return Flush(key, win.born and win.gone, win.events)
 
     def next_deadline(self) -> float | None:
