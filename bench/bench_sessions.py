@@ -208,21 +208,25 @@ def latency(srv: RedisServer, n: int) -> None:
         client.get(key)
         store.get(session.id)
 
-    def sample(fn) -> list[float]:  # type: ignore[no-untyped-def]
-        out = []
+    def sample(raw_fn, ours_fn) -> tuple[list[float], list[float]]:  # type: ignore[no-untyped-def]
+        """Interleaved, so that both see the same machine noise."""
+        raw, ours = [], []
         for _ in range(n):
             t = time.perf_counter_ns()
-            fn()
-            out.append((time.perf_counter_ns() - t) / 1e6)
-        return out
+            raw_fn()
+            t2 = time.perf_counter_ns()
+            ours_fn()
+            t3 = time.perf_counter_ns()
+            raw.append((t2 - t) / 1e6)
+            ours.append((t3 - t2) / 1e6)
+        return raw, ours
 
     pairs = {
         "get": (lambda: client.get(key), lambda: store.get(session.id)),
         "put": (lambda: client.set(key, value, px=3600_000), lambda: store.put(session)),
     }
     for name, (raw_fn, ours_fn) in pairs.items():
-        raw = sample(raw_fn)
-        ours = sample(ours_fn)
+        raw, ours = sample(raw_fn, ours_fn)
         q = [statistics.quantiles(x, n=100) for x in (raw, ours)]
         print(f"{name}: raw p50 {q[0][49]:.3f} ms p99 {q[0][98]:.3f} ms | RedisSessionStore "
               f"p50 {q[1][49]:.3f} ms p99 {q[1][98]:.3f} ms | added p50 "

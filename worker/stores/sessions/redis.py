@@ -121,6 +121,7 @@ class RedisSessionStore:
         # Servers that refuse scripting get the pipelined commands instead.
         self._scripts = True
         self._expiry_sha = hashlib.sha1(_EXPIRY_LUA.encode(), usedforsecurity=False).hexdigest()
+        self._get_sha = hashlib.sha1(_GET_LUA.encode(), usedforsecurity=False).hexdigest()
         self._write_script = self.client.register_script(_WRITE_LUA)
         self._exists_script = self.client.register_script(_EXISTS_LUA)
 
@@ -196,7 +197,7 @@ class RedisSessionStore:
         raise StoreError("could not find a free session id", store=self.describe())
 
     def get(self, session_id: str) -> Session | None:
-        value, at = self._call(partial(self._fetch, [self._key(session_id)]), f"get {session_id}")
+        value, at = self._call(partial(self._get_one, self._key(session_id)), f"get {session_id}")
         if value is None or at == -2:
             return None
         return Session.from_raw((session_id, value, at if at >= 0 else None))
@@ -253,6 +254,21 @@ class RedisSessionStore:
                 append((key[cut:].decode(), value, at if at >= 0 else None))
             if batch:
                 yield batch
+
+    def _get_one(self, key: bytes) -> list[Any]:
+        """[value, expiry] of one key: one EVALSHA (a pipeline costs ~40 us more here)."""
+        if self._scripts:
+            try:
+                res: list[Any] = self.client.evalsha(self._get_sha, 1, key)  # type: ignore[no-untyped-call]
+                return res
+            except rexc.NoScriptError:
+                self.client.script_load(_GET_LUA)  # type: ignore[no-untyped-call]
+                return self._get_one(key)
+            except rexc.ResponseError as exc:
+                if not _scripting_refused(exc):
+                    raise
+                self._scripts = False
+        return self._fetch([key])
 
     def _fetch(self, keys: list[bytes]) -> list[Any]:
         """[value1, expiry1, value2, expiry2, ...] for ``keys`` in one round trip; expiry in
@@ -437,6 +453,18 @@ for i, key in ipairs(KEYS) do
   out[i] = at
 end
 return out
+"""
+
+_GET_LUA = """
+local value = redis.call('GET', KEYS[1])
+if not value then return {false, -2} end
+local ok, at = pcall(redis.call, 'PEXPIRETIME', KEYS[1])
+if not ok then
+  local t = redis.call('TIME')
+  at = redis.call('PTTL', KEYS[1])
+  if at >= 0 then at = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + at end
+end
+return {value, at}
 """
 
 _EXISTS_LUA = """
