@@ -241,8 +241,24 @@ class RedisSessionStore:
 
     def iter_raw(self, batch_size: int = BATCH_SIZE) -> Iterator[list[RawSession]]:
         cut = len(self._bprefix)
-        for keys in self._scan_keys(batch_size):
-            res = self._call(partial(self._fetch, keys), f"read {len(keys)}")
+        server = (self._server_id(), self._transient_errors)
+        cursor, done = 0, False
+        pending: list[bytes] = []
+        while True:
+            keys = pending[:batch_size]
+            del pending[:batch_size]
+            # The next SCAN page travels in the same round trip as this batch's read.
+            scan = None if done or len(pending) >= batch_size else cursor
+            if not keys and scan is None:
+                return
+            res, page = self._call(
+                partial(self._fetch, keys, scan, batch_size), f"read {len(keys)}"
+            )
+            server = self._same_server(server)
+            if page is not None:
+                cursor, found = page
+                done = cursor == 0
+                pending.extend(found)
             batch: list[RawSession] = []
             append = batch.append
             for i, key in enumerate(keys):
@@ -268,37 +284,43 @@ class RedisSessionStore:
                 if not _scripting_refused(exc):
                     raise
                 self._scripts = False
-        return self._fetch([key])
+        return self._fetch([key])[0]
 
-    def _fetch(self, keys: list[bytes]) -> list[Any]:
-        """[value1, expiry1, value2, expiry2, ...] for ``keys`` in one round trip; expiry in
-        epoch ms, -1 for none, -2 for a missing key."""
-        if self._scripts:
-            pipe = self.client.pipeline(transaction=False)
-            pipe.mget(keys)
-            pipe.evalsha(self._expiry_sha, len(keys), *keys)
-            try:
-                values, expiries = pipe.execute()
-            except rexc.NoScriptError:  # new or restarted server: load it, once
-                self.client.script_load(_EXPIRY_LUA)  # type: ignore[no-untyped-call]
-                return self._fetch(keys)
-            except rexc.ResponseError as exc:
-                if not _scripting_refused(exc):
-                    raise
-                self._scripts = False
-            else:
-                return [x for pair in zip(values, expiries, strict=True) for x in pair]
+    def _fetch(
+        self, keys: list[bytes], scan: int | None = None, count: int = BATCH_SIZE
+    ) -> tuple[list[Any], tuple[int, list[bytes]] | None]:
+        """One round trip: [value1, expiry1, value2, expiry2, ...] for ``keys`` (expiry in
+        epoch ms, -1 none, -2 missing key), and the SCAN page at cursor ``scan`` if given."""
         pipe = self.client.pipeline(transaction=False)
-        pipe.mget(keys)
-        for key in keys:
-            pipe.pttl(key)
-        values, *ttls = pipe.execute()
-        now = now_epoch_ms()
-        return [
-            x
-            for value, ttl in zip(values, ttls, strict=True)
-            for x in (value, now + ttl if ttl >= 0 else ttl)
-        ]
+        if keys:
+            pipe.mget(keys)
+            if self._scripts:
+                pipe.evalsha(self._expiry_sha, len(keys), *keys)
+            else:
+                for key in keys:
+                    pipe.pttl(key)
+        if scan is not None:
+            pipe.scan(scan, match=self._match, count=count)
+        try:
+            replies = pipe.execute()
+        except rexc.NoScriptError:  # new or restarted server: load it, once
+            self.client.script_load(_EXPIRY_LUA)  # type: ignore[no-untyped-call]
+            return self._fetch(keys, scan, count)
+        except rexc.ResponseError as exc:
+            if not (self._scripts and _scripting_refused(exc)):
+                raise
+            self._scripts = False
+            return self._fetch(keys, scan, count)
+        page = replies.pop() if scan is not None else None
+        if not keys:
+            return [], page
+        if self._scripts:
+            values, expiries = replies
+        else:
+            values, ttls = replies[0], replies[1:]
+            now = now_epoch_ms()
+            expiries = [now + ttl if ttl >= 0 else ttl for ttl in ttls]
+        return [x for pair in zip(values, expiries, strict=True) for x in pair], page
 
     def iter_sessions(self) -> Iterator[Session]:
         for batch in self.iter_raw():
