@@ -33,6 +33,8 @@ ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 #: as level 3 (~400 MB/s here) and fifty times faster than gzip -9.
 LEVEL = 1
 READ_SIZE = 1 << 20
+#: Enough of the end of a stream to hold its trailer line.
+_TAIL = 1 << 16
 T = TypeVar("T")
 
 
@@ -231,8 +233,24 @@ class SnapshotReader:
                 raise CorruptFile("checksum of the session lines does not match", key=self.name)
 
     def drain(self) -> None:
-        for _ in self.blocks():
-            pass
+        """Read to the end, checking as configured.  Without line hashing this only counts
+        newlines and keeps the tail for the trailer: no per-block copies."""
+        if self.hash_lines or not self.verify:
+            for _ in self.blocks():
+                pass
+            return
+        tail = self._pending
+        newlines = tail.count(b"\n")
+        while chunk := self._read():
+            newlines += chunk.count(b"\n")
+            tail = chunk[-_TAIL:] if len(chunk) >= _TAIL else (tail + chunk)[-_TAIL:]
+        end = len(tail) - 1 if tail.endswith(b"\n") else len(tail)
+        cut = tail.rfind(b"\n", 0, end) + 1
+        if cut == 0 and newlines > 1:
+            raise CorruptFile("the trailer line is too long", key=self.name)
+        # Every newline ends a session line, except the trailer's own.
+        self.count = newlines - (1 if tail.endswith(b"\n") else 0)
+        self._finish(tail[cut:])
 
     @property
     def file_sha256(self) -> str:
