@@ -526,3 +526,33 @@ def test_outage_longer_than_the_bound_fails_clearly_and_lists_nothing(
                                key_prefix="g:", retry=GIVE_UP)
     with pytest.raises(TransientStoreError):
         restore_snapshot("latest", dest, target, progress=_Outage(own_redis, 1000, None, False))
+
+
+# --- the line format ------------------------------------------------------------------------
+
+
+def test_lines_round_trip_with_awkward_ids_and_times() -> None:
+    import random
+
+    from worker.stores.sessions.base import ms_to_iso
+    from worker.stores.sessions.lines import decode_block, decode_ids, decode_line, encode_batch
+
+    rng = random.Random(7)
+    ids = ["plain", 'q"uote', "back\\slash", "ünï€ode", "sp ace", "tab\there", "a/b=c+d"]
+    nested = b'{"n":{"id":"x","expires_at":null,"state":{}},"s":"}\\n{"}'
+    batch = [
+        (ids[i % len(ids)] + str(i), nested if i % 5 == 0 else b'{"i":%d}' % i,
+         None if i % 4 == 0 else rng.randrange(0, 4_102_444_800_000))
+        for i in range(3000)
+    ]
+    batch.append(("leap", b"{}", 951_782_400_123))  # 2000-02-29T00:00:00.123Z
+    block = encode_batch(batch)
+    assert decode_block(block) == batch
+    assert [r[0] for r in decode_ids(block)] == [r[0] for r in batch]
+    for line, raw in zip(block.splitlines(), batch, strict=True):
+        obj = json.loads(line)  # every line is plain JSON a person or jq can read
+        assert obj["id"] == raw[0] and json.dumps(obj["state"]) is not None
+        assert obj["expires_at"] == (None if raw[2] is None else ms_to_iso(raw[2]))
+        assert decode_line(line) == (raw[0], json.dumps(
+            json.loads(raw[1]), separators=(",", ":"), ensure_ascii=False).encode(), raw[2])
+    assert b'"expires_at":"2000-02-29T00:00:00.123Z"' in block

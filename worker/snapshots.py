@@ -49,7 +49,7 @@ from worker.stores.sessions.base import (
     iso_to_ms,
     now_epoch_ms,
 )
-from worker.stores.sessions.lines import decode_block, encode_batch
+from worker.stores.sessions.lines import decode_block, decode_ids, encode_batch
 
 __all__ = [
     "LATEST",
@@ -295,7 +295,7 @@ def restore_snapshot(
     info = find_snapshot(dest, snapshot)
     with _local_copy(dest, info) as path:
         if on_conflict is OnConflict.FAIL:
-            refuse_conflicts(_snapshot_batches(path, info), target)
+            refuse_conflicts(prefetch(_snapshot_batches(path, info, ids_only=True)), target)
         result = write_restartable(
             target, lambda: prefetch(_snapshot_batches(path, info)), on_conflict, progress
         )
@@ -338,12 +338,16 @@ class _local_copy:
             self.tmp.unlink(missing_ok=True)
 
 
-def _snapshot_batches(path: Path, info: SnapshotInfo) -> Iterator[list[RawSession]]:
+def _snapshot_batches(
+    path: Path, info: SnapshotInfo, ids_only: bool = False
+) -> Iterator[list[RawSession]]:
+    """Batches of the snapshot's sessions; ``ids_only`` (the conflict check) leaves the
+    states empty and skips parsing them."""
     with open(path, "rb") as f:
         reader = SnapshotReader(f, str(path), verify=False)
         try:
             for block in reader.blocks():
-                sessions = decode_block(block)
+                sessions = decode_ids(block) if ids_only else decode_block(block)
                 for start in range(0, len(sessions), BATCH_SIZE):
                     yield sessions[start : start + BATCH_SIZE]
         finally:

@@ -107,6 +107,17 @@ def decode_block(block: bytes) -> list[RawSession]:
     return out
 
 
+_ID = re.compile(rb'^\{"id":"([^"\\\n]+)"', re.MULTILINE)
+
+
+def decode_ids(block: bytes) -> list[RawSession]:
+    """The ids of a block like :func:`decode_block`'s, with empty states (conflict checks)."""
+    ids = _ID.findall(block)
+    if len(ids) != block.count(b"\n"):
+        return [(sid, b"", None) for sid, _, _ in decode_block(block)]
+    return [(sid.decode(), b"", None) for sid in ids]
+
+
 def decode_line(line: bytes, *, trusted: bool = False, where: str = "") -> RawSession:
     """One JSON line (without its newline) to a :data:`RawSession`.
 
