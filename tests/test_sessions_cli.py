@@ -196,3 +196,30 @@ def test_subprocess_errors_are_one_line(tmp_path: Path) -> None:
     assert "broken.json" in corrupt.stderr and "left as it was" in corrupt.stderr
     assert "Traceback" not in corrupt.stderr
     assert (tmp_path / "broken.json").read_text() == '{"sessions": {"a": '
+
+
+def test_subprocess_progress_on_a_terminal(tmp_path: Path) -> None:
+    """With stderr on a terminal a rich progress line is drawn; stdout keeps the summary."""
+    import pty
+
+    _fill_file(tmp_path / "a.json", 3000)
+    master, slave = pty.openpty()
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("SYNCHRO")}
+    exe = Path(sys.executable).with_name("synchro-sync")
+    proc = subprocess.run(
+        [str(exe) if exe.exists() else "synchro-sync", "sessions", "copy",
+         "--from", "file:a.json", "--to", "file:b.json"],
+        cwd=tmp_path, env={**env, "TERM": "xterm", "COLUMNS": "100"},
+        stdout=subprocess.PIPE, stderr=slave, text=True, timeout=120,
+    )
+    os.close(slave)
+    drawn = b""
+    try:
+        while chunk := os.read(master, 65536):
+            drawn += chunk
+    except OSError:
+        pass  # EIO once the terminal's other end is closed
+    os.close(master)
+    assert proc.returncode == 0
+    assert proc.stdout.startswith("copied 3000 sessions from file:a.json to file:b.json")
+    assert b"\x1b[" in drawn  # terminal control sequences of the progress display
