@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -126,9 +127,10 @@ def test_celery_beat_command_runs_as_it_is(
     world.procs.append(beat)
     world.base.joinpath("logs").mkdir(exist_ok=True)
     world.restart(beat)
-    assert (world.state / "celerybeat-schedule").exists() or any(
-        p.name.startswith("celerybeat-schedule") for p in world.state.iterdir()
-    )
+    deadline = time.monotonic() + 10  # the file is opened right after the lock is taken
+    while not any(p.name.startswith("celerybeat-schedule") for p in world.state.iterdir()):
+        assert time.monotonic() < deadline, beat.tail()
+        time.sleep(0.05)
 
 
 def test_worker_command_passes_options_to_celery(
