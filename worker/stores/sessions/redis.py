@@ -8,18 +8,19 @@ Each session is the key ``keyPrefix + id`` holding the state's JSON text, with t
 absolute expiry set by Redis itself (``SET ... PXAT``), so Redis expires it and
 ``PEXPIRETIME`` (Redis 7; ``TIME`` + ``PTTL`` before) tells it exactly.
 
-Whole-store walks use ``SCAN`` (never ``KEYS``).  Each batch of 1000 keys is read, written or
-probed by one small Lua script (value + expiry, ``SET NX/PXAT``, ``EXISTS``): one command per
-batch instead of 1000 pipelined ones, whose packing and reply parsing are most of the client's
-cost in Python (see docs/benchmarks.md).  A server that refuses scripting gets the pipelined
-commands (``MGET`` + ``PTTL``, ``SET``) instead.
+Whole-store walks use ``SCAN`` (never ``KEYS``).  One round trip per 1000 keys carries a
+native ``MGET``, a Lua script returning the keys' expiries, and the next ``SCAN`` page.  Writes
+and conflict checks are one Lua script per batch (``SET NX/PXAT``, ``EXISTS``), two batches in
+flight: one command per batch instead of 1000 pipelined ones, whose packing and reply parsing
+are most of the client's cost in Python (see docs/benchmarks.md).  A server that refuses
+scripting gets the pipelined commands (``PTTL``, ``SET``) instead.
 
 Every call goes through the tenacity policy of :mod:`worker.retry` (``retry=`` sets another
 bound); redis-py's own retries are off so the layers do not multiply.  A stream that sees the
 server come back as a new process (``run_id``) raises :class:`StreamRestarted`, because a
 SCAN cursor means nothing to the new process and an unpersisted server lost what was written;
 the callers start such a stream again.  Redis exceptions are mapped to :mod:`worker.errors`
-here and nowhere else.
+by :func:`~worker.stores.sessions.redis_support.mapped_errors` and seen nowhere else.
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ import hashlib
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
 from datetime import timedelta
 from functools import partial
 from typing import Any, ClassVar, TypeVar
@@ -41,7 +41,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from worker.config import RedisSessionStoreConfig, mask_url
-from worker.errors import AccessDenied, AlreadyExists, StoreError, TransientStoreError
+from worker.errors import AlreadyExists, StoreError, TransientStoreError
 from worker.retry import STORE_RETRY, RetryPolicy
 from worker.stores.sessions.base import (
     BATCH_SIZE,
@@ -55,6 +55,15 @@ from worker.stores.sessions.base import (
     now_epoch_ms,
     state_to_json,
     ttl_to_expires_ms,
+)
+from worker.stores.sessions.redis_support import (
+    EXISTS_LUA,
+    EXPIRY_LUA,
+    GET_LUA,
+    WRITE_LUA,
+    glob_escape,
+    mapped_errors,
+    scripting_refused,
 )
 
 T = TypeVar("T")
@@ -110,7 +119,7 @@ class RedisSessionStore:
             self._where = f"{'rediss' if tls else 'redis'}://{host}:{port}/{db}"
         self.prefix = key_prefix
         self._bprefix = key_prefix.encode()
-        self._match = _glob_escape(self._bprefix) + b"*"
+        self._match = glob_escape(self._bprefix) + b"*"
         self.retry = retry
         self._later = dataclasses.replace(retry, attempts=retry.attempts - 1)
         self._transient_errors = 0
@@ -120,10 +129,10 @@ class RedisSessionStore:
         # 1000 (or 1001) pipelined ones, which is most of the client-side cost in Python.
         # Servers that refuse scripting get the pipelined commands instead.
         self._scripts = True
-        self._expiry_sha = hashlib.sha1(_EXPIRY_LUA.encode(), usedforsecurity=False).hexdigest()
-        self._get_sha = hashlib.sha1(_GET_LUA.encode(), usedforsecurity=False).hexdigest()
-        self._write_script = self.client.register_script(_WRITE_LUA)
-        self._exists_script = self.client.register_script(_EXISTS_LUA)
+        self._expiry_sha = hashlib.sha1(EXPIRY_LUA.encode(), usedforsecurity=False).hexdigest()
+        self._get_sha = hashlib.sha1(GET_LUA.encode(), usedforsecurity=False).hexdigest()
+        self._write_script = self.client.register_script(WRITE_LUA)
+        self._exists_script = self.client.register_script(EXISTS_LUA)
 
     @classmethod
     def from_config(cls, cfg: RedisSessionStoreConfig, **kwargs: Any) -> RedisSessionStore:
@@ -141,7 +150,7 @@ class RedisSessionStore:
     def _call(self, fn: Callable[[], T], what: str) -> T:
         def once() -> T:
             try:
-                with _mapped(self.describe(), what):
+                with mapped_errors(self.describe(), what):
                     return fn()
             except TransientStoreError:
                 self._transient_errors += 1
@@ -278,10 +287,10 @@ class RedisSessionStore:
                 res: list[Any] = self.client.evalsha(self._get_sha, 1, key)  # type: ignore[no-untyped-call]
                 return res
             except rexc.NoScriptError:
-                self.client.script_load(_GET_LUA)  # type: ignore[no-untyped-call]
+                self.client.script_load(GET_LUA)  # type: ignore[no-untyped-call]
                 return self._get_one(key)
             except rexc.ResponseError as exc:
-                if not _scripting_refused(exc):
+                if not scripting_refused(exc):
                     raise
                 self._scripts = False
         return self._fetch([key])[0]
@@ -304,10 +313,10 @@ class RedisSessionStore:
         try:
             replies = pipe.execute()
         except rexc.NoScriptError:  # new or restarted server: load it, once
-            self.client.script_load(_EXPIRY_LUA)  # type: ignore[no-untyped-call]
+            self.client.script_load(EXPIRY_LUA)  # type: ignore[no-untyped-call]
             return self._fetch(keys, scan, count)
         except rexc.ResponseError as exc:
-            if not (self._scripts and _scripting_refused(exc)):
+            if not (self._scripts and scripting_refused(exc)):
                 raise
             self._scripts = False
             return self._fetch(keys, scan, count)
@@ -339,7 +348,7 @@ class RedisSessionStore:
                     found: list[Any] = self._exists_script(keys=keys)
                     return found
                 except rexc.ResponseError as exc:
-                    if not _scripting_refused(exc):
+                    if not scripting_refused(exc):
                         raise
                     self._scripts = False
             pipe = self.client.pipeline(transaction=False)
@@ -426,7 +435,7 @@ class RedisSessionStore:
                 replies: list[Any] = self._write_script(keys=keys, args=args)
                 return replies
             except rexc.ResponseError as exc:
-                if not _scripting_refused(exc):
+                if not scripting_refused(exc):
                     raise
                 self._scripts = False
         pipe = self.client.pipeline(transaction=False)
@@ -449,106 +458,3 @@ class RedisSessionStore:
 
     def close(self) -> None:
         self.client.close()
-
-
-_EXPIRY_LUA = """
--- The absolute expiry in ms of each key (-1 none, -2 no key): PEXPIRETIME where the server
--- has it (7.0+), else TIME + PTTL.  Values are read by a native MGET next to it: passing
--- 1 KB strings through Lua doubled the server's CPU per session.
-local out = {}
-local exact = true
-local now = nil
-for i, key in ipairs(KEYS) do
-  local at = -2
-  if exact then
-    at = redis.pcall('PEXPIRETIME', key)
-    if type(at) == 'table' then exact = false end
-  end
-  if not exact then
-    if not now then
-      local t = redis.call('TIME')
-      now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-    end
-    at = redis.call('PTTL', key)
-    if at >= 0 then at = now + at end
-  end
-  out[i] = at
-end
-return out
-"""
-
-_GET_LUA = """
-local value = redis.call('GET', KEYS[1])
-if not value then return {false, -2} end
-local ok, at = pcall(redis.call, 'PEXPIRETIME', KEYS[1])
-if not ok then
-  local t = redis.call('TIME')
-  at = redis.call('PTTL', KEYS[1])
-  if at >= 0 then at = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + at end
-end
-return {value, at}
-"""
-
-_EXISTS_LUA = """
-local out = {}
-for i, key in ipairs(KEYS) do out[i] = redis.call('EXISTS', key) end
-return out
-"""
-
-_WRITE_LUA = """
-local nx = ARGV[1] == '1'
-local out = {}
-for i, key in ipairs(KEYS) do
-  local value, at = ARGV[2 * i], ARGV[2 * i + 1]
-  local ok
-  if at == '' then
-    if nx then ok = redis.call('SET', key, value, 'NX') else ok = redis.call('SET', key, value) end
-  elseif nx then
-    ok = redis.call('SET', key, value, 'PXAT', at, 'NX')
-  else
-    ok = redis.call('SET', key, value, 'PXAT', at)
-  end
-  out[i] = ok and 1 or 0
-end
-return out
-"""
-
-
-def _scripting_refused(exc: Exception) -> bool:
-    text = str(exc).lower()
-    return "unknown command" in text or "noperm" in text or "scripting" in text
-
-
-def _glob_escape(text: bytes) -> bytes:
-    out = bytearray()
-    for byte in text:
-        if byte in b"*?[]\\":
-            out += b"\\"
-        out.append(byte)
-    return bytes(out)
-
-
-@contextmanager
-def _mapped(store: str, what: str) -> Iterator[None]:
-    """redis-py's exceptions -> worker.errors; the only place they are caught."""
-    try:
-        yield
-    except (rexc.AuthenticationError, rexc.AuthorizationError, rexc.NoPermissionError) as exc:
-        raise AccessDenied(f"{what}: {exc}", store=store) from exc
-    except rexc.ConnectionError as exc:
-        if "CERTIFICATE_VERIFY_FAILED" in str(exc) or "WRONG_VERSION_NUMBER" in str(exc):
-            # A TLS trust problem does not go away by waiting: fail at once.
-            raise AccessDenied(f"{what}: TLS: {exc}", store=store) from exc
-        raise TransientStoreError(f"{what}: {exc}", store=store) from exc
-    except (rexc.TimeoutError, rexc.TryAgainError) as exc:
-        # Includes BusyLoadingError: a restarted server still loading its data.
-        raise TransientStoreError(f"{what}: {exc}", store=store) from exc
-    except rexc.ResponseError as exc:
-        text = str(exc)
-        if text.startswith(("NOAUTH", "WRONGPASS", "NOPERM")):
-            raise AccessDenied(f"{what}: {exc}", store=store) from exc
-        if text.startswith(("LOADING", "MASTERDOWN", "TRYAGAIN", "READONLY")):
-            raise TransientStoreError(f"{what}: {exc}", store=store) from exc
-        raise StoreError(f"{what}: {exc}", store=store) from exc
-    except rexc.RedisError as exc:
-        raise StoreError(f"{what}: {exc}", store=store) from exc
