@@ -376,3 +376,51 @@ def test_streaming_read_resumes_where_it_broke(proxied: Proxied, container: str)
         # These stream as they read: the second request starts where the first broke off.
         assert gets[1] is not None and gets[1].startswith("bytes=") and gets[1] != "bytes=0-", gets
     store.close()
+
+
+def _second_part(p: Proxied, container: str) -> Fault:
+    """A fault matching the request that carries the second 8 MiB part of an upload."""
+    if p.provider == "amazon":
+        return Fault("delay", method="PUT", path="partNumber=2")
+    if p.provider == "azure":
+        return Fault("delay", method="PUT", path="comp=block&", after=1)
+    if p.provider == "openstack":
+        return Fault("delay", method="PUT", path=f"{container}_segments/.*/00000001")
+    return Fault("delay", method="PUT", path="upload_id=", after=1)
+
+
+def test_file_edited_during_upload_in_parts_is_uploaded_again(
+    proxied: Proxied, container: str, tmp_path: Path
+) -> None:
+    """The local file is rewritten while its second part is on the wire: the first upload is
+    abandoned before it commits (the running hash no longer matches) and the file goes up
+    again; the object ends as the new content, never a mix."""
+    import threading
+
+    src = tmp_path / "edited.bin"
+    src.write_bytes(os.urandom(20 * 1024 * 1024))
+    new = os.urandom(20 * 1024 * 1024)
+    hold = _second_part(proxied, container)
+    hold.seconds = 1.0
+    proxied.proxy.inject(hold)
+
+    def edit_when_held() -> None:
+        deadline = time.monotonic() + 30
+        while hold.hits == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        src.write_bytes(new)
+
+    editor = threading.Thread(target=edit_when_held)
+    editor.start()
+    store = proxied.store()
+    info = store.put_file(container, "edited.bin", src)
+    editor.join()
+    assert hold.hits == 1
+    assert info.md5 == hashlib.md5(new).hexdigest()
+    commits = {"amazon": ("POST", "uploadId="), "azure": ("PUT", "comp=blocklist"),
+               "openstack": ("PUT", "multipart-manifest=put")}.get(proxied.provider)
+    if commits is not None:  # the abandoned upload never reached its commit
+        assert proxied.proxy.count(*commits) == 1
+    got = store.read_bytes(container, "edited.bin")
+    assert hashlib.md5(got).digest() == hashlib.md5(new).digest()
+    store.close()
