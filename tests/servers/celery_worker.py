@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -104,8 +105,12 @@ class SyncWorld:
         return proc.start(timeout)
 
     def stop_all(self) -> None:
-        for proc in reversed(self.procs):
-            proc.stop(grace=10)
+        """Stop every process at once (each gets SIGTERM, then SIGKILL after 10 s)."""
+        stoppers = [threading.Thread(target=p.stop, args=(10,)) for p in self.procs]
+        for t in stoppers:
+            t.start()
+        for t in stoppers:
+            t.join()
         if self._store is not None:
             self._store.close()
             self._store = None
