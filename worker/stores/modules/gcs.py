@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import contextlib
 from collections.abc import Iterable, Iterator
+from datetime import datetime
 from typing import Any, BinaryIO, ClassVar, cast
 
 import requests
@@ -310,6 +311,13 @@ class _MappedReader:
 
 def _info(blob: Any) -> ObjectInfo:
     md5 = base64.b64decode(blob.md5_hash).hex() if blob.md5_hash else None
-    modified = blob.updated.timestamp() if blob.updated else 0.0
+    # The resource's RFC 3339 string, parsed once with fromisoformat: Blob.updated goes
+    # through strptime (about 60 us a call, most of a listing's CPU).
+    stamp = getattr(blob, "_properties", {}).get("updated")
+    if isinstance(stamp, str):
+        modified = datetime.fromisoformat(stamp).timestamp()
+    else:
+        updated = blob.updated
+        modified = updated.timestamp() if updated else 0.0
     etag = str(blob.generation) if blob.generation else blob.etag
     return ObjectInfo(blob.name, int(blob.size or 0), modified, md5, etag)
