@@ -119,3 +119,46 @@ def test_distributed_commands_need_a_broker(sync_world: Callable[..., SyncWorld]
         )
         assert out.returncode == 2, out.stderr
         assert out.stderr.count("\n") == 1 and "BROKER_URL" in out.stderr
+
+
+def test_run_retries_a_save_the_store_refused(sync_world: Callable[..., SyncWorld]) -> None:
+    """The store is down when a save happens: the failure shows in status, the path is retried
+    with a backoff, and lands once the store is up (a moto S3 started on the endpoint later)."""
+    import sys
+    import urllib.request
+    import uuid
+
+    from tests.servers.process import ServerProcess, free_port
+    from tests.servers.s3_server import ACCESS_KEY, SECRET_KEY
+    from worker.status import FileStatusStore
+
+    port = free_port()
+    store = {"provider": "amazon", "keyId": ACCESS_KEY, "key": SECRET_KEY,
+             "endpoint": f"http://127.0.0.1:{port}"}
+    app = f"retry-{uuid.uuid4().hex[:8]}"
+    world = sync_world(None, store_settings=store)
+    world.containers = {app}
+    (world.root / app).mkdir()
+    world.start_run()  # the start-up pass fails (nothing listens), run still goes live
+    (world.root / app / "a.txt").write_text("saved while the store is down")
+
+    status = FileStatusStore(world.state)
+    deadline = time.monotonic() + 30
+    while not any(f.get("path") == "a.txt" for f in status.read().get("failures", [])):
+        assert time.monotonic() < deadline, world.logs()
+        time.sleep(0.2)
+    moto = ServerProcess(
+        "moto-late", [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        healthy=lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/moto-api/", timeout=1)
+        .status == 200,
+        workdir=world.base / "logs",
+    )
+    world.procs.append(moto)
+    moto.start()
+    deadline = time.monotonic() + 40
+    while world.read_store(f"{app}/a.txt") != b"saved while the store is down":
+        assert time.monotonic() < deadline, world.logs()
+        time.sleep(0.2)
+    data = status.read()
+    assert data["retry_total"] >= 1
+    assert any(f["container"] == app and f["path"] == "a.txt" for f in data["failures"])

@@ -178,9 +178,14 @@ class LocalDispatcher:
             try:
                 self._sync(*key)
                 self.synced += 1
-            except Exception:  # one bad path must not stop the queue; logged with its path
+            except Exception as exc:  # one bad path must not stop the queue
                 self.failed += 1
-                log.exception("container=%s path=%s sync failed", key[0], key[1])
+                from worker.errors import SyncError
+
+                if isinstance(exc, SyncError):  # ours: the message says what and why
+                    log.error("container=%s path=%s sync failed: %s", key[0], key[1], exc)
+                else:
+                    log.exception("container=%s path=%s sync failed", key[0], key[1])
             finally:
                 with self._cond:
                     self._inflight.discard(key)

@@ -140,14 +140,67 @@ class Timers:
             record_failure(jobs.status_store(self.settings), task, str(exc))
 
 
+class RetryLater:
+    """The embedded counterpart of the tasks' Celery retry: a path whose sync failed with a
+    transient store error is submitted again after a backoff (2 s, doubling up to 60 s, at most
+    8 times; after that the next full pass finds it).  Every failure goes to ``status``."""
+
+    attempts_max = 8
+    first_delay = 2.0
+    max_delay = 60.0
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.submit: Callable[[str, str], object] | None = None
+        self._attempts: dict[tuple[str, str], int] = {}
+        self._lock = threading.Lock()
+
+    def failed(self, container: str, relpath: str, exc: Exception) -> None:
+        from worker import jobs
+        from worker.errors import TransientStoreError
+        from worker.status import record_failure, record_retry
+
+        key = (container, relpath)
+        with self._lock:
+            attempt = self._attempts.get(key, 0) + 1
+            self._attempts[key] = attempt
+        again = isinstance(exc, TransientStoreError) and attempt <= self.attempts_max
+        try:
+            store = jobs.status_store(self.settings)
+            record_failure(store, "sync_path", str(exc), container, relpath)
+            if again:
+                record_retry(store, "sync_path", str(exc), 1, container, relpath)
+        except OSError as err:
+            log.warning("status not written: %s", err)
+        if again and self.submit is not None:
+            delay = min(self.first_delay * 2 ** (attempt - 1), self.max_delay)
+            log.warning("container=%s path=%s retry %d in %.0fs", container, relpath, attempt,
+                        delay)
+            timer = threading.Timer(delay, self.submit, args=(container, relpath))
+            timer.daemon = True
+            timer.start()
+
+    def succeeded(self, container: str, relpath: str) -> None:
+        with self._lock:
+            self._attempts.pop((container, relpath), None)
+
+
 def run_embedded(settings: Settings, stop: threading.Event, ready: Callable[[], None]) -> None:
     """Watcher + in-process worker + timers until ``stop`` is set (see the module docstring)."""
     from worker import jobs
     from worker.dispatch import LocalDispatcher
     from worker.status import record_embedded_queue
 
+    later = RetryLater(settings)
+
     def sync(container: str, relpath: str) -> object:
-        return jobs.sync_path(settings, container, relpath)
+        try:
+            result = jobs.sync_path(settings, container, relpath)
+        except Exception as exc:
+            later.failed(container, relpath, exc)
+            raise
+        later.succeeded(container, relpath)
+        return result
 
     def full_pass(containers: Any, reason: str) -> object:
         return jobs.full_pass(settings, containers, reason)
@@ -157,6 +210,7 @@ def run_embedded(settings: Settings, stop: threading.Event, ready: Callable[[], 
             raise SyncError(f"another `synchro-sync run` uses STATE_DIR {settings.STATE_DIR}")
         record_embedded_queue(jobs.status_store(settings), [])
         dispatcher = LocalDispatcher(sync, full_pass, threads=2)
+        later.submit = dispatcher.submit
         dispatcher.hold()  # events queue up while the start-up pass runs
         watcher = _make_watcher(settings, dispatcher)
         watcher.start()
