@@ -316,6 +316,34 @@ def test_unverifiable_snapshot_is_not_listed(
     assert [p for p in dest.path.iterdir() if not p.name.startswith(".")] == []
 
 
+@pytest.mark.parametrize("frame_bytes", [1 << 16, 1 << 30])
+def test_multi_frame_snapshots_verify_in_parallel_and_catch_damage(
+    dest: FolderDestination, monkeypatch: pytest.MonkeyPatch, frame_bytes: int
+) -> None:
+    import worker.snapshot_format as fmt
+    from worker.snapshots import SnapshotInfo, verify_snapshot
+
+    monkeypatch.setattr(fmt, "FRAME_BYTES", frame_bytes)
+    source = MemorySessionStore()
+    _fill(source, 4000)
+    info = take_snapshot(source, dest)
+    assert info.frames is not None and (len(info.frames) > 3) == (frame_bytes < 1 << 20)
+    assert info.frames[-1] == info.size
+    target = MemorySessionStore()
+    assert restore_snapshot("latest", dest, target).written == 4000
+    assert _same(_contents(source), _contents(target))
+    verify_snapshot(dest, SnapshotInfo(**{**info.__dict__, "frames": None}))  # old manifests
+    path = dest.path / info.data_name
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x10
+    path.write_bytes(bytes(data))
+    with pytest.raises((IntegrityError, CorruptFile)):
+        verify_snapshot(dest, info)
+    path.write_bytes(bytes(data[: len(data) - 100]))
+    with pytest.raises((IntegrityError, CorruptFile)):
+        verify_snapshot(dest, info)
+
+
 @pytest.mark.parametrize("damage", ["flip", "truncate"])
 def test_damaged_snapshot_restores_nothing(dest: FolderDestination, damage: str) -> None:
     source = MemorySessionStore()

@@ -38,7 +38,14 @@ from worker.session_transfer import (
     write_restartable,
 )
 from worker.snapshot_dest import SnapshotDestination
-from worker.snapshot_format import FORMAT, VERSION, SnapshotReader, SnapshotWriter, prefetch
+from worker.snapshot_format import (
+    FORMAT,
+    VERSION,
+    SnapshotReader,
+    SnapshotWriter,
+    check_frames,
+    prefetch,
+)
 from worker.stores.sessions.base import (
     BATCH_SIZE,
     OnConflict,
@@ -86,6 +93,8 @@ class SnapshotInfo:
     source: str
     format: str = FORMAT
     version: int = VERSION
+    #: Compressed end offset of each zstd frame (absent in a manifest without them).
+    frames: list[int] | None = None
 
     @property
     def data_name(self) -> str:
@@ -151,6 +160,7 @@ def take_snapshot(
         info = SnapshotInfo(
             id=snap_id, count=writer.count, size=size, sha256=lines_sha, file_sha256=file_sha,
             started_at=started, ended_at=_now_iso(), source=source.describe(),
+            frames=writer.frames,
         )
         verify_snapshot(dest, info)
         dest.write_small(snap_id + MANIFEST_SUFFIX, _manifest_bytes(info))
@@ -192,20 +202,29 @@ def verify_snapshot(dest: SnapshotDestination, info: SnapshotInfo) -> None:
     sha256 of the session lines is not recomputed: equal stored bytes that decompress cleanly
     hold the same lines; the trailer keeps it for anyone checking a file without its
     manifest, and ``import`` does.)"""
+    trailer: dict[str, Any] | None
+    name = f"{dest.describe()}/{info.data_name}"
     with dest.open(info.data_name) as f:
-        reader = SnapshotReader(f, f"{dest.describe()}/{info.data_name}", hash_lines=False)
-        try:
-            reader.drain()
-        finally:
-            reader.close()
+        if info.frames:
+            back = check_frames(f, info.frames, name)
+            header, trailer, count = back.header, back.trailer, back.count
+            file_sha256, size = back.file_sha256, back.size
+        else:
+            reader = SnapshotReader(f, name, hash_lines=False)
+            try:
+                reader.drain()
+            finally:
+                reader.close()
+            header, trailer, count = reader.header, reader.trailer, reader.count
+            file_sha256, size = reader.file_sha256, reader.file_size
     problems = []
-    if reader.header.get("id") != info.id:
-        problems.append(f"header names snapshot {reader.header.get('id')!r}")
-    if reader.count != info.count:
-        problems.append(f"{reader.count} sessions read back, {info.count} written")
-    if reader.trailer is None or reader.trailer.get("sha256") != info.sha256:
+    if header.get("format") != FORMAT or header.get("id") != info.id:
+        problems.append(f"header names snapshot {header.get('id')!r}")
+    if count != info.count or (trailer or {}).get("count") != info.count:
+        problems.append(f"{count} sessions read back, {info.count} written")
+    if trailer is None or trailer.get("sha256") != info.sha256:
         problems.append("the trailer's session checksum differs")
-    if reader.file_sha256 != info.file_sha256 or reader.file_size != info.size:
+    if file_sha256 != info.file_sha256 or size != info.size:
         problems.append("file checksum or size differs")
     if problems:
         raise IntegrityError(
