@@ -70,13 +70,15 @@ class PassResult:
     def ok(self) -> bool:
         return not self.failures and not self.withheld
 
-    def summary(self, verb: str = "uploaded") -> str:
+    def summary(self, verb: str = "uploaded", dry_run: bool = False) -> str:
+        """One line: uploaded, deleted, unchanged, bytes, seconds (what a dry run would do)."""
+        would = "would " if dry_run else ""
         mb = self.bytes / 1e6
-        parts = [f"{verb} {self.uploaded}"]
+        parts = [f"{would}{verb} {self.uploaded}"]
         if self.copied:
-            parts.append(f"copied {self.copied}")
-        parts += [f"deleted {self.deleted}", f"unchanged {self.unchanged}"]
-        parts += [f"{mb:.1f} MB", f"{self.seconds:.2f} s"]
+            parts.append(f"{would}{'copy' if dry_run else 'copied'} {self.copied}")
+        parts += [f"{would}{'delete' if dry_run else 'deleted'} {self.deleted}",
+                  f"unchanged {self.unchanged}", f"{mb:.1f} MB", f"{self.seconds:.2f} s"]
         if self.failures:
             parts.append(f"{len(self.failures)} failed")
         return ", ".join(parts)
@@ -107,6 +109,9 @@ class _Work:
 
 class MirrorContext:
     """Store, index, root and ignore rules of one worker process (see the module docstring)."""
+
+    #: Containers planned at once (each: a tree scan and a listing).
+    plan_threads = 8
 
     def __init__(
         self,
@@ -166,10 +171,11 @@ class MirrorContext:
     def close(self) -> None:
         try:
             if isinstance(self._store, Future):
-                self._store.cancel()
-                if not self._store.done() or self._store.exception() is not None:
-                    return
-            self.store.close()
+                try:
+                    self._store = self._store.result()  # let the background open finish
+                except Exception:
+                    return  # it failed: nothing to close
+            self._store.close()
         finally:
             self.index.close()
 
@@ -281,7 +287,7 @@ class MirrorContext:
                 return exc
 
         # Containers are planned side by side: one's listing overlaps another's scan.
-        with ThreadPoolExecutor(max(1, min(len(wanted), 8))) as pool:
+        with ThreadPoolExecutor(max(1, min(len(wanted), self.plan_threads))) as pool:
             planned = list(pool.map(plan_one, wanted))
         for name, outcome in zip(wanted, planned, strict=True):
             result.containers.append(name)

@@ -77,14 +77,14 @@ class _Bar:
             self._progress.stop()
 
 
-def _report(result: PassResult, verb: str) -> None:
+def _report(result: PassResult, verb: str, dry_run: bool = False) -> None:
     for line in result.warnings:
         click.echo(f"synchro-sync: warning: {line}", err=True)
     for line in result.withheld:
         click.echo(f"synchro-sync: withheld: {line}", err=True)
     for line in result.failures:
         click.echo(f"synchro-sync: failed: {line}", err=True)
-    click.echo(result.summary(verb))
+    click.echo(result.summary(verb, dry_run=dry_run))
     if not result.ok:
         sys.exit(EXIT_FAILED)
 
@@ -138,8 +138,7 @@ def sync(
     if dry_run:
         _print_plan(result)
         click.echo("dry run: nothing was changed")
-        verb = "would upload"
-        _report(result, verb)
+        _report(result, "upload", dry_run=True)
         return
     _report(result, "uploaded")
 

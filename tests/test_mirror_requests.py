@@ -1,0 +1,99 @@
+"""Requests per pass, counted in the S3 server's own access log (moto): one listing page per
+1,000 objects, one PUT per new or changed file, deletes batched, never a request per unchanged
+object, and no re-reading of unchanged files."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from worker.config import load_settings
+from worker.passes import MirrorContext
+
+_LINE = re.compile(r'"(GET|PUT|POST|HEAD|DELETE) (\S+) HTTP/1\.[01]"')
+
+
+def _requests(log: Path, start: int) -> Counter[str]:
+    time.sleep(0.3)  # moto writes its access log line after the response
+    counts: Counter[str] = Counter()
+    with open(log, "rb") as f:
+        f.seek(start)
+        for raw in f:
+            m = _LINE.search(raw.decode("utf-8", "replace"))
+            if not m:
+                continue
+            method, target = m.groups()
+            path, _, query = target.partition("?")
+            is_object = path.strip("/").count("/") >= 1
+            if method == "GET":
+                counts["GetObject" if is_object else "ListObjects"] += 1
+            elif method == "POST" and "delete" in query:
+                counts["DeleteObjects"] += 1
+            else:
+                counts[f"{method} {'object' if is_object else 'bucket'}"] += 1
+    return counts
+
+
+def test_requests_per_pass_at_the_server(s3_server: Any, tmp_path: Path,
+                                         monkeypatch: Any) -> None:
+    bucket = f"req-{uuid.uuid4().hex[:8]}"
+    s3_server.client().create_bucket(Bucket=bucket)
+    root = tmp_path / "apps"
+    n = 1100
+    for i in range(n):
+        p = root / "app" / f"d{i % 7}" / f"f{i:04d}.js"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(os.urandom(100 + i % 50))
+        os.utime(p, (1_700_000_000, 1_700_000_000))
+    settings = load_settings(None, {
+        "APP_ROOT_PATH": str(root), "STATE_DIR": str(tmp_path / "state"),
+        "MODULESTORE_SERVICE": "PkgCloudModuleStore",
+        "MODULESTORE": s3_server.settings(bucket=bucket),
+    }, environ={})
+    log = s3_server.server.log_path
+    ctx = MirrorContext.from_settings(settings)
+    try:
+        start = log.stat().st_size
+        assert ctx.full_pass().uploaded == n
+        assert _requests(log, start) == {"ListObjects": 1, "PUT object": n}
+
+        # No change: two listing pages (1,100 objects), nothing else, and no file is read.
+        reads: list[str] = []
+        real_open = open
+
+        def counting_open(file: Any, *args: Any, **kwargs: Any) -> Any:
+            if str(file).endswith(".js"):  # the tree's files, not .syncignore
+                reads.append(str(file))
+            return real_open(file, *args, **kwargs)
+
+        monkeypatch.setattr("builtins.open", counting_open)
+        monkeypatch.setattr("io.open", counting_open)
+        start = log.stat().st_size
+        assert ctx.full_pass().unchanged == n
+        assert _requests(log, start) == {"ListObjects": 2}
+        assert reads == []
+        monkeypatch.undo()
+
+        # 30 changed (10 touched only, 10 same size, 10 new size) and 20 deleted.
+        files = sorted((root / "app").rglob("*.js"))
+        for i, p in enumerate(files[:30]):
+            if i < 10:
+                os.utime(p)
+            elif i < 20:
+                p.write_bytes(os.urandom(p.stat().st_size))
+            else:
+                p.write_bytes(b"new size")
+        for p in files[30:50]:
+            p.unlink()
+        start = log.stat().st_size
+        result = ctx.full_pass()
+        assert (result.uploaded, result.deleted) == (20, 20)
+        assert _requests(log, start) == {"ListObjects": 2, "PUT object": 20, "DeleteObjects": 1}
+    finally:
+        ctx.store.delete_container("app")
+        ctx.close()
