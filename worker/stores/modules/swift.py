@@ -53,6 +53,7 @@ from worker.stores.modules.base import (
     Runner,
     SourceChanged,
 )
+from worker.stores.modules.http import tune_session
 
 SEGMENTS_SUFFIX = "_segments"
 #: Swift's largest listing page (container_listing_limit); fewer requests than 1,000.
@@ -101,7 +102,7 @@ class SwiftBackend:
         """This thread's connection (swiftclient's are not thread-safe)."""
         conn: swift.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            conn = swift.Connection(
+            conn = _TunedConnection(
                 session=self.session, os_options=self.os_options, retries=0,
                 retry_on_ratelimit=False, timeout=self.timeout,
             )
@@ -351,6 +352,19 @@ class SwiftBackend:
                 with contextlib.suppress(Exception):
                     conn.close()
             self._all.clear()
+
+
+class _TunedConnection(swift.Connection):  # type: ignore[misc]
+    """A swiftclient connection whose HTTP session resolves proxies and the CA bundle once
+    (see http.py) instead of scanning the environment on every request."""
+
+    def http_connection(self, url: str | None = None) -> Any:
+        parsed, conn = super().http_connection(url)
+        tune_session(conn.request_session, parsed.geturl(), 1)
+        bundle = conn.request_session.verify
+        if isinstance(bundle, str) and conn.requests_args.get("verify") is True:
+            conn.requests_args["verify"] = bundle  # what trust_env would have used
+        return parsed, conn
 
 
 class RackspaceApiKey(v2.Auth):
