@@ -82,7 +82,8 @@ def test_run_scheduled_backup_prunes_and_restores(sync_world: Callable[..., Sync
     assert _count(run.log_path, "snapshot ") >= 4, run.tail()
     run.stop()
     snaps = list_snapshots(open_destination(str(dest)))
-    assert len(snaps) == 2 and all(s.count == 25 for s in snaps)
+    assert len(snaps) == 2, ([s.id for s in snaps], run.tail())
+    assert all(s.count == 25 for s in snaps)
 
     target = open_session_store(f"file:{world.base / 'restored.json'}")
     restore_snapshot("latest", open_destination(str(dest)), target, OnConflict.FAIL)

@@ -100,7 +100,8 @@ class Timers:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=5)
+        # A backup in progress is finished (and pruned) rather than cut off.
+        self._thread.join(timeout=60)
 
     def _loop(self) -> None:
         from worker import jobs
