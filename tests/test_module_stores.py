@@ -443,3 +443,20 @@ def test_resumed_read_is_pinned_to_its_version(store: ModuleStore, container: st
         new = current.version  # type: ignore[attr-defined]
     with store.backend.open_read(container, "v.js", 8, new) as rest:
         assert rest.read() == b"two!"
+
+
+def test_copy_falls_back_to_download_and_upload(tmp_path: Path) -> None:
+    """A store without server-side copy: the contract copies through a temporary file."""
+
+    class NoCopyBackend(FileBackend):
+        supports_server_side_copy = False
+
+        def copy(self, bucket: str, src_key: str, dst_key: str) -> Any:
+            raise AssertionError("server-side copy must not be used")
+
+    store = ModuleStore(NoCopyBackend(tmp_path / "store"))
+    assert store.supports_server_side_copy is False
+    store.put_bytes("app", "a/src.js", b"copied the long way")
+    info = store.copy("app", "a/src.js", "b/dst.js")
+    assert info.key == "b/dst.js" and info.md5 == hashlib.md5(b"copied the long way").hexdigest()
+    assert store.read_bytes("app", "b/dst.js") == b"copied the long way"
