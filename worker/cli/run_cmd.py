@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -101,7 +102,8 @@ class Timers:
     def stop(self) -> None:
         self._stop.set()
         # A backup in progress is finished (and pruned) rather than cut off.
-        self._thread.join(timeout=60)
+        if self._thread.is_alive():
+            self._thread.join(timeout=60)
 
     def _loop(self) -> None:
         from worker import jobs
@@ -217,8 +219,16 @@ def run_embedded(settings: Settings, stop: threading.Event, ready: Callable[[], 
         watcher.start()
         timers = Timers(settings, dispatcher, lambda: jobs.snapshot_sessions(settings, True))
         try:
-            result = jobs.full_pass(settings, None, "start-up")
-            log.warning("start-up full pass: %s", _pass_summary(result))
+            if Path(settings.APP_ROOT_PATH).is_dir():
+                result = jobs.full_pass(settings, None, "start-up")
+                log.warning("start-up full pass: %s", _pass_summary(result))
+            else:
+                # An unmounted volume must not empty the store: wait for the folder; the
+                # watcher asks for a full pass when it appears.
+                log.warning(
+                    "APP_ROOT_PATH %s does not exist; nothing is mirrored until it does",
+                    settings.APP_ROOT_PATH,
+                )
             dispatcher.release()
             timers.start()
             ready()
@@ -253,6 +263,11 @@ def run_command(state: CliState, debounce: float | None, polling: bool | None) -
         settings = settings.model_copy(update={"BROKER_URL": None})
         log.warning("run is the embedded mode; BROKER_URL is not used by it")
     _log_to_stderr(settings)
+    root = Path(settings.APP_ROOT_PATH)
+    if not root.exists() and settings.origin("APP_ROOT_PATH") == "default":
+        # First run on the embedded default: make the folder to put apps in.
+        root.mkdir(parents=True)
+        log.warning("created %s: put one folder per app in it", root)
     store = settings.module_store
     dest = getattr(store, "directory", None) or getattr(store, "provider", "")
     with _until_signal() as stop:
