@@ -12,6 +12,7 @@ import logging
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -43,14 +44,28 @@ def counted(
 
 
 def refuse_conflicts(batches: Iterator[Sequence[RawSession]], target: SessionStore) -> None:
-    for batch in batches:
-        found = target.existing([raw[0] for raw in batch])
-        if found:
+    with _closing(batches):
+        for batch in batches:
+            found = target.existing([raw[0] for raw in batch])
+            if not found:
+                continue
             raise AlreadyExists(
                 f"the target holds {len(found)} or more of these sessions already, "
-                f"e.g. {found[0]!r}; nothing was written (choose --on-conflict skip or overwrite)",
+                f"e.g. {found[0]!r}; nothing was written (choose --on-conflict skip or "
+                "overwrite)",
                 store=target.describe(),
             )
+
+
+@contextmanager
+def _closing(stream: Iterator[Any]) -> Iterator[None]:
+    """Close a generator stream (its file, its prefetch thread) even when abandoned early."""
+    try:
+        yield
+    finally:
+        close = getattr(stream, "close", None)
+        if close is not None:
+            close()
 
 
 def copy_sessions(
@@ -79,8 +94,10 @@ def write_restartable(
     wrote is ours, and the target's check counts an equal value as written."""
     mode = on_conflict
     for restart in range(STREAM_RESTARTS + 1):
+        stream = batches()
         try:
-            return target.write_raw(counted(batches(), progress), mode)
+            with _closing(stream):
+                return target.write_raw(counted(stream, progress), mode)
         except StreamRestarted:
             if restart == STREAM_RESTARTS:
                 raise
@@ -109,7 +126,9 @@ def import_sessions(
     progress: Progress | None = None,
 ) -> WriteResult:
     """Import JSON lines (or a snapshot file) from ``path``.  The whole file is checked
-    first, so a bad line (reported with its line number) means nothing was written."""
+    first, so a bad line (reported with its line number) means nothing was written.  An id
+    that appears twice in the file is one session; which of its lines wins is not defined
+    (batches are written concurrently)."""
     for _ in _file_batches(path):
         pass
     if on_conflict is OnConflict.FAIL:
