@@ -223,3 +223,22 @@ def test_subprocess_progress_on_a_terminal(tmp_path: Path) -> None:
     assert proc.returncode == 0
     assert proc.stdout.startswith("copied 3000 sessions from file:a.json to file:b.json")
     assert b"\x1b[" in drawn  # terminal control sequences of the progress display
+
+
+def test_snapshot_to_a_module_store_container(tmp_path: Path) -> None:
+    _fill_file(tmp_path / "live.json", 25)
+    (tmp_path / "config.json").write_text(json.dumps({
+        "MODULESTORE_SERVICE": "FileModuleStore",
+        "MODULESTORE": {"directory": "mirror"},
+    }))
+    snap = run("sessions", "snapshot", "--from", "file:live.json", "--dest", "modulestore:bak")
+    assert snap.exit_code == 0, snap.output
+    assert snap.stdout.rstrip().endswith("-> modulestore:bak")
+    stored = sorted(p.suffix for p in (tmp_path / "mirror" / "bak" / "snapshots").iterdir())
+    assert stored == [".json", ".zst"]
+    listing = run("sessions", "list", "--dest", "modulestore:bak")
+    assert "1 snapshots in modulestore:bak" in listing.stdout
+    res = run("sessions", "restore", "latest", "--dest", "modulestore:bak", "--to", "file:r.json")
+    assert res.exit_code == 0 and "25 written" in res.stdout
+    bad = run("sessions", "list", "--dest", "modulestore:")
+    assert bad.exit_code == 2
