@@ -333,6 +333,26 @@ def test_multi_frame_snapshots_verify_in_parallel_and_catch_damage(
     assert restore_snapshot("latest", dest, target).written == 4000
     assert _same(_contents(source), _contents(target))
     verify_snapshot(dest, SnapshotInfo(**{**info.__dict__, "frames": None}))  # old manifests
+
+    class Trickle(io.RawIOBase):
+        """A network-like stream: short reads."""
+
+        def __init__(self, data: bytes) -> None:
+            self.data, self.pos = data, 0
+
+        def readable(self) -> bool:
+            return True
+
+        def read(self, n: int = -1) -> bytes:
+            n = 777 if n < 0 else min(n, 777)
+            chunk = self.data[self.pos : self.pos + n]
+            self.pos += len(chunk)
+            return chunk
+
+    real_open = dest.open
+    monkeypatch.setattr(dest, "open", lambda name: Trickle((dest.path / name).read_bytes()))
+    verify_snapshot(dest, info)
+    monkeypatch.setattr(dest, "open", real_open)
     path = dest.path / info.data_name
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0x10

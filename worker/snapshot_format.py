@@ -357,7 +357,7 @@ def check_frames(source: BinaryIO, frames: list[int], name: str) -> FrameCheck:
             tail = end or tail
 
         for i, end_offset in enumerate(frames):
-            data = source.read(end_offset - size)
+            data = _read_exactly(source, end_offset - size)
             if len(data) != end_offset - size:
                 raise CorruptFile("truncated: shorter than its manifest says", key=name)
             digest.update(data)
@@ -376,6 +376,18 @@ def check_frames(source: BinaryIO, frames: list[int], name: str) -> FrameCheck:
     if trailer.get("end") is not True or not isinstance(trailer.get("count"), int):
         raise CorruptFile("truncated: the last line is not the trailer", key=name)
     return FrameCheck(newlines - 2, header, trailer, digest.hexdigest(), size)
+
+
+def _read_exactly(source: BinaryIO, n: int) -> bytes:
+    """``n`` bytes, or fewer only at the end: a network stream may return less per read."""
+    parts = []
+    while n > 0:
+        chunk = source.read(min(n, READ_SIZE))
+        if not chunk:
+            break
+        parts.append(chunk)
+        n -= len(chunk)
+    return b"".join(parts)
 
 
 def _json_line(obj: dict[str, Any]) -> bytes:
