@@ -13,89 +13,30 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from worker import localtree
-from worker.errors import IntegrityError, StoreError, SyncError, UnsafePath
+from worker import localtree, transfer
+from worker.errors import StoreError, SyncError, UnsafePath
 from worker.ignore import IgnoreRules
 from worker.index import IndexEntry, MirrorIndex, store_identity
 from worker.locks import PathLocks
-from worker.mirror import ContainerPlan, Upload, plan_container
+from worker.mirror import ContainerPlan, plan_container
+from worker.pass_result import PassResult, PathResult, Progress
 from worker.stores.modules import ContainerNotFound, ModuleStore, ObjectInfo, file_md5
+
+__all__ = ["MirrorContext", "PassResult", "PathResult", "Progress"]
 
 log = logging.getLogger("synchro_sync.mirror")
 
 #: Index rows are committed in batches of this size during a pass.
 INDEX_BATCH = 1000
-#: Attempts at uploading a file that keeps changing under us.
-CHANGE_ATTEMPTS = 4
-
-
-class Progress(Protocol):
-    """What a pass reports as it goes (the CLI draws a bar from it)."""
-
-    def planned(self, files: int, nbytes: int) -> None: ...
-    def advance(self, files: int, nbytes: int) -> None: ...
-
-
-@dataclass
-class PassResult:
-    """What a full pass (or ``pull``) did."""
-
-    containers: list[str] = field(default_factory=list)
-    uploaded: int = 0
-    copied: int = 0
-    deleted: int = 0
-    unchanged: int = 0
-    bytes: int = 0
-    seconds: float = 0.0
-    #: Work that failed: one line each, what and why.
-    failures: list[str] = field(default_factory=list)
-    #: Deletes not done because they exceed SYNC.maxDeleteShare (needs --force).
-    withheld: list[str] = field(default_factory=list)
-    #: Skipped with a reason (unsafe symlinks, names a store cannot hold, empty sources).
-    warnings: list[str] = field(default_factory=list)
-    #: The plans (kept for --dry-run to print).
-    plans: list[ContainerPlan] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not self.failures and not self.withheld
-
-    def summary(self, verb: str = "uploaded", dry_run: bool = False) -> str:
-        """One line: uploaded, deleted, unchanged, bytes, seconds (what a dry run would do)."""
-        would = "would " if dry_run else ""
-        mb = self.bytes / 1e6
-        parts = [f"{would}{verb} {self.uploaded}"]
-        if self.copied:
-            parts.append(f"{would}{'copy' if dry_run else 'copied'} {self.copied}")
-        parts += [f"{would}{'delete' if dry_run else 'deleted'} {self.deleted}",
-                  f"unchanged {self.unchanged}", f"{mb:.1f} MB", f"{self.seconds:.2f} s"]
-        if self.failures:
-            parts.append(f"{len(self.failures)} failed")
-        return ", ".join(parts)
-
-
-@dataclass
-class PathResult:
-    """What ``sync_path`` did for one path."""
-
-    container: str
-    key: str
-    #: "uploaded", "deleted", "unchanged", "folder" (contents synced) or "skipped"
-    action: str
-    uploaded: int = 0
-    deleted: int = 0
-    bytes: int = 0
-    reason: str = ""
 
 
 @dataclass
@@ -332,9 +273,9 @@ class MirrorContext:
         for w in works:
             c = w.plan.container
             for cp in w.plan.copies:
-                jobs.append((w, _bind(self._copy, c, cp.src, cp.file, cp.md5)))
+                jobs.append((w, _bind(transfer.copy, self, c, cp.src, cp.file, cp.md5)))
             for up in w.plan.uploads:
-                jobs.append((w, _bind(self._upload, c, up)))
+                jobs.append((w, _bind(transfer.upload, self, c, up)))
         self._run(jobs, result, progress)
         # Deletes come after every upload; containers' delete batches go out side by side.
         with ThreadPoolExecutor(max(1, min(len(works), 8))) as pool:
@@ -417,60 +358,12 @@ class MirrorContext:
         self.index.forget(c, [k for k in plan.forget if k not in gone])
         return deleted, failure
 
-    # --- one file --------------------------------------------------------------------------
-
     def upload_file(
         self, container: str, key: str, md5: str | None = None,
         planned: localtree.LocalFile | None = None, relpath: str | None = None,
     ) -> tuple[IndexEntry, int] | None:
-        """Upload the file as it is now; redo while it changes under the upload.
-
-        Returns the index row of exactly the content uploaded and its size, or None when the
-        file is gone.  The store never holds a mix: the store layer verifies the bytes it sent.
-        """
-        path = self.root / container / (relpath or key)
-        for _ in range(CHANGE_ATTEMPTS):
-            try:
-                before = os.stat(path)
-            except (FileNotFoundError, NotADirectoryError):
-                return None
-            now = localtree.LocalFile.from_stat(key, before)
-            hashed_ns = time.time_ns()
-            hint = md5 if planned is not None and planned.same_stat(now) else None
-            try:
-                info = self.store.put_file(container, key, path, md5_hex=hint)
-                after = os.stat(path)
-            except FileNotFoundError:
-                return None
-            if localtree.LocalFile.from_stat(key, after).same_stat(now) and info.md5:
-                return IndexEntry.of(now, info.md5, info.etag, hashed_ns), now.size
-            md5 = None
-        raise IntegrityError(
-            f"{path} kept changing during {CHANGE_ATTEMPTS} uploads", container=container, key=key
-        )
-
-    def _upload(self, container: str, up: Upload) -> tuple[str, IndexEntry | None, int]:
-        key = up.file.key
-        with self.locks.hold(container, key):
-            done = self.upload_file(container, key, up.md5, up.file, up.file.relpath)
-        if done is None:
-            return key, None, 0
-        return key, done[0], done[1]
-
-    def _copy(
-        self, container: str, src: str, f: localtree.LocalFile, md5: str
-    ) -> tuple[str, IndexEntry | None, int]:
-        path = self.root / container / f.relpath
-        try:
-            still = localtree.LocalFile.from_stat(f.key, os.stat(path), f.disk).same_stat(f)
-        except FileNotFoundError:
-            return f.key, None, 0
-        if still:
-            hashed_ns = time.time_ns()
-            info = self.store.copy(container, src, f.key)
-            if info.md5 is None or info.md5 == md5:
-                return f.key, IndexEntry.of(f, md5, info.etag, hashed_ns), -1
-        return self._upload(container, Upload(f, None))
+        """Upload the file as it is now (see :func:`worker.transfer.upload_file`)."""
+        return transfer.upload_file(self, container, key, md5, planned, relpath)
 
     def check_path(self, container: str, relpath: str) -> str:
         """``relpath`` tidied (as on disk), refusing containers and paths that escape."""
@@ -512,8 +405,3 @@ def _done(results: queue.SimpleQueue[tuple[Future[Any], _Work]], work: _Work,
 
 def _bind(fn: Callable[..., Any], *args: Any) -> Callable[[], Any]:
     return lambda: fn(*args)
-
-
-def iter_failures(result: PassResult) -> Iterable[str]:
-    yield from result.failures
-    yield from result.withheld

@@ -1,0 +1,68 @@
+"""What a mirror pass reports: :class:`PassResult` (full pass, ``pull``), :class:`PathResult`
+(``sync_path``) and the :class:`Progress` protocol the CLI's bar implements."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from worker.mirror import ContainerPlan
+
+
+class Progress(Protocol):
+    """What a pass reports as it goes (the CLI draws a bar from it)."""
+
+    def planned(self, files: int, nbytes: int) -> None: ...
+    def advance(self, files: int, nbytes: int) -> None: ...
+
+
+@dataclass
+class PassResult:
+    """What a full pass (or ``pull``) did."""
+
+    containers: list[str] = field(default_factory=list)
+    uploaded: int = 0
+    copied: int = 0
+    deleted: int = 0
+    unchanged: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+    #: Work that failed: one line each, what and why.
+    failures: list[str] = field(default_factory=list)
+    #: Deletes not done because they exceed SYNC.maxDeleteShare (needs --force).
+    withheld: list[str] = field(default_factory=list)
+    #: Skipped with a reason (unsafe symlinks, names a store cannot hold, empty sources).
+    warnings: list[str] = field(default_factory=list)
+    #: The plans (kept for --dry-run to print).
+    plans: list[ContainerPlan] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures and not self.withheld
+
+    def summary(self, verb: str = "uploaded", dry_run: bool = False) -> str:
+        """One line: uploaded, deleted, unchanged, bytes, seconds (what a dry run would do)."""
+        would = "would " if dry_run else ""
+        mb = self.bytes / 1e6
+        parts = [f"{would}{verb} {self.uploaded}"]
+        if self.copied:
+            parts.append(f"{would}{'copy' if dry_run else 'copied'} {self.copied}")
+        parts += [f"{would}{'delete' if dry_run else 'deleted'} {self.deleted}",
+                  f"unchanged {self.unchanged}", f"{mb:.1f} MB", f"{self.seconds:.2f} s"]
+        if self.failures:
+            parts.append(f"{len(self.failures)} failed")
+        return ", ".join(parts)
+
+
+@dataclass
+class PathResult:
+    """What ``sync_path`` did for one path."""
+
+    container: str
+    key: str
+    #: "uploaded", "deleted", "unchanged", "folder" (contents synced) or "skipped"
+    action: str
+    uploaded: int = 0
+    deleted: int = 0
+    bytes: int = 0
+    reason: str = ""
