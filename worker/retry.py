@@ -18,7 +18,8 @@ from tenacity import (
     retry_if_exception_type,
     stop_after_attempt,
     stop_after_delay,
-    wait_exponential_jitter,
+    wait_exponential,
+    wait_random,
 )
 
 from worker.errors import TransientStoreError
@@ -53,7 +54,10 @@ class RetryPolicy:
 
         return Retrying(
             retry=retry_if_exception_type(TransientStoreError),
-            wait=wait_exponential_jitter(initial=self.initial, max=self.max_wait),
+            # Exponential from `initial`, capped, plus up to `initial` of jitter so that many
+            # clients retrying together spread out.
+            wait=wait_exponential(multiplier=self.initial, max=self.max_wait)
+            + wait_random(0, self.initial),
             stop=stop_after_attempt(self.attempts) | stop_after_delay(self.max_seconds),
             before_sleep=before_sleep,
             reraise=True,
