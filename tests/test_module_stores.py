@@ -460,3 +460,40 @@ def test_copy_falls_back_to_download_and_upload(tmp_path: Path) -> None:
     info = store.copy("app", "a/src.js", "b/dst.js")
     assert info.key == "b/dst.js" and info.md5 == hashlib.md5(b"copied the long way").hexdigest()
     assert store.read_bytes("app", "b/dst.js") == b"copied the long way"
+
+
+@pytest.mark.parametrize(
+    ("check", "name", "ok"),
+    [
+        ("s3_bucket_problem", "my-app.modules", True),
+        ("s3_bucket_problem", "ab", False),
+        ("s3_bucket_problem", "My-App", False),
+        ("s3_bucket_problem", "192.168.1.1", False),
+        ("s3_bucket_problem", "a..b", False),
+        ("s3_bucket_problem", "xn--app", False),
+        ("gcs_bucket_problem", "my_app-1", True),
+        ("gcs_bucket_problem", "goog-app", False),
+        ("gcs_bucket_problem", "my-google-app", False),
+        ("azure_container_problem", "my-app-1", True),
+        ("azure_container_problem", "my--app", False),
+        ("azure_container_problem", "my_app", False),
+        ("swift_container_problem", "My App (2)", True),
+        ("swift_container_problem", "a/b", False),
+        ("swift_container_problem", "x" * 257, False),
+        ("folder_problem", "app-é", True),
+        ("folder_problem", ".hidden", False),
+        ("folder_problem", "a\\b", False),
+        ("gcs_key_problem", ".well-known/acme-challenge/x", False),
+        ("azure_key_problem", "dir/file.", False),
+        ("azure_key_problem", "dir\\file", False),
+        ("file_key_problem", "a/" + "x" * 256, False),
+        ("key_problem", "a/b/c.js", True),
+        ("key_problem", "a\tb", False),
+        ("key_problem", "\ud800", False),
+    ],
+)
+def test_name_rules_per_store(check: str, name: str, ok: bool) -> None:
+    from worker.stores.modules import names
+
+    problem = getattr(names, check)(name)
+    assert (problem is None) is ok, problem
