@@ -24,7 +24,7 @@ MODULE_BACKENDS: dict[str, tuple[str, str | None]] = {
     "google": ("worker.stores.modules.gcs:GCSBackend", "google"),
     "azure": ("worker.stores.modules.azure:AzureBackend", "azure"),
     "openstack": ("worker.stores.modules.swift:SwiftBackend", "openstack"),
-    "rackspace": ("worker.stores.modules.swift:RackspaceBackend", "rackspace"),
+    "rackspace": ("worker.stores.modules.rackspace:RackspaceBackend", "rackspace"),
 }
 
 #: top-level SDK module per extra, to tell a missing SDK from a bug inside our own module

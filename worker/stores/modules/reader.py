@@ -1,8 +1,10 @@
-"""Streaming reads that survive a broken transfer: reopened where they stopped, same version."""
+"""Readers: streaming reads that survive a broken transfer (reopened where they stopped, same
+version), and an iterator of chunks read as a file."""
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, BinaryIO
 
 from worker.errors import TransientStoreError
@@ -67,6 +69,49 @@ class ResumingReader:
         return True
 
     def __enter__(self) -> ResumingReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class ChunkReader:
+    """An iterator of byte chunks read as a file; ``errors()`` maps the SDK's exceptions
+    raised while it is consumed (a reset mid-body becomes a transient error)."""
+
+    version: str | None = None
+    size: int = 0
+
+    def __init__(
+        self, chunks: Iterable[bytes], errors: Callable[[], contextlib.AbstractContextManager[None]]
+    ) -> None:
+        self._source = chunks
+        self._chunks = iter(chunks)
+        self._buffer = b""
+        self._errors = errors
+
+    def read(self, n: int = -1) -> bytes:
+        with self._errors():
+            while n < 0 or len(self._buffer) < n:
+                chunk = next(self._chunks, None)
+                if chunk is None:
+                    break
+                self._buffer += chunk
+        if n < 0:
+            out, self._buffer = self._buffer, b""
+        else:
+            out, self._buffer = self._buffer[:n], self._buffer[n:]
+        return out
+
+    def close(self) -> None:
+        close = getattr(self._source, "close", None)
+        if close is not None:
+            close()
+
+    def readable(self) -> bool:
+        return True
+
+    def __enter__(self) -> ChunkReader:
         return self
 
     def __exit__(self, *exc: object) -> None:

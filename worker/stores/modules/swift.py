@@ -3,7 +3,8 @@
 Keys read (``openstack``): ``keystoneAuthVersion`` (``v3``), ``authUrl``, ``region``,
 ``tenantId`` (the project), ``username``, ``password``, ``domainId`` / ``domainName`` (the
 user's and project's domain), ``bucket``.  ``rackspace``: ``username``, ``apiKey``, ``region``,
-``authUrl`` (Rackspace's v2.0 identity with the ``RAX-KSKEY:apiKeyCredentials`` method).
+``authUrl`` (Rackspace's v2.0 identity with the ``RAX-KSKEY:apiKeyCredentials`` method; see
+rackspace.py).
 Tested against a single-node Swift with a Keystone v3 identity endpoint
 (tests/servers/swift_server.py); Rackspace's own identity service cannot be reached from the
 tests, only the same flow against the test identity endpoint.
@@ -33,7 +34,7 @@ import requests
 import urllib3
 from keystoneauth1 import exceptions as kexc
 from keystoneauth1 import session as ks_session
-from keystoneauth1.identity import v2, v3
+from keystoneauth1.identity import v3
 from swiftclient import client as swift
 from swiftclient.exceptions import ClientException
 
@@ -54,6 +55,7 @@ from worker.stores.modules.base import (
     SourceChanged,
 )
 from worker.stores.modules.http import tune_session
+from worker.stores.modules.reader import ChunkReader
 
 SEGMENTS_SUFFIX = "_segments"
 #: Swift's largest listing page (container_listing_limit); fewer requests than 1,000.
@@ -215,7 +217,7 @@ class SwiftBackend:
             found, chunks = self.conn.get_object(
                 bucket, key, resp_chunk_size=1024 * 1024, headers=headers
             )
-        reader = _ChunkReader(chunks, self, bucket, key)
+        reader = ChunkReader(chunks, lambda: self._errors(bucket, key))
         reader.version = found.get("etag")
         reader.size = offset + int(found.get("content-length", 0))
         return cast(BinaryIO, reader)
@@ -365,69 +367,6 @@ class _TunedConnection(swift.Connection):  # type: ignore[misc]
         if isinstance(bundle, str) and conn.requests_args.get("verify") is True:
             conn.requests_args["verify"] = bundle  # what trust_env would have used
         return parsed, conn
-
-
-class RackspaceApiKey(v2.Auth):
-    """Rackspace identity (v2.0 with ``RAX-KSKEY:apiKeyCredentials``) as a keystoneauth1 plugin."""
-
-    def __init__(self, auth_url: str, username: str, api_key: str) -> None:
-        super().__init__(auth_url=auth_url, reauthenticate=True)
-        self.username = username
-        self.api_key = api_key
-
-    def get_auth_data(self, headers: Any = None) -> dict[str, Any]:
-        return {"RAX-KSKEY:apiKeyCredentials": {"username": self.username, "apiKey": self.api_key}}
-
-
-class RackspaceBackend(SwiftBackend):
-    """Rackspace Cloud Files: Swift behind Rackspace's identity service."""
-
-    name: ClassVar[str] = "rackspace"
-
-    @classmethod
-    def from_config(cls, config: Any, *, timeout: float = 60.0) -> SwiftBackend:
-        auth = RackspaceApiKey(config.authUrl, config.username, config.apiKey.get_secret_value())
-        return cls(ks_session.Session(auth=auth, timeout=timeout), config.region, timeout)
-
-
-class _ChunkReader:
-    """swiftclient's chunk iterator read as a file, with its errors mapped."""
-
-    version: str | None = None
-    size: int = 0
-
-    def __init__(self, chunks: Any, backend: SwiftBackend, bucket: str, key: str) -> None:
-        self._chunks = iter(chunks)
-        self._buffer = b""
-        self._backend = backend
-        self._where = (bucket, key)
-
-    def read(self, n: int = -1) -> bytes:
-        with self._backend._errors(*self._where):
-            while n < 0 or len(self._buffer) < n:
-                chunk = next(self._chunks, None)
-                if chunk is None:
-                    break
-                self._buffer += chunk
-        if n < 0:
-            out, self._buffer = self._buffer, b""
-        else:
-            out, self._buffer = self._buffer[:n], self._buffer[n:]
-        return out
-
-    def close(self) -> None:
-        close = getattr(self._chunks, "close", None)
-        if close is not None:
-            close()
-
-    def readable(self) -> bool:
-        return True
-
-    def __enter__(self) -> _ChunkReader:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def _strip(etag: str | None) -> str | None:
