@@ -83,12 +83,16 @@ class ChunkReader:
     size: int = 0
 
     def __init__(
-        self, chunks: Iterable[bytes], errors: Callable[[], contextlib.AbstractContextManager[None]]
+        self,
+        chunks: Iterable[bytes],
+        errors: Callable[[], contextlib.AbstractContextManager[None]],
+        on_close: Callable[[], object] | None = None,
     ) -> None:
         self._source = chunks
         self._chunks = iter(chunks)
         self._buffer = b""
         self._errors = errors
+        self._on_close = on_close
 
     def read(self, n: int = -1) -> bytes:
         with self._errors():
@@ -104,7 +108,7 @@ class ChunkReader:
         return out
 
     def close(self) -> None:
-        close = getattr(self._source, "close", None)
+        close = self._on_close or getattr(self._source, "close", None)
         if close is not None:
             close()
 

@@ -43,6 +43,7 @@ from worker.stores.modules.base import (
     Runner,
     SourceChanged,
 )
+from worker.stores.modules.reader import ChunkReader
 from worker.stores.modules.s3_put import FastPut, StaticCredentials
 
 _NOT_FOUND = {"NoSuchKey", "404", "NotFound", "NoSuchUpload", "NoSuchVersion"}
@@ -242,7 +243,11 @@ class S3Backend:
             kwargs["IfMatch"] = f'"{version}"'
         with self._errors(bucket, key):
             resp = self.client.get_object(**kwargs)
-        reader = _StreamingReader(resp["Body"], self, bucket, key)
+        body = resp["Body"]
+        # iter_chunks streams; ChunkReader maps a reset mid-body to a transient error.
+        reader = ChunkReader(
+            body.iter_chunks(1024 * 1024), lambda: self._errors(bucket, key), body.close
+        )
         reader.version = _strip(resp.get("ETag"))
         reader.size = offset + int(resp.get("ContentLength", 0))
         return cast(BinaryIO, reader)
@@ -384,34 +389,6 @@ class S3Backend:
             self.fast.close()
         if self._client is not None:
             self._client.close()
-
-
-class _StreamingReader:
-    """botocore's StreamingBody with its errors mapped (a reset mid-body is transient)."""
-
-    version: str | None = None
-    size: int = 0
-
-    def __init__(self, body: Any, backend: S3Backend, bucket: str, key: str) -> None:
-        self._body = body
-        self._backend = backend
-        self._where = (bucket, key)
-
-    def read(self, n: int = -1) -> bytes:
-        with self._backend._errors(*self._where):
-            return bytes(self._body.read(None if n < 0 else n))
-
-    def close(self) -> None:
-        self._body.close()
-
-    def readable(self) -> bool:
-        return True
-
-    def __enter__(self) -> _StreamingReader:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def _strip(etag: str | None) -> str | None:
