@@ -251,3 +251,29 @@ def test_file_changed_during_upload_is_uploaded_again(
     assert h.store_tree(ctx) == {"hot.js": md5(b"version 2, longer")}
     monkeypatch.undo()
     assert ctx.full_pass().uploaded == 0  # and the index holds the second version
+
+
+def test_ignored_objects_stay_and_unsafe_keys_are_not_pulled(h: Harness) -> None:
+    build_tree(h.app_dir, big=False)
+    ctx = h.context()
+    assert ctx.full_pass().ok
+    # Objects a pattern ignores are never deleted (adding a pattern deletes nothing).
+    ctx.store.put_bytes(h.app, "node_modules/left/over.js", b"old")
+    (h.root / ".syncignore").write_text(f"/{h.app}/with space/\n")
+    result = ctx.full_pass()
+    assert result.ok and result.deleted == 0
+    names = {i.key for i in ctx.store.list(h.app)}
+    assert "node_modules/left/over.js" in names and "with space/a file.txt" in names
+    if h.overrides.get("MODULESTORE", {}).get("provider") != "amazon" or ctx.store.bucket:
+        return
+    # A key that would escape the folder on pull is refused, never written outside it.
+    raw = h.contexts[0].store.backend.client
+    for bad in ("../../evil.js", "a/../../evil2.js"):
+        raw.put_object(Bucket=h.app, Key=bad, Body=b"evil")
+    new_root = h.tmp / "fresh"
+    other = h.context(APP_ROOT_PATH=str(new_root), STATE_DIR=str(h.tmp / "state-fresh"))
+    pulled = other.pull([h.app])
+    assert sum("escapes" in w for w in pulled.warnings) == 2
+    assert not (h.tmp / "evil.js").exists() and not (h.tmp / "evil2.js").exists()
+    assert not any(p.name.startswith("evil") for p in h.tmp.rglob("*"))
+    assert (new_root / h.app / "index.js").exists()
