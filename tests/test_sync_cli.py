@@ -155,3 +155,20 @@ def test_cli_runner_summary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     result = CliRunner().invoke(main, ["sync", "--transfers", "2"])
     assert result.exit_code == 0, result.output
     assert SUMMARY.match(result.output.strip().splitlines()[-1])
+
+
+def test_peak_memory_of_a_pass_with_large_files_stays_under_100_mb(tmp_path: Path) -> None:
+    # 20 files of 7 MiB (each read whole for a single-request upload, 16 transfers at once):
+    # without the byte budget the pass would hold ~140 MiB of file content.
+    block = os.urandom(1024 * 1024)
+    for i in range(20):
+        p = tmp_path / "apps" / "big" / f"f{i:02d}.bin"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(block * 7 + bytes([i]))
+    proc = subprocess.Popen(["synchro-sync", "sync"], env=_env(tmp_path), cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _pid, status, usage = os.wait4(proc.pid, 0)
+    out = proc.stdout.read().decode() if proc.stdout else ""
+    assert os.waitstatus_to_exitcode(status) == 0, out
+    assert out.startswith("uploaded 20,")
+    assert usage.ru_maxrss / 1024 <= 100, f"peak RSS {usage.ru_maxrss / 1024:.0f} MB"

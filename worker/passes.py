@@ -72,6 +72,7 @@ class MirrorContext:
         self.locks = locks
         self.transfers = transfers
         self.max_delete_share = max_delete_share
+        transfer.return_big_buffers_to_the_os()
 
     @classmethod
     def from_settings(cls, settings: Any, store: ModuleStore | None = None) -> MirrorContext:
