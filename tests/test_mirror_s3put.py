@@ -1,20 +1,27 @@
-"""The light S3 PUT path the mirror uses for small files: signatures equal botocore's, and it
-works end to end against moto (errors mapped like the boto3 path)."""
+"""The light S3 request path the mirror uses (small PUTs, listing pages, batched deletes): signed
+by botocore's SigV4 signer, accepted by a signature-checking server, and working end to end
+against moto (errors mapped like the boto3 path)."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
+import sys
+import urllib.request
+from collections.abc import Iterator
 from typing import Any
 
+import boto3
 import pytest
 from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
+from tests.servers.process import ServerProcess, free_port
+from worker.errors import AccessDenied
 from worker.stores.modules import ContainerNotFound
 from worker.stores.modules.s3_put import FastPut
-
-NOW = 1_790_000_000.0
 
 
 @pytest.mark.parametrize("token", [None, "session-token"])
@@ -26,40 +33,83 @@ NOW = 1_790_000_000.0
         (None, "dotted.bucket", "x~y_z-1.js"),
     ],
 )
-def test_signature_matches_botocore(
-    endpoint: str | None, bucket: str, key: str, token: str | None, monkeypatch: Any
+def test_signed_headers_are_botocore_sigv4(
+    endpoint: str | None, bucket: str, key: str, token: str | None
 ) -> None:
+    """The light path signs with botocore itself: the request a light PUT sends carries the
+    same SigV4 signature botocore's signer gives that request (path-style, virtual-hosted,
+    session tokens, awkward keys)."""
     creds = Credentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", token)
     fast = FastPut(endpoint, "eu-west-1", creds)
     data = b"hello world"
-    md5 = hashlib.md5(data).digest()
+    md5 = base64.b64encode(hashlib.md5(data).digest()).decode()
     host, path = fast._target(bucket, key)
-    import base64
+    assert "%" in path or " " not in key  # the key travels percent-encoded
+    ours = fast.sign("PUT", host, path, {"Content-MD5": md5, "Content-Length": "11"}, data)
+    assert ours["Authorization"].startswith("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/")
+    assert "content-md5" in ours["Authorization"] and "host" in ours["Authorization"]
+    if token:
+        assert ours["X-Amz-Security-Token"] == token
+    # The path is signed as it goes on the wire (percent-encoded once, never twice).
+    req = AWSRequest(method="PUT", url=f"{fast.scheme}://{host}{path}", data=data)
+    canonical = S3SigV4Auth(creds, "s3", "eu-west-1").canonical_request(req)
+    assert canonical.split("\n")[1] == path and "%25" not in path
 
-    ours = fast.sign(
-        "PUT", host, path,
-        {"Content-MD5": base64.b64encode(md5).decode(), "Content-Length": str(len(data))},
-        hashlib.sha256(data).hexdigest(), now=NOW,
-    )
-    req = AWSRequest(
-        method="PUT", url=f"{fast.scheme}://{host}{path}", data=data,
-        headers={"Content-MD5": base64.b64encode(md5).decode(),
-                 "Content-Length": str(len(data))},
-    )
-    import datetime
 
-    class _Frozen(datetime.datetime):
-        @classmethod
-        def now(cls, tz: Any = None) -> Any:  # botocore reads the clock here
-            return datetime.datetime.fromtimestamp(NOW, tz)
+@pytest.fixture(scope="module")
+def signing_moto() -> Iterator[tuple[str, Credentials]]:
+    """A moto server that checks SigV4 signatures (after 3 unauthenticated set-up requests),
+    with an IAM user allowed everything: (endpoint, that user's credentials)."""
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
 
-        @classmethod
-        def utcnow(cls) -> Any:
-            return datetime.datetime.utcfromtimestamp(NOW)
+    def healthy() -> bool:
+        return bool(urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1).status == 200)
 
-    monkeypatch.setattr("botocore.auth.datetime.datetime", _Frozen)
-    S3SigV4Auth(creds, "s3", "eu-west-1").add_auth(req)
-    assert ours["authorization"] == req.headers["Authorization"]
+    server = ServerProcess(
+        f"moto-sigv4-{port}",
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        healthy=healthy,
+        env={"INITIAL_NO_AUTH_ACTION_COUNT": "3"},
+    ).start()
+    try:
+        iam = boto3.client("iam", endpoint_url=endpoint, region_name="us-east-1",
+                           aws_access_key_id="setup", aws_secret_access_key="setup")
+        iam.create_user(UserName="mirror")
+        iam.put_user_policy(UserName="mirror", PolicyName="all", PolicyDocument=json.dumps(
+            {"Version": "2012-10-17",
+             "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}))
+        key = iam.create_access_key(UserName="mirror")["AccessKey"]
+        yield endpoint, Credentials(key["AccessKeyId"], key["SecretAccessKey"])
+    finally:
+        server.cleanup()
+
+
+def test_light_requests_pass_a_signature_checking_server(
+    signing_moto: tuple[str, Credentials],
+) -> None:
+    """PUT, listing page and batched delete, signed by botocore over the light transport, are
+    accepted by a server that verifies SigV4; a wrong secret is AccessDenied at once."""
+    endpoint, creds = signing_moto
+    s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                      aws_access_key_id=creds.access_key, aws_secret_access_key=creds.secret_key)
+    s3.create_bucket(Bucket="sigv4-bkt")
+    fast = FastPut(endpoint, "us-east-1", creds)
+    data = b"signed body"
+    md5 = hashlib.md5(data).hexdigest()
+    # (moto's signature check mis-handles percent-encoded paths and queries, boto3's own
+    # requests included, so no '/' or ' ' in the key or prefix below: the encoded cases are
+    # covered against moto without the check in the other tests.)
+    assert fast.put("sigv4-bkt", "app-index.js", data, md5) == md5
+    page, token = fast.list_page("sigv4-bkt", "app", None)
+    assert [row[0] for row in page] == ["app-index.js"] and token is None
+    assert fast.delete_batch("sigv4-bkt", ["app-index.js"]) == []
+    assert s3.list_objects_v2(Bucket="sigv4-bkt").get("KeyCount") == 0
+    fast.close()
+    wrong = FastPut(endpoint, "us-east-1", Credentials(creds.access_key, "not-the-secret"))
+    with pytest.raises(AccessDenied, match="SignatureDoesNotMatch"):
+        wrong.put("sigv4-bkt", "app-x.js", data, md5)
+    wrong.close()
 
 
 def test_fast_put_against_moto(s3_server: Any) -> None:
@@ -73,34 +123,6 @@ def test_fast_put_against_moto(s3_server: Any) -> None:
     with pytest.raises(ContainerNotFound):
         fast.put("no-such-bucket-here", "k", data, md5)
     fast.close()
-
-
-def test_query_signature_matches_botocore(monkeypatch: Any) -> None:
-    import datetime
-    from urllib.parse import quote
-
-    creds = Credentials("AKIDEXAMPLE", "secret/key+x", None)
-    fast = FastPut("http://127.0.0.1:9000", "us-east-1", creds)
-    params = {"list-type": "2", "prefix": "app 1/ü+&=x/", "continuation-token": "a/b+c=="}
-    query = "&".join(f"{quote(k, safe='-_.~')}={quote(v, safe='-_.~')}"
-                     for k, v in sorted(params.items()))
-    ours = fast.sign("GET", "127.0.0.1:9000", "/bkt", {"content-length": "0"},
-                     hashlib.sha256(b"").hexdigest(), now=NOW, query=query)
-
-    class _Frozen(datetime.datetime):
-        @classmethod
-        def now(cls, tz: Any = None) -> Any:
-            return datetime.datetime.fromtimestamp(NOW, tz)
-
-        @classmethod
-        def utcnow(cls) -> Any:
-            return datetime.datetime.utcfromtimestamp(NOW)
-
-    monkeypatch.setattr("botocore.auth.datetime.datetime", _Frozen)
-    req = AWSRequest(method="GET", url=f"http://127.0.0.1:9000/bkt?{query}", data=b"",
-                     headers={"content-length": "0"})
-    S3SigV4Auth(creds, "s3", "us-east-1").add_auth(req)
-    assert ours["authorization"] == req.headers["Authorization"]
 
 
 def test_light_listing_and_batched_delete_against_moto(s3_server: Any) -> None:
