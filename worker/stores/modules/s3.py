@@ -123,8 +123,14 @@ class S3Backend:
     def from_config(cls, config: Any, *, pool: int = 32, timeout: float = 30.0) -> S3Backend:
         secret = config.key.get_secret_value() if config.key is not None else None
 
-        def make_client() -> Any:
+        def make_session() -> Any:
             import boto3
+
+            return boto3.session.Session(
+                aws_access_key_id=config.keyId, aws_secret_access_key=secret
+            )
+
+        def make_client(session: Any = None) -> Any:
             from botocore.config import Config
 
             botocore_config = Config(
@@ -138,9 +144,7 @@ class S3Backend:
                 response_checksum_validation="when_required",
                 s3={"addressing_style": "path" if config.endpoint else "auto"},
             )
-            session = boto3.session.Session(
-                aws_access_key_id=config.keyId, aws_secret_access_key=secret
-            )
+            session = session or make_session()
             return session.client("s3", endpoint_url=config.endpoint, config=botocore_config)
 
         if config.keyId and secret:
@@ -149,8 +153,9 @@ class S3Backend:
             backend = cls(None, config.region, factory=make_client)
             creds: Any = StaticCredentials(config.keyId, secret)
         else:
-            backend = cls(make_client(), config.region)
-            creds = backend.client._request_signer._credentials  # the credential chain's
+            session = make_session()
+            backend = cls(make_client(session), config.region)
+            creds = session.get_credentials()  # the credential chain's (refreshed as needed)
         if creds is not None:
             backend.fast = FastPut(config.endpoint, config.region, creds, timeout)
         return backend
