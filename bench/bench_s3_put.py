@@ -1,4 +1,4 @@
-"""Client CPU per small PUT: the light SigV4 path (worker/stores/modules/s3_put.py) against
+"""Client CPU per small PUT: the light request path (botocore SigV4 signer over http.client) (worker/stores/modules/s3_put.py) against
 boto3's put_object, 16 threads each, on one moto server.
 
     python bench/bench_s3_put.py [--puts 2000] [--size 4096]
