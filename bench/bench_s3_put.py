@@ -1,5 +1,5 @@
-"""Client CPU per small PUT: the light request path (botocore SigV4 signer over http.client) (worker/stores/modules/s3_put.py) against
-boto3's put_object, 16 threads each, on one moto server.
+"""Client CPU per small PUT: the light request path (worker/stores/modules/s3_put.py: botocore's
+SigV4 signer over http.client) against boto3's put_object, 16 threads each, on one moto server.
 
     python bench/bench_s3_put.py [--puts 2000] [--size 4096]
 """
