@@ -89,6 +89,11 @@ def test_scheduled_full_pass_reaches_the_host_queue(
     world.wait_equal(10)
     (world.mirror / "app1" / "a.txt").write_text("tampered")
     world.wait_equal(20)  # interval 1 s + the fan-out's 2 s broadcast + the pass, under load
+    # The pass logs its summary after its last write: the store can be equal a moment earlier.
+    deadline = time.monotonic() + 10
     log = worker.log_path.read_text()
+    while "full pass (scheduled) done" not in log and time.monotonic() < deadline:
+        time.sleep(0.05)
+        log = worker.log_path.read_text()
     assert f"queue={world.host_queue} scheduled full pass sent" in log
     assert "full pass (scheduled) done" in log
