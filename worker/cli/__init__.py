@@ -85,18 +85,10 @@ def main(ctx: click.Context, config_file: str | None, debug: bool) -> None:
 
 
 def _register() -> None:
-    from worker.cli import config_cmd, sessions_cmd
+    from worker.cli import config_cmd, run_cmd, sessions_cmd, sync_cmd
 
-    for module in (config_cmd, sessions_cmd):
+    for module in (run_cmd, sync_cmd, sessions_cmd, config_cmd):
         module.register(main)
-    for optional in ("sync_cmd", "run_cmd"):
-        try:
-            mod = __import__(f"worker.cli.{optional}", fromlist=["register"])
-        except ModuleNotFoundError as exc:
-            if exc.name != f"worker.cli.{optional}":
-                raise
-            continue
-        mod.register(main)
 
 
 _register()
