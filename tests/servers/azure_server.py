@@ -8,10 +8,11 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
+from tests.servers.cloud import CloudStoreServer, pooled_session
 from tests.servers.process import TEST_SERVERS, ServerProcess, free_port
 
 ACCOUNT = "devstoreaccount1"
@@ -22,55 +23,31 @@ ACCOUNT_KEY = (
 
 
 @dataclass
-class AzureServer:
+class AzureServer(CloudStoreServer):
     port: int
     server: ServerProcess
+    provider: ClassVar[str] = "azure"
 
     @property
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.port}/{ACCOUNT}"
 
-    def settings(self, endpoint: str | None = None, bucket: str | None = None) -> dict[str, Any]:
-        cfg: dict[str, Any] = {
-            "provider": "azure",
+    def store_keys(self, endpoint: str | None) -> dict[str, Any]:
+        return {
             "storageAccount": ACCOUNT,
             "storageAccessKey": ACCOUNT_KEY,
             "endpoint": endpoint or self.endpoint,
         }
-        if bucket:
-            cfg["bucket"] = bucket
-        return cfg
-
-    def module_store(
-        self,
-        bucket: str | None = None,
-        endpoint: str | None = None,
-        timeout: float | None = None,
-        **options: Any,
-    ) -> Any:
-        """A ModuleStore on this server (or on ``endpoint``, a fault proxy in front of it)."""
-        from worker.config import AzureConfig
-        from worker.stores.modules import ModuleStore
-        from worker.stores.modules.azure import AzureBackend
-
-        config = AzureConfig(**self.settings(endpoint, bucket))
-        extra = {"timeout": timeout} if timeout else {}
-        backend = AzureBackend.from_config(config, **extra)
-        return ModuleStore(backend, bucket=bucket, **options)
 
     def client(self, endpoint: str | None = None) -> Any:
         """A raw BlobServiceClient (SDK defaults, with a pool for 32 threads)."""
-        import requests
         from azure.core.pipeline.transport import RequestsTransport
         from azure.storage.blob import BlobServiceClient
 
-        session = requests.Session()
-        adapter = requests.adapters.HTTPAdapter(pool_connections=32, pool_maxsize=32)
-        session.mount("http://", adapter)
         return BlobServiceClient(
             endpoint or self.endpoint,
             credential={"account_name": ACCOUNT, "account_key": ACCOUNT_KEY},
-            transport=RequestsTransport(session=session, session_owner=False),
+            transport=RequestsTransport(session=pooled_session(32), session_owner=False),
         )
 
 

@@ -8,10 +8,11 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
+from tests.servers.cloud import CloudStoreServer, pooled_session
 from tests.servers.process import ServerProcess, free_port
 
 PROJECT = "synchro-test"
@@ -29,54 +30,27 @@ def gcs_binary() -> Path:
 
 
 @dataclass
-class GCSServer:
+class GCSServer(CloudStoreServer):
     port: int
     server: ServerProcess
+    provider: ClassVar[str] = "google"
 
     @property
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def settings(self, endpoint: str | None = None, bucket: str | None = None) -> dict[str, Any]:
-        cfg: dict[str, Any] = {
-            "provider": "google",
-            "projectId": PROJECT,
-            "endpoint": endpoint or self.endpoint,
-        }
-        if bucket:
-            cfg["bucket"] = bucket
-        return cfg
-
-    def module_store(
-        self,
-        bucket: str | None = None,
-        endpoint: str | None = None,
-        timeout: float | None = None,
-        **options: Any,
-    ) -> Any:
-        """A ModuleStore on this server (or on ``endpoint``, a fault proxy in front of it)."""
-        from worker.config import GoogleConfig
-        from worker.stores.modules import ModuleStore
-        from worker.stores.modules.gcs import GCSBackend
-
-        config = GoogleConfig(**self.settings(endpoint, bucket))
-        extra = {"timeout": timeout} if timeout else {}
-        backend = GCSBackend.from_config(config, **extra)
-        return ModuleStore(backend, bucket=bucket, **options)
+    def store_keys(self, endpoint: str | None) -> dict[str, Any]:
+        return {"projectId": PROJECT, "endpoint": endpoint or self.endpoint}
 
     def client(self, endpoint: str | None = None) -> Any:
         """A raw google-cloud-storage client with a pool for 32 threads."""
-        import requests
         from google.auth.credentials import AnonymousCredentials
         from google.cloud import storage
 
-        http = requests.Session()
-        adapter = requests.adapters.HTTPAdapter(pool_connections=32, pool_maxsize=32)
-        http.mount("http://", adapter)
         return storage.Client(
             project=PROJECT,
             credentials=AnonymousCredentials(),
-            _http=http,
+            _http=pooled_session(32),
             client_options={"api_endpoint": endpoint or self.endpoint},
         )
 

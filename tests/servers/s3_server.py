@@ -6,10 +6,11 @@ import sys
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
+from tests.servers.cloud import CloudStoreServer
 from tests.servers.process import ServerProcess, free_port
 
 ACCESS_KEY = "synchro-test-key"
@@ -17,43 +18,22 @@ SECRET_KEY = "synchro-test-secret"
 
 
 @dataclass
-class S3Server:
+class S3Server(CloudStoreServer):
     port: int
     server: ServerProcess
+    provider: ClassVar[str] = "amazon"
 
     @property
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def settings(self, endpoint: str | None = None, bucket: str | None = None) -> dict[str, Any]:
-        """MODULESTORE settings for this server (as a user would write them)."""
-        cfg: dict[str, Any] = {
-            "provider": "amazon",
+    def store_keys(self, endpoint: str | None) -> dict[str, Any]:
+        return {
             "keyId": ACCESS_KEY,
             "key": SECRET_KEY,
             "region": "us-east-1",
             "endpoint": endpoint or self.endpoint,
         }
-        if bucket:
-            cfg["bucket"] = bucket
-        return cfg
-
-    def module_store(
-        self,
-        bucket: str | None = None,
-        endpoint: str | None = None,
-        timeout: float | None = None,
-        **options: Any,
-    ) -> Any:
-        """A ModuleStore on this server (or on ``endpoint``, a fault proxy in front of it)."""
-        from worker.config import AmazonConfig
-        from worker.stores.modules import ModuleStore
-        from worker.stores.modules.s3 import S3Backend
-
-        config = AmazonConfig(**self.settings(endpoint, bucket))
-        extra = {"timeout": timeout} if timeout else {}
-        backend = S3Backend.from_config(config, **extra)
-        return ModuleStore(backend, bucket=bucket, **options)
 
     def client(self, endpoint: str | None = None) -> Any:
         """A raw boto3 client, for checks behind the store's back and the benchmark."""

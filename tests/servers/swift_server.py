@@ -19,10 +19,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
+from tests.servers.cloud import CloudStoreServer
 from tests.servers.process import TEST_SERVERS, ServerProcess, free_port
 
 USER, PASSWORD = "synchro", "synchro-swift-pass"
@@ -95,7 +96,8 @@ use = egg:swift#copy
 
 
 @dataclass
-class SwiftServer:
+class SwiftServer(CloudStoreServer):
+    provider: ClassVar[str] = "openstack"
     workdir: Path
     proxy_port: int
     identity_port: int
@@ -112,13 +114,12 @@ class SwiftServer:
     def auth_url(self) -> str:
         return f"http://127.0.0.1:{self.identity_port}/v3"
 
-    def settings(self, endpoint: str | None = None, bucket: str | None = None) -> dict[str, Any]:
-        """MODULESTORE settings; with ``endpoint`` (a fault proxy) the store picks the catalog's
-        second region, whose object-store URL is that endpoint."""
+    def store_keys(self, endpoint: str | None) -> dict[str, Any]:
+        """With ``endpoint`` (a fault proxy) the store picks the catalog's second region, whose
+        object-store URL is that endpoint."""
         if endpoint:
             self.catalog_url = endpoint
-        cfg: dict[str, Any] = {
-            "provider": "openstack",
+        return {
             "keystoneAuthVersion": "v3",
             "authUrl": self.auth_url,
             "region": PROXY_REGION if endpoint else REGION,
@@ -127,26 +128,6 @@ class SwiftServer:
             "password": PASSWORD,
             "domainId": DOMAIN_ID,
         }
-        if bucket:
-            cfg["bucket"] = bucket
-        return cfg
-
-    def module_store(
-        self,
-        bucket: str | None = None,
-        endpoint: str | None = None,
-        timeout: float | None = None,
-        **options: Any,
-    ) -> Any:
-        """A ModuleStore on this server (or on ``endpoint``, a fault proxy in front of it)."""
-        from worker.config import OpenStackConfig
-        from worker.stores.modules import ModuleStore
-        from worker.stores.modules.swift import SwiftBackend
-
-        config = OpenStackConfig(**self.settings(endpoint, bucket))
-        extra = {"timeout": timeout} if timeout else {}
-        backend = SwiftBackend.from_config(config, **extra)
-        return ModuleStore(backend, bucket=bucket, **options)
 
     def tempauth_token(self) -> str:
         req = urllib.request.Request(
