@@ -266,17 +266,10 @@ def storm_writer(app: Path, writes: int, files: int, seconds: float, order: str)
     return result
 
 
-def storm_once(
-    work: Path,
-    writes: int,
-    files: int,
-    seconds: float,
-    order: str,
-    debounce: float,
-    max_delay: float,
-) -> dict[str, Any]:
+def storm_tree(work: Path, files: int, overrides: dict[str, Any]) -> tuple[Path, Any]:
+    """A fresh app of ``files`` small files under ``work``, and settings mirroring it into
+    ``work/mirror`` (plus ``overrides``)."""
     from worker.config import load_settings
-    from worker.watcher import Watcher
 
     root = work / "apps"
     shutil.rmtree(work, ignore_errors=True)
@@ -286,13 +279,25 @@ def storm_once(
         (app / f"f{i:03d}.txt").write_text("initial\n")
     settings = load_settings(
         None,
-        {
-            "APP_ROOT_PATH": str(root),
-            "MODULESTORE.directory": str(work / "mirror"),
-            "SYNC.debounce": debounce,
-            "SYNC.maxDelay": max_delay,
-        },
+        {"APP_ROOT_PATH": str(root), "MODULESTORE.directory": str(work / "mirror"), **overrides},
         environ={},
+    )
+    return app, settings
+
+
+def storm_once(
+    work: Path,
+    writes: int,
+    files: int,
+    seconds: float,
+    order: str,
+    debounce: float,
+    max_delay: float,
+) -> dict[str, Any]:
+    from worker.watcher import Watcher
+
+    app, settings = storm_tree(
+        work, files, {"SYNC.debounce": debounce, "SYNC.maxDelay": max_delay}
     )
     disp = ReadingDispatcher(app)
     w = Watcher(settings, disp)
@@ -331,25 +336,11 @@ def storm_once(
 def storm_pipeline(work: Path, writes: int, files: int, seconds: float) -> dict[str, Any]:
     """The embedded default end to end: watcher -> LocalDispatcher -> sync_path -> folder."""
     from worker import jobs
-    from worker.config import load_settings
     from worker.dispatch import LocalDispatcher
     from worker.watcher import Watcher
 
-    root, mirror = work / "apps", work / "mirror"
-    shutil.rmtree(work, ignore_errors=True)
-    app = root / "app"
-    app.mkdir(parents=True)
-    for i in range(files):
-        (app / f"f{i:03d}.txt").write_text("initial\n")
-    settings = load_settings(
-        None,
-        {
-            "APP_ROOT_PATH": str(root),
-            "MODULESTORE.directory": str(mirror),
-            "STATE_DIR": str(work / "state"),
-        },
-        environ={},
-    )
+    app, settings = storm_tree(work, files, {"STATE_DIR": str(work / "state")})
+    mirror = work / "mirror"
     jobs.full_pass(settings, None, "bench start")
     uploads = 0
     lock = threading.Lock()
