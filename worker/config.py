@@ -69,7 +69,8 @@ class RedisSessionStoreConfig(_Strict):
     url: str | None = None
     db: Annotated[int, Field(ge=0)] = 0
     tls: bool = False
-    keyPrefix: str = "session:"
+    #: None, as the Synchro server: a session is the key ``<id>`` itself.
+    keyPrefix: str = ""
 
     @field_validator("url")
     @classmethod
