@@ -327,7 +327,7 @@ def test_sessions_snapshot_to_modulestore_on_moto(s3_server: Any, isolated: Path
     from worker.stores.sessions import OnConflict
     from worker.stores.sessions.file import FileSessionStore
 
-    batch = [(f"s{i}", json.dumps({"i": i}).encode(), None) for i in range(300)]
+    batch = [(f"s{i}", json.dumps({"id": f"s{i}", "i": i}).encode(), None) for i in range(300)]
     FileSessionStore(isolated / "live.json").write_raw([batch], OnConflict.FAIL)
     cfg = _config(isolated, s3_server.settings())
     dest = f"modulestore:snaps-{uuid.uuid4().hex[:8]}"

@@ -78,7 +78,8 @@ def test_create_get_roundtrip(store: Any) -> None:
     assert s.id and isinstance(s.id, str)
     got = store.get(s.id)
     assert got is not None
-    assert got.state == state
+    assert got.state == {"id": s.id, **state}  # the server's session object: id first
+    assert list(got.state)[0] == "id"
     assert got.expires_at is not None and got.expires_at.tzinfo is not None
     delta = (got.expires_at - before).total_seconds()
     assert 119 <= delta <= 122, delta
@@ -105,17 +106,17 @@ def test_put_replaces_state_and_expiry(store: Any) -> None:
     later = datetime.now(UTC) + timedelta(hours=5)
     store.put(Session(s.id, {"v": 2}, later))
     got = store.get(s.id)
-    assert got is not None and got.state == {"v": 2}
+    assert got is not None and got.state == {"id": s.id, "v": 2}
     assert abs(_ms(got.expires_at) - _ms(later)) <= 5  # type: ignore[operator]
     store.put(Session(s.id, {"v": 3}, None))
     got = store.get(s.id)
-    assert got is not None and got.state == {"v": 3} and got.expires_at is None
+    assert got is not None and got.state == {"id": s.id, "v": 3} and got.expires_at is None
 
 
 def test_put_creates_with_given_id(store: Any) -> None:
     store.put(Session("chosen-id", {"x": "y"}))
     got = store.get("chosen-id")
-    assert got is not None and got.state == {"x": "y"}
+    assert got is not None and got.state == {"id": "chosen-id", "x": "y"}
 
 
 def test_delete(store: Any) -> None:
@@ -147,7 +148,10 @@ def test_put_with_past_expiry_is_gone(store: Any) -> None:
 
 
 def test_iterate_and_count_stream_in_batches(store: Any) -> None:
-    batch = [(f"id-{i:05d}", json.dumps({"i": i}).encode(), None) for i in range(2500)]
+    batch = [
+        (f"id-{i:05d}", json.dumps({"id": f"id-{i:05d}", "i": i}).encode(), None)
+        for i in range(2500)
+    ]
     result = store.write_raw([batch], OnConflict.FAIL)
     assert result.written == 2500
     created = {sid for sid, _, _ in batch}
@@ -159,27 +163,29 @@ def test_iterate_and_count_stream_in_batches(store: Any) -> None:
     assert set(seen) == created
     assert store.count() == 2500
     states = {s.id: s.state for s in store.iter_sessions()}
-    assert states["id-01234"] == {"i": 1234}
+    assert states["id-01234"] == {"id": "id-01234", "i": 1234}
 
 
 def test_write_raw_conflicts_and_expired(store: Any) -> None:
     now = int(time.time() * 1000)
     store.put(Session("a", {"v": "old"}))
     batch = [
-        ("a", b'{"v":"new"}', now + 60_000),
-        ("b", b'{"v":"b"}', now + 60_000),
-        ("gone", b'{"v":"x"}', now - 1000),
+        ("a", b'{"id":"a","v":"new"}', now + 60_000),
+        ("b", b'{"id":"b","v":"b"}', now + 60_000),
+        ("gone", b'{"id":"gone","v":"x"}', now - 1000),
     ]
     skip = store.write_raw([batch], OnConflict.SKIP)
     assert (skip.written, skip.skipped, skip.expired) == (1, 1, 1)
-    assert store.get("a").state == {"v": "old"}
+    assert store.get("a").state == {"id": "a", "v": "old"}
     assert store.get("gone") is None
     over = store.write_raw([batch], OnConflict.OVERWRITE)
     assert (over.written, over.skipped, over.expired) == (2, 0, 1)
     got = store.get("a")
-    assert got.state == {"v": "new"} and abs(_ms(got.expires_at) - (now + 60_000)) <= 5
+    assert got.state == {"id": "a", "v": "new"} and abs(_ms(got.expires_at) - (now + 60_000)) <= 5
     with pytest.raises(AlreadyExists):
-        store.write_raw([[("c", b"{}", None), ("a", b"{}", None)]], OnConflict.FAIL)
+        store.write_raw(
+            [[("c", b'{"id":"c"}', None), ("a", b'{"id":"a"}', None)]], OnConflict.FAIL
+        )
 
 
 def test_existing(store: Any) -> None:
@@ -203,7 +209,7 @@ def test_sessions_are_back_after_a_restart(make_store: Callable[[], Any]) -> Non
     first.close()
     again = make_store()
     got = again.get(s.id)
-    assert got is not None and got.state == {"cart": [1, 2]}
+    assert got is not None and got.state == {"id": s.id, "cart": [1, 2]}
     assert _ms(got.expires_at) == pytest.approx(_ms(s.expires_at), abs=5)
     assert again.count() == 2
 
@@ -220,15 +226,52 @@ def test_memory_store_is_per_instance() -> None:
 # --- file --------------------------------------------------------------------------------
 
 
-def test_file_is_plain_json_readable_while_running(tmp_path: Path) -> None:
+def test_file_is_the_servers_format_readable_while_running(tmp_path: Path) -> None:
     path = tmp_path / "sessions.json"
     store = FileSessionStore(path)
     s = store.create({"user": "ana"}, ttl=60)
-    doc = json.loads(path.read_text())  # a person (or jq) reading it while it runs
-    assert doc["sessions"][s.id]["state"] == {"user": "ana"}
-    assert doc["sessions"][s.id]["expires_at"].endswith("Z")
+    doc = json.loads(path.read_text())  # the server's JSON.parse(file)[id], or a person's jq
+    assert doc == {s.id: {"id": s.id, "user": "ana"}}
     lines = path.read_text().splitlines()
     assert any(line.startswith(f'"{s.id}": ') for line in lines)  # one session a line
+    # The worker's expiry is beside the file, where the server never sees it.
+    side = json.loads((tmp_path / "sessions.json.expiry.json").read_text())
+    assert side[s.id].endswith("Z")
+    store.put(Session(s.id, {"id": s.id, "user": "ana"}))  # no expiry any more
+    assert not (tmp_path / "sessions.json.expiry.json").exists()
+    assert FileSessionStore(path).get(s.id).expires_at is None  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("content", [b"", b"{}", b"  {}\n", b"\n"])
+def test_file_empty_or_empty_object_holds_no_sessions(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "sessions.json"
+    path.write_bytes(content)
+    store = FileSessionStore(path)
+    assert store.count() == 0 and list(store.iter_raw()) == []
+    assert store.check().endswith("0 sessions")
+
+
+def test_file_written_by_the_server_is_read_byte_for_byte(tmp_path: Path) -> None:
+    path = tmp_path / "sessions.json"
+    a = '{"id":"a","name":"Zoë ✓","big":12345678901234567890,"f":1.0,"z":1,"b":{"y":2,"x":1}}'
+    path.write_text('{"a":' + a + ',"b":{"id":"b"}}', encoding="utf-8")
+    store = FileSessionStore(path)
+    texts = {raw[0]: raw[1] for batch in store.iter_raw() for raw in batch}
+    assert texts == {"a": a.encode(), "b": b'{"id":"b"}'}
+    store.put(Session("c", {"n": 1}))  # a write keeps the others' bytes
+    again = {raw[0]: raw[1] for batch in FileSessionStore(path).iter_raw() for raw in batch}
+    assert again["a"] == a.encode() and again["c"] == b'{"id":"c","n":1}'
+
+
+def test_file_members_that_are_not_sessions_are_counted_and_kept(tmp_path: Path) -> None:
+    path = tmp_path / "sessions.json"
+    path.write_text('{"a": {"id": "a"}, "n": 5, "m": {"id": "other"}, "l": [1]}')
+    store = FileSessionStore(path)
+    assert [s.id for s in store.iter_sessions()] == ["a"]
+    assert store.skipped == {"not an object": 2, "id differs from the key": 1}
+    store.create({"x": 1})
+    doc = json.loads(path.read_text())
+    assert doc["n"] == 5 and doc["m"] == {"id": "other"} and doc["l"] == [1]
 
 
 def test_file_is_replaced_atomically(tmp_path: Path) -> None:
@@ -246,14 +289,12 @@ def test_file_is_replaced_atomically(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "content, expect",
     [
-        (b'{"format": "synchro-sessions", "version": 1, "sessions": {\n"a": {"expires_at": nu',
-         "not valid JSON"),
-        (b"", "is empty"),
+        (b'{\n"a": {"id":"a"},\n"b": {"id": nu', "not valid JSON"),
         (b"\x00\xff\xfe garbage", "not"),
-        (b'["a list"]', '"sessions"'),
-        (b'{"sessions": {"a": {"state": 5}}}', 'no "state" object'),
-        (b'{"sessions": {"a": {"state": {}, "expires_at": "soon"}}}', "bad expires_at"),
-        (b'{"format": "synchro-sessions", "version": 9, "sessions": {}}', "version 9"),
+        (b'["a list"]', "one JSON object"),
+        (b'{"a": {"id": "a"}} extra', "extra data"),
+        (b'{"a": {"id": "a", "n": NaN}}', "not valid JSON"),
+        (b'{"a": {"id": "a"},}', "not valid JSON"),
     ],
 )
 def test_corrupt_file_is_refused_and_left_as_it_was(
@@ -308,7 +349,7 @@ def test_two_processes_writing_the_same_file_lose_no_session(tmp_path: Path) -> 
     final = FileSessionStore(path)
     expected = {f"{tag}-{i}" for tag in ("p1", "p2") for i in range(n) if i % 10}
     assert {s.id for s in final.iter_sessions()} == expected
-    assert final.get("p2-7").state == {"by": "p2", "i": 7}
+    assert final.get("p2-7").state == {"id": "p2-7", "by": "p2", "i": 7}
 
 
 def test_two_store_objects_in_one_process_see_each_other(tmp_path: Path) -> None:
@@ -327,7 +368,7 @@ def test_redis_one_key_per_session_with_its_expiry(redis_server: RedisServer) ->
     store = RedisSessionStore("127.0.0.1", redis_server.port, REDIS_PASSWORD, key_prefix="k1:")
     s = store.create({"a": 1}, ttl=100)
     raw = redis_server.client()
-    assert json.loads(raw.get(f"k1:{s.id}")) == {"a": 1}
+    assert json.loads(raw.get(f"k1:{s.id}")) == {"id": s.id, "a": 1}
     assert 98_000 < raw.pttl(f"k1:{s.id}") <= 100_000
     forever = store.create({"b": 2})
     assert raw.pttl(f"k1:{forever.id}") == -1
@@ -342,7 +383,8 @@ def test_redis_scans_and_never_uses_keys(redis_server: RedisServer) -> None:
     raw.set("other:thing", "not a session")  # other prefixes are not ours
     raw.set("k2:garbage", "not json")  # under our prefix but not a session object
     raw.config_resetstat()
-    assert store.count() == 1501
+    assert store.count() == 1500  # only sessions are counted
+    assert store.skipped == {"not JSON": 1}
     assert sum(len(b) for b in store.iter_raw()) == 1500
     stats = raw.info("commandstats")
     assert "cmdstat_scan" in stats and "cmdstat_keys" not in stats
@@ -378,7 +420,7 @@ def test_redis_url_selects_db_and_prefix(redis_server: RedisServer) -> None:
     url = f"redis://:{REDIS_PASSWORD}@127.0.0.1:{redis_server.port}/5?keyPrefix=app5:"
     store = open_session_store(url)
     store.put(Session("u1", {"db": 5}))
-    assert redis_server.client(5).get("app5:u1") == b'{"db":5}'
+    assert redis_server.client(5).get("app5:u1") == b'{"id":"u1","db":5}'
     assert redis_server.client(0).get("app5:u1") is None
     store.close()
 
@@ -397,7 +439,7 @@ def test_redis_from_settings_with_password_from_environment(
     store = open_session_store(settings)
     assert isinstance(store, RedisSessionStore)
     store.put(Session("from-settings", {"ok": True}))
-    assert redis_server.client(1).get("cfg:from-settings") == b'{"ok":true}'
+    assert redis_server.client(1).get("cfg:from-settings") == b'{"id":"from-settings","ok":true}'
     store.close()
 
 
@@ -485,7 +527,7 @@ def test_redis_over_tls(tls_redis: tuple[int, Path], monkeypatch: pytest.MonkeyP
     url = f"rediss://:{REDIS_PASSWORD}@127.0.0.1:{port}/0?ssl_ca_certs={cert}"
     store = open_session_store(url)
     s = store.create({"secure": True}, ttl=60)
-    assert store.get(s.id).state == {"secure": True}
+    assert store.get(s.id).state == {"id": s.id, "secure": True}
     assert "rediss://" in store.check()
     store.close()
     # tls: true in the configuration, trusting the certificate the usual OpenSSL way.
@@ -498,7 +540,7 @@ def test_redis_over_tls(tls_redis: tuple[int, Path], monkeypatch: pytest.MonkeyP
         "SYNCHRO__SESSIONSTORE__password": REDIS_PASSWORD,
     })
     configured = open_session_store(settings)
-    assert configured.get(s.id).state == {"secure": True}
+    assert configured.get(s.id).state == {"id": s.id, "secure": True}
     configured.close()
 
 
@@ -509,4 +551,68 @@ def test_redis_tls_untrusted_certificate_fails_at_once(tls_redis: tuple[int, Pat
     with pytest.raises(AccessDenied, match="CERTIFICATE_VERIFY_FAILED"):
         store.check()
     assert time.monotonic() - started < 2  # not retried: waiting does not fix trust
+    store.close()
+
+
+# --- redis in the Synchro server's format --------------------------------------------------
+
+
+def test_redis_default_is_the_servers_format(own_redis: RedisServer) -> None:
+    """No prefix by default: the key is the bare id and the value the server's JSON text,
+    which comes back byte for byte (unicode, big numbers, key order)."""
+    store = RedisSessionStore("127.0.0.1", own_redis.port, REDIS_PASSWORD)
+    raw = own_redis.client()
+    s = store.create({"user": "ana"})
+    assert raw.get(s.id) == f'{{"id":"{s.id}","user":"ana"}}'.encode()
+    assert uuid.UUID(s.id).version == 4  # ids look like the server's uuid.v4()
+    text = '{"id":"srv-1","name":"Zoë ✓ 😀","big":123456789012345678901234567890,"z":0,"a":1.50}'
+    raw.set("srv-1", text.encode())
+    got = {sid: value for batch in store.iter_raw() for sid, value, _ in batch}
+    assert got == {s.id: raw.get(s.id), "srv-1": text.encode()}
+    assert store.get("srv-1").state["big"] == 123456789012345678901234567890  # type: ignore[union-attr]
+    assert store.describe() == f"redis://127.0.0.1:{own_redis.port}/0"
+    store.close()
+
+
+def test_redis_prefix_from_settings_defaults_to_none_and_url_may_set_it_empty(
+    own_redis: RedisServer,
+) -> None:
+    settings = load_settings(None, environ={
+        "SYNCHRO__SESSIONSTORE_SERVICE": "RedisSessionStore",
+        "SYNCHRO__SESSIONSTORE__port": str(own_redis.port),
+        "SYNCHRO__SESSIONSTORE__password": REDIS_PASSWORD,
+    })
+    configured = open_session_store(settings)
+    assert configured.prefix == ""
+    configured.put(Session("s1", {}))
+    assert own_redis.client().get("s1") == b'{"id":"s1"}'
+    url = f"redis://:{REDIS_PASSWORD}@127.0.0.1:{own_redis.port}/0?keyPrefix="
+    explicit = open_session_store(url)
+    assert explicit.prefix == ""  # an explicit empty prefix is kept, not dropped
+    assert [s.id for s in explicit.iter_sessions()] == ["s1"]
+    configured.close()
+    explicit.close()
+
+
+def test_redis_keys_that_are_not_sessions_are_counted_by_reason(own_redis: RedisServer) -> None:
+    raw = own_redis.client()
+    raw.set("good", b'{"id":"good"}')
+    raw.set("bad-json", b"{not json")
+    raw.set("plain", b"hello")
+    raw.set("latin1", b'{"id":"latin1","n":"\xe9"}')  # not UTF-8: not JSON for the server
+    raw.set("nan", b'{"id":"nan","x":NaN}')
+    raw.set("list-json", b"[1,2]")
+    raw.set("str-json", b'"text"')
+    raw.set("other-id", b'{"id":"someone-else"}')
+    raw.set("no-id", b'{"a":1}')
+    raw.set(b"\xff\xfekey", b'{"id":"x"}')
+    raw.rpush("a-list", "x")
+    raw.hset("a-hash", "f", "v")
+    store = RedisSessionStore("127.0.0.1", own_redis.port, REDIS_PASSWORD)
+    assert [s.id for s in store.iter_sessions()] == ["good"]
+    assert store.skipped == {
+        "not JSON": 4, "not an object": 2, "id differs from the key": 2, "key not UTF-8": 1,
+        "not a string value": 2,
+    }
+    assert store.count() == 1
     store.close()

@@ -38,8 +38,8 @@ def _redis_url(srv: RedisServer, prefix: str) -> str:
 
 def _fill_file(path: Path, n: int) -> FileSessionStore:
     store = FileSessionStore(path)
-    batch = [(f"s{i}", json.dumps({"i": i}).encode(), None if i % 2 else 4_000_000_000_000)
-             for i in range(n)]
+    batch = [(f"s{i}", json.dumps({"id": f"s{i}", "i": i}).encode(),
+              None if i % 2 else 4_000_000_000_000) for i in range(n)]
     from worker.stores.sessions import OnConflict
 
     store.write_raw([batch], OnConflict.FAIL)
@@ -183,7 +183,7 @@ def test_subprocess_snapshot_list_restore(redis_server: RedisServer, tmp_path: P
               cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     restored = FileSessionStore(tmp_path / "out.json")
-    assert restored.count() == 2100 and restored.get("p7").state == {"i": 7, "s": "é"}
+    assert restored.count() == 2100 and restored.get("p7").state == {"id": "p7", "i": 7, "s": "é"}
 
 
 def test_subprocess_errors_are_one_line(tmp_path: Path) -> None:

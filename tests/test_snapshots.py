@@ -44,10 +44,12 @@ def _redis(srv: RedisServer, **kw: Any) -> RedisSessionStore:
 def _fill(store: Any, n: int, ttl: float | None = 3600) -> dict[str, Session]:
     """n sessions, every third without expiry; returns them by id as the store holds them."""
     now = int(time.time() * 1000)
+    ids = [uuid.uuid4().hex for _ in range(n)]
     batch = [
-        (uuid.uuid4().hex, json.dumps({"i": i, "name": f"user {i}", "tags": ["a", "é"]}).encode(),
+        (sid, json.dumps({"id": sid, "i": i, "name": f"user {i}", "tags": ["a", "é"]},
+                         ensure_ascii=False).encode(),
          None if i % 3 == 0 or ttl is None else now + int(ttl * 1000) + i)
-        for i in range(n)
+        for i, sid in enumerate(ids)
     ]
     store.write_raw([batch], OnConflict.FAIL)  # one file write, not one per session
     return {s.id: s for s in store.iter_sessions()}
@@ -118,8 +120,8 @@ def test_snapshot_file_format(dest: FolderDestination) -> None:
     assert header["source"] == "memory:" and header["started_at"].endswith("Z")
     sessions = [json.loads(line) for line in lines[1:-1]]
     assert sorted(sessions, key=lambda s: s["id"]) == [
-        {"id": "a", "expires_at": "2030-01-02T03:04:05.678Z", "state": {"x": 1}},
-        {"id": "b", "expires_at": None, "state": {"y": [1, "two"]}},
+        {"id": "a", "expires_at": "2030-01-02T03:04:05.678Z", "state": {"id": "a", "x": 1}},
+        {"id": "b", "expires_at": None, "state": {"id": "b", "y": [1, "two"]}},
     ]
     assert trailer["count"] == 2 and trailer["ended_at"].endswith("Z")
     assert trailer["sha256"] == hashlib.sha256(b"".join(lines[1:-1])).hexdigest()
@@ -182,13 +184,14 @@ def test_export_never_shows_expired_and_import_drops_them(tmp_path: Path) -> Non
     target = MemorySessionStore()
     result = import_sessions(target, path)
     assert (result.written, result.expired) == (2, 1)
-    assert target.get("new").state == {"z": [1]}
+    assert target.get("new").state == {"id": "new", "z": [1]}
     assert target.get("tz").expires_at == datetime(2099, 1, 1, tzinfo=UTC)
 
 
 @pytest.mark.parametrize("bad", [
     "not json", '["list"]', '{"state": {}}', '{"id": "x", "state": [1]}',
     '{"id": "x", "state": {}, "expires_at": "tomorrow"}', '{"id": "", "state": {}}',
+    '{"id": "x", "state": {"id": "y"}}', '{"id": "x", "text": "{not json"}',
 ])
 def test_import_bad_line_writes_nothing(tmp_path: Path, bad: str) -> None:
     path = tmp_path / "in.jsonl"
@@ -217,10 +220,10 @@ def test_import_accepts_a_snapshot_file(dest: FolderDestination) -> None:
 def test_on_conflict_modes(redis_server: RedisServer, dest: FolderDestination, kind: str) -> None:
     source = MemorySessionStore()
     for i in range(1200):
-        source.put(Session(f"s{i}", {"v": "snap"}))
+        source.put(Session(f"s{i}", {"id": f"s{i}", "v": "snap"}))
     take_snapshot(source, dest)
     target = _redis(redis_server) if kind == "redis" else MemorySessionStore()
-    target.put(Session("s1100", {"v": "live"}))
+    target.put(Session("s1100", {"id": "s1100", "v": "live"}))
 
     with pytest.raises(AlreadyExists, match="nothing was written"):
         restore_snapshot("latest", dest, target, OnConflict.FAIL)
@@ -228,11 +231,11 @@ def test_on_conflict_modes(redis_server: RedisServer, dest: FolderDestination, k
 
     skipped = restore_snapshot("latest", dest, target, OnConflict.SKIP)
     assert (skipped.written, skipped.skipped) == (1199, 1)
-    assert target.get("s1100").state == {"v": "live"}
+    assert target.get("s1100").state == {"id": "s1100", "v": "live"}
 
     over = restore_snapshot("latest", dest, target, OnConflict.OVERWRITE)
     assert (over.written, over.skipped) == (1200, 0)
-    assert target.get("s1100").state == {"v": "snap"}
+    assert target.get("s1100").state == {"id": "s1100", "v": "snap"}
 
 
 # --- listing, ids, prune, failures ---------------------------------------------------------
@@ -438,8 +441,8 @@ def test_snapshot_and_restore_memory_is_flat(redis_server: RedisServer, tmp_path
     for n in (12_000, 36_000):
         store = _redis(redis_server)
         pipe = raw.pipeline(transaction=False)
-        value = json.dumps({"pad": "x" * 900}).encode()
         for i in range(n):
+            value = json.dumps({"id": f"s{i}", "pad": "x" * 900}).encode()
             pipe.set(f"{store.prefix}s{i}", value, px=3_600_000)
         pipe.execute()
         dest = FolderDestination(tmp_path / f"d{n}")
@@ -474,7 +477,7 @@ def _load_raw(srv: RedisServer, prefix: str, n: int) -> None:
     raw = srv.client()
     pipe = raw.pipeline(transaction=False)
     for i in range(n):
-        value = json.dumps({"i": i, "pad": "p" * 400}).encode()
+        value = json.dumps({"id": f"s{i}", "i": i, "pad": "p" * 400}).encode()
         if i % 4:
             pipe.set(f"{prefix}s{i}", value, px=3_600_000 + i)
         else:
@@ -587,20 +590,30 @@ def test_lines_round_trip_with_awkward_ids_and_times() -> None:
 
     rng = random.Random(7)
     ids = ["plain", 'q"uote', "back\\slash", "ünï€ode", "sp ace", "tab\there", "a/b=c+d"]
-    nested = b'{"n":{"id":"x","expires_at":null,"state":{}},"s":"}\\n{"}'
+
+    def value(sid: str, i: int) -> bytes:
+        quoted = json.dumps(sid, ensure_ascii=False).encode()
+        if i % 5 == 0:
+            return b'{"id":' + quoted + b',"n":{"id":"x","expires_at":null,"state":{}},"s":"}\\n{"}'
+        if i % 7 == 0:  # pretty-printed, as another writer may leave it: bytes kept too
+            return b'{\n  "id": ' + quoted + b',\r\n  "i": %d\n}' % i
+        if i % 11 == 0:
+            return b' {"id":' + quoted + b'} '
+        return b'{"id":' + quoted + b',"i":%d}' % i
+
     batch = [
-        (ids[i % len(ids)] + str(i), nested if i % 5 == 0 else b'{"i":%d}' % i,
+        (ids[i % len(ids)] + str(i), value(ids[i % len(ids)] + str(i), i),
          None if i % 4 == 0 else rng.randrange(0, 4_102_444_800_000))
         for i in range(3000)
     ]
-    batch.append(("leap", b"{}", 951_782_400_123))  # 2000-02-29T00:00:00.123Z
+    batch.append(("leap", b'{"id":"leap"}', 951_782_400_123))  # 2000-02-29T00:00:00.123Z
     block = encode_batch(batch)
     assert decode_block(block) == batch
     assert [r[0] for r in decode_ids(block)] == [r[0] for r in batch]
     for line, raw in zip(block.splitlines(), batch, strict=True):
         obj = json.loads(line)  # every line is plain JSON a person or jq can read
-        assert obj["id"] == raw[0] and json.dumps(obj["state"]) is not None
+        assert obj["id"] == raw[0]
+        assert json.loads(obj.get("text") or json.dumps(obj["state"]))["id"] == raw[0]
         assert obj["expires_at"] == (None if raw[2] is None else ms_to_iso(raw[2]))
-        assert decode_line(line) == (raw[0], json.dumps(
-            json.loads(raw[1]), separators=(",", ":"), ensure_ascii=False).encode(), raw[2])
+        assert decode_line(line) == raw  # the same bytes, parsed the slow way too
     assert b'"expires_at":"2000-02-29T00:00:00.123Z"' in block

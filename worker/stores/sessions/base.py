@@ -1,6 +1,7 @@
 """The session-store contract: what snapshots, the CLI and ``config check`` rely on.
 
-A session is a JSON object with an id and an optional absolute expiry.  Every store keeps
+A session is what the Synchro server keeps: a JSON object whose ``"id"`` is the session's id
+(``{"id": "<id>", ...}``), plus the worker's own optional absolute expiry.  Every store keeps
 them by id; an expired session is never returned by any method.  Besides the per-session
 calls (create, get, put, delete) each store offers a *raw stream* of sessions whose state is
 still JSON text (:data:`RawSession`): snapshots, export, import and copy move sessions through
@@ -12,18 +13,20 @@ from __future__ import annotations
 
 import enum
 import json
-import secrets
 import time
-from collections.abc import Iterable, Iterator, Sequence
+import uuid
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Protocol
 
 from worker.errors import StoreError, TransientStoreError
 
-#: One session on the wire: ``(id, state as UTF-8 JSON object text, expiry in epoch ms or
-#: None)``.  A plain tuple because hundreds of thousands of them go by per second, and bytes
-#: because that is what Redis returns and what a snapshot file holds.
+#: One session on the wire: ``(id, the session's JSON object text exactly as the server wrote
+#: it (UTF-8), expiry in epoch ms or None)``.  A plain tuple because hundreds of thousands of
+#: them go by per second, and bytes because that is what Redis returns and what a snapshot
+#: file holds.
 RawSession = tuple[str, bytes, int | None]
 
 #: Sessions per batch for streaming reads and writes (a Redis pipeline, a snapshot block).
@@ -45,9 +48,50 @@ class StreamRestarted(TransientStoreError):
     stream must start again.  Snapshots and restores do so, a bounded number of times."""
 
 
+#: Why a key or entry of a store is not a session (the counters of :attr:`SessionStore.skipped`).
+NOT_JSON = "not JSON"
+NOT_OBJECT = "not an object"
+ID_MISMATCH = "id differs from the key"
+NOT_UTF8_KEY = "key not UTF-8"
+WRONG_TYPE = "not a string value"
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def parse_session_text(sid: str, text: bytes) -> tuple[dict[str, Any] | None, str | None]:
+    """``(session, None)`` when ``text`` is a JSON object whose ``id`` is ``sid``, else
+    ``(None, reason)``.  Strict JSON, as the server's ``JSON.parse`` (no NaN/Infinity)."""
+    try:
+        value = json.loads(text, parse_constant=_no_constant)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None, NOT_JSON
+    if not isinstance(value, dict):
+        return None, NOT_OBJECT
+    if value.get("id") != sid:
+        return None, ID_MISMATCH
+    return value, None
+
+
+def session_reason(sid: str, text: bytes) -> str | None:
+    """Why ``text`` is not the session ``sid`` (None: it is)."""
+    return parse_session_text(sid, text)[1]
+
+
+def skipped_summary(skipped: Mapping[str, int]) -> str:
+    """``3 (2 not JSON, 1 id differs from the key)``, or ``0``."""
+    total = sum(skipped.values())
+    if not total:
+        return "0"
+    parts = ", ".join(f"{n} {why}" for why, n in sorted(skipped.items(), key=lambda i: -i[1]))
+    return f"{total} ({parts})"
+
+
 @dataclass(slots=True)
 class Session:
-    """A session: its id, its state (a JSON object) and its absolute expiry (UTC) or None."""
+    """A session: its id, its state (the server's JSON object, whose ``"id"`` is :attr:`id`)
+    and its absolute expiry (UTC) or None."""
 
     id: str
     state: dict[str, Any]
@@ -64,12 +108,15 @@ class Session:
         return ms is not None and ms <= (now_ms if now_ms is not None else now_epoch_ms())
 
     def to_raw(self) -> RawSession:
-        return (self.id, state_to_json(self.state), self.expires_ms)
+        return (self.id, session_json(self.id, self.state), self.expires_ms)
 
     @classmethod
     def from_raw(cls, raw: RawSession) -> Session:
-        sid, state_json, expires_ms = raw
-        return cls(sid, state_from_json(state_json), ms_to_datetime(expires_ms))
+        sid, text, expires_ms = raw
+        state, why = parse_session_text(sid, text)
+        if state is None:
+            raise StoreError(f"session {sid!r} is not a session object ({why})")
+        return cls(sid, state, ms_to_datetime(expires_ms))
 
 
 @dataclass(slots=True)
@@ -95,6 +142,9 @@ class SessionStore(Protocol):
     service: ClassVar[str]
     #: Whether sessions outlive the process (False for the memory store).
     persistent: ClassVar[bool]
+    #: Keys (entries) the last :meth:`iter_raw` passed over because they are not sessions,
+    #: by reason (:data:`NOT_JSON`, :data:`ID_MISMATCH`...).
+    skipped: Counter[str]
 
     def describe(self) -> str:
         """Where the store is, secrets masked (``redis://127.0.0.1:6379/0 prefix session:``)."""
@@ -150,8 +200,8 @@ def now_epoch_ms() -> int:
 
 
 def new_session_id() -> str:
-    """128 random bits, URL-safe (the id travels in cookies and URLs)."""
-    return secrets.token_urlsafe(16)
+    """A random UUID (version 4), as the server's ``uuid.v4()``."""
+    return str(uuid.uuid4())
 
 
 def ttl_to_expires_ms(ttl: float | timedelta | None, now_ms: int | None = None) -> int | None:
@@ -170,16 +220,31 @@ def ms_to_datetime(ms: int | None) -> datetime | None:
 
 
 def state_to_json(state: dict[str, Any]) -> bytes:
+    """Compact JSON text, as the server's ``JSON.stringify`` writes it."""
     if not isinstance(state, dict):
         raise TypeError(f"session state must be a JSON object (a dict), not {type(state).__name__}")
-    return json.dumps(state, separators=(",", ":"), ensure_ascii=False).encode()
+    return json.dumps(
+        state, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    ).encode()
 
 
-def state_from_json(text: str | bytes) -> dict[str, Any]:
-    value = json.loads(text)
-    if not isinstance(value, dict):
-        raise StoreError("session state is not a JSON object")
-    return value
+def with_id(sid: str, state: dict[str, Any]) -> dict[str, Any]:
+    """A new session's state: ``{"id": sid, ...state}`` (an ``"id"`` in ``state`` replaced)."""
+    if not isinstance(state, dict):
+        raise TypeError(f"session state must be a JSON object (a dict), not {type(state).__name__}")
+    return {"id": sid, **{k: v for k, v in state.items() if k != "id"}}
+
+
+def session_json(sid: str, state: dict[str, Any]) -> bytes:
+    """The server's text of session ``sid``: ``state`` with ``"id"`` first when it had none;
+    a state naming another id is refused."""
+    if not isinstance(state, dict):
+        raise TypeError(f"session state must be a JSON object (a dict), not {type(state).__name__}")
+    if "id" not in state:
+        state = {"id": sid, **state}
+    elif state["id"] != sid:
+        raise ValueError(f"session {sid!r}: its state names id {state['id']!r}")
+    return state_to_json(state)
 
 
 _ISO_CACHE: dict[int, str] = {}

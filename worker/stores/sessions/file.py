@@ -2,20 +2,34 @@
 
 Configuration: ``sessionStateFile`` (default ``sessions.json``).
 
-The file is rewritten atomically after every change (a temp file in the same folder, fsync,
-rename, fsync of the folder), so a reader -- a person with ``less``, or this store after a
-restart or a crash -- always sees a complete file.  One session per line::
+The file is **the Synchro server's**: one JSON object whose members are the sessions by id,
+each the server's session object, ``{"<id>": {"id": "<id>", ...}, ...}``; the server reads it
+with ``JSON.parse(file)[id]``.  An empty file and ``{}`` hold no sessions.  Each session's
+text is kept byte for byte as it was in the file (or in the store it was copied from), and
+written back one session a line::
 
-    {"format": "synchro-sessions", "version": 1, "sessions": {
-    "<id>": {"expires_at": "2026-11-27T04:11:21.123Z", "state": {...}},
+    {
+    "<id>": {"id":"<id>",...},
     ...
-    }}
+    }
 
-A file that is not valid (corrupt, truncated, empty) is refused with :class:`CorruptFile`
-naming it, and never written over.  Several processes may share the file: every change takes
-an exclusive ``fcntl`` lock on ``<file>.lock``, re-reads the file if another process replaced
-it since we last saw it, applies the change on top and writes; so no process loses another's
-sessions.  Reads re-read the file when it changed (one ``stat`` per read).
+Members that are not sessions (not an object, or an ``"id"`` other than the member's name)
+are counted in :attr:`skipped` and written back unchanged, never dropped.
+
+Expiry is the worker's own idea (the server never expires these sessions): it is kept beside
+the file, in ``<file>.expiry.json`` (``{"<id>": "2026-11-27T04:11:21.123Z", ...}``), only while
+some session has one, so the server never sees it.  Sessions past their expiry are not
+listed, copied or snapshotted by the worker, and are dropped from the file at its next write.
+
+The files are rewritten atomically after every change (a temp file in the same folder, fsync,
+rename, fsync of the folder; the expiry file first), so a reader -- the server at its start, a
+person with ``less``, this store after a crash -- always sees a complete file.  A file that
+is not valid (corrupt, truncated, not an object) is refused with :class:`CorruptFile` naming
+it, and never written over.  Several processes may share the file: every change takes an
+exclusive ``fcntl`` lock on ``<file>.lock``, re-reads the file if another process replaced it
+since we last saw it, applies the change on top and writes.  A running Synchro server keeps
+its sessions in memory and rewrites the whole file at each change, so write to the file (a
+restore, a copy) while the server is stopped.
 """
 
 from __future__ import annotations
@@ -23,7 +37,9 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import secrets
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -35,13 +51,15 @@ from worker.stores.sessions.base import (
     RawSession,
     WriteResult,
     iso_to_ms,
+    ms_to_iso,
     now_epoch_ms,
+    session_reason,
 )
-from worker.stores.sessions.lines import encode_batch
 from worker.stores.sessions.memory import MemorySessionStore
 
-FORMAT = "synchro-sessions"
-VERSION = 1
+EXPIRY_SUFFIX = ".expiry.json"
+_KEEP = "; the file was left as it was (fix it, or move it away to start empty)"
+_WS = re.compile(r"[ \t\n\r]*")
 
 
 class FileSessionStore(MemorySessionStore):
@@ -53,10 +71,12 @@ class FileSessionStore(MemorySessionStore):
     def __init__(self, path: str | os.PathLike[str] = "sessions.json") -> None:
         super().__init__()
         self.path = Path(path)
+        self.expiry_path = self.path.with_name(self.path.name + EXPIRY_SUFFIX)
         self._lock_path = self.path.with_name(self.path.name + ".lock")
-        self._seen: tuple[int, int, int] | None = None
+        self._seen: tuple[Any, Any] | None = None
         self._locked = 0
-        self._lock_fd: int | None = None
+        #: Members of the file that are not sessions, as they were: written back unchanged.
+        self._foreign: dict[str, bytes] = {}
         self._load()
 
     def describe(self) -> str:
@@ -86,6 +106,11 @@ class FileSessionStore(MemorySessionStore):
             self._before_read()
             super()._apply(puts, deletes)
 
+    def _stage(self, puts: Sequence[RawSession]) -> None:
+        for raw in puts:
+            self._foreign.pop(raw[0], None)
+        super()._stage(puts)
+
     def write_raw(
         self, batches: Iterable[Sequence[RawSession]], on_conflict: OnConflict
     ) -> WriteResult:
@@ -93,14 +118,18 @@ class FileSessionStore(MemorySessionStore):
         with self._lock, self._file_lock():
             return super().write_raw(batches, on_conflict)
 
-    # --- the file ------------------------------------------------------------------------
+    # --- the files -----------------------------------------------------------------------
 
-    def _stat(self) -> tuple[int, int, int] | None:
-        try:
-            st = os.stat(self.path)
-        except FileNotFoundError:
-            return None
-        return (st.st_ino, st.st_mtime_ns, st.st_size)
+    def _stat(self) -> tuple[Any, Any] | None:
+        out: list[tuple[int, int, int] | None] = []
+        for path in (self.path, self.expiry_path):
+            try:
+                st = os.stat(path)
+            except FileNotFoundError:
+                out.append(None)
+                continue
+            out.append((st.st_ino, st.st_mtime_ns, st.st_size))
+        return None if out == [None, None] else (out[0], out[1])
 
     @contextmanager
     def _file_lock(self) -> Iterator[None]:
@@ -123,91 +152,167 @@ class FileSessionStore(MemorySessionStore):
         finally:
             os.close(fd)  # closing the descriptor releases the lock
 
+    def _read(self, path: Path) -> bytes | None:
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StoreError(f"cannot read: {exc}", store=f"file:{path}") from None
+
     def _load(self) -> None:
         seen = self._stat()
-        if seen is None:
-            self._data = {}
-            self._seen = None
-            return
-        try:
-            raw = self.path.read_bytes()
-        except OSError as exc:
-            raise StoreError(f"cannot read: {exc}", store=f"file:{self.path}") from None
-        self._data = _parse(raw, self.path)
+        raw = self._read(self.path)
+        sessions, foreign, skipped = parse_server_file(raw or b"", self.path)
+        expiry = parse_expiry_file(self._read(self.expiry_path), self.expiry_path)
+        self._data = {sid: (text, expiry.get(sid)) for sid, text in sessions.items()}
+        self._foreign = foreign
+        self.skipped = skipped
         self._seen = seen
 
     def _write(self) -> None:
         now = now_epoch_ms()
         live = [
-            (sid, state, exp)
-            for sid, (state, exp) in self._data.items()
+            (sid, text, exp)
+            for sid, (text, exp) in self._data.items()
             if exp is None or exp > now
         ]
-        folder = self.path.parent if str(self.path.parent) else Path(".")
-        tmp = folder / f".{self.path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
+        expiring = [(sid, exp) for sid, _, exp in live if exp is not None]
+        if expiring:
+            body = b",\n".join(
+                json.dumps(sid, ensure_ascii=False).encode() + b': "' + ms_to_iso(exp).encode()
+                + b'"'
+                for sid, exp in expiring
+            )
+            self._replace(self.expiry_path, [b"{\n", body, b"\n}\n"])
+        elif self.expiry_path.exists():
+            self.expiry_path.unlink()
+        members = [(sid, text) for sid, text, _ in live] + list(self._foreign.items())
+        parts = [b"{\n"]
+        for i, (sid, text) in enumerate(members):
+            parts += [json.dumps(sid, ensure_ascii=False).encode(), b": ", text]
+            parts.append(b",\n" if i + 1 < len(members) else b"\n")
+        parts.append(b"}\n")
+        self._replace(self.path, parts)
+        self._data = {sid: (text, exp) for sid, text, exp in live}
+        self._seen = self._stat()
+
+    def _replace(self, path: Path, parts: list[bytes]) -> None:
+        folder = path.parent if str(path.parent) else Path(".")
+        tmp = folder / f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
         try:
             with open(tmp, "wb") as f:
-                f.write(b'{"format": "synchro-sessions", "version": 1, "sessions": {\n')
-                for start in range(0, len(live), 1000):
-                    f.write(_entries(live[start : start + 1000], last=start + 1000 >= len(live)))
-                f.write(b"}}\n")
+                for part in parts:
+                    f.write(part)
                 f.flush()
                 os.fsync(f.fileno())
-            os.replace(tmp, self.path)
+            os.replace(tmp, path)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
-            raise StoreError(f"cannot write: {exc}", store=f"file:{self.path}") from None
+            raise StoreError(f"cannot write: {exc}", store=f"file:{path}") from None
         dir_fd = os.open(folder, os.O_RDONLY)
         try:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
-        self._data = {sid: (state, exp) for sid, state, exp in live}
-        self._seen = self._stat()
 
 
-def _entries(batch: Sequence[RawSession], last: bool) -> bytes:
-    """``"<id>": {"expires_at": ..., "state": ...}`` lines, reusing the JSON-lines encoder."""
-    out = []
-    for line in encode_batch(batch).splitlines():
-        # {"id":"X","expires_at":...,"state":{...}}  ->  "X": {"expires_at":...,"state":{...}}
-        sid_end = line.index(b',"expires_at":')
-        out.append(line[6:sid_end] + b": {" + line[sid_end + 1 :])
-    return b",\n".join(out) + (b"\n" if last else b",\n")
-
-
-def _parse(raw: bytes, path: Path) -> dict[str, tuple[bytes, int | None]]:
-    where = f"{path}"
-    keep = "; the file was left as it was (fix it, or move it away to start empty)"
-    if not raw.strip():
-        raise CorruptFile(f"session file {where} is empty{keep}")
+def parse_server_file(
+    raw: bytes, path: Path
+) -> tuple[dict[str, bytes], dict[str, bytes], Counter[str]]:
+    """The server's session file -> (sessions by id as their exact text, members that are
+    not sessions as their text, why those were skipped).  Empty means no sessions."""
+    sessions: dict[str, bytes] = {}
+    foreign: dict[str, bytes] = {}
+    skipped: Counter[str] = Counter()
     try:
-        doc: Any = json.loads(raw)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise CorruptFile(f"session file {path} is not UTF-8 text{_KEEP}") from None
+    if not text.strip():
+        return sessions, foreign, skipped
+    try:
+        for sid, value in _members(text):
+            why = session_reason(sid, value)
+            if why is None:
+                sessions[sid] = value
+                foreign.pop(sid, None)
+            else:
+                foreign[sid] = value
+                sessions.pop(sid, None)
+                skipped[why] += 1
     except json.JSONDecodeError as exc:
         raise CorruptFile(
-            f"session file {where} is not valid JSON (line {exc.lineno} column {exc.colno}: "
-            f"{exc.msg}; truncated or corrupt){keep}"
+            f"session file {path} is not valid JSON (line {exc.lineno} column {exc.colno}: "
+            f"{exc.msg}; truncated or corrupt){_KEEP}"
         ) from None
-    except UnicodeDecodeError:
-        raise CorruptFile(f"session file {where} is not UTF-8 text{keep}") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("sessions"), dict):
-        raise CorruptFile(f'session file {where} has no "sessions" object{keep}')
-    if doc.get("format", FORMAT) != FORMAT or doc.get("version", VERSION) != VERSION:
-        raise CorruptFile(
-            f"session file {where} is format {doc.get('format')!r} version "
-            f"{doc.get('version')!r}; this worker reads {FORMAT!r} version {VERSION}{keep}"
-        )
-    data: dict[str, tuple[bytes, int | None]] = {}
-    for sid, entry in doc["sessions"].items():
-        if not isinstance(entry, dict) or not isinstance(entry.get("state"), dict):
-            raise CorruptFile(f'session file {where}: session {sid!r} has no "state" object{keep}')
-        expires = entry.get("expires_at")
+    except RecursionError:
+        raise CorruptFile(f"session file {path} is nested too deeply{_KEEP}") from None
+    return sessions, foreign, skipped
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _members(text: str) -> Iterator[tuple[str, bytes]]:
+    """The members of the JSON object ``text``, each value as its exact text (UTF-8).
+    Any other document, or invalid JSON anywhere, raises JSONDecodeError with its place."""
+    decoder = json.JSONDecoder(parse_constant=_no_constant)
+
+    def fail(msg: str, pos: int) -> json.JSONDecodeError:
+        return json.JSONDecodeError(msg, text, pos)
+
+    i = _WS.match(text, 0).end()  # type: ignore[union-attr]
+    if text[i : i + 1] != "{":
+        raise fail("the file must hold one JSON object of sessions by id", i)
+    i = _WS.match(text, i + 1).end()  # type: ignore[union-attr]
+    if text[i : i + 1] == "}":
+        i += 1
+    else:
+        while True:
+            if text[i : i + 1] != '"':
+                raise fail("expected a session id in double quotes", i)
+            key, i = json.decoder.scanstring(text, i + 1)  # type: ignore[attr-defined]
+            i = _WS.match(text, i).end()  # type: ignore[union-attr]
+            if text[i : i + 1] != ":":
+                raise fail("expected ':'", i)
+            i = _WS.match(text, i + 1).end()  # type: ignore[union-attr]
+            try:
+                _, end = decoder.raw_decode(text, i)
+            except json.JSONDecodeError:
+                raise
+            except ValueError as exc:  # NaN, Infinity
+                raise fail(str(exc), i) from None
+            yield key, text[i:end].encode()
+            i = _WS.match(text, end).end()  # type: ignore[union-attr]
+            sep = text[i : i + 1]
+            i += 1
+            if sep == "}":
+                break
+            if sep != ",":
+                raise fail("expected ',' or '}'", i - 1)
+            i = _WS.match(text, i).end()  # type: ignore[union-attr]
+    if _WS.match(text, i).end() != len(text):  # type: ignore[union-attr]
+        raise fail("extra data after the object", i)
+
+
+def parse_expiry_file(raw: bytes | None, path: Path) -> dict[str, int]:
+    """``<file>.expiry.json`` -> {id: expiry ms}; missing or empty means none."""
+    if raw is None or not raw.strip():
+        return {}
+    try:
+        doc = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise CorruptFile(f"expiry file {path} is not valid JSON{_KEEP}") from None
+    if not isinstance(doc, dict):
+        raise CorruptFile(f"expiry file {path} must hold one JSON object{_KEEP}")
+    out: dict[str, int] = {}
+    for sid, when in doc.items():
         try:
-            exp = None if expires is None else iso_to_ms(expires)
+            out[sid] = iso_to_ms(when)
         except (ValueError, TypeError):
             raise CorruptFile(
-                f"session file {where}: session {sid!r} has a bad expires_at {expires!r}{keep}"
+                f"expiry file {path}: session {sid!r} has a bad time {when!r}{_KEEP}"
             ) from None
-        state = json.dumps(entry["state"], separators=(",", ":"), ensure_ascii=False).encode()
-        data[sid] = (state, exp)
-    return data
+    return out

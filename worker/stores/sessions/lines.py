@@ -4,8 +4,11 @@ One session a line, keys in this order::
 
     {"id":"...","expires_at":"2026-11-27T04:11:21.123Z","state":{...}}
 
-``expires_at`` is ISO-8601 UTC or ``null``.  Writing is string concatenation around the state's
-JSON text (never a parse and re-serialise).  Reading accepts any valid JSON object with those
+``expires_at`` is ISO-8601 UTC or ``null``; ``state`` is the session's JSON text exactly as the
+store held it (the server's bytes).  Writing is string concatenation around that text (never
+a parse and re-serialise).  A text that cannot sit on one line as it is (a pretty-printed value
+with newlines, leading or trailing blanks) goes as a JSON string instead, ``"text":"..."``, so
+that its bytes still come back unchanged.  Reading accepts any valid JSON object with those
 keys; lines in exactly the written layout take a fast path that only checks the framing, which
 is safe for snapshots (their checksum is verified before anything is written) but not for a
 file a person made, so :func:`decode_line` parses fully unless told ``trusted``.
@@ -17,9 +20,16 @@ import json
 import re
 import string
 from collections.abc import Sequence
+from typing import Any
 
 from worker.errors import CorruptFile
-from worker.stores.sessions.base import RawSession, iso_to_ms, ms_to_iso
+from worker.stores.sessions.base import (
+    RawSession,
+    iso_to_ms,
+    ms_to_iso,
+    session_json,
+    session_reason,
+)
 
 _SAFE_CHARS = (string.ascii_letters + string.digits + "._:~+/=@-").encode()
 _HEAD = b'{"id":"'
@@ -57,18 +67,26 @@ def encode_batch(batch: Sequence[RawSession]) -> bytes:
     for bid, (sid, state, expires_ms) in zip(ids, batch, strict=True):
         if not all_safe and (not bid or bid.translate(None, _SAFE_CHARS)):
             bid = json.dumps(sid).encode()[1:-1]
+        field = _STATE
+        if state[:1] != b"{" or state[-1:] != b"}" or b"\n" in state or b"\r" in state:
+            field = _TEXT
+            state = json.dumps(state.decode(), ensure_ascii=False).encode()
         if expires_ms is None:
-            extend((_HEAD, bid, _NO_EXPIRY, state, b"}\n"))
+            extend((_HEAD, bid, _NO_EXPIRY_FIELD[field], state, b"}\n"))
         else:
             days, rest = divmod(expires_ms, _DAY_MS)
             minute, rest = divmod(rest, 60_000)
             second, millis = divmod(rest, 1000)
             extend((_HEAD, bid, _EXPIRY, day_prefix(days), hhmm[minute], ss[second],
-                    millis_of[millis], _STATE, state, b"}\n"))
+                    millis_of[millis], field, state, b"}\n"))
     return b"".join(parts)
 
 
-_NO_EXPIRY = b'","expires_at":null,"state":'
+_TEXT = b',"text":'
+_NO_EXPIRY_FIELD = {
+    _STATE: b'","expires_at":null,"state":',
+    _TEXT: b'","expires_at":null,"text":',
+}
 _EXPIRY = b'","expires_at":'
 
 _LINE = re.compile(
@@ -157,7 +175,19 @@ def _decode_full(line: bytes, where: str) -> RawSession:
     sid, state, expires = obj.get("id"), obj.get("state"), obj.get("expires_at")
     if not isinstance(sid, str) or not sid:
         raise CorruptFile('a session needs a non-empty string "id"', key=where or None)
-    if not isinstance(state, dict):
+    if "text" in obj and isinstance(obj["text"], str) and state is None:
+        try:
+            text = obj["text"].encode()
+        except UnicodeEncodeError:
+            raise CorruptFile(f'session {sid!r}: "text" is not UTF-8', key=where or None) from None
+        why = session_reason(sid, text)
+        if why is not None:
+            raise CorruptFile(f'session {sid!r}: "text" is {why}', key=where or None)
+    elif isinstance(state, dict):
+        if state.get("id", sid) != sid:
+            raise CorruptFile(f"session {sid!r}: its state names another id", key=where or None)
+        text = _state_text(line, sid, state)
+    else:
         raise CorruptFile(f'session {sid!r}: "state" must be a JSON object', key=where or None)
     if expires is None:
         expires_ms = None
@@ -170,5 +200,20 @@ def _decode_full(line: bytes, where: str) -> RawSession:
         raise CorruptFile(
             f'session {sid!r}: "expires_at" must be an ISO-8601 time or null', key=where or None
         )
-    text = json.dumps(state, separators=(",", ":"), ensure_ascii=False).encode()
     return sid, text, expires_ms
+
+
+def _state_text(line: bytes, sid: str, state: dict[str, Any]) -> bytes:
+    """The state's own bytes in a line ``{"id":...,"expires_at":...,"state":TEXT}`` (an id
+    with escapes lands here): the first ``,"state":`` cannot be inside the id or the time,
+    whose quotes are escaped.  A state that names no id (an export of an older version) or
+    a line in any other layout gets compact JSON with ``"id"`` first, as the server writes."""
+    start = line.find(_STATE)
+    if start > 0 and line.endswith(b"}") and "id" in state:
+        text = line[start + len(_STATE) : -1]
+        try:
+            if text[:1] == b"{" and text[-1:] == b"}" and json.loads(text) == state:
+                return text
+        except ValueError:
+            pass
+    return session_json(sid, state)

@@ -7,6 +7,7 @@ which adds the disk file.
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import timedelta
 from typing import Any, ClassVar
@@ -21,8 +22,9 @@ from worker.stores.sessions.base import (
     ms_to_datetime,
     new_session_id,
     now_epoch_ms,
-    state_to_json,
+    session_json,
     ttl_to_expires_ms,
+    with_id,
 )
 
 
@@ -36,6 +38,7 @@ class MemorySessionStore:
         self._data: dict[str, tuple[bytes, int | None]] = {}
         # The store may be shared by threads (a Celery worker pool, a snapshot thread).
         self._lock = threading.RLock()
+        self.skipped: Counter[str] = Counter()
 
     def describe(self) -> str:
         return "memory:"
@@ -43,9 +46,11 @@ class MemorySessionStore:
     # --- per session ---------------------------------------------------------------------
 
     def create(self, state: dict[str, Any], ttl: float | timedelta | None = None) -> Session:
-        raw = (new_session_id(), state_to_json(state), ttl_to_expires_ms(ttl))
+        sid = new_session_id()
+        state = with_id(sid, state)
+        raw = (sid, session_json(sid, state), ttl_to_expires_ms(ttl))
         self._apply([raw], [])
-        return Session(raw[0], state, ms_to_datetime(raw[2]))
+        return Session(sid, state, ms_to_datetime(raw[2]))
 
     def get(self, session_id: str) -> Session | None:
         with self._lock:

@@ -1,12 +1,17 @@
 """``RedisSessionStore``: the production store, one Redis key per session.
 
 Configuration: ``host``, ``port`` (6379), ``password``; also ``url`` (``redis://``,
-``rediss://`` for TLS, ``unix://``), ``db``, ``tls``, ``keyPrefix`` (``session:``).  Tested
-against a password-protected redis-server the tests start (tests/servers/redis_server.py).
+``rediss://`` for TLS, ``unix://``), ``db``, ``tls``, ``keyPrefix`` (none by default, as the
+Synchro server; ``?keyPrefix=`` in a URL, empty allowed).  Tested against a password-protected
+redis-server the tests start (tests/servers/redis_server.py) and read back by the server's own
+Node ``redis`` client (tests/node/).
 
-Each session is the key ``keyPrefix + id`` holding the state's JSON text, with the session's
-absolute expiry set by Redis itself (``SET ... PXAT``), so Redis expires it and
-``PEXPIRETIME`` (Redis 7; ``TIME`` + ``PTTL`` before) tells it exactly.
+The server's format: each session is the key ``keyPrefix + id`` holding the server's JSON text
+of the session, ``{"id": "<id>", ...}``, written and read back byte for byte.  The worker's
+expiry is Redis's own (``SET ... PXAT``), so Redis expires the key and ``PEXPIRETIME`` (Redis 7;
+``TIME`` + ``PTTL`` before) tells it exactly.  A walk of the store takes only keys whose value
+is a JSON object with the key's id; every other key is counted in :attr:`skipped` by reason
+(another application's keys in the same database, a value that is not JSON...).
 
 Whole-store walks use ``SCAN`` (never ``KEYS``).  One round trip per 1000 keys carries a
 native ``MGET``, a Lua script returning the keys' expiries, and the next ``SCAN`` page.  Writes
@@ -27,7 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import timedelta
@@ -45,6 +50,8 @@ from worker.errors import AlreadyExists, StoreError, TransientStoreError
 from worker.retry import STORE_RETRY, RetryPolicy
 from worker.stores.sessions.base import (
     BATCH_SIZE,
+    NOT_UTF8_KEY,
+    WRONG_TYPE,
     OnConflict,
     RawSession,
     Session,
@@ -53,8 +60,10 @@ from worker.stores.sessions.base import (
     ms_to_datetime,
     new_session_id,
     now_epoch_ms,
-    state_to_json,
+    session_json,
+    session_reason,
     ttl_to_expires_ms,
+    with_id,
 )
 from worker.stores.sessions.redis_support import (
     EXISTS_LUA,
@@ -89,7 +98,7 @@ class RedisSessionStore:
         url: str | None = None,
         db: int = 0,
         tls: bool = False,
-        key_prefix: str = "session:",
+        key_prefix: str = "",
         retry: RetryPolicy = STORE_RETRY,
         socket_timeout: float = SOCKET_TIMEOUT,
     ) -> None:
@@ -101,7 +110,8 @@ class RedisSessionStore:
         }
         if url:
             parts = urlsplit(url)
-            query = parse_qs(parts.query)
+            # keep_blank_values: an explicit empty ``?keyPrefix=`` means no prefix.
+            query = parse_qs(parts.query, keep_blank_values=True)
             key_prefix = query.pop("keyPrefix", [key_prefix])[0]
             kwargs: dict[str, Any] = {**common}
             if password and not parts.password:
@@ -118,6 +128,7 @@ class RedisSessionStore:
             )
             self._where = f"{'rediss' if tls else 'redis'}://{host}:{port}/{db}"
         self.prefix = key_prefix
+        self.skipped: Counter[str] = Counter()
         self._bprefix = key_prefix.encode()
         self._match = glob_escape(self._bprefix) + b"*"
         self.retry = retry
@@ -143,7 +154,7 @@ class RedisSessionStore:
         )
 
     def describe(self) -> str:
-        return f"{self._where} prefix {self.prefix}"
+        return f"{self._where} prefix {self.prefix}" if self.prefix else self._where
 
     # --- plumbing ------------------------------------------------------------------------
 
@@ -191,12 +202,13 @@ class RedisSessionStore:
 
     def create(self, state: dict[str, Any], ttl: float | timedelta | None = None) -> Session:
         expires_ms = ttl_to_expires_ms(ttl)
-        text = state_to_json(state)
         for _ in range(5):
             sid = new_session_id()
+            state = with_id(sid, state)
+            text = session_json(sid, state)
             key = self._key(sid)
 
-            def setnx(key: bytes = key) -> Any:
+            def setnx(key: bytes = key, text: bytes = text) -> Any:
                 if expires_ms is None:
                     return self.client.set(key, text, nx=True)
                 return self.client.set(key, text, nx=True, pxat=expires_ms)
@@ -228,27 +240,10 @@ class RedisSessionStore:
 
     # --- streams -------------------------------------------------------------------------
 
-    def _scan_keys(self, batch_size: int) -> Iterator[list[bytes]]:
-        """Batches of keys under the prefix, each SCAN call retried on its own cursor."""
-        cursor = 0
-        pending: list[bytes] = []
-        server = (self._server_id(), self._transient_errors)
-        while True:
-            def step(cursor: int = cursor) -> tuple[int, list[bytes]]:
-                return self.client.scan(cursor, match=self._match, count=batch_size)
-
-            cursor, keys = self._call(step, "scan")
-            server = self._same_server(server)
-            pending.extend(keys)
-            while len(pending) >= batch_size:
-                yield pending[:batch_size]
-                del pending[:batch_size]
-            if cursor == 0:
-                break
-        if pending:
-            yield pending
-
     def iter_raw(self, batch_size: int = BATCH_SIZE) -> Iterator[list[RawSession]]:
+        """Every key under the prefix whose value is the server's JSON of the session named
+        by the key; the other keys are counted in :attr:`skipped` by reason."""
+        self.skipped = Counter()
         cut = len(self._bprefix)
         server = (self._server_id(), self._transient_errors)
         cursor, done = 0, False
@@ -270,13 +265,25 @@ class RedisSessionStore:
                 pending.extend(found)
             batch: list[RawSession] = []
             append = batch.append
+            skipped = self.skipped
             for i, key in enumerate(keys):
                 value = res[2 * i]
                 at = res[2 * i + 1]
-                # A key gone between SCAN and the read (expired, deleted), or not a session.
-                if value is None or at == -2 or value[:1] != b"{":
+                if at == -2:  # gone between SCAN and the read (expired, deleted)
                     continue
-                append((key[cut:].decode(), value, at if at >= 0 else None))
+                if value is None:
+                    skipped[WRONG_TYPE] += 1
+                    continue
+                try:
+                    sid = key[cut:].decode()
+                except UnicodeDecodeError:
+                    skipped[NOT_UTF8_KEY] += 1
+                    continue
+                why = session_reason(sid, value)
+                if why is not None:
+                    skipped[why] += 1
+                    continue
+                append((sid, value, at if at >= 0 else None))
             if batch:
                 yield batch
 
@@ -337,7 +344,8 @@ class RedisSessionStore:
                 yield Session.from_raw(raw)
 
     def count(self) -> int:
-        return sum(len(keys) for keys in self._scan_keys(BATCH_SIZE))
+        """Sessions (keys that are not sessions are not counted, see :attr:`skipped`)."""
+        return sum(len(batch) for batch in self.iter_raw())
 
     def existing(self, ids: Sequence[str]) -> list[str]:
         keys = [self._key(sid) for sid in ids]
