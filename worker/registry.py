@@ -1,7 +1,9 @@
 """Service and provider names from the configuration -> implementing classes, imported lazily.
 
 An unknown name lists the valid ones with the closest match; a missing optional SDK names the
-extra to install (``pip install 'synchro-sync[azure]'``).
+extra to install (``pip install 'synchro-sync[azure]'``).  :func:`missing_credentials` asks a
+provider's SDK, before any request to the store, whether its credential chain has anything to
+offer when the configuration gives no keys.
 """
 
 from __future__ import annotations
@@ -59,3 +61,49 @@ def session_store_class(service: str) -> Any:
 def module_backend_class(provider: str) -> Any:
     target, extra = MODULE_BACKENDS[provider]
     return load(target, extra)
+
+
+_AWS_CHAIN = (
+    "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, ~/.aws/credentials and ~/.aws/config, "
+    "container and instance roles"
+)
+_GOOGLE_CHAIN = (
+    "GOOGLE_APPLICATION_CREDENTIALS, gcloud's application default credentials, "
+    "the metadata server"
+)
+
+
+def missing_credentials(provider: str, config: Any) -> tuple[str, str] | None:
+    """``(setting, problem)`` when ``provider`` has no credentials at all: none in ``config``
+    and none in the SDK's own chain; None when there are some (or the SDK is not installed:
+    opening the backend then names the extra).  Pairs and required keys are the config
+    model's business; this covers what only the SDK knows."""
+    if provider == "amazon" and not (config.keyId or config.key):
+        try:
+            import botocore.session
+        except ImportError:
+            return None
+        try:
+            credentials = botocore.session.Session().get_credentials()
+        except Exception as exc:  # the chain's own configuration is broken (a bad profile)
+            return "keyId", f"the AWS credential chain failed: {str(exc)[:120]}"
+        if credentials is None:
+            return "keyId", (
+                "no credentials: set MODULESTORE.keyId and MODULESTORE.key (the key best in "
+                f"SYNCHRO__MODULESTORE__key), or give them to the AWS credential chain "
+                f"(tried: {_AWS_CHAIN}); none found"
+            )
+    if provider == "google" and not (config.keyFilename or config.endpoint):
+        try:
+            import google.auth
+            from google.auth.exceptions import DefaultCredentialsError
+        except ImportError:
+            return None
+        try:
+            google.auth.default()
+        except DefaultCredentialsError as exc:
+            return "keyFilename", (
+                "no credentials: set MODULESTORE.keyFilename (a service-account key file), or "
+                f"application default credentials (tried: {_GOOGLE_CHAIN}): {str(exc)[:120]}"
+            )
+    return None

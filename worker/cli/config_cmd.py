@@ -22,20 +22,24 @@ def config_group() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON objects, one per setting.")
 @pass_state
 def show(state: CliState, as_json: bool) -> None:
-    """Print every effective setting, its value and where it came from (secrets masked)."""
+    """Print every effective setting, its value and where it came from (secrets masked).
+
+    The Synchro server's own settings (PORT, APPS, ...) and store keys meant for pkgcloud or the
+    Redis client are listed too, with a note: the worker leaves them alone.
+    """
     settings = state.settings()
     rows = effective_items(settings)
     if as_json:
         import json
 
-        for name, value, source in rows:
-            click.echo(json.dumps({"setting": name, "value": value, "source": source}))
+        for row in rows:
+            click.echo(json.dumps(row._asdict()))
         return
     console = Console()
     if not console.is_terminal:  # piped: never cut a value to fit 80 columns
-        widths = [max(len(r[i]) for r in rows) for i in range(3)]
-        console = Console(width=max(80, sum(widths) + 10))
-    table = Table("setting", "value", "source", box=None, pad_edge=False)
+        widths = [max(len(r[i]) for r in rows) for i in range(4)]
+        console = Console(width=max(80, sum(widths) + 12))
+    table = Table("setting", "value", "source", "note", box=None, pad_edge=False)
     for row in rows:
         table.add_row(*row)
     console.print(table)

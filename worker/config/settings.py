@@ -1,0 +1,167 @@
+"""The effective configuration: the worker's own settings and the server's it shares.
+
+Field names are the Synchro server's where the two share one (``APP_ROOT_PATH``,
+``SESSIONSTORE_SERVICE``, ...).  The server's other settings (``PORT``, ``APPS``, ...) are kept,
+untouched, in :attr:`Settings.server`: the same ``config.json`` serves both.
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import PurePath
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from worker.config.fields import (
+    Int,
+    NonEmptyStr,
+    PositiveSeconds,
+    Seconds,
+    Strict,
+    check_url,
+)
+from worker.config.stores import ModuleStoreConfig, SessionStoreConfig
+
+Path_ = tuple[str, ...]
+
+#: Top-level settings the Synchro server reads (synchro-config.js, app.js, synchro-api) that the
+#: worker does not use.  Any other UPPER_CASE name not close to one of the worker's is taken as
+#: the server's too: an app may read its own through ``Synchro.getConfig``.
+SERVER_SETTINGS = (
+    "CLIENT_VERSION", "PROTOCOL", "HOST", "PORT", "NOFORK", "DEBUG_BASE_PORT",
+    "HEALTH_CHECK_PATH", "API_PATH_PREFIX", "APP_PATH_PREFIX", "APPS", "NOSTUDIO",
+    "STUDIO_USERS", "STUDIO_PATH_PREFIX", "STUDIO_NOAUTH", "STUDIO_TITLE", "STUDIO_SUBTITLE",
+    "API_URI_BASE", "APP_RESOURCE_PREFIX", "SERVER_URL_BASE", "STATIC_CACHE_MAXAGE",
+    "LOG4JS_CONFIG", "NO_SYNCDEPS", "SSL_KEY", "SSL_CERT", "SSL_KEY_PATH", "SSL_CERT_PATH",
+)
+
+#: The package the server loads its stores from; the worker implements synchro-api's only.
+STORE_PACKAGE = "synchro-api"
+
+BROKER_SCHEMES = ("redis", "rediss", "redis+socket", "sentinel", "amqp", "amqps", "pyamqp")
+
+
+class SyncSettings(Strict):
+    """How module files are mirrored (``SYNC`` in config.json)."""
+
+    #: Quiet period after the last event on a path before it is synced, in seconds.
+    debounce: Seconds = 0.1
+    #: A path that keeps changing is synced at least this often, in seconds.
+    maxDelay: PositiveSeconds = 1.0
+    #: Seconds between scheduled full passes (the watcher is a hint; the pass is the truth).
+    fullPassInterval: PositiveSeconds = 600.0
+    #: Extra ignore patterns, gitignore syntax, on top of the defaults and ``.syncignore``.
+    ignore: list[str] = []
+    #: A pass that would delete more than this share of a container needs ``--force``.
+    maxDeleteShare: Annotated[Seconds, Field(le=1)] = 0.5
+    #: Use watchdog's polling observer (bind mounts, network filesystems).
+    polling: bool = False
+    #: Parallel transfers in a full pass.
+    transfers: Annotated[Int, Field(ge=1, le=256)] = 16
+
+
+class BackupSettings(Strict):
+    """Scheduled session snapshots (``BACKUP`` in config.json)."""
+
+    #: A folder, or ``modulestore:CONTAINER``.
+    dest: NonEmptyStr = "synchro-snapshots"
+    #: Seconds between scheduled snapshots; 0 turns scheduled backups off.
+    interval: Seconds = 3600.0
+    #: How many verified snapshots to keep.
+    keep: Annotated[Int, Field(ge=1)] = 24
+
+
+def _store_package(v: str) -> str:
+    if v != STORE_PACKAGE and PurePath(v.rstrip("/\\")).name != STORE_PACKAGE:
+        raise ValueError(
+            f"the worker cannot load a third-party store package ({v!r}); it implements "
+            f"{STORE_PACKAGE}'s stores only (unset it, or set {STORE_PACKAGE!r})"
+        )
+    return v
+
+
+class Settings(BaseSettings):
+    """The effective configuration.  Field names are the original server's."""
+
+    model_config = SettingsConfigDict(extra="forbid", populate_by_name=True)
+
+    SESSIONSTORE_PACKAGE: str = STORE_PACKAGE
+    SESSIONSTORE_SERVICE: str = "MemorySessionStore"
+    #: The raw section as given (typed: :attr:`session_store`).
+    SESSIONSTORE: dict[str, Any] = {}
+    MODULESTORE_PACKAGE: str = STORE_PACKAGE
+    MODULESTORE_SERVICE: str = "FileModuleStore"
+    #: The raw section as given (typed: :attr:`module_store`).
+    MODULESTORE: dict[str, Any] = {}
+    #: The local module directory the worker mirrors (one sub-folder per app container).
+    APP_ROOT_PATH: NonEmptyStr = "synchro-apps"
+    #: A Redis or RabbitMQ URL; unset means the embedded, in-process default.
+    BROKER_URL: str | None = None
+    #: Where the worker keeps its index, embedded queue and status.
+    STATE_DIR: NonEmptyStr = ".synchro-sync"
+    #: Queue for work that needs this host's files; default ``files.<hostname>``.
+    HOST_QUEUE: NonEmptyStr | None = None
+    LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    SYNC: SyncSettings = SyncSettings()
+    BACKUP: BackupSettings = BackupSettings()
+
+    @field_validator("SESSIONSTORE_PACKAGE", "MODULESTORE_PACKAGE")
+    @classmethod
+    def _package(cls, v: str) -> str:
+        return _store_package(v)
+
+    @field_validator("BROKER_URL")
+    @classmethod
+    def _broker(cls, v: str | None) -> str | None:
+        if v is not None:
+            check_url(v, BROKER_SCHEMES, need_host=False, what="broker URL")
+        return v
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Layering (with provenance) is done by load_settings(); the model only validates.
+        return (init_settings,)
+
+    # Filled by load_settings(): the validated store configurations and what came from where.
+    _session_store: SessionStoreConfig | None = None
+    _module_store: ModuleStoreConfig | None = None
+    _origins: dict[Path_, str] = {}
+    _server: dict[str, Any] = {}
+    _passed_through: dict[Path_, str] = {}
+    _notes: dict[Path_, str] = {}
+
+    @property
+    def session_store(self) -> SessionStoreConfig:
+        assert self._session_store is not None
+        return self._session_store
+
+    @property
+    def module_store(self) -> ModuleStoreConfig:
+        assert self._module_store is not None
+        return self._module_store
+
+    @property
+    def server(self) -> dict[str, Any]:
+        """The Synchro server's settings the worker does not use (``PORT``, ``APPS``, ...), as
+        given."""
+        return self._server
+
+    def origin(self, *path: str) -> str:
+        """Where the value at ``path`` came from: its own source or that of the object that
+        holds it; ``default`` for a built-in default."""
+        for n in range(len(path), 0, -1):
+            if path[:n] in self._origins:
+                return self._origins[path[:n]]
+        return "default"
+
+    def host_queue(self) -> str:
+        return self.HOST_QUEUE or f"files.{socket.gethostname()}"
