@@ -47,7 +47,11 @@ def test_status_distributed(sync_world: Callable[..., SyncWorld], redis_server: 
     from worker.config import load_settings
     from worker.dispatch import CeleryDispatcher
 
-    world = sync_world(redis_db_url(redis_server), **{"BACKUP__dest": "snaps"})
+    world = sync_world(redis_db_url(redis_server), **{
+        "BACKUP__dest": "snaps", "SESSIONSTORE_SERVICE": "FileSessionStore",
+        "SESSIONSTORE__sessionStateFile": "sessions.json",  # the server's in-process
+    })  # memory store cannot be snapshotted: a file store with one session instead
+    (world.base / "sessions.json").write_text('{"s1": {"id": "s1"}}')
     app_dir = world.root / "app1"
     app_dir.mkdir()
     for name in ("a.txt", "b.txt", "c.txt"):
@@ -80,7 +84,7 @@ def test_status_distributed(sync_world: Callable[..., SyncWorld], redis_server: 
     assert report["queues"][world.host_queue] == 0
     assert report["pending_count"] == 0
     assert report["full_passes"]["app1"]["reason"] == "worker started"
-    assert report["snapshot"]["sessions"] == 0 and report["snapshot"]["dest"] == "snaps"
+    assert report["snapshot"]["sessions"] == 1 and report["snapshot"]["dest"] == "snaps"
     failure = report["failures"][0]
     assert (failure["task"], failure["container"], failure["path"]) == (
         "tasks.sync_path", "..", "escape.txt"

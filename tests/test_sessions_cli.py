@@ -242,3 +242,83 @@ def test_snapshot_to_a_module_store_container(tmp_path: Path) -> None:
     assert res.exit_code == 0 and "25 written" in res.stdout
     bad = run("sessions", "list", "--dest", "modulestore:")
     assert bad.exit_code == 2
+
+
+# --- the server's stores: empty, skipped keys, the in-process memory store ----------------
+
+
+def test_snapshot_of_an_empty_store_is_an_error_unless_allowed(tmp_path: Path) -> None:
+    (tmp_path / "empty.json").write_text("{}")
+    res = run("sessions", "snapshot", "--from", "file:empty.json", "--dest", "snaps")
+    assert res.exit_code == 1, res.output
+    assert "holds no sessions" in res.stderr and "--allow-empty" in res.stderr
+    assert "verified" not in res.output
+    assert list((tmp_path / "snaps").glob("*")) == []  # nothing kept, not even a part
+    assert "no snapshots" in run("sessions", "list", "--dest", "snaps").stdout
+    ok = run("sessions", "snapshot", "--from", "file:empty.json", "--dest", "snaps",
+             "--allow-empty")
+    assert ok.exit_code == 0 and ": 0 sessions" in ok.stdout
+
+
+def test_snapshot_reports_keys_that_are_not_sessions(own_redis: RedisServer) -> None:
+    raw = own_redis.client()
+    raw.set("s1", b'{"id":"s1"}')
+    raw.set("junk", b"{not json")
+    raw.set("celery-thing", b"[1]")
+    raw.set(b"\xff", b'{"id":"x"}')
+    url = f"redis://:{REDIS_PASSWORD}@127.0.0.1:{own_redis.port}/0"
+    res = run("sessions", "snapshot", "--from", url, "--dest", "snaps")
+    assert res.exit_code == 0, res.output
+    assert "1 sessions" in res.stdout
+    assert "keys skipped: 3 (" in res.stdout and "1 not JSON" in res.stdout
+    assert "1 key not UTF-8" in res.stdout and "1 not an object" in res.stdout
+    manifest = json.loads(next(Path("snaps").glob("*.manifest.json")).read_text())
+    assert manifest["skipped"] == {"not JSON": 1, "not an object": 1, "key not UTF-8": 1}
+    # Only junk: an empty snapshot, refused, naming what was skipped.
+    raw.delete("s1")
+    bad = run("sessions", "snapshot", "--from", url, "--dest", "snaps")
+    assert bad.exit_code == 1 and "holds no sessions (keys skipped: 3" in bad.stderr
+    assert REDIS_PASSWORD not in bad.output
+
+
+@pytest.mark.parametrize("args", [["sessions", "snapshot"],
+                                  ["sessions", "snapshot", "--from", "memory:"]])
+def test_snapshot_of_the_servers_memory_store_says_it_cannot(args: list[str]) -> None:
+    res = run(*args, "--dest", "snaps")
+    assert res.exit_code == 2, res.output
+    assert len(res.stderr.strip().splitlines()) == 1
+    assert "inside the Synchro server's process" in res.stderr
+    assert not Path("snaps").exists()
+
+
+def test_no_scheduled_backups_of_the_memory_store(tmp_path: Path) -> None:
+    from worker.app import celery_config
+    from worker.config import load_settings
+    from worker.stores.sessions import backup_note
+
+    memory = load_settings(None, environ={})
+    assert "session-backup" not in celery_config(memory)["beat_schedule"]
+    assert "MemorySessionStore" in (backup_note(memory) or "")
+    filed = load_settings(None, environ={"SYNCHRO__SESSIONSTORE_SERVICE": "FileSessionStore"})
+    assert "session-backup" in celery_config(filed)["beat_schedule"]
+    assert backup_note(filed) is None
+
+
+def test_scheduled_backup_of_an_empty_store_warns_and_keeps_the_old_ones(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from worker import jobs
+    from worker.config import load_settings
+
+    _fill_file(tmp_path / "live.json", 3)
+    env = {"SYNCHRO__SESSIONSTORE_SERVICE": "FileSessionStore",
+           "SYNCHRO__SESSIONSTORE__sessionStateFile": "live.json",
+           "SYNCHRO__BACKUP__dest": "backups", "SYNCHRO__BACKUP__keep": "1"}
+    settings = load_settings(None, environ=env)
+    assert jobs.snapshot_sessions(settings, scheduled=True) is not None
+    (tmp_path / "live.json").write_text("{}")
+    with caplog.at_level("WARNING"):
+        assert jobs.snapshot_sessions(settings, scheduled=True) is None
+    assert "holds no sessions" in caplog.text and "older snapshots kept" in caplog.text
+    manifests = list((tmp_path / "backups").glob("*.manifest.json"))
+    assert len(manifests) == 1 and json.loads(manifests[0].read_text())["count"] == 3

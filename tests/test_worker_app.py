@@ -56,6 +56,7 @@ def test_queues_routes_and_schedule_follow_the_settings() -> None:
     conf = _config(
         BROKER_URL="amqp://guest:guest@127.0.0.1:5672//", HOST_QUEUE="files.web-1",
         SYNC__fullPassInterval="120", BACKUP__interval="900",
+        SESSIONSTORE_SERVICE="FileSessionStore",  # the memory store is never backed up
     )
     assert [q.name for q in conf["task_queues"]] == ["files.web-1", "sessions"]
     assert conf["task_routes"]["tasks.sync_path"] == {"queue": "files.web-1"}

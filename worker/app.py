@@ -82,7 +82,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "options": {"queue": SESSIONS_QUEUE, "expires": settings.SYNC.fullPassInterval},
         },
     }
-    if settings.BACKUP.interval > 0:
+    from worker.stores.sessions import unreachable_reason
+
+    if settings.BACKUP.interval > 0 and not unreachable_reason(settings):
         schedule["session-backup"] = {
             "task": "tasks.snapshot_sessions",
             "schedule": float(settings.BACKUP.interval),

@@ -166,7 +166,7 @@ def snapshot_sessions(settings: Settings, scheduled: bool = False) -> dict[str, 
     after the new snapshot was written and verified (``take_snapshot`` raises otherwise).
     """
     from worker.snapshot_dest import open_destination
-    from worker.snapshots import prune_snapshots, take_snapshot
+    from worker.snapshots import EmptySource, prune_snapshots, take_snapshot
     from worker.stores.sessions import open_session_store
 
     spec = settings.BACKUP.dest
@@ -180,7 +180,12 @@ def snapshot_sessions(settings: Settings, scheduled: bool = False) -> dict[str, 
             try:
                 # take_snapshot re-reads and verifies before it writes the manifest, and
                 # raises otherwise: pruning is reached only with a verified new snapshot.
-                snap = take_snapshot(source, dest)
+                try:
+                    snap = take_snapshot(source, dest)
+                except EmptySource as exc:
+                    # Never an empty backup that prunes the good ones: warn, keep them.
+                    log.warning("snapshot not taken: %s; older snapshots kept", exc)
+                    return None
                 pruned = prune_snapshots(dest, settings.BACKUP.keep)
             finally:
                 for thing in (source, dest):

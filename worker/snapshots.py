@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from worker.errors import CorruptFile, IntegrityError, NotFound, UsageError
+from worker.errors import CorruptFile, IntegrityError, NotFound, StoreError, UsageError
 from worker.session_transfer import (
     STREAM_RESTARTS,
     Progress,
@@ -55,6 +55,7 @@ from worker.stores.sessions.base import (
     WriteResult,
     iso_to_ms,
     now_epoch_ms,
+    skipped_summary,
 )
 from worker.stores.sessions.lines import decode_block, decode_ids, encode_batch
 
@@ -95,6 +96,8 @@ class SnapshotInfo:
     version: int = VERSION
     #: Compressed end offset of each zstd frame (absent in a manifest without them).
     frames: list[int] | None = None
+    #: Keys of the source passed over because they are not sessions, by reason.
+    skipped: dict[str, int] | None = None
 
     @property
     def data_name(self) -> str:
@@ -122,16 +125,22 @@ def new_snapshot_id() -> str:
 # --- take ---------------------------------------------------------------------------------
 
 
+class EmptySource(StoreError):
+    """The source holds no sessions: no snapshot was kept (unless asked to allow it)."""
+
+
 def take_snapshot(
     source: SessionStore,
     dest: SnapshotDestination,
     *,
     progress: Progress | None = None,
     batch_size: int = BATCH_SIZE,
+    allow_empty: bool = False,
 ) -> SnapshotInfo:
     """Stream every live session of ``source`` into a new snapshot at ``dest``, verify it by
     re-reading it from ``dest``, then write its manifest.  On any failure nothing is listed
-    and the partial data is removed."""
+    and the partial data is removed.  A source without sessions raises :class:`EmptySource`
+    (naming what it skipped) and keeps nothing, unless ``allow_empty``."""
     snap_id = new_snapshot_id()
     started = _now_iso()
     header = {
@@ -155,12 +164,19 @@ def take_snapshot(
                 if restart == STREAM_RESTARTS:
                     raise
                 log.warning("snapshot %s: the source restarted; starting again", snap_id)
+        skipped = dict(getattr(source, "skipped", None) or {})
+        if writer.count == 0 and not allow_empty:
+            raise EmptySource(
+                f"holds no sessions (keys skipped: {skipped_summary(skipped)}); no snapshot "
+                "was kept (--allow-empty to take one anyway)",
+                store=source.describe(),
+            )
         dest.publish(staging, name, md5)
         published = True
         info = SnapshotInfo(
             id=snap_id, count=writer.count, size=size, sha256=lines_sha, file_sha256=file_sha,
             started_at=started, ended_at=_now_iso(), source=source.describe(),
-            frames=writer.frames,
+            frames=writer.frames, skipped=skipped or None,
         )
         verify_snapshot(dest, info)
         dest.write_small(snap_id + MANIFEST_SUFFIX, _manifest_bytes(info))

@@ -111,7 +111,9 @@ class Timers:
 
         now = time.monotonic()
         next_pass = now + self.settings.SYNC.fullPassInterval
-        interval = self.settings.BACKUP.interval
+        from worker.stores.sessions import unreachable_reason
+
+        interval = 0.0 if unreachable_reason(self.settings) else self.settings.BACKUP.interval
         next_backup = now + interval if interval > 0 else float("inf")
         last_pending: list[tuple[str, str]] | None = None
         while not self._stop.wait(0.5):
@@ -218,6 +220,10 @@ def run_embedded(settings: Settings, stop: threading.Event, ready: Callable[[], 
         watcher = _make_watcher(settings, dispatcher)
         watcher.start()
         timers = Timers(settings, dispatcher, lambda: jobs.snapshot_sessions(settings, True))
+        from worker.stores.sessions import backup_note
+
+        if note := backup_note(settings):
+            log.warning("%s", note)
         try:
             if Path(settings.APP_ROOT_PATH).is_dir():
                 result = jobs.full_pass(settings, None, "start-up")
@@ -344,6 +350,10 @@ def beat_command(ctx: click.Context) -> None:
     settings = state.settings()
     _need_broker(settings, "beat")
     _log_to_stderr(settings)
+    from worker.stores.sessions import backup_note
+
+    if note := backup_note(settings):
+        log.warning("%s", note)
     os.makedirs(settings.STATE_DIR, exist_ok=True)
     app = _as_default_app(create_app(settings))
     code = app.start(["beat", "--loglevel", settings.LOG_LEVEL, *ctx.args])

@@ -153,22 +153,34 @@ def import_cmd(state: CliState, file: str, spec: str | None, on_conflict: str) -
 @sessions_group.command("snapshot")
 @click.option("--from", "spec", metavar="S", help="Store to snapshot (default: configured).")
 @click.option("--dest", metavar="DEST", help=DEST_HELP)
+@click.option(
+    "--allow-empty", is_flag=True,
+    help="Keep a snapshot of a store without sessions (else that is an error, exit 1).",
+)
 @pass_state
-def snapshot_cmd(state: CliState, spec: str | None, dest: str | None) -> None:
+def snapshot_cmd(state: CliState, spec: str | None, dest: str | None, allow_empty: bool) -> None:
     """Take a snapshot now: stream, compress, verify, then list it."""
+    from worker.errors import UsageError
     from worker.snapshots import take_snapshot
+    from worker.stores.sessions import unreachable_reason
+    from worker.stores.sessions.base import skipped_summary
 
+    if spec is None or spec.strip() == "memory:":
+        why = unreachable_reason(state.settings() if spec is None else None)
+        if why:
+            raise UsageError(f"sessions snapshot: {why}; nothing to snapshot (see --from)")
     store = _store(state, spec)
     destination = _dest(state, dest)
     started = time.monotonic()
     try:
         with _progress("snapshot") as progress:
-            info = take_snapshot(store, destination, progress=progress)
+            info = take_snapshot(store, destination, progress=progress, allow_empty=allow_empty)
     finally:
         store.close()
         destination.close()
+    skipped = f"; keys skipped: {skipped_summary(info.skipped)}" if info.skipped else ""
     click.echo(
-        f"snapshot {info.id}: {info.count} sessions, {_mb(info.size)}, verified, "
+        f"snapshot {info.id}: {info.count} sessions, {_mb(info.size)}, verified{skipped}, "
         f"in {time.monotonic() - started:.1f} s -> {destination.describe()}"
     )
 

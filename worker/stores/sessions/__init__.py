@@ -29,8 +29,10 @@ __all__ = [
     "Session",
     "SessionStore",
     "WriteResult",
+    "backup_note",
     "open_session_store",
     "parse_store_spec",
+    "unreachable_reason",
 ]
 
 SPEC_HELP = "memory:, file:PATH, redis://[:password@]host:port[/db] or rediss://..."
@@ -84,6 +86,25 @@ def open_session_store(source: str | Settings, **kwargs: Any) -> Any:
     if isinstance(cfg, FileSessionStoreConfig):
         return cls(cfg.sessionStateFile, **kwargs)
     return cls(**kwargs)
+
+
+def unreachable_reason(settings: Settings | None) -> str | None:
+    """Why the live session store cannot be snapshotted by a worker (None: it can).
+    ``settings`` None means a ``memory:`` spec given on the command line."""
+    if settings is None or settings.SESSIONSTORE_SERVICE == "MemorySessionStore":
+        where = "memory:" if settings is None else "SESSIONSTORE_SERVICE MemorySessionStore"
+        return (
+            f"{where} lives inside the Synchro server's process, which a worker cannot reach"
+        )
+    return None
+
+
+def backup_note(settings: Settings) -> str | None:
+    """The start-up line of ``run``/``beat`` when scheduled session backups are off."""
+    why = unreachable_reason(settings)
+    if why and settings.BACKUP.interval > 0:
+        return f"no scheduled session backups: {why}"
+    return None
 
 
 def _masked(spec: str) -> str:
