@@ -322,3 +322,16 @@ def test_scheduled_backup_of_an_empty_store_warns_and_keeps_the_old_ones(
     assert "holds no sessions" in caplog.text and "older snapshots kept" in caplog.text
     manifests = list((tmp_path / "backups").glob("*.manifest.json"))
     assert len(manifests) == 1 and json.loads(manifests[0].read_text())["count"] == 3
+
+
+def test_copy_and_export_name_the_keys_that_are_not_sessions(own_redis: RedisServer) -> None:
+    raw = own_redis.client()
+    raw.set("s1", b'{"id":"s1"}')
+    raw.set("x", b"{not json")
+    url = f"redis://:{REDIS_PASSWORD}@127.0.0.1:{own_redis.port}/0"
+    res = run("sessions", "copy", "--from", url, "--to", "file:out.json")
+    assert res.exit_code == 0, res.output
+    assert "copied 1 sessions" in res.stdout and "keys skipped: 1 (1 not JSON)" in res.stdout
+    assert json.loads(Path("out.json").read_text()) == {"s1": {"id": "s1"}}
+    exp = run("sessions", "export", "--store", url, "-o", "out.jsonl")
+    assert "exported 1 sessions" in exp.stderr and "keys skipped: 1 (1 not JSON)" in exp.stderr

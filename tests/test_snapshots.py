@@ -617,3 +617,81 @@ def test_lines_round_trip_with_awkward_ids_and_times() -> None:
         assert obj["expires_at"] == (None if raw[2] is None else ms_to_iso(raw[2]))
         assert decode_line(line) == raw  # the same bytes, parsed the slow way too
     assert b'"expires_at":"2000-02-29T00:00:00.123Z"' in block
+
+
+# --- the server's bytes ---------------------------------------------------------------------
+
+SERVER_VALUES = {
+    # As JSON.stringify writes them, and as other writers might: every byte must come back.
+    "u-1": '{"id":"u-1","name":"Zoë ✓ 😀 \\u2028","esc":"\\"q\\" \\\\ \\n"}',
+    "u-2": '{"id":"u-2","big":123456789012345678901234567890,"f":1.0,"e":1e-7,"neg":-0}',
+    "u-3": '{"z":1,"id":"u-3","a":{"y":[3,2,1],"b":null}}',  # key order as written
+    "u-4": '{\n  "id": "u-4",\n  "pretty": true\n}',  # newlines: cannot sit on one line
+    "u-5": ' {"id":"u-5"} ',  # blanks around it
+    "ünï": '{"id":"ünï","v":"é"}',  # a non-ASCII id
+}
+
+
+def _server_redis(srv: RedisServer) -> RedisSessionStore:
+    return RedisSessionStore("127.0.0.1", srv.port, srv.password)
+
+
+@pytest.mark.parametrize("via", ["snapshot", "copy", "file"])
+def test_restore_and_copy_write_back_the_servers_bytes(
+    own_redis: RedisServer, dest: FolderDestination, tmp_path: Path, via: str
+) -> None:
+    """GET <id> after a restore (a copy, a detour through a file store) equals GET <id>
+    before, for every session; expiry kept."""
+    raw = own_redis.client(0)
+    for sid, text in SERVER_VALUES.items():
+        raw.set(sid.encode(), text.encode())
+    raw.pexpire("u-1", 3_600_000)
+    before = {sid: raw.get(sid.encode()) for sid in SERVER_VALUES}
+    source = _server_redis(own_redis)
+    target = RedisSessionStore("127.0.0.1", own_redis.port, own_redis.password, db=1)
+    if via == "snapshot":
+        info = take_snapshot(source, dest)
+        assert info.count == len(SERVER_VALUES) and not info.skipped
+        restore_snapshot(info.id, dest, target)
+    elif via == "copy":
+        copy_sessions(source, target)
+    else:
+        middle = FileSessionStore(tmp_path / "sessions.json")
+        copy_sessions(source, middle)
+        doc = json.loads((tmp_path / "sessions.json").read_text())
+        assert {sid: doc[sid] for sid in SERVER_VALUES} == {
+            sid: json.loads(text) for sid, text in SERVER_VALUES.items()}
+        copy_sessions(FileSessionStore(tmp_path / "sessions.json"), target)
+    after = {sid: own_redis.client(1).get(sid.encode()) for sid in SERVER_VALUES}
+    if via == "file":  # a JSON file holds a member's value, not the blanks around it
+        before["u-5"] = before["u-5"].strip()  # type: ignore[union-attr]
+    assert after == before
+    assert 3_500_000 < own_redis.client(1).pttl("u-1") <= 3_600_000
+    assert own_redis.client(1).pttl("u-2") == -1
+
+
+def test_copy_from_redis_with_invalid_json_never_breaks_a_file_store(
+    own_redis: RedisServer, tmp_path: Path
+) -> None:
+    raw = own_redis.client()
+    raw.set("good", b'{"id":"good"}')
+    raw.set("x", b"{not json")
+    for i in range(5):
+        raw.set(f"n{i}", f"{i}".encode())  # JSON, but not objects
+    source = _server_redis(own_redis)
+    target = FileSessionStore(tmp_path / "sessions.json")
+    assert copy_sessions(source, target).written == 1
+    assert source.skipped == {"not JSON": 1, "not an object": 5}
+    again = FileSessionStore(tmp_path / "sessions.json")  # the file it wrote is one it reads
+    assert [s.id for s in again.iter_sessions()] == ["good"]
+    assert json.loads((tmp_path / "sessions.json").read_text()) == {"good": {"id": "good"}}
+
+
+def test_a_ten_megabyte_session(own_redis: RedisServer, dest: FolderDestination) -> None:
+    big = b'{"id":"big","blob":"' + b"x\\u00e9" * 1_800_000 + b'"}'
+    assert len(big) > 10_000_000
+    own_redis.client().set("big", big)
+    info = take_snapshot(_server_redis(own_redis), dest)
+    target = RedisSessionStore("127.0.0.1", own_redis.port, own_redis.password, db=3)
+    assert restore_snapshot(info.id, dest, target).written == 1
+    assert own_redis.client(3).get("big") == big

@@ -67,6 +67,15 @@ def _progress(label: str, total: int | None = None) -> Iterator[Callable[[int], 
         yield lambda n: progress.advance(task, n)
 
 
+def _not_sessions(store: Any) -> str:
+    """``, keys skipped: 3 (2 not JSON, ...)`` when the source held keys that are not
+    sessions, else nothing."""
+    from worker.stores.sessions.base import skipped_summary
+
+    skipped = getattr(store, "skipped", None)
+    return f", keys skipped: {skipped_summary(skipped)}" if skipped else ""
+
+
 def _mb(size: int) -> str:
     return f"{size / 1e6:.1f} MB" if size >= 100_000 else f"{size / 1e3:.1f} kB"
 
@@ -111,9 +120,10 @@ def export_cmd(state: CliState, spec: str | None, output: str) -> None:
     finally:
         store.close()
     where = "stdout" if output == "-" else output
+    skipped = _not_sessions(store)
     click.echo(
-        f"exported {count} sessions from {store.describe()} to {where} "
-        f"in {time.monotonic() - started:.1f} s",
+        f"exported {count} sessions from {store.describe()} to {where}"
+        f"{' (' + skipped[2:] + ')' if skipped else ''} in {time.monotonic() - started:.1f} s",
         err=True,
     )
 
@@ -271,7 +281,7 @@ def copy_cmd(state: CliState, src: str, dst: str, on_conflict: str) -> None:
         target.close()
     click.echo(
         f"copied {result.written} sessions from {source.describe()} to {target.describe()} "
-        f"({result.skipped} skipped, {result.expired} expired dropped) "
+        f"({result.skipped} skipped, {result.expired} expired dropped{_not_sessions(source)}) "
         f"in {time.monotonic() - started:.1f} s"
     )
 
