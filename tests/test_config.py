@@ -6,8 +6,10 @@ import json
 import os
 import subprocess
 import sys
+import time
+from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 from click.testing import CliRunner
@@ -16,6 +18,7 @@ from worker.cli import main
 from worker.config import (
     FileSessionStoreConfig,
     RedisSessionStoreConfig,
+    effective_items,
     load_settings,
 )
 from worker.errors import ConfigError
@@ -106,94 +109,251 @@ def test_cloud_module_store_keys() -> None:
 
 # --- bad input: exit 2, one line naming the setting and its source --------------------------
 
-BAD_INPUTS: list[tuple[str, dict[str, str], Any, str, str]] = [
-    # (id, environment, config file content or None, setting named, text expected)
-    ("unknown session service", {"SYNCHRO__SESSIONSTORE_SERVICE": "RedisStore"}, None,
-     "SESSIONSTORE_SERVICE", "did you mean 'RedisSessionStore'"),
-    ("unknown module service", {"SYNCHRO__MODULESTORE_SERVICE": "S3ModuleStore"}, None,
-     "MODULESTORE_SERVICE", "allowed: FileModuleStore, PkgCloudModuleStore"),
-    ("port not a number", {"SYNCHRO__SESSIONSTORE_SERVICE": "RedisSessionStore",
-                           "SYNCHRO__SESSIONSTORE__port": "sixthousand"}, None,
-     "SESSIONSTORE.port", "SYNCHRO__SESSIONSTORE__port"),
-    ("port out of range", {"SYNCHRO__SESSIONSTORE_SERVICE": "RedisSessionStore"},
-     {"SESSIONSTORE": {"port": 70000}}, "SESSIONSTORE.port", "less than or equal to 65535"),
-    ("misspelt store key", {"SYNCHRO__SESSIONSTORE_SERVICE": "RedisSessionStore",
-                            "SYNCHRO__SESSIONSTORE__pasword": "x"}, None,
-     "SESSIONSTORE.pasword", "did you mean 'password'"),
-    ("near miss in another store's keys", {}, {"SESSIONSTORE_SERVICE": "FileSessionStore",
-                                               "SESSIONSTORE": {"hots": "x"}},
-     "SESSIONSTORE.hots", "did you mean 'host'"),
-    ("variable naming nothing", {"SYNCHRO__APP_ROOT": "x"}, None,
-     "APP_ROOT", "did you mean 'APP_ROOT_PATH'"),
-    ("empty name between separators", {"SYNCHRO__SYNC____debounce": "1"}, None,
-     "SYNCHRO__SYNC____debounce", "empty name"),
-    ("unknown top-level key in file", {}, {"MODULSTORE": {}}, "MODULSTORE",
-     "did you mean 'MODULESTORE'"),
-    ("invalid JSON file", {}, "{not json", "config file", "invalid JSON at line 1"),
-    ("file not an object", {}, [1, 2], "config file", "must hold a JSON object"),
-    ("wrong type bool", {"SYNCHRO__SYNC__polling": "perhaps"}, None,
-     "SYNC.polling", "valid boolean"),
-    ("negative debounce", {}, {"SYNC": {"debounce": -1}}, "SYNC.debounce", "greater than or equal"),
-    ("share above one", {"SYNCHRO__SYNC__maxDeleteShare": "1.5"}, None,
-     "SYNC.maxDeleteShare", "less than or equal to 1"),
-    ("missing provider", {"SYNCHRO__MODULESTORE_SERVICE": "PkgCloudModuleStore"}, None,
-     "MODULESTORE.provider", "needs a provider"),
-    ("unknown provider", {"SYNCHRO__MODULESTORE_SERVICE": "PkgCloudModuleStore",
-                          "SYNCHRO__MODULESTORE__provider": "amazn"}, None,
-     "MODULESTORE.provider", "did you mean 'amazon'"),
-    ("hp cloud is gone", {}, {"MODULESTORE_SERVICE": "PkgCloudModuleStore",
-                              "MODULESTORE": {"provider": "hp"}},
-     "MODULESTORE.provider", "shut down"),
-    ("openstack missing key", {}, {"MODULESTORE_SERVICE": "PkgCloudModuleStore",
-                                   "MODULESTORE": {"provider": "openstack", "tenantId": "p",
-                                                   "authUrl": "http://k/v3", "username": "u"}},
-     "MODULESTORE.password", "required setting is missing"),
-    ("azure without credentials", {}, {"MODULESTORE_SERVICE": "PkgCloudModuleStore",
-                                       "MODULESTORE": {"provider": "azure"}},
-     "MODULESTORE", "storageAccessKey, or connectionString"),
-    ("bad redis url", {"SYNCHRO__SESSIONSTORE_SERVICE": "RedisSessionStore",
-                       "SYNCHRO__SESSIONSTORE__url": "http://h:1"}, None,
-     "SESSIONSTORE.url", "redis://"),
-    ("mirror onto itself", {"SYNCHRO__MODULESTORE__directory": "synchro-apps"}, None,
-     "MODULESTORE.directory", "overlaps APP_ROOT_PATH"),
-    ("bad log level", {"SYNCHRO__LOG_LEVEL": "LOUD"}, None, "LOG_LEVEL", "'DEBUG'"),
-    ("invalid JSON in variable", {"SYNCHRO__SYNC__ignore": "[oops"}, None,
-     "SYNCHRO__SYNC__ignore", "invalid JSON"),
-    ("section given a scalar", {}, {"SYNC": 5}, "SYNC", "valid dictionary"),
+
+class Special(Enum):
+    """Config paths that are not a plain file of JSON."""
+
+    DIRECTORY = "a folder"
+    SYMLINK_LOOP = "a symlink loop (unreadable)"
+    FIFO = "a named pipe"
+    HUGE = "2 MiB of JSON"
+    DEEP = "100,000 levels of nesting"
+
+
+class Bad(NamedTuple):
+    id: str
+    env: dict[str, str]
+    content: Any  # the config file: JSON data, text, bytes, a Special, or None for no file
+    setting: str
+    expected: str
+    #: Text of the source the line must name (a variable, or the file's name).
+    source: str = ""
+    #: A secret given in the input that must not appear in the output.
+    secret: str | None = None
+
+
+REDIS = {"SYNCHRO__SESSIONSTORE_SERVICE": "RedisSessionStore"}
+CLOUD = {"SYNCHRO__MODULESTORE_SERVICE": "PkgCloudModuleStore"}
+AMAZON = {**CLOUD, "SYNCHRO__MODULESTORE__provider": "amazon"}
+SECRET = "Pw-s3cret-9f2"
+
+BAD_INPUTS: list[Bad] = [
+    Bad("unknown session service", {"SYNCHRO__SESSIONSTORE_SERVICE": "RedisStore"}, None,
+        "SESSIONSTORE_SERVICE", "did you mean 'RedisSessionStore'"),
+    Bad("unknown module service", {"SYNCHRO__MODULESTORE_SERVICE": "S3ModuleStore"}, None,
+        "MODULESTORE_SERVICE", "allowed: FileModuleStore, PkgCloudModuleStore"),
+    Bad("port not a number", {**REDIS, "SYNCHRO__SESSIONSTORE__port": "sixthousand"}, None,
+        "SESSIONSTORE.port", "valid integer", "SYNCHRO__SESSIONSTORE__port"),
+    Bad("port out of range", REDIS, {"SESSIONSTORE": {"port": 70000}}, "SESSIONSTORE.port",
+        "less than or equal to 65535"),
+    Bad("port true is not 1", REDIS, {"SESSIONSTORE": {"port": True}}, "SESSIONSTORE.port",
+        "must be a number, not true"),
+    Bad("misspelt store key", {**REDIS, "SYNCHRO__SESSIONSTORE__pasword": SECRET}, None,
+        "SESSIONSTORE.pasword", "did you mean 'password'", secret=SECRET),
+    Bad("near miss in another store's keys", {}, {"SESSIONSTORE_SERVICE": "FileSessionStore",
+                                                  "SESSIONSTORE": {"hots": "x"}},
+        "SESSIONSTORE.hots", "did you mean 'host'"),
+    Bad("near miss of configRoot", CLOUD, {"MODULESTORE": {"provider": "azure",
+                                                          "connectionString": SECRET,
+                                                          "confRoot": "c"}},
+        "MODULESTORE.confRoot", "did you mean 'configRoot'", secret=SECRET),
+    Bad("variable naming nothing", {"SYNCHRO__APP_ROOT": "x"}, None,
+        "APP_ROOT", "did you mean 'APP_ROOT_PATH'", "SYNCHRO__APP_ROOT"),
+    Bad("near miss of a worker name", {"SYNCHRO__BROKER_URI": "redis://h"}, None,
+        "BROKER_URI", "did you mean 'BROKER_URL'"),
+    Bad("nested setting written flat", {"SYNCHRO__SYNC_DEBOUNCE": "1"}, None,
+        "SYNC_DEBOUNCE", "did you mean 'SYNC.debounce'"),
+    Bad("server name in the wrong case", {}, {"port": 1337}, "port", "did you mean 'PORT'"),
+    Bad("lower-case name of nobody's", {}, {"foo": 1}, "foo", "unknown setting 'foo'"),
+    Bad("empty name between separators", {"SYNCHRO__SYNC____debounce": "1"}, None,
+        "SYNCHRO__SYNC____debounce", "empty name"),
+    Bad("unknown top-level key in file", {}, {"MODULSTORE": {}}, "MODULSTORE",
+        "did you mean 'MODULESTORE'"),
+    Bad("worker section stays strict", {}, {"SYNC": {"debunce": 1}}, "SYNC.debunce",
+        "did you mean 'debounce'"),
+    Bad("invalid JSON file", {}, "{not json", "config file", "invalid JSON at line 1"),
+    Bad("file not an object", {}, [1, 2], "config file", "must hold a JSON object"),
+    Bad("UTF-8 byte-order mark", {}, b"\xef\xbb\xbf{}", "config file", "byte-order mark"),
+    Bad("not UTF-8", {}, b'{"APP_ROOT_PATH": "\xff"}', "config file", "is not UTF-8"),
+    Bad("config path is a folder", {}, Special.DIRECTORY, "config file", "is a folder"),
+    Bad("config path unreadable", {}, Special.SYMLINK_LOOP, "config file", "cannot read it"),
+    Bad("config path a named pipe", {}, Special.FIFO, "config file", "not a regular file"),
+    Bad("config file too big", {}, Special.HUGE, "config file", "at most 1,048,576 bytes"),
+    Bad("nested 100,000 levels", {}, Special.DEEP, "config file", "nested more than 32"),
+    Bad("list where an object belongs", {}, {"MODULESTORE": [1]}, "MODULESTORE",
+        "valid dictionary"),
+    Bad("section given a scalar", {}, {"SYNC": 5}, "SYNC", "valid dictionary"),
+    Bad("wrong type bool", {"SYNCHRO__SYNC__polling": "perhaps"}, None,
+        "SYNC.polling", "valid boolean"),
+    Bad("wrong type string", {}, {"APP_ROOT_PATH": 5}, "APP_ROOT_PATH", "valid string"),
+    Bad("whole number expected", {"SYNCHRO__SYNC__transfers": "4.5"}, None,
+        "SYNC.transfers", "valid integer"),
+    Bad("negative debounce", {}, {"SYNC": {"debounce": -1}}, "SYNC.debounce",
+        "greater than or equal"),
+    Bad("zero full-pass interval", {"SYNCHRO__SYNC__fullPassInterval": "0"}, None,
+        "SYNC.fullPassInterval", "greater than 0"),
+    Bad("infinite full-pass interval", {"SYNCHRO__SYNC__fullPassInterval": "inf"}, None,
+        "SYNC.fullPassInterval", "finite number"),
+    Bad("negative backup interval", {}, {"BACKUP": {"interval": -5}}, "BACKUP.interval",
+        "greater than or equal to 0"),
+    Bad("keep zero snapshots", {"SYNCHRO__BACKUP__keep": "0"}, None, "BACKUP.keep",
+        "greater than or equal to 1"),
+    Bad("share above one", {"SYNCHRO__SYNC__maxDeleteShare": "1.5"}, None,
+        "SYNC.maxDeleteShare", "less than or equal to 1"),
+    Bad("negative ping interval", {**REDIS, "SYNCHRO__SESSIONSTORE__pingInterval": "-1"}, None,
+        "SESSIONSTORE.pingInterval", "greater than 0"),
+    Bad("missing provider", CLOUD, None, "MODULESTORE.provider", "needs a provider"),
+    Bad("unknown provider", {**CLOUD, "SYNCHRO__MODULESTORE__provider": "amazn"}, None,
+        "MODULESTORE.provider", "did you mean 'amazon'"),
+    Bad("hp cloud is gone", {}, {"MODULESTORE_SERVICE": "PkgCloudModuleStore",
+                                 "MODULESTORE": {"provider": "hp"}},
+        "MODULESTORE.provider", "shut down"),
+    Bad("third-party session store package", {"SYNCHRO__SESSIONSTORE_PACKAGE": "synchro-x"},
+        None, "SESSIONSTORE_PACKAGE", "cannot load a third-party store"),
+    Bad("third-party module store package", {}, {"MODULESTORE_PACKAGE": "./my-store"},
+        "MODULESTORE_PACKAGE", "cannot load a third-party store"),
+    Bad("amazon without any credentials", AMAZON, None, "MODULESTORE.keyId",
+        "MODULESTORE.key", "not set"),
+    Bad("amazon keyId without key", {**AMAZON, "SYNCHRO__MODULESTORE__keyId": "AKIA1"}, None,
+        "MODULESTORE.key ", "MODULESTORE.keyId (environment variable "
+        "SYNCHRO__MODULESTORE__keyId) is set"),
+    Bad("amazon key without keyId", {**AMAZON, "SYNCHRO__MODULESTORE__key": SECRET}, None,
+        "MODULESTORE.keyId", "MODULESTORE.key (environment variable", secret=SECRET),
+    Bad("endpoint not a URL", {**AMAZON, "SYNCHRO__MODULESTORE__endpoint": "not a url"}, None,
+        "MODULESTORE.endpoint", "is not a URL"),
+    Bad("azure account without key", CLOUD, {"MODULESTORE": {"provider": "azure",
+                                                             "storageAccount": "acct"}},
+        "MODULESTORE.storageAccessKey", "storageAccount"),
+    Bad("azure without credentials", CLOUD, {"MODULESTORE": {"provider": "azure"}},
+        "MODULESTORE.storageAccount", "storageAccessKey, or connectionString"),
+    Bad("azure key not base64", {**CLOUD, "SYNCHRO__MODULESTORE__storageAccessKey": SECRET},
+        {"MODULESTORE": {"provider": "azure", "storageAccount": "acct"}},
+        "MODULESTORE.storageAccessKey", "base64", "SYNCHRO__MODULESTORE__storageAccessKey",
+        secret=SECRET),
+    Bad("google key file missing", CLOUD, {"MODULESTORE": {"provider": "google",
+                                                          "keyFilename": "gone.json"}},
+        "MODULESTORE.keyFilename", "does not exist"),
+    Bad("google without credentials", {**CLOUD, "SYNCHRO__MODULESTORE__provider": "google"},
+        None, "MODULESTORE.keyFilename", "no credentials"),
+    Bad("openstack without keys", CLOUD, {"MODULESTORE": {"provider": "openstack"}},
+        "MODULESTORE.authUrl", "MODULESTORE.tenantId, MODULESTORE.username, "
+        "MODULESTORE.password"),
+    Bad("openstack missing password", {}, {"MODULESTORE_SERVICE": "PkgCloudModuleStore",
+                                           "MODULESTORE": {"provider": "openstack",
+                                                           "tenantId": "p",
+                                                           "authUrl": "http://k/v3",
+                                                           "username": "u"}},
+        "MODULESTORE.password", "required setting is missing"),
+    Bad("openstack auth URL not http", CLOUD, {"MODULESTORE": {
+        "provider": "openstack", "tenantId": "p", "authUrl": "keystone:5000", "username": "u",
+        "password": SECRET}}, "MODULESTORE.authUrl", "is not a URL", secret=SECRET),
+    Bad("rackspace without apiKey", CLOUD, {"MODULESTORE": {"provider": "rackspace",
+                                                           "username": "u"}},
+        "MODULESTORE.apiKey", "rackspace needs username and apiKey"),
+    Bad("redis url of another scheme", {**REDIS, "SYNCHRO__SESSIONSTORE__url":
+                                        f"http://:{SECRET}@h:1/0"}, None,
+        "SESSIONSTORE.url", "redis://", "SYNCHRO__SESSIONSTORE__url", secret=SECRET),
+    Bad("redis url port not a number", {**REDIS, "SYNCHRO__SESSIONSTORE__url":
+                                        f"redis://:{SECRET}@h:notaport/0"}, None,
+        "SESSIONSTORE.url", "port", secret=SECRET),
+    Bad("redis url database not a number", REDIS, {"SESSIONSTORE": {"url": "redis://h/abc"}},
+        "SESSIONSTORE.url", "database"),
+    Bad("password in the URL and beside it", {**REDIS, "SYNCHRO__SESSIONSTORE__password": "a1"},
+        {"SESSIONSTORE": {"url": f"redis://:{SECRET}@h:6379/0"}}, "SESSIONSTORE.url",
+        "SESSIONSTORE.password (environment variable SYNCHRO__SESSIONSTORE__password)",
+        secret=SECRET),
+    Bad("broker URL as a JSON list", {"SYNCHRO__BROKER_URL": f'["redis://:{SECRET}@h:1/0"]'},
+        None, "BROKER_URL", "valid string", secret=SECRET),
+    Bad("broker URL of another scheme", {"SYNCHRO__BROKER_URL": "ftp://x"}, None, "BROKER_URL",
+        "'ftp://' is not allowed"),
+    Bad("broker URL not a URL", {"SYNCHRO__BROKER_URL": "notaurl"}, None, "BROKER_URL",
+        "is not a broker URL"),
+    Bad("empty APP_ROOT_PATH", {"SYNCHRO__APP_ROOT_PATH": ""}, None, "APP_ROOT_PATH",
+        "must not be empty"),
+    Bad("APP_ROOT_PATH is a file", {"SYNCHRO__APP_ROOT_PATH": "a-file"}, None, "APP_ROOT_PATH",
+        "is a file, not a folder"),
+    Bad("STATE_DIR is a file", {}, {"STATE_DIR": "a-file"}, "STATE_DIR",
+        "is a file, not a folder"),
+    Bad("empty HOST_QUEUE", {"SYNCHRO__HOST_QUEUE": " "}, None, "HOST_QUEUE", "must not be empty"),
+    Bad("mirror onto itself", {"SYNCHRO__MODULESTORE__directory": "synchro-apps"}, None,
+        "MODULESTORE.directory", "overlaps APP_ROOT_PATH"),
+    Bad("bad log level", {"SYNCHRO__LOG_LEVEL": "LOUD"}, None, "LOG_LEVEL", "'DEBUG'"),
+    Bad("invalid JSON in variable", {"SYNCHRO__SYNC__ignore": "[oops"}, None,
+        "SYNC.ignore", "invalid JSON", "SYNCHRO__SYNC__ignore"),
+    Bad("JSON object in variable, bad inside", {"SYNCHRO__SYNC": '{"transfers": 0}'}, None,
+        "SYNC.transfers", "greater than or equal to 1", "SYNCHRO__SYNC"),
+    Bad("negative database, password not echoed",
+        {**REDIS, "SYNCHRO__SESSIONSTORE__password": SECRET, "SYNCHRO__SESSIONSTORE__db": "-1"},
+        None, "SESSIONSTORE.db", "greater than or equal to 0", secret=SECRET),
 ]
 
 
-@pytest.mark.parametrize(
-    ("env", "content", "setting", "expected"),
-    [case[1:] for case in BAD_INPUTS],
-    ids=[case[0] for case in BAD_INPUTS],
-)
-def test_bad_input_is_one_line_naming_setting_and_source(
-    tmp_path: Path, env: dict[str, str], content: Any, setting: str, expected: str
-) -> None:
+def cli_env(tmp_path: Path, extra: dict[str, str]) -> dict[str, str]:
+    """The caller's environment without its SYNCHRO or cloud settings, plus ``extra``: no
+    credential chain to find (HOME is the test's folder, no instance metadata)."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.upper().startswith(("SYNCHRO", "AWS_", "GOOGLE_", "AZURE_"))}
+    env.update(HOME=str(tmp_path), AWS_EC2_METADATA_DISABLED="true", NO_GCE_CHECK="True")
+    return {**env, **extra}
+
+
+def run_cli(
+    tmp_path: Path, args: list[str], env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The installed console script, in a subprocess, as a user runs it."""
+    exe = Path(sys.executable).with_name("synchro-sync")
+    argv = [str(exe)] if exe.exists() else [sys.executable, "-c",
+                                             "from worker.cli import main; main()"]
+    return subprocess.run([*argv, *args], cwd=tmp_path, env=cli_env(tmp_path, env or {}),
+                          capture_output=True, text=True, timeout=60)
+
+
+def make_config(path: Path, content: Any) -> None:
+    if content is Special.DIRECTORY:
+        path.mkdir()
+    elif content is Special.SYMLINK_LOOP:
+        path.symlink_to(path)
+    elif content is Special.FIFO:
+        os.mkfifo(path)
+    elif content is Special.HUGE:
+        path.write_text(json.dumps({"APPS": {f"app{i}": {"container": "x" * 40}
+                                            for i in range(40_000)}}))
+    elif content is Special.DEEP:
+        path.write_text('{"APPS": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    elif isinstance(content, bytes):
+        path.write_bytes(content)
+    elif isinstance(content, str):
+        path.write_text(content)
+    else:
+        path.write_text(json.dumps(content))
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS, ids=[case.id for case in BAD_INPUTS])
+def test_bad_input_is_one_line_naming_setting_and_source(tmp_path: Path, case: Bad) -> None:
+    (tmp_path / "a-file").write_text("not a folder")
     args = ["config", "show"]
-    if content is not None:
-        cfg = tmp_path / "bad.json"
-        cfg.write_text(content if isinstance(content, str) else json.dumps(content))
-        args = ["-c", str(cfg), *args]
-    result = CliRunner().invoke(main, args, env=env)
-    assert result.exit_code == 2, result.output
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1, result.output
+    if case.content is not None:
+        make_config(tmp_path / "bad.json", case.content)
+        args = ["-c", str(tmp_path / "bad.json"), *args]
+    out = run_cli(tmp_path, args, case.env)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert out.stdout == ""
+    lines = out.stderr.splitlines()
+    assert len(lines) == 1, out.stderr
     line = lines[0]
     assert line.startswith("synchro-sync: error: ")
-    assert setting in line
-    assert expected in line
-    assert "Traceback" not in result.output
+    assert case.setting in line
+    assert case.expected in line
+    assert "Traceback" not in out.stderr
+    if case.secret:
+        assert case.secret not in out.stderr
     # The source is named: the variable, or the file.
-    if env and content is None:
-        assert "environment" in line
-    elif content is not None:
-        assert "bad.json" in line
+    source = case.source or ("bad.json" if case.content is not None else "environment")
+    assert source in line
 
 
-def test_at_least_fifteen_distinct_bad_inputs() -> None:
-    assert len({case[0] for case in BAD_INPUTS}) >= 15
+def test_at_least_twenty_five_distinct_bad_inputs() -> None:
+    assert len({case.id for case in BAD_INPUTS}) == len(BAD_INPUTS) >= 25
 
 
 def test_missing_config_file_is_named(tmp_path: Path) -> None:
@@ -267,3 +427,174 @@ def test_show_as_a_user_runs_it(tmp_path: Path) -> None:
     )
     assert bad.returncode == 2
     assert bad.stderr.count("\n") == 1 and "did you mean 'sessionStateFile'" in bad.stderr
+
+
+# --- the Synchro server's own config.json ----------------------------------------------------
+
+#: Every setting the Synchro server reads (synchro-config.js, app.js, synchro-api), as a
+#: deployment beside a worker would write it.  Secrets come from SYNCHRO__ variables.
+SYNCHRO_CONFIG: dict[str, Any] = {
+    "CLIENT_VERSION": ">=1.2",
+    "PROTOCOL": "https",
+    "HOST": "api.example.com",
+    "PORT": 1337,
+    "NOFORK": False,
+    "DEBUG_BASE_PORT": 6868,
+    "HEALTH_CHECK_PATH": "/health",
+    "API_PATH_PREFIX": "/api",
+    "APP_PATH_PREFIX": "/app",
+    "NOSTUDIO": False,
+    "STUDIO_PATH_PREFIX": "/studio",
+    "STUDIO_NOAUTH": False,
+    "STUDIO_TITLE": "Synchro API Server",
+    "STUDIO_SUBTITLE": "The following Synchro apps are being served here:",
+    "STUDIO_USERS": {"admin": "$2a$10$N9qo8uLOickgx2ZMRZoMyeIjZAgcfl7p92ldGxad68LJZdL17lhWy"},
+    "API_URI_BASE": "https://api.example.com/api",
+    "APP_RESOURCE_PREFIX": "https://cdn.example.com/resources/",
+    "SERVER_URL_BASE": "https://api.example.com",
+    "STATIC_CACHE_MAXAGE": 86400000,
+    "NO_SYNCDEPS": True,
+    "SSL_KEY_PATH": "/etc/ssl/private/synchro.key",
+    "SSL_CERT_PATH": "/etc/ssl/certs/synchro.pem",
+    "LOG4JS_CONFIG": {
+        "appenders": [{"type": "console", "layout": {"type": "basic"}}],
+        "replaceConsole": True,
+        "levels": {"[all]": "INFO"},
+    },
+    "APPS": {"samples": {"container": "synchro-samples", "APP_RESOURCE_PREFIX": "/r/"}},
+    "MY_APP_SETTING": {"anything": ["an app reads with Synchro.getConfig"]},
+    "APP_ROOT_PATH": "synchro-apps",
+    "SESSIONSTORE_PACKAGE": "synchro-api",
+    "SESSIONSTORE_SERVICE": "RedisSessionStore",
+    "SESSIONSTORE": {"host": "redis.internal", "port": 6380, "pingInterval": 60,
+                     "sentinels": [{"host": "s1", "port": 26379}]},
+    "MODULESTORE_PACKAGE": "synchro-api",
+    "MODULESTORE_SERVICE": "PkgCloudModuleStore",
+    "MODULESTORE": {"provider": "amazon", "keyId": "AKIAEXAMPLE", "region": "eu-west-1",
+                    "configRoot": "synchro-config", "protocol": "https"},
+}
+SERVER_ONLY = [k for k in SYNCHRO_CONFIG
+               if k not in ("APP_ROOT_PATH", "SESSIONSTORE", "SESSIONSTORE_PACKAGE",
+                            "SESSIONSTORE_SERVICE", "MODULESTORE", "MODULESTORE_PACKAGE",
+                            "MODULESTORE_SERVICE")]
+SSL_KEY = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n-----END PRIVATE KEY-----"
+
+
+def test_a_real_synchro_config_loads_and_show_masks_the_secrets(tmp_path: Path) -> None:
+    write_config(tmp_path / "config.json", SYNCHRO_CONFIG)
+    env = {
+        "SYNCHRO__SESSIONSTORE__password": "redis-Pw-31337",
+        "SYNCHRO__MODULESTORE__key": "aws-Secret-31337",
+        "SYNCHRO__SSL_KEY": SSL_KEY,
+        "SYNCHRO__SSL_CERT": "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----",
+    }
+    (tmp_path / "synchro-apps").mkdir()
+    out = run_cli(tmp_path, ["config", "show", "--json"], env)
+    assert out.returncode == 0, out.stderr
+    rows = {r["setting"]: r for r in map(json.loads, out.stdout.splitlines())}
+    for key in SERVER_ONLY:  # listed as the server's, untouched
+        assert rows[key]["note"] == "the Synchro server's; left alone"
+        assert "config.json" in rows[key]["source"]
+        value = SYNCHRO_CONFIG[key]
+        if key != "STUDIO_USERS":
+            assert rows[key]["value"] == (value if isinstance(value, str) else json.dumps(value))
+    assert rows["SSL_KEY"]["value"] == "****"
+    assert rows["SSL_KEY"]["source"] == "environment variable SYNCHRO__SSL_KEY"
+    assert rows["SSL_CERT"]["value"].startswith("-----BEGIN CERTIFICATE")
+    assert rows["STUDIO_USERS"]["value"] == "****"  # password hashes
+    assert rows["SESSIONSTORE.password"] == {
+        "setting": "SESSIONSTORE.password", "value": "****", "note": "",
+        "source": "environment variable SYNCHRO__SESSIONSTORE__password"}
+    assert rows["MODULESTORE.key"]["value"] == "****"
+    assert rows["SESSIONSTORE.pingInterval"]["value"] == "60.0"
+    assert rows["MODULESTORE.configRoot"]["value"] == "synchro-config"
+    assert "passed through" in rows["SESSIONSTORE.sentinels"]["note"]
+    assert "passed through" in rows["MODULESTORE.protocol"]["note"]
+    assert rows["SESSIONSTORE_PACKAGE"]["value"] == "synchro-api"
+    for secret in ("redis-Pw-31337", "aws-Secret-31337", "MIIEvQIBADAN", "N9qo8uLOickgx2"):
+        assert secret not in out.stdout + out.stderr
+    # The table a person reads says the same.
+    table = run_cli(tmp_path, ["config", "show"], env)
+    assert table.returncode == 0, table.stderr
+    assert "the Synchro server's; left alone" in table.stdout
+    assert "redis-Pw-31337" not in table.stdout and "MIIEvQIBADAN" not in table.stdout
+
+
+def test_the_typed_model_of_a_synchro_config(tmp_path: Path) -> None:
+    """What the sessions and modules code read: pingInterval, configRoot, the server's dict."""
+    from worker.config import AmazonConfig
+
+    cfg = write_config(tmp_path / "config.json", SYNCHRO_CONFIG)
+    s = load_settings(cfg, environ={"SYNCHRO__MODULESTORE__key": "k",
+                                    "SYNCHRO__PORT": "8080",
+                                    "SYNCHRO__APPS__more__container": "more"})
+    assert isinstance(s.session_store, RedisSessionStoreConfig)
+    assert s.session_store.pingInterval == 60
+    assert isinstance(s.module_store, AmazonConfig)
+    assert s.module_store.configRoot == "synchro-config"
+    assert s.server["PORT"] == "8080"  # the variable wins, as in the server
+    assert s.origin("PORT") == "environment variable SYNCHRO__PORT"
+    assert s.server["APPS"] == {"samples": SYNCHRO_CONFIG["APPS"]["samples"],
+                                "more": {"container": "more"}}
+    assert "PORT" not in type(s).model_fields  # the worker does not use it
+
+
+def test_store_package_by_path_is_synchro_api() -> None:
+    s = load_settings(environ={"SYNCHRO__MODULESTORE_PACKAGE": "/srv/node_modules/synchro-api"})
+    assert s.MODULESTORE_PACKAGE.endswith("synchro-api")
+
+
+def test_credential_chain_counts_for_amazon(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No keys in the configuration, but some in the AWS chain: accepted."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIACHAIN")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "chain-secret")
+    s = load_settings(environ={"SYNCHRO__MODULESTORE_SERVICE": "PkgCloudModuleStore",
+                               "SYNCHRO__MODULESTORE__provider": "amazon"})
+    assert s.module_store.keyId is None  # type: ignore[union-attr]
+
+
+# --- FileModuleStore: the server's default folder, and the worker's destination --------------
+
+
+def test_default_mirror_beside_the_watched_folder_is_explained(tmp_path: Path) -> None:
+    s = load_settings(environ={})
+    assert s.module_store.directory == "synchro-mirror"  # type: ignore[union-attr]
+    rows = {r.setting: r for r in effective_items(s)}
+    assert rows["MODULESTORE.directory"].source == "default"
+    assert "the worker mirrors into 'synchro-mirror'" in rows["MODULESTORE.directory"].note
+
+
+def test_elsewhere_the_default_is_the_servers_synchro_apps(tmp_path: Path) -> None:
+    """APP_ROOT_PATH elsewhere: the worker mirrors into the server's own default store."""
+    (tmp_path / "src").mkdir()
+    s = load_settings(environ={"SYNCHRO__APP_ROOT_PATH": str(tmp_path / "src")})
+    assert s.module_store.directory == "synchro-apps"  # type: ignore[union-attr]
+    assert s.origin("MODULESTORE", "directory") == "default"
+
+
+def test_show_names_no_sibling_as_source_of_a_default() -> None:
+    s = load_settings(environ={"SYNCHRO__SESSIONSTORE_SERVICE": "RedisSessionStore",
+                               "SYNCHRO__SESSIONSTORE__host": "cache"})
+    rows = {r.setting: r for r in effective_items(s)}
+    assert rows["SESSIONSTORE.host"].source == "environment variable SYNCHRO__SESSIONSTORE__host"
+    assert rows["SESSIONSTORE.port"].source == "default"
+    assert rows["SESSIONSTORE.keyPrefix"].source == "default"
+
+
+def test_keys_of_another_store_are_accepted_and_marked(tmp_path: Path) -> None:
+    """The server ignores SESSIONSTORE.host under FileSessionStore; so does the worker, visibly."""
+    cfg = write_config(tmp_path / "c.json", {"SESSIONSTORE_SERVICE": "FileSessionStore",
+                                             "SESSIONSTORE": {"host": "x", "password": "pw"}})
+    rows = {r.setting: r for r in effective_items(load_settings(cfg, environ={}))}
+    assert rows["SESSIONSTORE.host"].note == "not used by FileSessionStore"
+    assert rows["SESSIONSTORE.password"].value == "****"
+
+
+def test_config_file_size_is_capped_quickly(tmp_path: Path) -> None:
+    big = tmp_path / "big.json"
+    with big.open("w") as f:
+        f.write('{"APPS": "' + "x" * (50 << 20) + '"}')
+    t0 = time.monotonic()
+    with pytest.raises(ConfigError, match="at most 1,048,576 bytes"):
+        load_settings(big, environ={})
+    assert time.monotonic() - t0 < 1.0

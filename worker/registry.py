@@ -101,9 +101,9 @@ def missing_credentials(provider: str, config: Any) -> tuple[str, str] | None:
             return None
         try:
             google.auth.default()
-        except DefaultCredentialsError as exc:
+        except DefaultCredentialsError:
             return "keyFilename", (
                 "no credentials: set MODULESTORE.keyFilename (a service-account key file), or "
-                f"application default credentials (tried: {_GOOGLE_CHAIN}): {str(exc)[:120]}"
+                f"application default credentials (tried: {_GOOGLE_CHAIN}); none found"
             )
     return None

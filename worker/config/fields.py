@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 
 class Strict(BaseModel):
@@ -45,7 +45,15 @@ Count = Annotated[int, NoBool, Field(ge=0)]
 Seconds = Annotated[float, NoBool, Field(ge=0, allow_inf_nan=False)]
 #: A finite number of seconds, more than zero.
 PositiveSeconds = Annotated[float, NoBool, Field(gt=0, allow_inf_nan=False)]
-NonEmptyStr = Annotated[str, Field(min_length=1)]
+
+
+def _non_empty(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be empty")
+    return value
+
+
+NonEmptyStr = Annotated[str, AfterValidator(_non_empty)]
 
 
 def check_url(

@@ -87,6 +87,7 @@ def load_settings(
     settings._session_store = _validate_store(
         SESSION_STORE_CONFIGS[session_service], session_service, session_cfg, ("SESSIONSTORE",),
         _family_keys(SESSION_STORE_CONFIGS.values(), SESSION_STORE_SERVER_KEYS), origins, passed,
+        SESSION_STORE_SERVER_KEYS,
     )
     module_cfg = merged.get("MODULESTORE", {})
     module_keys = _family_keys(
@@ -95,17 +96,20 @@ def load_settings(
     if module_service == "FileModuleStore":
         settings._module_store = _validate_store(
             FileModuleStoreConfig, module_service, module_cfg, ("MODULESTORE",), module_keys,
-            origins, passed,
+            origins, passed, MODULE_STORE_SERVER_KEYS,
         )
         _choose_mirror(settings)
     else:
         provider = _pick_provider(module_cfg, origins)
         settings._module_store = _validate_store(
             PROVIDER_CONFIGS[provider], f"provider {provider}", module_cfg, ("MODULESTORE",),
-            module_keys, origins, passed,
+            module_keys, origins, passed, MODULE_STORE_SERVER_KEYS,
         )
         _check_credentials(provider, settings)
     settings._passed_through = passed
+    from worker.stores.sessions import refuse_shared_redis
+
+    refuse_shared_redis(settings)  # the worker's keys never go into the sessions' database
     return settings
 
 
@@ -206,8 +210,11 @@ def _validate_store(
     family: list[str],
     origins: dict[Path_, str],
     passed: dict[Path_, str],
+    server_keys: tuple[str, ...] = (),
 ) -> Any:
-    """``raw`` checked against ``model``; keys the worker does not use go to ``passed``."""
+    """``raw`` checked against ``model``; keys the worker does not use go to ``passed``
+    (``family``: every key of the family's stores, including ``server_keys``, the ones only
+    the server's stores read)."""
     if not isinstance(raw, dict):
         raise ConfigError(".".join(prefix), section_origin(origins, prefix),
                           f"must be an object of settings (got {shown(raw)})")
@@ -224,7 +231,8 @@ def _validate_store(
                 origins[prefix + (canon,)] = origin
             data[canon] = value
         elif key.lower() in known:
-            passed[path] = f"not used by {service}"
+            passed[path] = ("passed through: not used by the worker"
+                            if known[key.lower()] in server_keys else f"not used by {service}")
         elif (near := difflib.get_close_matches(key.lower(), list(known), n=1, cutoff=_NEAR)):
             raise ConfigError(".".join(path), origin, f"unknown setting {key!r}; did you mean "
                               f"{known[near[0]]!r}? (valid: {', '.join(fields)})")
@@ -247,9 +255,10 @@ def _pick_provider(cfg: Any, origins: Mapping[Path_, str]) -> str:
         for key, value in cfg.items():
             if key.lower() == "provider":
                 provider = value
-    origin = section_origin(origins, ("MODULESTORE", "provider"), exact=True)
+    origin = section_origin(origins, ("MODULESTORE", "provider"))
     if origin == "default":
-        origin = section_origin(origins, ("MODULESTORE_SERVICE",))
+        service = section_origin(origins, ("MODULESTORE_SERVICE",))
+        origin = f"not set; MODULESTORE_SERVICE from {service}"
     allowed = list(PROVIDER_CONFIGS)
     if provider is None:
         raise ConfigError("MODULESTORE.provider", origin,
@@ -339,7 +348,7 @@ def _to_config_error(
         return ConfigError(".".join(path), origin,
                            f"unknown setting {loc[-1]!r}{closest(loc[-1], valid)}")
     msg = err["msg"].removeprefix("Value error, ")
-    if loc and "input" in err and not is_secret(path):
+    if loc and "input" in err and not is_secret(path) and not isinstance(err["input"], bool):
         msg = f"{msg} (got {shown(err['input'])})"
     return ConfigError(".".join(path) or "settings", origin, msg)
 
@@ -355,16 +364,17 @@ def _problem_error(
                        cause.problem.format(**named))
 
 
-def section_origin(origins: Mapping[Path_, str], path: Path_, exact: bool = False) -> str:
-    """The source of ``path``; else (for a missing or default value) that of its section."""
+def section_origin(origins: Mapping[Path_, str], path: Path_) -> str:
+    """The source of ``path`` (its own, or that of the object holding it); for a value that is
+    not set, ``not set`` and where its section came from (never a sibling's source as if it
+    were this value's)."""
     for n in range(len(path), 0, -1):
         if path[:n] in origins:
             return origins[path[:n]]
-    if not exact:
-        for n in range(len(path) - 1, 0, -1):
-            for key, origin in origins.items():
-                if key[:n] == path[:n]:
-                    return origin
+    for n in range(len(path) - 1, 0, -1):
+        found = _joined(o for k, o in origins.items() if k[:n] == path[:n])
+        if found:
+            return f"not set; {'.'.join(path[:n])} from {found}"
     return "default"
 
 
