@@ -19,7 +19,7 @@ import pytest
 
 from tests.servers.redis_server import REDIS_PASSWORD, RedisServer
 from worker.config import load_settings
-from worker.errors import AccessDenied, AlreadyExists, CorruptFile, UsageError
+from worker.errors import AccessDenied, AlreadyExists, ConfigError, CorruptFile, UsageError
 from worker.stores.sessions import OnConflict, Session, open_session_store, parse_store_spec
 from worker.stores.sessions.file import FileSessionStore
 from worker.stores.sessions.memory import MemorySessionStore
@@ -481,8 +481,6 @@ def test_redis_unreachable_is_a_clear_transient_failure() -> None:
     store.close()
 
 
-del os
-
 
 # --- redis over TLS ------------------------------------------------------------------------
 
@@ -616,3 +614,53 @@ def test_redis_keys_that_are_not_sessions_are_counted_by_reason(own_redis: Redis
     }
     assert store.count() == 1
     store.close()
+
+
+# --- the worker's keys never share the sessions' database ----------------------------------
+
+
+@pytest.mark.parametrize("broker, sessions", [
+    ("redis://:pw@localhost:6379/0", {"host": "127.0.0.1"}),
+    ("redis://:pw@localhost:6379", {}),
+    ("redis://redis.internal:6380/3", {"host": "redis.internal", "port": "6380", "db": "3"}),
+    ("redis://redis.internal:6380/3", {"url": "redis://:pw@redis.internal:6380/3"}),
+    ("rediss://h:7000/2", {"url": "rediss://h:7000", "db": "2"}),
+])
+def test_broker_in_the_session_store_database_is_refused(
+    broker: str, sessions: dict[str, str]
+) -> None:
+    env = {"SYNCHRO__BROKER_URL": broker, "SYNCHRO__SESSIONSTORE_SERVICE": "RedisSessionStore",
+           **{f"SYNCHRO__SESSIONSTORE__{k}": v for k, v in sessions.items()}}
+    with pytest.raises(ConfigError) as err:
+        load_settings(None, environ=env)
+    text = str(err.value)
+    assert err.value.exit_code == 2 and "\n" not in text
+    assert text.startswith("BROKER_URL (environment variable SYNCHRO__BROKER_URL)")
+    assert "SESSIONSTORE" in text and "pw" not in text
+
+
+@pytest.mark.parametrize("broker, sessions", [
+    ("redis://localhost:6379/1", {}),
+    ("redis://other:6379/0", {"host": "127.0.0.1"}),
+    ("redis://localhost:6380/0", {}),
+    ("amqp://guest:guest@localhost:5672//", {}),
+])
+def test_broker_elsewhere_is_fine(broker: str, sessions: dict[str, str]) -> None:
+    env = {"SYNCHRO__BROKER_URL": broker, "SYNCHRO__SESSIONSTORE_SERVICE": "RedisSessionStore",
+           **{f"SYNCHRO__SESSIONSTORE__{k}": v for k, v in sessions.items()}}
+    settings = load_settings(None, environ=env)
+    assert broker == settings.BROKER_URL
+
+
+def test_shared_database_is_one_line_exit_2_from_the_cli(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("SYNCHRO")}
+    env.update({"SYNCHRO__BROKER_URL": "redis://127.0.0.1:6379/4",
+                "SYNCHRO__SESSIONSTORE_SERVICE": "RedisSessionStore",
+                "SYNCHRO__SESSIONSTORE__db": "4"})
+    exe = Path(sys.executable).with_name("synchro-sync")
+    argv = [str(exe) if exe.exists() else "synchro-sync", "sessions", "list"]
+    res = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=60)
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr
+    assert "BROKER_URL" in res.stderr and "SESSIONSTORE" in res.stderr
