@@ -695,3 +695,81 @@ def test_a_ten_megabyte_session(own_redis: RedisServer, dest: FolderDestination)
     target = RedisSessionStore("127.0.0.1", own_redis.port, own_redis.password, db=3)
     assert restore_snapshot(info.id, dest, target).written == 1
     assert own_redis.client(3).get("big") == big
+
+
+# --- tampered snapshots: every checksum before any write ------------------------------------
+
+
+def _tamper(dest: FolderDestination, info: Any, how: str, other: Any) -> None:
+    """Change a snapshot the way an attacker (or a careless hand) would."""
+    data_path = dest.path / info.data_name
+    man_path = dest.path / f"{info.id}.manifest.json"
+    manifest = json.loads(man_path.read_text())
+    text = zstandard.ZstdDecompressor().stream_reader(
+        io.BytesIO(data_path.read_bytes()), read_across_frames=True).read()
+    lines = text.split(b"\n")
+    header, body, trailer = lines[0], lines[1:-2], lines[-2]
+
+    def rewrite(new_text: bytes, sessions_sha: bool = False) -> None:
+        blob = zstandard.ZstdCompressor(write_checksum=True).compress(new_text)
+        data_path.write_bytes(blob)
+        manifest.update(file_sha256=hashlib.sha256(blob).hexdigest(), size=len(blob),
+                        frames=[len(blob)])
+        if sessions_sha:
+            manifest["sha256"] = json.loads(new_text.split(b"\n")[-2])["sha256"]
+
+    if how == "zero-sha":
+        manifest["sha256"] = "0" * 64
+    elif how == "edited-session":  # file checksum, size and frames updated; trailer not
+        body[5] = body[5].replace(b'"i":', b'"i":9999')
+        rewrite(b"\n".join([header, *body, trailer]) + b"\n")
+    elif how == "edited-session-and-trailer":  # the manifest's session checksum not
+        body[5] = body[5].replace(b'"i":', b'"i":9999')
+        t = json.loads(trailer)
+        t["sha256"] = hashlib.sha256(b"".join(line + b"\n" for line in body)).hexdigest()
+        rewrite(b"\n".join([header, *body, json.dumps(t).encode()]) + b"\n")
+    elif how == "other-header":
+        h = json.loads(header)
+        h["id"] = other.id
+        rewrite(b"\n".join([json.dumps(h).encode(), *body, trailer]) + b"\n")
+    elif how == "replaced-manifest":  # another snapshot's manifest under this name
+        manifest = {**json.loads((dest.path / f"{other.id}.manifest.json").read_text()),
+                    "id": info.id}
+    elif how == "count":
+        manifest["count"] = info.count + 1
+    elif how == "flip":
+        blob = bytearray(data_path.read_bytes())
+        blob[len(blob) // 3] ^= 0x40
+        data_path.write_bytes(bytes(blob))
+    elif how == "truncate":
+        data_path.write_bytes(data_path.read_bytes()[:-40])
+    man_path.write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize("how", [
+    "zero-sha", "edited-session", "edited-session-and-trailer", "other-header",
+    "replaced-manifest", "count", "flip", "truncate",
+])
+@pytest.mark.parametrize("target_kind", ["redis", "file"])
+def test_tampered_snapshot_is_refused_and_nothing_written(
+    own_redis: RedisServer, dest: FolderDestination, tmp_path: Path, how: str, target_kind: str
+) -> None:
+    source = MemorySessionStore()
+    _fill(source, 1500)
+    other = take_snapshot(source, dest)
+    source.put(Session("one-more", {"id": "one-more"}))
+    info = take_snapshot(source, dest)
+    _tamper(dest, info, how, other)
+    if target_kind == "redis":
+        target: Any = _server_redis(own_redis)
+    else:
+        target = FileSessionStore(tmp_path / "restored.json")
+    for mode in (OnConflict.OVERWRITE, OnConflict.FAIL):
+        with pytest.raises(CorruptFile, match="nothing was restored"):
+            restore_snapshot(info.id, dest, target, mode)
+    if target_kind == "redis":
+        assert own_redis.client().dbsize() == 0
+    else:
+        assert not (tmp_path / "restored.json").exists()
+    # The untouched snapshot beside it still restores.
+    assert restore_snapshot(other.id, dest, target).written == 1500

@@ -323,18 +323,53 @@ def restore_snapshot(
 ) -> RestoreResult:
     """Restore snapshot ``snapshot`` (an id or ``latest``) from ``dest`` into ``target``.
 
-    The file's checksum is checked before anything is written; expired sessions are dropped
-    and the others keep their absolute expiry.  ``FAIL`` checks every id first and writes
-    nothing if the target holds any of them.
+    Every checksum (file, frames, session lines, trailer, manifest: see
+    :func:`check_before_restore`) is checked before anything is written; expired sessions
+    are dropped and the others keep their absolute expiry.  ``FAIL`` checks every id first
+    and writes nothing if the target holds any of them.
     """
     info = find_snapshot(dest, snapshot)
     with _local_copy(dest, info) as path:
+        check_before_restore(path, info, dest.describe())
         if on_conflict is OnConflict.FAIL:
             refuse_conflicts(prefetch(_snapshot_batches(path, info, ids_only=True)), target)
         result = write_restartable(
             target, lambda: prefetch(_snapshot_batches(path, info)), on_conflict, progress
         )
     return RestoreResult(result.written, result.skipped, result.expired, snapshot=info.id)
+
+
+def check_before_restore(path: Path, info: SnapshotInfo, where: str) -> None:
+    """Every checksum of a snapshot, before anything of it is written anywhere: the file's
+    sha256 and size (checked by :class:`_local_copy`), every zstd frame's own checksum, the
+    session lines' sha256 and count against the trailer, and the trailer and header against
+    the manifest.  A manifest edited to match a changed file still fails on the trailer; a
+    trailer edited too fails on the manifest's ``sha256``."""
+    name = f"{where}/{info.data_name}"
+    with open(path, "rb") as f:
+        try:
+            reader = SnapshotReader(f, name)  # verify=True: lines hashed and counted
+            try:
+                reader.drain()
+            finally:
+                reader.close()
+        except CorruptFile as exc:
+            raise CorruptFile(f"{exc.message}; nothing was restored", key=name) from None
+        size = reader.file_size
+    header, trailer = reader.header, reader.trailer or {}
+    problems = []
+    if header.get("id") != info.id:
+        problems.append(f"its header names snapshot {header.get('id')!r}")
+    if trailer.get("sha256") != info.sha256:
+        problems.append("the session checksum differs from its manifest")
+    if trailer.get("count") != info.count:
+        problems.append(f"{trailer.get('count')} sessions, its manifest says {info.count}")
+    if size != info.size or (info.frames and info.frames[-1] != info.size):
+        problems.append("its size differs from its manifest")
+    if problems:
+        raise CorruptFile(
+            "; ".join(problems) + "; nothing was restored", store=where, key=info.data_name
+        )
 
 
 class _local_copy:
@@ -348,6 +383,9 @@ class _local_copy:
         import hashlib
 
         path = self.dest.local_path(self.info.data_name)
+        if path is not None and not path.is_file():
+            raise NotFound("its data file is missing", store=self.dest.describe(),
+                           key=self.info.data_name)
         digest = hashlib.sha256()
         if path is None:
             fd, name = tempfile.mkstemp(prefix=f"{self.info.id}.", suffix=".restore")
