@@ -278,6 +278,8 @@ BAD_INPUTS: list[Bad] = [
     Bad("mirror onto itself", {"SYNCHRO__MODULESTORE__directory": "synchro-apps"}, None,
         "MODULESTORE.directory", "overlaps APP_ROOT_PATH"),
     Bad("bad log level", {"SYNCHRO__LOG_LEVEL": "LOUD"}, None, "LOG_LEVEL", "'DEBUG'"),
+    Bad("bad ignore pattern", {}, {"SYNC": {"ignore": ["*.log", "\\"]}}, "SYNC.ignore",
+        "pattern 2 ('\\\\') is not valid gitignore syntax"),
     Bad("invalid JSON in variable", {"SYNCHRO__SYNC__ignore": "[oops"}, None,
         "SYNC.ignore", "invalid JSON", "SYNCHRO__SYNC__ignore"),
     Bad("JSON object in variable, bad inside", {"SYNCHRO__SYNC": '{"transfers": 0}'}, None,

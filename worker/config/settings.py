@@ -61,6 +61,19 @@ class SyncSettings(Strict):
     #: Parallel transfers in a full pass.
     transfers: Annotated[Int, Field(ge=1, le=256)] = 16
 
+    @field_validator("ignore")
+    @classmethod
+    def _patterns(cls, patterns: list[str]) -> list[str]:
+        import pathspec
+
+        for n, pattern in enumerate(patterns, 1):
+            try:
+                pathspec.GitIgnoreSpec.from_lines([pattern])
+            except ValueError:
+                raise ValueError(f"pattern {n} ({pattern!r}) is not valid gitignore syntax"
+                                 ) from None
+        return patterns
+
 
 class BackupSettings(Strict):
     """Scheduled session snapshots (``BACKUP`` in config.json)."""
