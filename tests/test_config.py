@@ -536,9 +536,19 @@ def test_the_typed_model_of_a_synchro_config(tmp_path: Path) -> None:
     assert s.module_store.configRoot == "synchro-config"
     assert s.server["PORT"] == "8080"  # the variable wins, as in the server
     assert s.origin("PORT") == "environment variable SYNCHRO__PORT"
+    notes = {r.setting: r.note for r in effective_items(s)}
+    assert notes["PORT"] == "the Synchro server's; left alone"
+    assert "an app's own" in notes["MY_APP_SETTING"]
     assert s.server["APPS"] == {"samples": SYNCHRO_CONFIG["APPS"]["samples"],
                                 "more": {"container": "more"}}
     assert "PORT" not in type(s).model_fields  # the worker does not use it
+
+
+def test_near_miss_of_a_server_name_is_kept_and_flagged(tmp_path: Path) -> None:
+    """The server ignores CLIENT_VERSON silently; the worker keeps it too, and says so."""
+    s = load_settings(write_config(tmp_path / "c.json", {"CLIENT_VERSON": ">=1.2"}), environ={})
+    notes = {r.setting: r.note for r in effective_items(s)}
+    assert "did you mean CLIENT_VERSION?" in notes["CLIENT_VERSON"]
 
 
 def test_store_package_by_path_is_synchro_api() -> None:

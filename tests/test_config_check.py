@@ -88,3 +88,38 @@ def test_embedded_default_is_all_ok(folder: Path) -> None:
     assert code == 0, out
     assert "ok    session store (MemorySessionStore)" in out
     assert "ok    module store (FileModuleStore)" in out
+
+
+def test_beside_a_synchro_server_its_keys_do_not_reach_the_redis_client(
+    folder: Path, redis_server: RedisServer
+) -> None:
+    """The server's settings and the keys only its stores read load and stay out of the
+    worker's Redis connection: config check connects with what the worker uses."""
+    config = {
+        "PORT": 1337,
+        "APPS": {"samples": {"container": "samples"}},
+        "LOG4JS_CONFIG": {"levels": {"[all]": "INFO"}},
+        "SESSIONSTORE_PACKAGE": "synchro-api",
+        "SESSIONSTORE_SERVICE": "RedisSessionStore",
+        "SESSIONSTORE": {"host": "127.0.0.1", "port": redis_server.port, "pingInterval": 30,
+                         "sentinels": [{"host": "nowhere", "port": 1}]},
+    }
+    env = {"SYNCHRO__SESSIONSTORE__password": redis_server.password or ""}
+    code, out = check(folder, config, env)
+    assert code == 0, out
+    assert out.startswith("ok    session store (RedisSessionStore)")
+
+
+def test_missing_cloud_credentials_stop_check_before_any_request(
+    folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in list(os.environ):
+        if name.startswith("AWS_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("HOME", str(folder))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    config = {"MODULESTORE_SERVICE": "PkgCloudModuleStore",
+              "MODULESTORE": {"provider": "amazon", "endpoint": "http://127.0.0.1:9"}}
+    code, out = check(folder, config)
+    assert code == 2, out
+    assert out.count("\n") == 1 and "MODULESTORE.keyId" in out and "MODULESTORE.key" in out

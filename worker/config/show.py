@@ -8,6 +8,7 @@ through to the server's stores and in the server's own settings.
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -103,5 +104,16 @@ def effective_items(settings: Settings) -> list[Row]:
         rows.append(Row(".".join(path), _text(masked(value, path)), settings.origin(*path), note))
     for key, value in settings.server.items():
         rows.append(Row(key, _text(masked(value, (key,))), settings.origin(key),
-                        "the Synchro server's; left alone"))
+                        _server_note(key)))
     return rows
+
+
+def _server_note(key: str) -> str:
+    from worker.config.settings import SERVER_SETTINGS
+
+    note = "the Synchro server's; left alone"
+    if key in SERVER_SETTINGS:
+        return note
+    near = difflib.get_close_matches(key, SERVER_SETTINGS, n=1, cutoff=0.8)
+    hint = f"; did you mean {near[0]}?" if near else " (an app's own, read with getConfig?)"
+    return f"{note}; not a name the server is known to read{hint}"
