@@ -664,3 +664,24 @@ def test_shared_database_is_one_line_exit_2_from_the_cli(tmp_path: Path) -> None
     assert res.returncode == 2, res.stdout + res.stderr
     assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr
     assert "BROKER_URL" in res.stderr and "SESSIONSTORE" in res.stderr
+
+
+def test_redis_ping_interval_checks_an_idle_connection(own_redis: RedisServer) -> None:
+    settings = load_settings(None, environ={
+        "SYNCHRO__SESSIONSTORE_SERVICE": "RedisSessionStore",
+        "SYNCHRO__SESSIONSTORE__port": str(own_redis.port),
+        "SYNCHRO__SESSIONSTORE__password": REDIS_PASSWORD,
+        "SYNCHRO__SESSIONSTORE__pingInterval": "0.2",
+    })
+    store = open_session_store(settings)
+    store.put(Session("a", {}))
+    raw = own_redis.client()
+
+    def pings() -> int:
+        return int(raw.info("commandstats").get("cmdstat_ping", {}).get("calls", 0))
+
+    before = pings()
+    time.sleep(0.4)
+    assert store.get("a") is not None
+    assert pings() > before  # the idle connection was checked first
+    store.close()

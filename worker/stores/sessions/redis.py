@@ -101,12 +101,15 @@ class RedisSessionStore:
         key_prefix: str = "",
         retry: RetryPolicy = STORE_RETRY,
         socket_timeout: float = SOCKET_TIMEOUT,
+        ping_interval: float | None = None,
     ) -> None:
         common: dict[str, Any] = {
             "socket_timeout": socket_timeout,
             "socket_connect_timeout": socket_timeout,
             "retry": Retry(NoBackoff(), 0),
-            "health_check_interval": 0,
+            # ``pingInterval``, as the server's heartbeat: a connection idle that long is
+            # checked with a PING before it is used again (a dead one is replaced).
+            "health_check_interval": ping_interval or 0,
         }
         if url:
             parts = urlsplit(url)
@@ -150,7 +153,7 @@ class RedisSessionStore:
         password = cfg.password.get_secret_value() if cfg.password else None
         return cls(
             cfg.host, cfg.port, password, url=cfg.url, db=cfg.db, tls=cfg.tls,
-            key_prefix=cfg.keyPrefix, **kwargs,
+            key_prefix=cfg.keyPrefix, ping_interval=cfg.pingInterval, **kwargs,
         )
 
     def describe(self) -> str:
