@@ -20,14 +20,12 @@ import json
 import logging
 import os
 import secrets
-import tempfile
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from worker.errors import CorruptFile, IntegrityError, NotFound, StoreError, UsageError
+from worker.errors import IntegrityError, NotFound, StoreError, UsageError
 from worker.session_transfer import (
     STREAM_RESTARTS,
     Progress,
@@ -46,10 +44,10 @@ from worker.snapshot_format import (
     check_frames,
     prefetch,
 )
+from worker.snapshot_restore import LocalCopy, check_before_restore, snapshot_batches
 from worker.stores.sessions.base import (
     BATCH_SIZE,
     OnConflict,
-    RawSession,
     SessionStore,
     StreamRestarted,
     WriteResult,
@@ -57,7 +55,7 @@ from worker.stores.sessions.base import (
     now_epoch_ms,
     skipped_summary,
 )
-from worker.stores.sessions.lines import decode_block, decode_ids, encode_batch
+from worker.stores.sessions.lines import encode_batch
 
 __all__ = [
     "LATEST",
@@ -329,102 +327,11 @@ def restore_snapshot(
     and writes nothing if the target holds any of them.
     """
     info = find_snapshot(dest, snapshot)
-    with _local_copy(dest, info) as path:
+    with LocalCopy(dest, info) as path:
         check_before_restore(path, info, dest.describe())
         if on_conflict is OnConflict.FAIL:
-            refuse_conflicts(prefetch(_snapshot_batches(path, info, ids_only=True)), target)
+            refuse_conflicts(prefetch(snapshot_batches(path, info, ids_only=True)), target)
         result = write_restartable(
-            target, lambda: prefetch(_snapshot_batches(path, info)), on_conflict, progress
+            target, lambda: prefetch(snapshot_batches(path, info)), on_conflict, progress
         )
     return RestoreResult(result.written, result.skipped, result.expired, snapshot=info.id)
-
-
-def check_before_restore(path: Path, info: SnapshotInfo, where: str) -> None:
-    """Every checksum of a snapshot, before anything of it is written anywhere: the file's
-    sha256 and size (checked by :class:`_local_copy`), every zstd frame's own checksum, the
-    session lines' sha256 and count against the trailer, and the trailer and header against
-    the manifest.  A manifest edited to match a changed file still fails on the trailer; a
-    trailer edited too fails on the manifest's ``sha256``."""
-    name = f"{where}/{info.data_name}"
-    with open(path, "rb") as f:
-        try:
-            reader = SnapshotReader(f, name)  # verify=True: lines hashed and counted
-            try:
-                reader.drain()
-            finally:
-                reader.close()
-        except CorruptFile as exc:
-            raise CorruptFile(f"{exc.message}; nothing was restored", key=name) from None
-        size = reader.file_size
-    header, trailer = reader.header, reader.trailer or {}
-    problems = []
-    if header.get("id") != info.id:
-        problems.append(f"its header names snapshot {header.get('id')!r}")
-    if trailer.get("sha256") != info.sha256:
-        problems.append("the session checksum differs from its manifest")
-    if trailer.get("count") != info.count:
-        problems.append(f"{trailer.get('count')} sessions, its manifest says {info.count}")
-    if size != info.size or (info.frames and info.frames[-1] != info.size):
-        problems.append("its size differs from its manifest")
-    if problems:
-        raise CorruptFile(
-            "; ".join(problems) + "; nothing was restored", store=where, key=info.data_name
-        )
-
-
-class _local_copy:
-    """The snapshot's data as a local file whose sha256 matches the manifest."""
-
-    def __init__(self, dest: SnapshotDestination, info: SnapshotInfo) -> None:
-        self.dest, self.info = dest, info
-        self.tmp: Path | None = None
-
-    def __enter__(self) -> Path:
-        import hashlib
-
-        path = self.dest.local_path(self.info.data_name)
-        if path is not None and not path.is_file():
-            raise NotFound("its data file is missing", store=self.dest.describe(),
-                           key=self.info.data_name)
-        digest = hashlib.sha256()
-        if path is None:
-            fd, name = tempfile.mkstemp(prefix=f"{self.info.id}.", suffix=".restore")
-            self.tmp = path = Path(name)
-            with self.dest.open(self.info.data_name) as src, open(fd, "wb") as out:
-                while chunk := src.read(1 << 20):
-                    digest.update(chunk)
-                    out.write(chunk)
-        else:
-            with open(path, "rb") as f:
-                while chunk := f.read(1 << 20):
-                    digest.update(chunk)
-        if digest.hexdigest() != self.info.file_sha256:
-            self.__exit__()
-            raise CorruptFile(
-                "checksum differs from its manifest; nothing was restored",
-                store=self.dest.describe(), key=self.info.data_name,
-            )
-        return path
-
-    def __exit__(self, *exc: object) -> None:
-        if self.tmp is not None:
-            self.tmp.unlink(missing_ok=True)
-
-
-def _snapshot_batches(
-    path: Path, info: SnapshotInfo, ids_only: bool = False
-) -> Iterator[list[RawSession]]:
-    """Batches of the snapshot's sessions; ``ids_only`` (the conflict check) leaves the
-    states empty and skips parsing them."""
-    with open(path, "rb") as f:
-        reader = SnapshotReader(f, str(path), verify=False)
-        try:
-            for block in reader.blocks():
-                sessions = decode_ids(block) if ids_only else decode_block(block)
-                for start in range(0, len(sessions), BATCH_SIZE):
-                    yield sessions[start : start + BATCH_SIZE]
-        finally:
-            reader.close()
-        assert reader.trailer is not None
-        if reader.trailer["count"] != info.count:
-            raise CorruptFile("trailer count differs from the manifest", key=info.data_name)
