@@ -56,6 +56,16 @@ def _non_empty(value: str) -> str:
 NonEmptyStr = Annotated[str, AfterValidator(_non_empty)]
 
 
+def _path(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("a path cannot contain a NUL character")
+    return value
+
+
+#: A file or folder name: not empty, no NUL.
+PathStr = Annotated[str, AfterValidator(_non_empty), AfterValidator(_path)]
+
+
 def check_url(
     value: str, schemes: tuple[str, ...], *, need_host: bool = True, what: str = "URL"
 ) -> str:

@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from worker.config.fields import (
     Int,
     NonEmptyStr,
+    PathStr,
     PositiveSeconds,
     Seconds,
     Strict,
@@ -79,7 +80,7 @@ class BackupSettings(Strict):
     """Scheduled session snapshots (``BACKUP`` in config.json)."""
 
     #: A folder, or ``modulestore:CONTAINER``.
-    dest: NonEmptyStr = "synchro-snapshots"
+    dest: PathStr = "synchro-snapshots"
     #: Seconds between scheduled snapshots; 0 turns scheduled backups off.
     interval: Seconds = 3600.0
     #: How many verified snapshots to keep.
@@ -109,11 +110,11 @@ class Settings(BaseSettings):
     #: The raw section as given (typed: :attr:`module_store`).
     MODULESTORE: dict[str, Any] = {}
     #: The local module directory the worker mirrors (one sub-folder per app container).
-    APP_ROOT_PATH: NonEmptyStr = "synchro-apps"
+    APP_ROOT_PATH: PathStr = "synchro-apps"
     #: A Redis or RabbitMQ URL; unset means the embedded, in-process default.
     BROKER_URL: str | None = None
     #: Where the worker keeps its index, embedded queue and status.
-    STATE_DIR: NonEmptyStr = ".synchro-sync"
+    STATE_DIR: PathStr = ".synchro-sync"
     #: Queue for work that needs this host's files; default ``files.<hostname>``.
     HOST_QUEUE: NonEmptyStr | None = None
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

@@ -55,18 +55,30 @@ def leaves(data: Mapping[str, Any], prefix: Path_ = ()) -> Iterator[tuple[Path_,
             yield prefix + (str(key),), value
 
 
-def too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
-    """Whether ``value`` nests objects or lists more than ``limit`` levels (no recursion)."""
+def value_problem(value: Any, limit: int = MAX_DEPTH) -> str | None:
+    """What makes a parsed value unusable, without recursion: objects or lists nested more than
+    ``limit`` levels, or text that is not valid Unicode (a lone surrogate such as ``\\ud800``)."""
     stack: list[tuple[Any, int]] = [(value, 0)]
     while stack:
         node, depth = stack.pop()
         if depth > limit:
-            return True
+            return f"nested more than {limit} levels deep"
         if isinstance(node, dict):
+            stack.extend((k, depth + 1) for k in node)
             stack.extend((v, depth + 1) for v in node.values())
         elif isinstance(node, list):
             stack.extend((v, depth + 1) for v in node)
-    return False
+        elif isinstance(node, str) and not _is_unicode(node):
+            return "holds text that is not valid Unicode (a lone surrogate escape like \\ud800)"
+    return None
+
+
+def _is_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def parse_json(text: str, setting: str, source: str) -> Any:
@@ -82,8 +94,11 @@ def parse_json(text: str, setting: str, source: str) -> Any:
         ) from None
     except RecursionError:
         raise ConfigError(setting, source, f"nested more than {MAX_DEPTH} levels deep") from None
-    if too_deep(value):
-        raise ConfigError(setting, source, f"nested more than {MAX_DEPTH} levels deep")
+    except ValueError:  # Python's bound on the digits of an integer
+        raise ConfigError(setting, source, "holds a number of more than 4,300 digits") from None
+    problem = value_problem(value)
+    if problem:
+        raise ConfigError(setting, source, problem)
     return value
 
 
@@ -145,6 +160,9 @@ def env_layer(environ: Mapping[str, str]) -> Layer:
         if not name.upper().startswith(ENV_PREFIX):
             continue
         origin = f"environment variable {name}"
+        if not (_is_unicode(name) and _is_unicode(raw)):
+            raise ConfigError(name.encode("utf-8", "backslashreplace").decode(), "environment",
+                              "is not valid UTF-8")
         parts = tuple(name[len(ENV_PREFIX):].split("__"))
         if not all(parts):
             raise ConfigError(name, "environment", "empty name between '__' separators")

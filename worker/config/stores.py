@@ -18,6 +18,7 @@ from pydantic import AfterValidator, SecretStr, field_validator, model_validator
 from worker.config.fields import (
     Count,
     NonEmptyStr,
+    PathStr,
     Port,
     PositiveSeconds,
     SettingProblem,
@@ -36,7 +37,7 @@ class MemorySessionStoreConfig(Strict):
 
 
 class FileSessionStoreConfig(Strict):
-    sessionStateFile: NonEmptyStr = "sessions.json"
+    sessionStateFile: PathStr = "sessions.json"
 
 
 class RedisSessionStoreConfig(Strict):
@@ -87,7 +88,7 @@ SESSION_STORE_SERVER_KEYS = ("sentinels", "name", "consul", "consulRetries", "co
 
 
 class FileModuleStoreConfig(Strict):
-    directory: NonEmptyStr = "synchro-apps"
+    directory: PathStr = "synchro-apps"
 
 
 class CloudConfig(Strict):
@@ -126,7 +127,7 @@ class AmazonConfig(CloudConfig):
 class GoogleConfig(CloudConfig):
     provider: Literal["google"] = "google"
     projectId: NonEmptyStr | None = None
-    keyFilename: NonEmptyStr | None = None
+    keyFilename: PathStr | None = None
     endpoint: HttpUrl | None = None
 
     @field_validator("keyFilename")
