@@ -19,9 +19,16 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from worker.config.fields import SettingProblem
-from worker.config.settings import SERVER_SETTINGS, BackupSettings, Settings, SyncSettings
-from worker.config.show import is_secret, shown
+from worker.config.messages import (
+    SECTIONS,
+    closest,
+    joined,
+    match_key,
+    section_origin,
+    to_config_error,
+)
+from worker.config.settings import SERVER_SETTINGS, Settings
+from worker.config.show import shown
 from worker.config.sources import (
     Layer,
     cli_layer,
@@ -46,7 +53,6 @@ Path_ = tuple[str, ...]
 #: worker mirrors here (a FileModuleStore on the folder it watches would copy onto itself).
 MIRROR_FALLBACK = "synchro-mirror"
 
-_SECTIONS: dict[str, type[BaseModel]] = {"SYNC": SyncSettings, "BACKUP": BackupSettings}
 _UPPER = re.compile(r"^[A-Z][A-Z0-9_]*$")
 _NEAR = 0.75
 
@@ -75,11 +81,11 @@ def load_settings(
     try:
         settings = Settings(**merged)
     except ValidationError as exc:
-        raise _to_config_error(exc, (), origins) from None
+        raise to_config_error(exc, (), origins) from None
     settings._origins = origins
     settings._server = server.values
     for key in server.values:
-        settings._origins[(key,)] = _joined(o for p, o in server.origins.items() if p[0] == key)
+        settings._origins[(key,)] = joined(o for p, o in server.origins.items() if p[0] == key)
     _check_folders(settings)
 
     passed: dict[Path_, str] = {}
@@ -127,9 +133,9 @@ def _canonical_top(layer: Layer, server: Layer) -> Layer:
             server.set(path, value, origin)
             continue
         rest = path[1:]
-        if key in _SECTIONS and rest:
-            fields = list(_SECTIONS[key].model_fields)
-            rest = (_match(rest[0], fields, path, origin),) + rest[1:]
+        if key in SECTIONS and rest:
+            fields = list(SECTIONS[key].model_fields)
+            rest = (match_key(rest[0], fields, path, origin),) + rest[1:]
         out.set((key,) + rest, value, origin)
     return out
 
@@ -161,7 +167,7 @@ def _near_worker_name(key: str, top: list[str]) -> str | None:
     for name in top:
         if _norm(name) == norm:
             return name
-    sections: dict[str, list[str]] = {s: list(m.model_fields) for s, m in _SECTIONS.items()}
+    sections: dict[str, list[str]] = {s: list(m.model_fields) for s, m in SECTIONS.items()}
     sections["SESSIONSTORE"] = _family_keys(SESSION_STORE_CONFIGS.values(), ())
     sections["MODULESTORE"] = _family_keys(PROVIDER_CONFIGS.values(), ("directory",))
     for section, fields in sections.items():
@@ -241,7 +247,7 @@ def _validate_store(
     try:
         return model(**data)
     except ValidationError as exc:
-        raise _to_config_error(exc, prefix, origins, needs=_needs(service)) from None
+        raise to_config_error(exc, prefix, origins, needs=_needs(service)) from None
 
 
 def _needs(service: str) -> str | None:
@@ -320,81 +326,7 @@ def _overlaps(a: str, b: str) -> bool:
     return x == y or x.is_relative_to(y) or y.is_relative_to(x)
 
 
-# --- errors ----------------------------------------------------------------------------------
-
-
-def _to_config_error(
-    exc: ValidationError, prefix: Path_, origins: Mapping[Path_, str], needs: str | None = None
-) -> ConfigError:
-    errors = exc.errors(include_url=False)
-    missing = [prefix + tuple(str(p) for p in e["loc"]) for e in errors if e["type"] == "missing"]
-    if missing:
-        names = ", ".join(".".join(p) for p in missing)
-        problem = ("required setting is missing" if len(missing) == 1
-                   else f"required settings are missing: {names}")
-        if needs:
-            problem += f" ({needs})"
-        return ConfigError(".".join(missing[0]), section_origin(origins, missing[0]), problem)
-    err = errors[0]
-    cause = err.get("ctx", {}).get("error")
-    if isinstance(cause, SettingProblem):
-        return _problem_error(cause, prefix, origins)
-    loc = tuple(str(p) for p in err["loc"])
-    path = prefix + loc
-    origin = section_origin(origins, path)
-    if err["type"] == "extra_forbidden":
-        parent = _SECTIONS.get(path[0]) if len(path) == 2 else None
-        valid = list(parent.model_fields) if parent else []
-        return ConfigError(".".join(path), origin,
-                           f"unknown setting {loc[-1]!r}{closest(loc[-1], valid)}")
-    msg = err["msg"].removeprefix("Value error, ")
-    if loc and "input" in err and not is_secret(path) and not isinstance(err["input"], bool):
-        msg = f"{msg} (got {shown(err['input'])})"
-    return ConfigError(".".join(path) or "settings", origin, msg)
-
-
-def _problem_error(
-    cause: SettingProblem, prefix: Path_, origins: Mapping[Path_, str]
-) -> ConfigError:
-    first, *others = cause.fields
-    path = prefix + (first,)
-    named = {f: f"{'.'.join(prefix + (f,))} ({section_origin(origins, prefix + (f,))})"
-             for f in others}
-    return ConfigError(".".join(path), section_origin(origins, path),
-                       cause.problem.format(**named))
-
-
-def section_origin(origins: Mapping[Path_, str], path: Path_) -> str:
-    """The source of ``path`` (its own, or that of the object holding it); for a value that is
-    not set, ``not set`` and where its section came from (never a sibling's source as if it
-    were this value's)."""
-    for n in range(len(path), 0, -1):
-        if path[:n] in origins:
-            return origins[path[:n]]
-    for n in range(len(path) - 1, 0, -1):
-        found = _joined(o for k, o in origins.items() if k[:n] == path[:n])
-        if found:
-            return f"not set; {'.'.join(path[:n])} from {found}"
-    return "default"
-
-
 # --- helpers ---------------------------------------------------------------------------------
-
-
-def _match(key: str, choices: list[str], path: Path_, origin: str) -> str:
-    if key in choices:
-        return key
-    lowered = {c.lower(): c for c in choices}
-    if key.lower() in lowered:
-        return lowered[key.lower()]
-    raise ConfigError(".".join(path), origin, f"unknown setting {key!r}{closest(key, choices)} "
-                      f"(valid: {', '.join(choices)})")
-
-
-def closest(name: str, choices: list[str]) -> str:
-    lowered = {c.lower(): c for c in choices}
-    match = difflib.get_close_matches(name.lower(), list(lowered), n=1, cutoff=0.5)
-    return f"; did you mean {lowered[match[0]]!r}?" if match else ""
 
 
 def _get(data: Mapping[str, Any], path: Path_) -> Any:
@@ -410,7 +342,3 @@ def _deep_merge(into: dict[str, Any], new: Mapping[str, Any]) -> None:
             _deep_merge(into[key], value)
         else:
             into[key] = value
-
-
-def _joined(origins: Iterable[str]) -> str:
-    return " + ".join(dict.fromkeys(origins))
