@@ -118,8 +118,18 @@ def test_missing_cloud_credentials_stop_check_before_any_request(
             monkeypatch.delenv(name)
     monkeypatch.setenv("HOME", str(folder))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    import socket
+
+    listener = socket.create_server(("127.0.0.1", 0))  # the "store": must never be asked
+    listener.settimeout(0.2)
+    port = listener.getsockname()[1]
     config = {"MODULESTORE_SERVICE": "PkgCloudModuleStore",
-              "MODULESTORE": {"provider": "amazon", "endpoint": "http://127.0.0.1:9"}}
-    code, out = check(folder, config)
+              "MODULESTORE": {"provider": "amazon", "endpoint": f"http://127.0.0.1:{port}"}}
+    try:
+        code, out = check(folder, config)
+        with pytest.raises(TimeoutError):
+            listener.accept()
+    finally:
+        listener.close()
     assert code == 2, out
     assert out.count("\n") == 1 and "MODULESTORE.keyId" in out and "MODULESTORE.key" in out
