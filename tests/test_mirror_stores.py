@@ -238,11 +238,11 @@ def test_file_changed_during_upload_is_uploaded_again(
     real_put: Callable[..., Any] = ctx.store.put_file
     calls: list[str] = []
 
-    def put_then_edit(container: str, key: str, path: Path, md5_hex: str | None = None) -> Any:
-        info = real_put(container, key, path, md5_hex=md5_hex)
+    def put_then_edit(container: str, key: str, source: Any, md5_hex: str | None = None) -> Any:
+        info = real_put(container, key, source, md5_hex=md5_hex)
         calls.append(key)
         if len(calls) == 1:  # the user saves again while the first upload finishes
-            path.write_bytes(b"version 2, longer")
+            (h.app_dir / key).write_bytes(b"version 2, longer")
         return info
 
     monkeypatch.setattr(ctx.store, "put_file", put_then_edit)

@@ -22,14 +22,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from worker import localtree, transfer
+from worker import localtree, safeopen, transfer
 from worker.errors import StoreError, SyncError, UnsafePath
 from worker.ignore import IgnoreRules
 from worker.index import IndexEntry, MirrorIndex, store_identity
 from worker.locks import PathLocks
 from worker.mirror import ContainerPlan, plan_container
 from worker.pass_result import PassResult, PathResult, Progress
-from worker.stores.modules import ContainerNotFound, ModuleStore, ObjectInfo, file_md5
+from worker.stores.modules import ContainerNotFound, ModuleStore, ObjectInfo
 
 __all__ = ["MirrorContext", "PassResult", "PathResult", "Progress"]
 
@@ -186,13 +186,11 @@ class MirrorContext:
         return plan, exists, warnings
 
     def _hash(self, container: str, keys: list[str]) -> dict[str, str]:
-        base = self.root / container
-
         def one(key: str) -> tuple[str, str | None]:
             try:
-                return key, file_md5(base / key)
-            except OSError:
-                return key, None
+                return key, safeopen.md5(self.root, f"{container}/{key}")
+            except (OSError, UnsafePath):
+                return key, None  # left out of the plan; the upload reports why
 
         with ThreadPoolExecutor(min(self.transfers, 8)) as pool:
             return {k: m for k, m in pool.map(one, keys) if m is not None}

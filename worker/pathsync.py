@@ -21,9 +21,9 @@ import stat
 import time
 from typing import TYPE_CHECKING
 
-from worker import localtree
+from worker import localtree, safeopen
 from worker.index import IndexEntry
-from worker.stores.modules import ContainerNotFound, file_md5
+from worker.stores.modules import ContainerNotFound
 
 if TYPE_CHECKING:
     from worker.passes import MirrorContext, PathResult
@@ -71,9 +71,9 @@ def sync_path(ctx: MirrorContext, container: str, relpath: str) -> PathResult:
 def _sync_file(ctx: MirrorContext, container: str, key: str, disk: str) -> PathResult:
     from worker.passes import PathResult
 
-    path = ctx.root / container / disk
+    where = f"{container}/{disk}"
     try:
-        now = localtree.LocalFile.from_stat(key, os.stat(path), disk)
+        now = localtree.LocalFile.from_stat(key, safeopen.stat_file(ctx.root, where), disk)
     except (FileNotFoundError, NotADirectoryError):
         return _delete_locked(ctx, container, key)
     entry = ctx.index.get(container, key)
@@ -84,9 +84,10 @@ def _sync_file(ctx: MirrorContext, container: str, key: str, disk: str) -> PathR
             # Touched, or rewritten with the same bytes: hash before sending anything.
             hashed_ns = time.time_ns()
             try:
-                md5 = file_md5(path)
-                again = localtree.LocalFile.from_stat(key, os.stat(path), disk)
-            except FileNotFoundError:
+                md5 = safeopen.md5(ctx.root, where)
+                again = localtree.LocalFile.from_stat(key, safeopen.stat_file(ctx.root, where),
+                                                      disk)
+            except (FileNotFoundError, NotADirectoryError):
                 return _delete_locked(ctx, container, key)
             if md5 == entry.md5 and again.same_stat(now):
                 ctx.index.put(container, key, IndexEntry.of(now, md5, entry.etag, hashed_ns))

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from worker import localtree
+from worker import localtree, safeopen
 from worker.errors import IntegrityError
 from worker.index import IndexEntry
 from worker.mirror import Upload
@@ -82,28 +82,32 @@ def upload_file(
 ) -> tuple[IndexEntry, int] | None:
     """Upload the file as it is now; redo while it changes under the upload.
 
-    Returns the index row of exactly the content uploaded and its size, or None when the
-    file is gone.  The store never holds a mix: the store layer verifies the bytes it sent.
+    The file is opened from the root's descriptor without following a symlink out of the root
+    (:mod:`worker.safeopen`), so a folder swapped for a link to ``/etc`` after the scan is
+    refused, never read; the content sent is that of the descriptor opened, whose ``fstat``
+    is what the scan's hint is checked against.  Returns the index row of exactly the content
+    uploaded and its size, or None when the file is gone.  The store never holds a mix: the
+    store layer verifies the bytes it sent.
     """
-    path = ctx.root / container / (relpath or key)
+    where = f"{container}/{relpath or key}"
     for _ in range(CHANGE_ATTEMPTS):
         try:
-            before = os.stat(path)
+            with safeopen.open_file(ctx.root, where) as f:
+                now = localtree.LocalFile.from_stat(key, os.fstat(f.fileno()))
+                hashed_ns = time.time_ns()
+                hint = md5 if planned is not None and planned.same_stat(now) else None
+                info = ctx.store.put_file(container, key, f, md5_hex=hint)
+            # The path must still name the file that was sent (an editor's rename-over-save
+            # during the upload means it is redone with the new file).
+            after = safeopen.stat_file(ctx.root, where)
         except (FileNotFoundError, NotADirectoryError):
-            return None
-        now = localtree.LocalFile.from_stat(key, before)
-        hashed_ns = time.time_ns()
-        hint = md5 if planned is not None and planned.same_stat(now) else None
-        try:
-            info = ctx.store.put_file(container, key, path, md5_hex=hint)
-            after = os.stat(path)
-        except FileNotFoundError:
             return None
         if localtree.LocalFile.from_stat(key, after).same_stat(now) and info.md5:
             return IndexEntry.of(now, info.md5, info.etag, hashed_ns), now.size
         md5 = None
     raise IntegrityError(
-        f"{path} kept changing during {CHANGE_ATTEMPTS} uploads", container=container, key=key
+        f"{ctx.root / where} kept changing during {CHANGE_ATTEMPTS} uploads",
+        container=container, key=key,
     )
 
 
@@ -119,10 +123,10 @@ def upload(ctx: MirrorContext, container: str, up: Upload) -> tuple[str, IndexEn
 def copy(
     ctx: MirrorContext, container: str, src: str, f: localtree.LocalFile, md5: str
 ) -> tuple[str, IndexEntry | None, int]:
-    path = ctx.root / container / f.relpath
     try:
-        still = localtree.LocalFile.from_stat(f.key, os.stat(path), f.disk).same_stat(f)
-    except FileNotFoundError:
+        st = safeopen.stat_file(ctx.root, f"{container}/{f.relpath}")
+        still = localtree.LocalFile.from_stat(f.key, st, f.disk).same_stat(f)
+    except (FileNotFoundError, NotADirectoryError):
         return f.key, None, 0
     if still:
         hashed_ns = time.time_ns()

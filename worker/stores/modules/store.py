@@ -209,42 +209,48 @@ class ModuleStore:
         return self._put(bucket, full, container, key, _bytes_body(data), len(data), md5)
 
     def put_file(
-        self, container: str, key: str, path: Path, md5_hex: str | None = None
+        self, container: str, key: str, source: Path | BinaryIO, md5_hex: str | None = None
     ) -> ObjectInfo:
         """Upload a local file, streaming, verified against its MD5, never visible half-written.
 
+        ``source`` is a path, or a file already opened (the mirror opens module files itself,
+        safely: :mod:`worker.safeopen`); an open file is read from its start and left open.
         ``md5_hex`` (the caller's hash of the file, if it has one) saves a read of large files;
         the bytes actually sent are hashed either way.  If the file changes during the upload
-        (stat before and after, or a hash mismatch) the upload is redone.  The returned info's
-        ``md5`` is that of the content uploaded.
+        (``fstat`` before and after, or a hash mismatch) the upload is redone.  The returned
+        info's ``md5`` is that of the content uploaded.
         """
+        if isinstance(source, Path):
+            with open(source, "rb") as opened:
+                return self.put_file(container, key, opened, md5_hex)
         bucket, base = self._locate(container)
         full = self._key(container, base, key)
+        f = source
         for _ in range(SOURCE_ATTEMPTS):
-            before = _stat(path)
+            before = os.fstat(f.fileno())
             try:
+                f.seek(0)
                 if before.st_size <= MULTIPART_THRESHOLD:
-                    data = path.read_bytes()
+                    data = f.read()
                     md5 = hashlib.md5(data, usedforsecurity=False).hexdigest()
                     info = self._put(
                         bucket, full, container, key, _bytes_body(data), len(data), md5
                     )
                 else:
-                    md5 = md5_hex or file_md5(path)
+                    md5 = md5_hex or _stream_md5(f)
                     md5_hex = None  # on a redo, hash again
-                    with open(path, "rb") as f:
 
-                        def rewind(f: BinaryIO = f) -> BinaryIO:
-                            f.seek(0)
-                            return f
+                    def rewind(f: BinaryIO = f) -> BinaryIO:
+                        f.seek(0)
+                        return f
 
-                        info = self._put(bucket, full, container, key, rewind, before.st_size, md5)
+                    info = self._put(bucket, full, container, key, rewind, before.st_size, md5)
             except SourceChanged:
                 continue
-            if _same(before, _stat(path)):
+            if _same(before, os.fstat(f.fileno())):
                 return info
         raise IntegrityError(
-            f"{path} kept changing during {SOURCE_ATTEMPTS} uploads",
+            f"{getattr(f, 'name', key)} kept changing during {SOURCE_ATTEMPTS} uploads",
             store=self.provider,
             container=container,
             key=key,
@@ -353,20 +359,22 @@ class ModuleStore:
 
 def file_md5(path: Path) -> str:
     """Hex MD5 of a file, read in 1 MiB chunks."""
-    digest = hashlib.md5(usedforsecurity=False)
     with open(path, "rb") as f:
-        while chunk := f.read(1024 * 1024):
-            digest.update(chunk)
+        return _stream_md5(f)
+
+
+def _stream_md5(f: BinaryIO) -> str:
+    """Hex MD5 of an open file from its start, read in 1 MiB chunks."""
+    f.seek(0)
+    digest = hashlib.md5(usedforsecurity=False)
+    while chunk := f.read(1024 * 1024):
+        digest.update(chunk)
     return digest.hexdigest()
 
 
 def _bytes_body(data: bytes) -> Callable[[], BinaryIO]:
     """A fresh reader of ``data`` per attempt (a retried request starts from byte 0)."""
     return lambda: io.BytesIO(data)
-
-
-def _stat(path: Path) -> os.stat_result:
-    return os.stat(path)
 
 
 def _same(a: os.stat_result, b: os.stat_result) -> bool:

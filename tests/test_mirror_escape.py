@@ -1,0 +1,141 @@
+"""Nothing outside the module directory is ever read or uploaded, even when the tree changes
+between the scan and the upload (a folder or a file swapped for a symlink out of the root)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from worker.config import load_settings
+from worker.passes import MirrorContext, PassResult, _Work
+
+SECRET = b"root:x:0:0:outside the module directory\n"
+
+
+@pytest.fixture(params=["file", "amazon"])
+def ctx(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MirrorContext]:
+    overrides: dict[str, Any] = {
+        "APP_ROOT_PATH": str(tmp_path / "apps"), "STATE_DIR": str(tmp_path / "state"),
+    }
+    if request.param == "file":
+        overrides["MODULESTORE"] = {"directory": str(tmp_path / "mirror")}
+    else:
+        server = request.getfixturevalue("amazon_store_server")
+        overrides["MODULESTORE_SERVICE"] = "PkgCloudModuleStore"
+        overrides["MODULESTORE"] = server.settings()
+    (tmp_path / "apps").mkdir()
+    context = MirrorContext.from_settings(load_settings(None, overrides, environ={}))
+    yield context
+    context.close()
+
+
+def _outside(tmp: Path, names: list[str]) -> Path:
+    """A folder outside the root holding files named like the ones the scan saw."""
+    out = tmp / "outside"
+    for name in names:
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_bytes(SECRET)
+    return out
+
+
+def _objects(ctx: MirrorContext, app: str) -> dict[str, bytes]:
+    return {i.key: ctx.store.read_bytes(app, i.key) for i in ctx.store.list(app)}
+
+
+def _plan_then(ctx: MirrorContext, app: str, swap: Any) -> PassResult:
+    """Plan the container, change the tree as an attacker would, then execute the plan."""
+    plan, _exists, _warnings = ctx.plan(app)
+    ctx.store.ensure_container(app)
+    swap()
+    result = PassResult()
+    ctx.execute([_Work(plan, rows=dict(plan.refresh))], result)
+    return result
+
+
+def test_folder_swapped_for_a_symlink_out_after_the_scan_is_not_followed(
+    ctx: MirrorContext, tmp_path: Path
+) -> None:
+    app = f"app-{uuid.uuid4().hex[:8]}"
+    lib = ctx.root / app / "lib"
+    lib.mkdir(parents=True)
+    names = [f"m{i}.js" for i in range(20)]
+    for name in names:
+        (lib / name).write_text(f"inside {name}")
+    (ctx.root / app / "main.js").write_text("main")
+    out = _outside(tmp_path, names)
+
+    def swap() -> None:
+        lib.rename(ctx.root / app / "lib.moved")
+        os.symlink(out, lib)
+
+    result = _plan_then(ctx, app, swap)
+    stored = _objects(ctx, app)
+    assert SECRET not in stored.values(), "a file outside the root was uploaded"
+    assert stored == {"main.js": b"main"}
+    assert len(result.failures) == len(names)
+    assert all("symlink" in f and "lib" in f for f in result.failures), result.failures
+    assert result.uploaded == 1
+    ctx.store.delete_container(app)
+
+
+def test_file_swapped_for_a_symlink_out_after_the_scan_is_not_followed(
+    ctx: MirrorContext, tmp_path: Path
+) -> None:
+    app = f"app-{uuid.uuid4().hex[:8]}"
+    (ctx.root / app).mkdir()
+    (ctx.root / app / "a.js").write_text("a")
+    (ctx.root / app / "b.js").write_text("b")
+    out = _outside(tmp_path, ["passwd"])
+
+    def swap() -> None:
+        (ctx.root / app / "a.js").unlink()
+        os.symlink(out / "passwd", ctx.root / app / "a.js")
+
+    result = _plan_then(ctx, app, swap)
+    assert _objects(ctx, app) == {"b.js": b"b"}
+    assert len(result.failures) == 1 and "a.js" in result.failures[0]
+    assert "outside" in result.failures[0]
+    ctx.store.delete_container(app)
+
+
+def test_fifo_and_in_root_symlink_swapped_in_after_the_scan(
+    ctx: MirrorContext, tmp_path: Path
+) -> None:
+    """A FIFO put where a file was never blocks the pass; a link to a file inside the root is
+    still mirrored with the target's content, as the scan allows."""
+    app = f"app-{uuid.uuid4().hex[:8]}"
+    (ctx.root / app).mkdir()
+    for name in ("fifo.js", "link.js", "target.js"):
+        (ctx.root / app / name).write_text(name)
+
+    def swap() -> None:
+        (ctx.root / app / "fifo.js").unlink()
+        os.mkfifo(ctx.root / app / "fifo.js")
+        (ctx.root / app / "link.js").unlink()
+        os.symlink("target.js", ctx.root / app / "link.js")
+
+    result = _plan_then(ctx, app, swap)
+    assert _objects(ctx, app) == {"link.js": b"target.js", "target.js": b"target.js"}
+    assert len(result.failures) == 1 and "fifo.js" in result.failures[0]
+    assert "not a regular file" in result.failures[0]
+    ctx.store.delete_container(app)
+
+
+def test_live_sync_of_a_path_under_a_swapped_folder_is_refused(
+    ctx: MirrorContext, tmp_path: Path
+) -> None:
+    from worker.errors import UnsafePath
+
+    app = f"app-{uuid.uuid4().hex[:8]}"
+    (ctx.root / app / "keep.js").parent.mkdir(parents=True)
+    (ctx.root / app / "keep.js").write_text("keep")
+    out = _outside(tmp_path, ["passwd"])
+    os.symlink(out, ctx.root / app / "etc")
+    with pytest.raises(UnsafePath):
+        ctx.sync_path(app, "etc/passwd")
+    assert ctx.listing(app) is None  # nothing was sent, not even the container made

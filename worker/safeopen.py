@@ -1,0 +1,134 @@
+"""Opening a file under the module directory without ever leaving it.
+
+The scan (:mod:`worker.localtree`) decides what to mirror from ``lstat`` data; the file is read
+later, and in between any folder on the way may have been swapped for a symlink to ``/etc``.
+So a file is never opened by its path string: :func:`open_in_root` walks from a descriptor of
+the root, one component at a time, with ``O_NOFOLLOW`` on each, and checks that what it opened
+is a regular file.  A symlink on the way is refused (:class:`~worker.errors.UnsafePath`); a
+symlink as the last component is followed only when its target, resolved, is inside the root,
+and that target is then opened the same careful way (a link swapped meanwhile is refused).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import os
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from worker.errors import UnsafePath
+
+_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+#: Non-blocking so that a FIFO put where a file was does not hang the upload thread.
+_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+_LINKS = (errno.ELOOP, errno.EMLINK)
+
+
+def _walk(root: Path, parts: list[str], where: str) -> int:
+    """A descriptor of the folder ``root/parts...``, no symlink followed on the way."""
+    fd = os.open(root, _DIR & ~os.O_NOFOLLOW)
+    try:
+        for part in parts:
+            try:
+                nxt = os.open(part, _DIR, dir_fd=fd)
+            except OSError as exc:
+                if exc.errno in _LINKS or exc.errno == errno.ENOTDIR and _is_link(fd, part):
+                    raise UnsafePath(
+                        f"{where}: the folder {part!r} on the way is a symlink; not followed"
+                    ) from None
+                raise
+            os.close(fd)
+            fd = nxt
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _is_link(dir_fd: int, name: str) -> bool:
+    try:
+        return stat.S_ISLNK(os.lstat(name, dir_fd=dir_fd).st_mode)
+    except OSError:
+        return False
+
+
+def _split(relpath: str) -> list[str]:
+    parts = [p for p in relpath.split("/") if p not in ("", ".")]
+    if not parts or ".." in parts:
+        raise UnsafePath(f"{relpath!r} is not a path inside the module directory")
+    return parts
+
+
+def open_fd(root: Path, relpath: str, *, follow_in_root: bool = True) -> int:
+    """A read-only descriptor of the regular file ``root/relpath`` (``root`` resolved).
+
+    Raises :class:`UnsafePath` for a symlink on the way or one that leads out of the root,
+    or for something that is not a regular file (a FIFO, a socket, a folder);
+    ``FileNotFoundError`` (or ``NotADirectoryError``) when it is gone.
+    """
+    parts = _split(relpath)
+    dir_fd = _walk(root, parts[:-1], relpath)
+    try:
+        try:
+            fd = os.open(parts[-1], _FILE, dir_fd=dir_fd)
+        except OSError as exc:
+            if exc.errno not in _LINKS:
+                raise
+            if not follow_in_root:
+                raise UnsafePath(f"{relpath}: a symlink again after resolving; not followed")\
+                    from None
+            return _open_link(root, relpath, dir_fd, parts[-1])
+    finally:
+        os.close(dir_fd)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise UnsafePath(f"{relpath}: not a regular file, not read")
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _open_link(root: Path, relpath: str, dir_fd: int, name: str) -> int:
+    """Follow a final symlink only to a regular file inside ``root``."""
+    target = os.readlink(name, dir_fd=dir_fd)
+    here = root.joinpath(*_split(relpath)[:-1])
+    real = os.path.realpath(here / target)
+    base = str(root)
+    if not real.startswith(base.rstrip(os.sep) + os.sep):
+        raise UnsafePath(f"{relpath}: symlink leads outside the module directory; not followed")
+    return open_fd(root, os.path.relpath(real, base), follow_in_root=False)
+
+
+@contextlib.contextmanager
+def open_file(root: Path, relpath: str) -> Iterator[BinaryIO]:
+    """:func:`open_fd` as a buffered binary file, closed on exit."""
+    f = os.fdopen(open_fd(root, relpath), "rb")
+    try:
+        yield f
+    finally:
+        f.close()
+
+
+def stat_file(root: Path, relpath: str) -> os.stat_result:
+    """``fstat`` of the file :func:`open_fd` would open (the same checks)."""
+    fd = open_fd(root, relpath)
+    try:
+        return os.fstat(fd)
+    finally:
+        os.close(fd)
+
+
+def md5(root: Path, relpath: str) -> str:
+    """Hex MD5 of ``root/relpath``, read through :func:`open_fd`."""
+    digest = hashlib.md5(usedforsecurity=False)
+    with open_file(root, relpath) as f:
+        while chunk := f.read(1024 * 1024):
+            digest.update(chunk)
+    return digest.hexdigest()
