@@ -96,6 +96,14 @@ def test_env_names_match_case_insensitively_and_take_json() -> None:
     assert s.SYNC.polling is True
 
 
+def test_variables_null_unsets_and_log_level_any_case(tmp_path: Path) -> None:
+    """``null`` in a variable is no value, as synchro-config.js reads it."""
+    cfg = write_config(tmp_path / "c.json", {"BROKER_URL": "redis://h:1/0"})
+    s = load_settings(cfg, environ={"SYNCHRO__BROKER_URL": "null", "SYNCHRO__LOG_LEVEL": "debug"})
+    assert s.BROKER_URL is None
+    assert s.LOG_LEVEL == "DEBUG"
+
+
 def test_cloud_module_store_keys() -> None:
     env = {
         "SYNCHRO__MODULESTORE_SERVICE": "PkgCloudModuleStore",

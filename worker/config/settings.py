@@ -11,7 +11,7 @@ import socket
 from pathlib import PurePath
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import BeforeValidator, Field, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from worker.config.fields import (
@@ -117,7 +117,8 @@ class Settings(BaseSettings):
     STATE_DIR: PathStr = ".synchro-sync"
     #: Queue for work that needs this host's files; default ``files.<hostname>``.
     HOST_QUEUE: NonEmptyStr | None = None
-    LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    LOG_LEVEL: Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR"],
+                         BeforeValidator(lambda v: v.upper() if isinstance(v, str) else v)] = "INFO"
     SYNC: SyncSettings = SyncSettings()
     BACKUP: BackupSettings = BackupSettings()
 

@@ -154,7 +154,8 @@ def _too_big(size: int) -> str:
 
 
 def env_layer(environ: Mapping[str, str]) -> Layer:
-    """``SYNCHRO__`` variables; a value starting with ``{`` or ``[`` is JSON."""
+    """``SYNCHRO__`` variables; a value starting with ``{`` or ``[`` is JSON, ``null`` is no
+    value (unsets what the file says, as for the server)."""
     layer = Layer("environment")
     for name, raw in sorted(environ.items()):
         if not name.upper().startswith(ENV_PREFIX):
@@ -166,7 +167,7 @@ def env_layer(environ: Mapping[str, str]) -> Layer:
         parts = tuple(name[len(ENV_PREFIX):].split("__"))
         if not all(parts):
             raise ConfigError(name, "environment", "empty name between '__' separators")
-        value: Any = raw
+        value: Any = None if raw == "null" else raw  # as the server reads its variables
         stripped = raw.strip()
         if stripped[:1] in ("{", "["):
             value = parse_json(stripped, ".".join(parts), origin)
