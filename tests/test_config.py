@@ -561,6 +561,21 @@ def test_the_typed_model_of_a_synchro_config(tmp_path: Path) -> None:
     assert "PORT" not in type(s).model_fields  # the worker does not use it
 
 
+def test_repr_of_the_settings_masks_secrets(tmp_path: Path) -> None:
+    """A log line or a --debug traceback that prints the settings shows no secret."""
+    cfg = write_config(tmp_path / "synchro.json", SYNCHRO_CONFIG)
+    s = load_settings(cfg, environ={"SYNCHRO__SESSIONSTORE__password": "redis-Pw-31337",
+                                    "SYNCHRO__MODULESTORE__key": "aws-Secret-31337",
+                                    "SYNCHRO__BROKER_URL": "redis://:broker-Pw-31337@b:6379/1"})
+    text = f"{s!r} {s} {s.session_store!r} {s.module_store!r}"
+    assert "SESSIONSTORE" in text and "****" in text
+    for secret in ("redis-Pw-31337", "aws-Secret-31337", "broker-Pw-31337"):
+        assert secret not in text
+    assert s.BROKER_URL == "redis://:broker-Pw-31337@b:6379/1"  # the value itself is intact
+    url = load_settings(environ={**REDIS, "SYNCHRO__SESSIONSTORE__url": "redis://:u-Pw-1@h/0"})
+    assert "u-Pw-1" not in repr(url.session_store)
+
+
 def test_near_miss_of_a_server_name_is_kept_and_flagged(tmp_path: Path) -> None:
     """The server ignores CLIENT_VERSON silently; the worker keeps it too, and says so."""
     s = load_settings(write_config(tmp_path / "c.json", {"CLIENT_VERSON": ">=1.2"}), environ={})

@@ -13,9 +13,20 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 
 
 class Strict(BaseModel):
-    """Unknown keys are errors (with the closest valid name), never silently ignored."""
+    """Unknown keys are errors (with the closest valid name), never silently ignored; the repr
+    (in a log line or a ``--debug`` traceback) masks secrets, also inside URLs."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    def __repr_args__(self) -> Any:
+        return masked_repr_args(super().__repr_args__())
+
+
+def masked_repr_args(args: Any) -> Any:
+    """A model's ``__repr_args__`` with every secret value masked."""
+    from worker.config.show import masked
+
+    return [(name, masked(value, (name,) if name else ())) for name, value in args]
 
 
 class SettingProblem(ValueError):

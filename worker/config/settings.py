@@ -22,6 +22,7 @@ from worker.config.fields import (
     Seconds,
     Strict,
     check_url,
+    masked_repr_args,
 )
 from worker.config.stores import ModuleStoreConfig, SessionStoreConfig
 
@@ -180,3 +181,6 @@ class Settings(BaseSettings):
 
     def host_queue(self) -> str:
         return self.HOST_QUEUE or f"files.{socket.gethostname()}"
+
+    def __repr_args__(self) -> Any:
+        return masked_repr_args(super().__repr_args__())
