@@ -642,3 +642,16 @@ def test_config_file_size_is_capped_quickly(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="at most 1,048,576 bytes"):
         load_settings(big, environ={})
     assert time.monotonic() - t0 < 1.0
+
+
+def test_missing_sdk_hint_works_from_a_checkout(tmp_path: Path) -> None:
+    code = (
+        "import sys; sys.modules['azure'] = None\n"
+        "from worker.registry import module_backend_class\n"
+        "try:\n    module_backend_class('azure')\n"
+        "except Exception as e:\n    print(e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, cwd=tmp_path)
+    assert "pip install 'synchro-sync[azure]'" in out.stdout
+    assert "pip install -e '.[azure]'" in out.stdout

@@ -1,9 +1,9 @@
 """Service and provider names from the configuration -> implementing classes, imported lazily.
 
 An unknown name lists the valid ones with the closest match; a missing optional SDK names the
-extra to install (``pip install 'synchro-sync[azure]'``).  :func:`missing_credentials` asks a
-provider's SDK, before any request to the store, whether its credential chain has anything to
-offer when the configuration gives no keys.
+extra to install (``pip install 'synchro-sync[azure]'``, or ``pip install -e '.[azure]'`` from a
+checkout).  :func:`missing_credentials` asks a provider's SDK, before any request to the store,
+whether its credential chain has anything to offer when the configuration gives no keys.
 """
 
 from __future__ import annotations
@@ -48,7 +48,8 @@ def load(target: str, extra: str | None = None) -> Any:
         root = (exc.name or "").split(".")[0]
         if extra and root in _SDK_MODULES.get(extra, ()):
             raise MissingDependency(
-                f"the {extra} provider needs {exc.name}: pip install 'synchro-sync[{extra}]'"
+                f"the {extra} provider needs {exc.name}: pip install 'synchro-sync[{extra}]' "
+                f"(from a checkout: pip install -e '.[{extra}]')"
             ) from exc
         raise
     return getattr(module, attr)
