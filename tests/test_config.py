@@ -536,6 +536,7 @@ def test_a_real_synchro_config_loads_and_show_masks_the_secrets(tmp_path: Path) 
     table = run_cli(tmp_path, ["config", "show"], env)
     assert table.returncode == 0, table.stderr
     assert "the Synchro server's; left alone" in table.stdout
+    assert '"levels": {"[all]": "INFO"}' in table.stdout  # printed as given, not as markup
     assert "redis-Pw-31337" not in table.stdout and "MIIEvQIBADAN" not in table.stdout
 
 

@@ -7,6 +7,7 @@ from collections.abc import Callable
 import click
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from worker.cli import EXIT_FAILED, CliState, pass_state
 from worker.config import Settings, effective_items
@@ -41,7 +42,7 @@ def show(state: CliState, as_json: bool) -> None:
         console = Console(width=max(80, sum(widths) + 12))
     table = Table("setting", "value", "source", "note", box=None, pad_edge=False)
     for row in rows:
-        table.add_row(*row)
+        table.add_row(*(Text(cell) for cell in row))  # values as given: "[all]" is no markup
     console.print(table)
 
 

@@ -84,7 +84,7 @@ def _text(value: Any) -> str:
     if value is None:
         return "(unset)"
     if isinstance(value, str):
-        return value
+        return value or '""'
     return json.dumps(value, ensure_ascii=False)
 
 
