@@ -34,7 +34,8 @@ from worker.snapshots import restore_snapshot, take_snapshot  # noqa: E402
 from worker.stores.sessions.base import OnConflict  # noqa: E402
 from worker.stores.sessions.redis import RedisSessionStore  # noqa: E402
 
-PREFIX = b"session:"
+#: The Synchro server's format: the key is the bare session id.
+PREFIX = b""
 
 
 def session_state(rng: random.Random, size: int) -> bytes:
@@ -66,8 +67,10 @@ def load(client: redis.Redis, n: int, size: int = 1000, seed: int = 1, pool: int
     states = [session_state(rng, size) for _ in range(pool)]
     pipe = client.pipeline(transaction=False)
     for i in range(n):
-        key = PREFIX + f"s{i:08d}-{rng.randrange(16**6):06x}".encode()
-        value = states[i % pool] if pool else session_state(rng, size)
+        sid = f"s{i:08d}-{rng.randrange(16**6):06x}".encode()
+        key = PREFIX + sid
+        state = states[i % pool] if pool else session_state(rng, size)
+        value = b'{"id":"' + sid + b'",' + state[1:]  # the server's {"id": ..., ...}
         if rng.random() < 0.8:
             pipe.set(key, value, px=rng.randrange(3600_000, 48 * 3600_000))
         else:

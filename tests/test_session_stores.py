@@ -613,6 +613,10 @@ def test_redis_keys_that_are_not_sessions_are_counted_by_reason(own_redis: Redis
         "not a string value": 2,
     }
     assert store.count() == 1
+    assert store.check().endswith(
+        "1 sessions (other keys skipped: 11 (4 not JSON, 2 id differs from the key, "
+        "2 not a string value, 2 not an object, 1 key not UTF-8))"
+    )
     store.close()
 
 
@@ -685,3 +689,21 @@ def test_redis_ping_interval_checks_an_idle_connection(own_redis: RedisServer) -
     assert store.get("a") is not None
     assert pings() > before  # the idle connection was checked first
     store.close()
+
+
+@pytest.mark.parametrize("text, why", [
+    (b'{"id":"x","s":"\\ud800"}', None),  # an escaped lone surrogate: JSON.parse reads it
+    (b'{"id":"x","big":100000000000000000000000}', None),
+    (b'{"id":"x","n":NaN}', "not JSON"),
+    (b'{"id":"x","n":Infinity}', "not JSON"),
+    (b'{"id":"x","s":"\xe9"}', "not JSON"),
+    (b'{"id":"x"} trailing', "not JSON"),
+    (b'{"id":"x","id":"y"}', "id differs from the key"),  # the last one wins, as in JS
+    (b'{"id":1}', "id differs from the key"),
+    (b"null", "not an object"),
+])
+def test_what_counts_as_the_servers_session(text: bytes, why: str | None) -> None:
+    from worker.stores.sessions.base import parse_session_text, session_reason
+
+    assert session_reason("x", text) == why
+    assert parse_session_text("x", text)[1] == why

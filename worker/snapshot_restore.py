@@ -26,12 +26,26 @@ def check_before_restore(path: Path, info: SnapshotInfo, where: str) -> None:
     session lines' sha256 and count against the trailer, and the trailer and header against
     the manifest.  A manifest edited to match a changed file still fails on the trailer; a
     trailer edited too fails on the manifest's ``sha256``."""
+    for _ in verified_batches(path, info, where, decode=False):
+        pass
+
+
+def verified_batches(
+    path: Path, info: SnapshotInfo, where: str, ids_only: bool = False, decode: bool = True
+) -> Iterator[list[RawSession]]:
+    """:func:`snapshot_batches` that checks everything :func:`check_before_restore` names as
+    it reads, and raises CorruptFile after the last batch if anything differs: for a pass that
+    writes nothing (the conflict check of ``--on-conflict fail`` is also the verification)."""
     name = f"{where}/{info.data_name}"
     with open(path, "rb") as f:
         try:
             reader = SnapshotReader(f, name)  # verify=True: lines hashed and counted
             try:
-                reader.drain()
+                for block in reader.blocks():
+                    if decode:
+                        yield from _batches(
+                            decode_ids(block) if ids_only else decode_block(block)
+                        )
             finally:
                 reader.close()
         except CorruptFile as exc:
@@ -51,6 +65,11 @@ def check_before_restore(path: Path, info: SnapshotInfo, where: str) -> None:
         raise CorruptFile(
             "; ".join(problems) + "; nothing was restored", store=where, key=info.data_name
         )
+
+
+def _batches(sessions: list[RawSession]) -> Iterator[list[RawSession]]:
+    for start in range(0, len(sessions), BATCH_SIZE):
+        yield sessions[start : start + BATCH_SIZE]
 
 
 class LocalCopy:
@@ -99,9 +118,7 @@ def snapshot_batches(
         reader = SnapshotReader(f, str(path), verify=False)
         try:
             for block in reader.blocks():
-                sessions = decode_ids(block) if ids_only else decode_block(block)
-                for start in range(0, len(sessions), BATCH_SIZE):
-                    yield sessions[start : start + BATCH_SIZE]
+                yield from _batches(decode_ids(block) if ids_only else decode_block(block))
         finally:
             reader.close()
         assert reader.trailer is not None

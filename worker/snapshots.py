@@ -44,7 +44,12 @@ from worker.snapshot_format import (
     check_frames,
     prefetch,
 )
-from worker.snapshot_restore import LocalCopy, check_before_restore, snapshot_batches
+from worker.snapshot_restore import (
+    LocalCopy,
+    check_before_restore,
+    snapshot_batches,
+    verified_batches,
+)
 from worker.stores.sessions.base import (
     BATCH_SIZE,
     OnConflict,
@@ -328,9 +333,12 @@ def restore_snapshot(
     """
     info = find_snapshot(dest, snapshot)
     with LocalCopy(dest, info) as path:
-        check_before_restore(path, info, dest.describe())
+        where = dest.describe()
         if on_conflict is OnConflict.FAIL:
-            refuse_conflicts(prefetch(snapshot_batches(path, info, ids_only=True)), target)
+            # One pass that writes nothing checks every id and every checksum.
+            refuse_conflicts(prefetch(verified_batches(path, info, where, ids_only=True)), target)
+        else:
+            check_before_restore(path, info, where)
         result = write_restartable(
             target, lambda: prefetch(snapshot_batches(path, info)), on_conflict, progress
         )

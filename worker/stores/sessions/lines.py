@@ -125,7 +125,9 @@ def decode_block(block: bytes) -> list[RawSession]:
     return out
 
 
-_ID = re.compile(rb'^\{"id":"([^"\\\n]+)"', re.MULTILINE)
+# The rest of the line is consumed by the match: a match that stopped after the id would make
+# the engine try every following byte of the line as a line start (10x slower).
+_ID = re.compile(rb'^\{"id":"([^"\\\n]+)"[^\n]*\n', re.MULTILINE)
 
 
 def decode_ids(block: bytes) -> list[RawSession]:

@@ -62,6 +62,7 @@ from worker.stores.sessions.base import (
     now_epoch_ms,
     session_json,
     session_reason,
+    skipped_summary,
     ttl_to_expires_ms,
     with_id,
 )
@@ -465,7 +466,9 @@ class RedisSessionStore:
     def check(self) -> str:
         info = self._call(lambda: self.client.info("server"), "info")
         version = info.get("redis_version", "?")
-        return f"redis {version} at {self.describe()}, {self.count()} sessions"
+        count = self.count()
+        other = f" (other keys skipped: {skipped_summary(self.skipped)})" if self.skipped else ""
+        return f"redis {version} at {self.describe()}, {count} sessions{other}"
 
     def close(self) -> None:
         self.client.close()
