@@ -707,3 +707,30 @@ def test_what_counts_as_the_servers_session(text: bytes, why: str | None) -> Non
 
     assert session_reason("x", text) == why
     assert parse_session_text("x", text)[1] == why
+
+
+@pytest.mark.parametrize("sidecar", [b"{not json", b'["x"]', b'{"a": "soon"}'])
+def test_file_corrupt_expiry_file_is_refused_and_left(tmp_path: Path, sidecar: bytes) -> None:
+    path = tmp_path / "sessions.json"
+    path.write_text('{"a": {"id": "a"}}')
+    side = tmp_path / "sessions.json.expiry.json"
+    side.write_bytes(sidecar)
+    with pytest.raises(CorruptFile) as err:
+        FileSessionStore(path)
+    assert str(side) in str(err.value) and "left as it was" in str(err.value)
+    assert side.read_bytes() == sidecar and path.read_text() == '{"a": {"id": "a"}}'
+
+
+def test_file_expired_sessions_are_not_listed_but_the_server_s_file_is_whole(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "sessions.json"
+    store = FileSessionStore(path)
+    store.put(Session("short", {}, datetime.now(UTC) + timedelta(milliseconds=200)))
+    store.put(Session("long", {}, datetime.now(UTC) + timedelta(hours=1)))
+    time.sleep(0.3)
+    again = FileSessionStore(path)
+    assert [s.id for s in again.iter_sessions()] == ["long"]
+    again.put(Session("new", {}))  # the next write drops it from the file and the sidecar
+    assert set(json.loads(path.read_text())) == {"long", "new"}
+    assert set(json.loads((tmp_path / "sessions.json.expiry.json").read_text())) == {"long"}

@@ -192,6 +192,8 @@ def test_export_never_shows_expired_and_import_drops_them(tmp_path: Path) -> Non
     "not json", '["list"]', '{"state": {}}', '{"id": "x", "state": [1]}',
     '{"id": "x", "state": {}, "expires_at": "tomorrow"}', '{"id": "", "state": {}}',
     '{"id": "x", "state": {"id": "y"}}', '{"id": "x", "text": "{not json"}',
+    '{"id": "x", "state": {"n": NaN}}',
+    '{"id": "x", "text": "{\\"id\\":\\"x\\",\\"n\\":Infinity}"}',
 ])
 def test_import_bad_line_writes_nothing(tmp_path: Path, bad: str) -> None:
     path = tmp_path / "in.jsonl"

@@ -167,10 +167,14 @@ def decode_line(line: bytes, *, trusted: bool = False, where: str = "") -> RawSe
     return _decode_full(line, where)
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 def _decode_full(line: bytes, where: str) -> RawSession:
     try:
-        obj = json.loads(line)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        obj = json.loads(line, parse_constant=_no_constant)  # strict, as JSON.parse
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError too
         raise CorruptFile(f"not a JSON line: {exc}", key=where or None) from None
     if not isinstance(obj, dict):
         raise CorruptFile("a session line must be a JSON object", key=where or None)
