@@ -379,6 +379,22 @@ def test_missing_config_file_is_named(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["-c", str(tmp_path / "nope.json"), "config", "show"])
     assert result.exit_code == 2
     assert "nope.json" in result.output and "file not found" in result.output
+    assert "from -c/--config" in result.output
+
+
+def test_config_file_from_the_variable_says_so(tmp_path: Path) -> None:
+    out = run_cli(tmp_path, ["config", "show"], {"SYNCHRO_CONFIG": "gone.json"})
+    assert out.returncode == 2
+    assert out.stderr == ("synchro-sync: error: config file (gone.json, from $SYNCHRO_CONFIG): "
+                          "file not found\n")
+
+
+def test_a_folder_named_config_json_in_the_working_directory(tmp_path: Path) -> None:
+    """A container volume mounted where the file should be (docker makes a folder)."""
+    (tmp_path / "config.json").mkdir()
+    out = run_cli(tmp_path, ["config", "show"])
+    assert out.returncode == 2
+    assert out.stderr == "synchro-sync: error: config file (config.json): is a folder, not a file\n"
 
 
 def test_unreadable_config_file(tmp_path: Path) -> None:

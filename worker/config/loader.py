@@ -31,10 +31,10 @@ from worker.config.settings import SERVER_SETTINGS, Settings
 from worker.config.show import shown
 from worker.config.sources import (
     Layer,
+    choose_config_file,
     cli_layer,
     env_layer,
     file_layer,
-    find_config_file,
 )
 from worker.config.stores import (
     MODULE_STORE_SERVER_KEYS,
@@ -64,11 +64,11 @@ def load_settings(
 ) -> Settings:
     """Load, layer and validate the settings; raise :class:`ConfigError` on any bad input."""
     env = os.environ if environ is None else environ
-    path = find_config_file(config_file, env)
+    path, chosen_by = choose_config_file(config_file, env)
     server = Layer("server")
     layers = [
         _canonical_top(layer, server)
-        for layer in (file_layer(path), env_layer(env), cli_layer(overrides or {}))
+        for layer in (file_layer(path, chosen_by), env_layer(env), cli_layer(overrides or {}))
     ]
     session_service = _pick_service(layers, "SESSIONSTORE_SERVICE", list(SESSION_STORE_CONFIGS))
     module_service = _pick_service(layers, "MODULESTORE_SERVICE", list(MODULE_STORE_SERVICES))

@@ -102,11 +102,12 @@ def parse_json(text: str, setting: str, source: str) -> Any:
     return value
 
 
-def file_layer(path: Path | None) -> Layer:
-    """The configuration file as a layer (no file: an empty one)."""
+def file_layer(path: Path | None, chosen_by: str = "") -> Layer:
+    """The configuration file as a layer (no file: an empty one); ``chosen_by`` says where its
+    path came from (``-c/--config``, ``$SYNCHRO_CONFIG``), for the error lines."""
     if path is None:
         return Layer("no config file")
-    where = str(path)
+    where = f"{path}, from {chosen_by}" if chosen_by else str(path)
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except FileNotFoundError:
@@ -192,9 +193,17 @@ def find_config_file(
     explicit: str | os.PathLike[str] | None, environ: Mapping[str, str]
 ) -> Path | None:
     """``-c/--config``, else ``$SYNCHRO_CONFIG``, else ``./config.json`` if there is one."""
+    return choose_config_file(explicit, environ)[0]
+
+
+def choose_config_file(
+    explicit: str | os.PathLike[str] | None, environ: Mapping[str, str]
+) -> tuple[Path | None, str]:
+    """The configuration file and what chose it (``-c/--config``, ``$SYNCHRO_CONFIG``, or
+    ``""`` for ./config.json found in the working directory)."""
     if explicit:
-        return Path(explicit)
+        return Path(explicit), "-c/--config"
     if environ.get(CONFIG_ENV):
-        return Path(environ[CONFIG_ENV])
+        return Path(environ[CONFIG_ENV]), f"${CONFIG_ENV}"
     default = Path(DEFAULT_CONFIG_FILE)
-    return default if default.exists() else None
+    return (default if default.exists() else None), ""
