@@ -173,6 +173,8 @@ BAD_INPUTS: list[Bad] = [
         "SYNC_DEBOUNCE", "did you mean 'SYNC.debounce'"),
     Bad("server name in the wrong case", {}, {"port": 1337}, "port", "did you mean 'PORT'"),
     Bad("lower-case name of nobody's", {}, {"foo": 1}, "foo", "unknown setting 'foo'"),
+    Bad("control characters in a key", {}, {"\u001b[2JX": 1}, "\\x1b[2JX",
+        "unknown setting '\\x1b[2JX'"),
     Bad("empty name between separators", {"SYNCHRO__SYNC____debounce": "1"}, None,
         "SYNCHRO__SYNC____debounce", "empty name"),
     Bad("unknown top-level key in file", {}, {"MODULSTORE": {}}, "MODULSTORE",
@@ -364,6 +366,7 @@ def test_bad_input_is_one_line_naming_setting_and_source(tmp_path: Path, case: B
     assert case.setting in line
     assert case.expected in line
     assert "Traceback" not in out.stderr
+    assert "\x1b" not in out.stderr
     if case.secret:
         assert case.secret not in out.stderr
     # The source is named: the variable, or the file.

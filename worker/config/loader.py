@@ -23,6 +23,7 @@ from worker.config.messages import (
     SECTIONS,
     closest,
     joined,
+    label,
     match_key,
     section_origin,
     to_config_error,
@@ -149,12 +150,12 @@ def _classify(key: str, top: list[str], path: Path_, origin: str) -> str | None:
         return lowered[key.lower()]
     hint = _near_worker_name(key, top)
     if hint:
-        raise ConfigError(".".join(path), origin, f"unknown setting {key!r}; did you mean "
+        raise ConfigError(label(path), origin, f"unknown setting {key!r}; did you mean "
                           f"{hint!r}? (the worker's settings: {', '.join(top)})")
     if _UPPER.match(key):
         return None
     raise ConfigError(
-        ".".join(path), origin,
+        label(path), origin,
         f"unknown setting {key!r}{closest(key, [*top, *SERVER_SETTINGS])} (the worker's "
         f"settings: {', '.join(top)}; the Synchro server's are UPPER_CASE, e.g. PORT, APPS)",
     )
@@ -240,7 +241,7 @@ def _validate_store(
             passed[path] = ("passed through: not used by the worker"
                             if known[key.lower()] in server_keys else f"not used by {service}")
         elif (near := difflib.get_close_matches(key.lower(), list(known), n=1, cutoff=_NEAR)):
-            raise ConfigError(".".join(path), origin, f"unknown setting {key!r}; did you mean "
+            raise ConfigError(label(path), origin, f"unknown setting {key!r}; did you mean "
                               f"{known[near[0]]!r}? (valid: {', '.join(fields)})")
         else:
             passed[path] = "passed through: not used by the worker"

@@ -45,12 +45,12 @@ def to_config_error(
     if err["type"] == "extra_forbidden":
         parent = SECTIONS.get(path[0]) if len(path) == 2 else None
         valid = list(parent.model_fields) if parent else []
-        return ConfigError(".".join(path), origin,
+        return ConfigError(label(path), origin,
                            f"unknown setting {loc[-1]!r}{closest(loc[-1], valid)}")
     msg = err["msg"].removeprefix("Value error, ")
     if loc and "input" in err and not is_secret(path) and not isinstance(err["input"], bool):
         msg = f"{msg} (got {shown(err['input'])})"
-    return ConfigError(".".join(path) or "settings", origin, msg)
+    return ConfigError(label(path) or "settings", origin, msg)
 
 
 def _problem_error(
@@ -60,7 +60,7 @@ def _problem_error(
     path = prefix + (first,)
     named = {f: f"{'.'.join(prefix + (f,))} ({section_origin(origins, prefix + (f,))})"
              for f in others}
-    return ConfigError(".".join(path), section_origin(origins, path),
+    return ConfigError(label(path), section_origin(origins, path),
                        cause.problem.format(**named))
 
 
@@ -85,7 +85,7 @@ def match_key(key: str, choices: list[str], path: Path_, origin: str) -> str:
     lowered = {c.lower(): c for c in choices}
     if key.lower() in lowered:
         return lowered[key.lower()]
-    raise ConfigError(".".join(path), origin, f"unknown setting {key!r}{closest(key, choices)} "
+    raise ConfigError(label(path), origin, f"unknown setting {key!r}{closest(key, choices)} "
                       f"(valid: {', '.join(choices)})")
 
 
@@ -98,3 +98,13 @@ def closest(name: str, choices: list[str]) -> str:
 
 def joined(origins: Iterable[str]) -> str:
     return " + ".join(dict.fromkeys(origins))
+
+
+def label(path: Path_) -> str:
+    """A setting's dotted name for an error line, with control characters escaped (a key in a
+    file is not allowed to move the terminal's cursor)."""
+    return printable(".".join(path))
+
+
+def printable(text: str) -> str:
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)

@@ -161,13 +161,13 @@ def env_layer(environ: Mapping[str, str]) -> Layer:
     for name, raw in sorted(environ.items()):
         if not name.upper().startswith(ENV_PREFIX):
             continue
-        origin = f"environment variable {name}"
+        shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in name)
+        origin = f"environment variable {shown}"
         if not (_is_unicode(name) and _is_unicode(raw)):
-            raise ConfigError(name.encode("utf-8", "backslashreplace").decode(), "environment",
-                              "is not valid UTF-8")
+            raise ConfigError(shown, "environment", "is not valid UTF-8")
         parts = tuple(name[len(ENV_PREFIX):].split("__"))
         if not all(parts):
-            raise ConfigError(name, "environment", "empty name between '__' separators")
+            raise ConfigError(shown, "environment", "empty name between '__' separators")
         value: Any = None if raw == "null" else raw  # as the server reads its variables
         stripped = raw.strip()
         if stripped[:1] in ("{", "["):
