@@ -16,7 +16,7 @@ import json
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Protocol
@@ -65,6 +65,10 @@ WRONG_TYPE = "not a string value"
 def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
+
+#: orjson's strict parser (its errors are ValueErrors), or None: a fast first check of
+#: what may be a session; what it refuses is looked at again by :func:`session_reason`.
+FAST_LOADS: Callable[[bytes], Any] | None = None if _orjson is None else _orjson.loads
 
 #: Strict JSON as the server's ``JSON.parse`` reads it: no NaN or Infinity.
 _DECODER = json.JSONDecoder(parse_constant=_no_constant)

@@ -50,6 +50,7 @@ from worker.errors import AlreadyExists, StoreError, TransientStoreError
 from worker.retry import STORE_RETRY, RetryPolicy
 from worker.stores.sessions.base import (
     BATCH_SIZE,
+    FAST_LOADS,
     NOT_UTF8_KEY,
     WRONG_TYPE,
     OnConflict,
@@ -270,6 +271,7 @@ class RedisSessionStore:
             batch: list[RawSession] = []
             append = batch.append
             skipped = self.skipped
+            fast = FAST_LOADS
             for i, key in enumerate(keys):
                 value = res[2 * i]
                 at = res[2 * i + 1]
@@ -283,6 +285,14 @@ class RedisSessionStore:
                 except UnicodeDecodeError:
                     skipped[NOT_UTF8_KEY] += 1
                     continue
+                if fast is not None:  # inline: this runs for every key of the store
+                    try:
+                        obj = fast(value)
+                        if type(obj) is dict and obj.get("id") == sid:
+                            append((sid, value, at if at >= 0 else None))
+                            continue
+                    except ValueError:
+                        pass
                 why = session_reason(sid, value)
                 if why is not None:
                     skipped[why] += 1
