@@ -304,6 +304,19 @@ def test_no_scheduled_backups_of_the_memory_store(tmp_path: Path) -> None:
     assert backup_note(filed) is None
 
 
+def test_a_queued_backup_of_the_memory_store_says_why_it_is_not_taken(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from worker import jobs
+    from worker.config import load_settings
+
+    settings = load_settings(None, environ={"SYNCHRO__BACKUP__dest": "backups"})
+    with caplog.at_level("WARNING"):
+        assert jobs.snapshot_sessions(settings) is None
+    assert "inside the Synchro server's process" in caplog.text
+    assert not (tmp_path / "backups").exists()
+
+
 def test_scheduled_backup_of_an_empty_store_warns_and_keeps_the_old_ones(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -167,8 +167,11 @@ def snapshot_sessions(settings: Settings, scheduled: bool = False) -> dict[str, 
     """
     from worker.snapshot_dest import open_destination
     from worker.snapshots import EmptySource, prune_snapshots, take_snapshot
-    from worker.stores.sessions import open_session_store
+    from worker.stores.sessions import open_session_store, unreachable_reason
 
+    if why := unreachable_reason(settings):
+        log.warning("snapshot not taken: %s", why)
+        return None
     spec = settings.BACKUP.dest
     with cluster_lock(settings, "snapshot", ttl=1800) as got:
         if not got:
