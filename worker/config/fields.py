@@ -11,6 +11,8 @@ from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
+from worker.config.show import masked
+
 
 class Strict(BaseModel):
     """Unknown keys are errors (with the closest valid name), never silently ignored; the repr
@@ -24,8 +26,6 @@ class Strict(BaseModel):
 
 def masked_repr_args(args: Any) -> Any:
     """A model's ``__repr_args__`` with every secret value masked."""
-    from worker.config.show import masked
-
     return [(name, masked(value, (name,) if name else ())) for name, value in args]
 
 
@@ -56,6 +56,8 @@ Count = Annotated[int, NoBool, Field(ge=0)]
 Seconds = Annotated[float, NoBool, Field(ge=0, allow_inf_nan=False)]
 #: A finite number of seconds, more than zero.
 PositiveSeconds = Annotated[float, NoBool, Field(gt=0, allow_inf_nan=False)]
+#: A share, from 0 to 1.
+Share = Annotated[float, NoBool, Field(ge=0, le=1, allow_inf_nan=False)]
 
 
 def _non_empty(value: str) -> str:

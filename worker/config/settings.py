@@ -20,6 +20,7 @@ from worker.config.fields import (
     PathStr,
     PositiveSeconds,
     Seconds,
+    Share,
     Strict,
     check_url,
     masked_repr_args,
@@ -57,7 +58,7 @@ class SyncSettings(Strict):
     #: Extra ignore patterns, gitignore syntax, on top of the defaults and ``.syncignore``.
     ignore: list[str] = []
     #: A pass that would delete more than this share of a container needs ``--force``.
-    maxDeleteShare: Annotated[Seconds, Field(le=1)] = 0.5
+    maxDeleteShare: Share = 0.5
     #: Use watchdog's polling observer (bind mounts, network filesystems).
     polling: bool = False
     #: Parallel transfers in a full pass.
