@@ -104,6 +104,14 @@ def test_variables_null_unsets_and_log_level_any_case(tmp_path: Path) -> None:
     assert s.LOG_LEVEL == "DEBUG"
 
 
+def test_a_variable_in_other_case_beats_the_file(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "c.json", {"SESSIONSTORE_SERVICE": "RedisSessionStore",
+                                             "SESSIONSTORE": {"host": "from-file"}})
+    s = load_settings(cfg, environ={"SYNCHRO__SESSIONSTORE__HOST": "from-env"})
+    assert s.session_store.host == "from-env"  # type: ignore[union-attr]
+    assert s.origin("SESSIONSTORE", "host") == "environment variable SYNCHRO__SESSIONSTORE__HOST"
+
+
 def test_cloud_module_store_keys() -> None:
     env = {
         "SYNCHRO__MODULESTORE_SERVICE": "PkgCloudModuleStore",
