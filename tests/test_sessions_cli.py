@@ -348,3 +348,17 @@ def test_copy_and_export_name_the_keys_that_are_not_sessions(own_redis: RedisSer
     assert json.loads(Path("out.json").read_text()) == {"s1": {"id": "s1"}}
     exp = run("sessions", "export", "--store", url, "-o", "out.jsonl")
     assert "exported 1 sessions" in exp.stderr and "keys skipped: 1 (1 not JSON)" in exp.stderr
+
+
+def test_run_with_the_memory_store_says_once_it_backs_nothing_up(sync_world: Any) -> None:
+    import time
+
+    world = sync_world(None, **{"BACKUP__interval": "0.3", "BACKUP__dest": "snaps"})
+    run_proc = world.start_run()
+    time.sleep(1.5)  # several backup intervals
+    log = run_proc.log_path.read_text(errors="replace")
+    run_proc.stop()
+    assert log.count("no scheduled session backups: SESSIONSTORE_SERVICE "
+                     "MemorySessionStore lives inside the Synchro server's process") == 1, log
+    assert "snapshot" not in log.replace("no scheduled session backups", "")
+    assert not (world.base / "snaps").exists()
