@@ -139,3 +139,67 @@ def test_live_sync_of_a_path_under_a_swapped_folder_is_refused(
     with pytest.raises(UnsafePath):
         ctx.sync_path(app, "etc/passwd")
     assert ctx.listing(app) is None  # nothing was sent, not even the container made
+
+
+# --- the tree moving away under a pass never reads as "everything was deleted" ---------------
+
+
+def _many(ctx: MirrorContext, app: str, folders: int = 40, files: int = 5) -> int:
+    for d in range(folders):
+        for f in range(files):
+            p = ctx.root / app / f"d{d:03}" / f"f{f}.js"
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_text(f"{d}/{f}")
+    return folders * files
+
+
+def test_root_renamed_away_during_the_scan_deletes_nothing(
+    ctx: MirrorContext, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from worker import localtree
+
+    app = f"app-{uuid.uuid4().hex[:8]}"
+    total = _many(ctx, app)
+    assert ctx.full_pass().uploaded == total
+    real_visit = localtree._visit
+    seen = [0]
+
+    def visit_then_move(*args: Any) -> None:
+        seen[0] += 1
+        if seen[0] == total:  # `mv synchro-apps gone` late in the scan (80 % of files seen)
+            ctx.root.rename(tmp_path / "gone")
+        real_visit(*args)
+
+    monkeypatch.setattr(localtree, "_visit", visit_then_move)
+    result = ctx.full_pass()
+    assert result.deleted == 0
+    assert len(list(ctx.store.list(app))) == total
+    assert any("vanished" in w for w in result.warnings), result.warnings
+    monkeypatch.undo()
+    (tmp_path / "gone").rename(ctx.root)
+    again = ctx.full_pass()
+    assert (again.uploaded, again.deleted, again.unchanged) == (0, 0, total)
+    ctx.store.delete_container(app)
+
+
+def test_root_replaced_between_the_scan_and_the_deletes_deletes_nothing(
+    ctx: MirrorContext, tmp_path: Path
+) -> None:
+    """The root is checked again just before any delete: moved away and replaced by a copy
+    that lacks most files (a remount, a restore in progress) deletes nothing."""
+    app = f"app-{uuid.uuid4().hex[:8]}"
+    total = _many(ctx, app, folders=4)
+    assert ctx.full_pass().uploaded == total
+    for d in range(1, 4):
+        for f in (ctx.root / app / f"d{d:03}").iterdir():
+            f.unlink()  # a real delete of 15 of 20 files, so the plan holds deletes
+
+    def swap() -> None:
+        ctx.root.rename(tmp_path / "gone")
+        (ctx.root / app).mkdir(parents=True)
+
+    result = _plan_then(ctx, app, swap)
+    assert result.deleted == 0 and len(list(ctx.store.list(app))) == total
+    assert any("gone or was replaced" in f for f in result.failures), result.failures
+    ctx.store.delete_container(app)
+

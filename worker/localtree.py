@@ -63,6 +63,22 @@ class ScanResult:
     files: list[LocalFile] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     ignored: int = 0
+    #: Keys, and folder prefixes ending in '/', that vanished or could not be read during the
+    #: scan: what the store holds under them is not known to be gone, so it is never deleted.
+    unsure: set[str] = field(default_factory=set)
+
+    def is_unsure(self, key: str) -> bool:
+        """Whether ``key`` is, or lies under, something the scan could not see."""
+        if not self.unsure:
+            return False
+        if key in self.unsure or "" in self.unsure:
+            return True
+        cut = key.find("/")
+        while cut >= 0:
+            if key[: cut + 1] in self.unsure:
+                return True
+            cut = key.find("/", cut + 1)
+        return False
 
 
 def nfc(name: str) -> str:
@@ -127,16 +143,35 @@ def scan(
         folder, key_prefix, disk_prefix = stack.pop()
         try:
             it = os.scandir(folder)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
+            result.unsure.add(key_prefix)  # vanished while we looked: not known to be empty
             continue
         except OSError as exc:
-            result.problems.append(f"{container}/{key_prefix}: cannot list folder: {exc}")
+            result.problems.append(
+                f"{container}/{key_prefix}: cannot list folder: {exc.strerror or exc}"
+            )
+            result.unsure.add(key_prefix)
             continue
-        with it:
-            for entry in it:
-                _visit(root, container, rules, entry, key_prefix, disk_prefix, stack, seen,
-                       result)
+        try:
+            with it:
+                for entry in it:
+                    _visit(root, container, rules, entry, key_prefix, disk_prefix, stack, seen,
+                           result)
+        except OSError as exc:  # the listing broke off midway
+            result.problems.append(
+                f"{container}/{key_prefix}: cannot list folder: {exc.strerror or exc}"
+            )
+            result.unsure.add(key_prefix)
     return result
+
+
+def folder_id(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of a folder, not following a symlink; None if it is not one."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino) if stat.S_ISDIR(st.st_mode) else None
 
 
 def _visit(
@@ -162,10 +197,13 @@ def _visit(
     key = key_prefix + nfc(name)
     try:
         st = entry.stat(follow_symlinks=False)
-    except FileNotFoundError:
-        return  # deleted while we looked
+    except (FileNotFoundError, NotADirectoryError):
+        result.unsure.add(key)  # deleted while we looked (or its folder moved): next pass
+        result.unsure.add(key + "/")
+        return
     except OSError as exc:
-        result.problems.append(f"{container}/{key}: cannot stat: {exc}")
+        result.problems.append(f"{container}/{key}: cannot stat: {exc.strerror or exc}")
+        result.unsure.update((key, key + "/"))
         return
     mode = st.st_mode
     if stat.S_ISDIR(mode):

@@ -93,6 +93,8 @@ class ContainerPlan:
     empty_source: bool = False
     #: Keys whose MD5 the caller must compute before the plan can be final.
     to_hash: list[str] = field(default_factory=list)
+    #: (device, inode) of the local folder scanned: deletes run only while it is still there.
+    source: tuple[int, int] | None = None
 
     @property
     def upload_bytes(self) -> int:

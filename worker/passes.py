@@ -151,16 +151,23 @@ class MirrorContext:
 
         Returns the plan, whether the container exists in the store, and warnings.
         """
+        folder = self.root / container
+        source = localtree.folder_id(folder)
         scan = localtree.scan(self.root, container, self.rules, prefix, disk_prefix)
+        if source is None or localtree.folder_id(folder) != source:
+            scan.unsure.add("")  # the app folder (or the root) moved away during the scan
         index = self.index.load(container, prefix)
         remote = self.listing(container, prefix)
         exists = remote is not None
         remote = remote or {}
         local_keys = {f.key for f in scan.files}
-        # Objects that are not in the tree but are ignored there are never deleted.
+        # Objects that are not in the tree but are ignored there, or lie where the scan could
+        # not see, are never deleted.
         for key in [k for k in remote if k not in local_keys]:
-            if self.rules.ignored_path(container, key):
+            if self.rules.ignored_path(container, key) or scan.is_unsure(key):
                 del remote[key]
+        if scan.unsure:
+            index = {k: v for k, v in index.items() if k in local_keys or not scan.is_unsure(k)}
         can_copy = self.store.supports_server_side_copy
         now = time.time_ns()
         plan = plan_container(container, scan.files, index, remote, can_copy=can_copy, now_ns=now)
@@ -178,7 +185,10 @@ class MirrorContext:
         if plan.empty_source and not guard_empty:
             plan.deletes = sorted(remote)
             plan.empty_source = False
+        plan.source = source
         warnings = list(scan.problems)
+        if scan.unsure:
+            warnings.append(_unsure_warning(container, prefix, scan.unsure))
         if plan.empty_source:
             warnings.append(
                 f"{container}/{prefix}: the local folder is empty; deleted nothing in the store"
@@ -345,6 +355,15 @@ class MirrorContext:
         self.index.put_many(c, work.rows)
         work.rows = {}
         deleted, failure = 0, None
+        if plan.deletes and work.allow_deletes and (
+            plan.source is None or localtree.folder_id(self.root / c) != plan.source
+        ):
+            # Checked again just before deleting: the root renamed away or remounted after the
+            # scan must not read as "every file was deleted".
+            return 0, (
+                f"{c}: the app folder {self.root / c} is gone or was replaced during the pass; "
+                f"deleted nothing ({len(plan.deletes)} deletes left for the next pass)"
+            )
         if plan.deletes and work.allow_deletes:
             try:
                 self.store.delete(c, plan.deletes)
@@ -382,6 +401,16 @@ class MirrorContext:
         from worker.pull import pull
 
         return pull(self, containers, progress)
+
+
+def _unsure_warning(container: str, prefix: str, unsure: set[str]) -> str:
+    where = sorted(unsure)
+    first = ", ".join(f"{container}/{u}" for u in where[:3])
+    more = f" and {len(where) - 3} more" if len(where) > 3 else ""
+    return (
+        f"{container}/{prefix}: {len(where)} path(s) vanished or could not be read during the "
+        f"scan ({first}{more}); nothing under them was deleted"
+    )
 
 
 def _background(fn: Callable[..., ModuleStore], *args: Any) -> Future[ModuleStore]:
