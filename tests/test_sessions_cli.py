@@ -328,7 +328,13 @@ def test_scheduled_backup_of_an_empty_store_warns_and_keeps_the_old_ones(
            "SYNCHRO__SESSIONSTORE__sessionStateFile": "live.json",
            "SYNCHRO__BACKUP__dest": "backups", "SYNCHRO__BACKUP__keep": "1"}
     settings = load_settings(None, environ=env)
-    assert jobs.snapshot_sessions(settings, scheduled=True) is not None
+    (tmp_path / "live.json").write_text(
+        (tmp_path / "live.json").read_text().replace("{", '{"junk": 5,', 1))
+    with caplog.at_level("INFO"):
+        done = jobs.snapshot_sessions(settings, scheduled=True)
+    assert done is not None and done["skipped"] == {"not an object": 1}
+    assert "of 3 sessions" in caplog.text and "keys skipped: 1 (1 not an object)" in caplog.text
+    caplog.clear()
     (tmp_path / "live.json").write_text("{}")
     with caplog.at_level("WARNING"):
         assert jobs.snapshot_sessions(settings, scheduled=True) is None

@@ -168,6 +168,7 @@ def snapshot_sessions(settings: Settings, scheduled: bool = False) -> dict[str, 
     from worker.snapshot_dest import open_destination
     from worker.snapshots import EmptySource, prune_snapshots, take_snapshot
     from worker.stores.sessions import open_session_store, unreachable_reason
+    from worker.stores.sessions.base import skipped_summary
 
     if why := unreachable_reason(settings):
         log.warning("snapshot not taken: %s", why)
@@ -203,10 +204,12 @@ def snapshot_sessions(settings: Settings, scheduled: bool = False) -> dict[str, 
         "pruned": len(pruned),
         "kept": settings.BACKUP.keep,
         "scheduled": scheduled,
+        "skipped": snap.skipped or {},
     }
     record_snapshot(status_store(settings), out)
-    log.info("snapshot %s of %s sessions -> %s (pruned %s)", snap.id, snap.count, spec,
-             len(pruned))
+    skipped = f"; keys skipped: {skipped_summary(snap.skipped)}" if snap.skipped else ""
+    log.info("snapshot %s of %s sessions -> %s (pruned %s%s)", snap.id, snap.count, spec,
+             len(pruned), skipped)
     return out
 
 
