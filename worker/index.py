@@ -49,6 +49,13 @@ CREATE TABLE IF NOT EXISTS entries (
     hashed_ns INTEGER NOT NULL,
     PRIMARY KEY (store, container, key)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS held (
+    store     TEXT    NOT NULL,
+    container TEXT    NOT NULL,
+    key       TEXT    NOT NULL,
+    reason    TEXT    NOT NULL,
+    PRIMARY KEY (store, container, key)
+) WITHOUT ROWID;
 """
 
 
@@ -110,7 +117,7 @@ class MirrorIndex:
         self._db.execute("PRAGMA journal_mode=WAL")
         # NORMAL is durable enough: a lost row only costs a re-hash, never a wrong result.
         self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute(_SCHEMA)
+        self._db.executescript(_SCHEMA)
 
     def load(self, container: str, prefix: str = "") -> dict[str, IndexEntry]:
         """Every row of ``container`` (whose key starts with ``prefix``), by key."""
@@ -182,11 +189,35 @@ class MirrorIndex:
                 raise
             self._db.execute("COMMIT")
 
-    def forget_container(self, container: str) -> None:
+    # --- objects held in the store -------------------------------------------------------
+    #
+    # ``pull`` could not bring some objects into this folder (a name it cannot hold, a clash,
+    # a failed download).  They are absent locally although nobody deleted them, so a later
+    # pass from this folder must never delete them: they are held, with the reason.
+
+    def hold(self, container: str, reasons: Mapping[str, str]) -> None:
+        rows = [(self.store, container, k, r) for k, r in reasons.items()]
+        if rows:
+            with self._lock:
+                self._db.executemany("INSERT OR REPLACE INTO held VALUES (?,?,?,?)", rows)
+
+    def held(self, container: str, prefix: str = "") -> dict[str, str]:
+        """Held keys of ``container`` (under ``prefix``) and why they are held."""
         with self._lock:
-            self._db.execute(
-                "DELETE FROM entries WHERE store=? AND container=?", (self.store, container)
-            )
+            rows = self._db.execute(
+                "SELECT key, reason FROM held WHERE store=? AND container=? AND key >= ? "
+                "AND key < ?",
+                (self.store, container, prefix, prefix + "\U0010ffff"),
+            ).fetchall()
+        return dict(rows)
+
+    def release(self, container: str, keys: Iterable[str]) -> None:
+        rows = [(self.store, container, k) for k in keys]
+        if rows:
+            with self._lock:
+                self._db.executemany(
+                    "DELETE FROM held WHERE store=? AND container=? AND key=?", rows
+                )
 
     def close(self) -> None:
         with self._lock:

@@ -161,11 +161,15 @@ class MirrorContext:
         exists = remote is not None
         remote = remote or {}
         local_keys = {f.key for f in scan.files}
-        # Objects that are not in the tree but are ignored there, or lie where the scan could
-        # not see, are never deleted.
+        # Objects that are not in the tree but are ignored there, lie where the scan could not
+        # see, or that ``pull`` could not bring here (held), are never deleted.
+        held = self.index.held(container, prefix)
+        kept = [k for k in held if k in remote and k not in local_keys]
         for key in [k for k in remote if k not in local_keys]:
-            if self.rules.ignored_path(container, key) or scan.is_unsure(key):
+            if key in held or self.rules.ignored_path(container, key) or scan.is_unsure(key):
                 del remote[key]
+        if exists and len(kept) < len(held):
+            self.index.release(container, [k for k in held if k not in kept])
         if scan.unsure:
             index = {k: v for k, v in index.items() if k in local_keys or not scan.is_unsure(k)}
         can_copy = self.store.supports_server_side_copy
@@ -189,6 +193,11 @@ class MirrorContext:
         warnings = list(scan.problems)
         if scan.unsure:
             warnings.append(_unsure_warning(container, prefix, scan.unsure))
+        if kept:
+            warnings.append(
+                f"{container}/{prefix}: kept {len(kept)} object(s) in the store that pull could "
+                f"not bring into this folder (e.g. {kept[0]!r}: {held[kept[0]]}); never deleted"
+            )
         if plan.empty_source:
             warnings.append(
                 f"{container}/{prefix}: the local folder is empty; deleted nothing in the store"

@@ -130,7 +130,10 @@ def _delete_locked(ctx: MirrorContext, container: str, key: str) -> PathResult:
     if ctx.index.get(container, key) is None or ctx.index.has_under(container, prefix):
         # Possibly a folder: everything under it goes too (one listing of that prefix).
         listing = ctx.listing(container, prefix) or {}
-        keys += [k for k in listing if not ctx.rules.ignored_path(container, k)]
+        held = ctx.index.held(container, prefix)
+        keys += [
+            k for k in listing if k not in held and not ctx.rules.ignored_path(container, k)
+        ]
         keys += [k for k in ctx.index.load(container, prefix) if k not in listing]
     with contextlib.suppress(ContainerNotFound):  # nothing of this app in the store
         ctx.store.delete(container, keys)

@@ -51,10 +51,15 @@ def pull(
         result.containers.append(name)
         index = ctx.index.load(name)
         rows: dict[str, IndexEntry] = {}
+        held: dict[str, str] = {}
         for info in listing.values():
-            problem = _refuse(ctx, name, info.key)
+            if ctx.rules.ignored_path(name, info.key):
+                result.warnings.append(f"{name}/{info.key}: ignored; not pulled")
+                continue  # ignored objects are never deleted anyway
+            problem = _refuse(name, info.key)
             if problem:
                 result.warnings.append(problem)
+                held[info.key] = problem
                 continue
             state = _local_state(ctx, name, info, index.get(info.key))
             if state == "missing":
@@ -64,15 +69,21 @@ def pull(
                 result.unchanged += 1
             else:
                 result.warnings.append(state)
+                if state.endswith("not pulled"):
+                    held[info.key] = state
         ctx.index.put_many(name, rows)
+        # What cannot be brought here is never deleted by a later pass from this folder.
+        ctx.index.hold(name, held)
     if progress is not None:
         progress.planned(len(todo), sum(i.size for _, i in todo))
     with ThreadPoolExecutor(ctx.transfers, thread_name_prefix="synchro-get") as pool:
         for name, info, outcome in pool.map(lambda t: (*t, _fetch(ctx, *t)), todo):
             if isinstance(outcome, str):
                 result.failures.append(outcome)
+                ctx.index.hold(name, {info.key: outcome})
                 continue
             ctx.index.put(name, info.key, outcome)
+            ctx.index.release(name, [info.key])
             result.uploaded += 1
             result.bytes += info.size
             if progress is not None:
@@ -81,15 +92,13 @@ def pull(
     return result
 
 
-def _refuse(ctx: MirrorContext, container: str, key: str) -> str | None:
+def _refuse(container: str, key: str) -> str | None:
     try:
         clean = localtree.resolve_key(key)
     except UnsafePath as exc:
-        return f"{container}/{key}: {exc}; not pulled"
+        return f"{container}/{key!r}: {exc}; not pulled"
     if clean != key or not key:
-        return f"{container}/{key}: not a file name this folder can hold; not pulled"
-    if ctx.rules.ignored_path(container, key):
-        return f"{container}/{key}: ignored; not pulled"
+        return f"{container}/{key!r}: not a file name this folder can hold; not pulled"
     return None
 
 
