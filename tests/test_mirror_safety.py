@@ -1,5 +1,7 @@
 """Nothing outside the module directory is ever read or uploaded, even when the tree changes
-between the scan and the upload (a folder or a file swapped for a symlink out of the root)."""
+between the scan and the upload (a folder or a file swapped for a symlink out of the root);
+and nothing in the store is deleted because the tree could not be seen (the root moved away
+during a pass) or because ``pull`` could not bring an object into the folder."""
 
 from __future__ import annotations
 
@@ -203,3 +205,51 @@ def test_root_replaced_between_the_scan_and_the_deletes_deletes_nothing(
     assert any("gone or was replaced" in f for f in result.failures), result.failures
     ctx.store.delete_container(app)
 
+
+
+# --- what pull cannot bring here is never deleted by a later pass ----------------------------
+
+
+def test_what_pull_skips_is_never_deleted_by_a_later_sync(
+    ctx: MirrorContext, tmp_path: Path
+) -> None:
+    app = f"app-{uuid.uuid4().hex[:8]}"
+    (ctx.root / app).mkdir()
+    (ctx.root / app / "main.js").write_text("main")
+    (ctx.root / app / "back\\slash.js").write_text("a name pull refuses")
+    assert ctx.full_pass().uploaded == 2
+    keys = {i.key for i in ctx.store.list(app)}
+    assert keys == {"main.js", "back\\slash.js"}
+
+    # A new server: an empty folder, filled from the store, then mirrored back.
+    fresh = MirrorContext.from_settings(load_settings(None, {
+        "APP_ROOT_PATH": str(tmp_path / "fresh"), "STATE_DIR": str(tmp_path / "state2"),
+        **_store_overrides(ctx, tmp_path),
+    }))
+    try:
+        pulled = fresh.pull([app])
+        assert pulled.uploaded == 1
+        assert [w for w in pulled.warnings if "slash.js" in w and "not pulled" in w]
+        again = fresh.full_pass()
+        assert again.deleted == 0 and again.ok, again.failures
+        assert {i.key for i in fresh.store.list(app)} == keys
+        assert any("pull could not bring" in w for w in again.warnings), again.warnings
+        # A real delete in the new folder still deletes.
+        (fresh.root / app / "main.js").unlink()
+        (fresh.root / app / "other.js").write_text("o")
+        third = fresh.full_pass(force=True)
+        assert {i.key for i in fresh.store.list(app)} == {"other.js", "back\\slash.js"}
+        assert third.deleted == 1
+    finally:
+        fresh.close()
+    ctx.store.delete_container(app)
+
+
+def _store_overrides(ctx: MirrorContext, tmp: Path) -> dict[str, Any]:
+    if ctx.store.provider == "file":
+        return {"MODULESTORE": {"directory": str(tmp / "mirror")}}
+    backend: Any = ctx.store.backend
+    return {"MODULESTORE_SERVICE": "PkgCloudModuleStore", "MODULESTORE": {
+        "provider": "amazon", "keyId": "test", "key": "test", "region": "us-east-1",
+        "endpoint": backend.client.meta.endpoint_url,
+    }}
