@@ -32,9 +32,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections import Counter, deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections import Counter
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from functools import partial
 from typing import Any, ClassVar, TypeVar
@@ -46,18 +45,16 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from worker.config import RedisSessionStoreConfig, mask_url
-from worker.errors import AlreadyExists, StoreError, TransientStoreError
+from worker.errors import StoreError, TransientStoreError
 from worker.retry import STORE_RETRY, RetryPolicy
 from worker.stores.sessions.base import (
     BATCH_SIZE,
     FAST_LOADS,
     NOT_UTF8_KEY,
     WRONG_TYPE,
-    OnConflict,
     RawSession,
     Session,
     StreamRestarted,
-    WriteResult,
     ms_to_datetime,
     new_session_id,
     now_epoch_ms,
@@ -76,16 +73,15 @@ from worker.stores.sessions.redis_support import (
     mapped_errors,
     scripting_refused,
 )
+from worker.stores.sessions.redis_writes import RedisWrites
 
 T = TypeVar("T")
 
-#: Batches written concurrently by a streaming write (each on its own connection).
-WRITERS = 2
 #: Seconds to wait for a connection and for any reply (a stalled server is a transient error).
 SOCKET_TIMEOUT = 10.0
 
 
-class RedisSessionStore:
+class RedisSessionStore(RedisWrites):
     """Sessions in Redis, one key each, expiry kept by Redis."""
 
     service: ClassVar[str] = "RedisSessionStore"
@@ -360,116 +356,6 @@ class RedisSessionStore:
     def count(self) -> int:
         """Sessions (keys that are not sessions are not counted, see :attr:`skipped`)."""
         return sum(len(batch) for batch in self.iter_raw())
-
-    def existing(self, ids: Sequence[str]) -> list[str]:
-        keys = [self._key(sid) for sid in ids]
-
-        def probe() -> list[Any]:
-            if self._scripts:
-                try:
-                    found: list[Any] = self._exists_script(keys=keys)
-                    return found
-                except rexc.ResponseError as exc:
-                    if not scripting_refused(exc):
-                        raise
-                    self._scripts = False
-            pipe = self.client.pipeline(transaction=False)
-            for key in keys:
-                pipe.exists(key)
-            return pipe.execute()
-
-        found = self._call(probe, f"check {len(keys)} ids")
-        return [sid for sid, hit in zip(ids, found, strict=True) if hit]
-
-    def write_raw(
-        self, batches: Iterable[Sequence[RawSession]], on_conflict: OnConflict
-    ) -> WriteResult:
-        result = WriteResult()
-        server = (self._server_id(), self._transient_errors)
-        # Two batches in flight on two connections: while the server runs one, the client
-        # prepares and sends the next (the script of one batch blocks its connection ~5 ms).
-        in_flight: deque[Future[WriteResult]] = deque()
-        with ThreadPoolExecutor(WRITERS, thread_name_prefix="redis-write") as pool:
-            try:
-                for batch in batches:
-                    in_flight.append(pool.submit(self._write_batch, batch, on_conflict))
-                    if len(in_flight) >= WRITERS:
-                        result.add(in_flight.popleft().result())
-                        server = self._same_server(server)
-                while in_flight:
-                    result.add(in_flight.popleft().result())
-                    server = self._same_server(server)
-            except StreamRestarted:
-                self._after_restart = True
-                raise
-            finally:
-                for future in in_flight:
-                    future.cancel()
-        return result
-
-    def _write_batch(self, batch: Sequence[RawSession], on_conflict: OnConflict) -> WriteResult:
-        result = WriteResult()
-        now = now_epoch_ms()
-        live = []
-        for raw in batch:
-            if raw[2] is not None and raw[2] <= now:
-                result.expired += 1
-            else:
-                live.append(raw)
-        if not live:
-            return result
-        nx = on_conflict is not OnConflict.OVERWRITE
-        attempts = 0
-
-        def send() -> list[Any]:
-            nonlocal attempts
-            attempts += 1
-            return self._send(live, nx)
-
-        replies = self._call(send, f"write batch of {len(live)}")
-        refused = [raw for raw, ok in zip(live, replies, strict=True) if not ok]
-        if refused and (attempts > 1 or self._after_restart):
-            # An attempt cut short by an outage may have written some of these already:
-            # a key now holding exactly our value is ours, not a conflict.
-            keys = [self._key(raw[0]) for raw in refused]
-            current = self._call(lambda: self.client.mget(keys), "re-check batch")
-            refused = [raw for raw, val in zip(refused, current, strict=True) if val != raw[1]]
-        if refused and on_conflict is OnConflict.FAIL:
-            raise AlreadyExists(
-                f"{len(refused)} session(s) exist already, e.g. {refused[0][0]!r} "
-                "(--on-conflict fail)",
-                store=self.describe(),
-            )
-        result.skipped += len(refused)
-        result.written += len(live) - len(refused)
-        return result
-
-    def _send(self, live: Sequence[RawSession], nx: bool) -> list[Any]:
-        """SET each session (NX unless overwriting) with its PXAT; one truthy reply each."""
-        prefix = self._bprefix
-        if self._scripts:
-            keys = [prefix + sid.encode() for sid, _, _ in live]
-            args: list[Any] = [b"1" if nx else b"0"]
-            for _, text, expires_ms in live:
-                args.append(text)
-                args.append(b"" if expires_ms is None else expires_ms)
-            try:
-                replies: list[Any] = self._write_script(keys=keys, args=args)
-                return replies
-            except rexc.ResponseError as exc:
-                if not scripting_refused(exc):
-                    raise
-                self._scripts = False
-        pipe = self.client.pipeline(transaction=False)
-        command = pipe.execute_command
-        for sid, text, expires_ms in live:
-            cmd: list[Any] = ["SET", prefix + sid.encode(), text]
-            if expires_ms is not None:
-                cmd += ["PXAT", expires_ms]
-            if nx:
-                cmd.append("NX")
-            command(*cmd)  # type: ignore[no-untyped-call]
-        return pipe.execute()
 
     # --- health --------------------------------------------------------------------------
 
