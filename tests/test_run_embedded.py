@@ -163,3 +163,44 @@ def test_run_retries_a_save_the_store_refused(sync_world: Callable[..., SyncWorl
     data = status.read()
     assert data["retry_total"] >= 1
     assert any(f["container"] == app and f["path"] == "a.txt" for f in data["failures"])
+
+
+def _store_names(world: SyncWorld, app: str) -> set[str]:
+    return {p.name for p in (world.mirror / app).iterdir()} if (world.mirror / app).is_dir() \
+        else set()
+
+
+def test_run_holds_live_deletes_to_max_delete_share(sync_world: Callable[..., SyncWorld]) -> None:
+    """Deleting 90 of 100 files under `run` removes at most SYNC.maxDeleteShare (50 %) of the
+    container's objects within SYNC.deleteWindow; the rest wait for `sync --force`.  A
+    container emptied one file every 0.25 s keeps half of its objects."""
+    world = sync_world(None)
+    (world.root / "big").mkdir()
+    (world.root / "drip").mkdir()
+    for n in range(100):
+        (world.root / "big" / f"f{n:03}.js").write_text(f"{n}")
+    for n in range(30):
+        (world.root / "drip" / f"d{n:02}.js").write_text(f"{n}")
+    run = world.start_run()
+    world.wait_equal(5)
+    for n in range(90):
+        (world.root / "big" / f"f{n:03}.js").unlink()
+    for n in range(29):
+        (world.root / "drip" / f"d{n:02}.js").unlink()
+        time.sleep(0.25)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and "delete withheld" not in run.log_path.read_text():
+        time.sleep(0.1)
+    time.sleep(1.5)  # let the last debounced deletes land
+    big, drip = _store_names(world, "big"), _store_names(world, "drip")
+    assert 50 <= len(big) <= 51, len(big)
+    assert {f"f{n:03}.js" for n in range(90, 100)} <= big  # what is still there stays
+    assert len(drip) == 15, len(drip)
+    log = run.log_path.read_text()
+    assert "SYNC.maxDeleteShare" in log and "withheld" in log
+    # A forced pass then makes the store equal to the folder.
+    forced = subprocess.run([*CLI, "sync", "--force"], env=world.env, capture_output=True,
+                            text=True, timeout=60)
+    assert forced.returncode == 0, forced.stderr
+    assert _store_names(world, "big") == {f"f{n:03}.js" for n in range(90, 100)}
+    assert _store_names(world, "drip") == {"d29.js"}

@@ -56,6 +56,12 @@ CREATE TABLE IF NOT EXISTS held (
     reason    TEXT    NOT NULL,
     PRIMARY KEY (store, container, key)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS live_deletes (
+    store     TEXT    NOT NULL,
+    container TEXT    NOT NULL,
+    at_ns     INTEGER NOT NULL,
+    n         INTEGER NOT NULL
+);
 """
 
 
@@ -188,6 +194,46 @@ class MirrorIndex:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
+
+    # --- live deletes over a sliding window ---------------------------------------------
+    #
+    # A full pass withholds deletes above ``SYNC.maxDeleteShare`` of a container; the live path
+    # deletes one path at a time, so the same share is applied to what it deleted in the last
+    # ``SYNC.deleteWindow`` seconds, counted here so that every worker process on the host
+    # (they share this file) is held to one budget.
+
+    def claim_live_delete(
+        self, container: str, n: int, share: float, window_s: float
+    ) -> tuple[bool, int, int]:
+        """Record ``n`` live deletes if they keep the container's deleted share within ``share``
+        over the window: (allowed, deleted in the window before these, objects at its start)."""
+        now = time.time_ns()
+        since = now - int(window_s * 1e9)
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute(
+                    "DELETE FROM live_deletes WHERE store=? AND at_ns < ?", (self.store, since)
+                )
+                recent = self._db.execute(
+                    "SELECT COALESCE(SUM(n), 0) FROM live_deletes WHERE store=? AND container=?",
+                    (self.store, container),
+                ).fetchone()[0]
+                have = self._db.execute(
+                    "SELECT COUNT(*) FROM entries WHERE store=? AND container=?",
+                    (self.store, container),
+                ).fetchone()[0]
+                base = max(have + recent, n)
+                allowed = (recent + n) <= share * base
+                if allowed:
+                    self._db.execute(
+                        "INSERT INTO live_deletes VALUES (?,?,?,?)", (self.store, container, now, n)
+                    )
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        return allowed, int(recent), int(base)
 
     # --- objects held in the store -------------------------------------------------------
     #

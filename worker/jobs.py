@@ -32,6 +32,7 @@ from worker.retry import RETRY_COUNTER
 from worker.status import (
     StatusStore,
     open_status_store,
+    record_failure,
     record_full_pass,
     record_retry,
     record_snapshot,
@@ -126,6 +127,10 @@ def sync_path(settings: Settings, container: str, relpath: str) -> Any:
         "container=%s path=%s synced in %.3fs: %s",
         container, relpath, time.monotonic() - started, summary(result),
     )
+    if getattr(result, "action", "") == "withheld":
+        log.warning("container=%s path=%s delete withheld: %s", container, relpath,
+                    result.reason)
+        record_failure(status_store(settings), "sync_path", result.reason, container, relpath)
     return result
 
 

@@ -60,7 +60,8 @@ class PathResult:
 
     container: str
     key: str
-    #: "uploaded", "deleted", "unchanged", "folder" (contents synced) or "skipped"
+    #: "uploaded", "deleted", "unchanged", "folder" (contents synced), "skipped", or "withheld"
+    #: (deletes above SYNC.maxDeleteShare over SYNC.deleteWindow; ``reason`` says why)
     action: str
     uploaded: int = 0
     deleted: int = 0

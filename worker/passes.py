@@ -64,6 +64,7 @@ class MirrorContext:
         *,
         transfers: int = 16,
         max_delete_share: float = 0.5,
+        delete_window: float = 600.0,
     ) -> None:
         self._store = store
         self.index = index
@@ -72,6 +73,7 @@ class MirrorContext:
         self.locks = locks
         self.transfers = transfers
         self.max_delete_share = max_delete_share
+        self.delete_window = delete_window
         transfer.return_big_buffers_to_the_os()
 
     @classmethod
@@ -102,6 +104,7 @@ class MirrorContext:
             PathLocks(state / "locks"),
             transfers=settings.SYNC.transfers,
             max_delete_share=settings.SYNC.maxDeleteShare,
+            delete_window=settings.SYNC.deleteWindow,
         )
 
     @property
@@ -391,6 +394,21 @@ class MirrorContext:
     ) -> tuple[IndexEntry, int] | None:
         """Upload the file as it is now (see :func:`worker.transfer.upload_file`)."""
         return transfer.upload_file(self, container, key, md5, planned, relpath)
+
+    def withhold_live_delete(self, container: str, n: int) -> str:
+        """Why ``n`` live deletes in ``container`` must wait for a full pass ("" if they may
+        go ahead; then they are counted against the window)."""
+        ok, recent, base = self.index.claim_live_delete(
+            container, n, self.max_delete_share, self.delete_window
+        )
+        if ok:
+            return ""
+        return (
+            f"{container}: {recent} object(s) deleted live in the last {self.delete_window:g} s; "
+            f"{n} more would make {(recent + n) / base:.0%} of {base} "
+            f"(> SYNC.maxDeleteShare {self.max_delete_share:.0%}); withheld: "
+            "the next full pass re-checks, `synchro-sync sync --force` deletes them"
+        )
 
     def check_path(self, container: str, relpath: str) -> str:
         """``relpath`` tidied (as on disk), refusing containers and paths that escape."""

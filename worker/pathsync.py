@@ -51,7 +51,14 @@ def sync_path(ctx: MirrorContext, container: str, relpath: str) -> PathResult:
         if not exists and (plan.uploads or plan.copies):
             ctx.store.ensure_container(container)
         result = PassResult()
-        ctx.execute([_Work(plan, rows=dict(plan.refresh))], result)
+        work = _Work(plan, rows=dict(plan.refresh))
+        withheld = ctx.withhold_live_delete(container, len(plan.deletes)) if plan.deletes else ""
+        if withheld:
+            work.allow_deletes = False
+        ctx.execute([work], result)
+        if withheld:
+            return PathResult(container, key, "withheld", uploaded=result.uploaded,
+                              bytes=result.bytes, reason=withheld)
         if result.failures:
             from worker.errors import SyncError
 
@@ -135,6 +142,8 @@ def _delete_locked(ctx: MirrorContext, container: str, key: str) -> PathResult:
             k for k in listing if k not in held and not ctx.rules.ignored_path(container, k)
         ]
         keys += [k for k in ctx.index.load(container, prefix) if k not in listing]
+    if why := ctx.withhold_live_delete(container, len(keys)):
+        return PathResult(container, key, "withheld", reason=why)
     with contextlib.suppress(ContainerNotFound):  # nothing of this app in the store
         ctx.store.delete(container, keys)
     ctx.index.forget(container, keys)

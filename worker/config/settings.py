@@ -59,6 +59,8 @@ class SyncSettings(Strict):
     ignore: list[str] = []
     #: A pass that would delete more than this share of a container needs ``--force``.
     maxDeleteShare: Share = 0.5
+    #: Live deletes are held to ``maxDeleteShare`` of a container over this many seconds.
+    deleteWindow: PositiveSeconds = 600.0
     #: Use watchdog's polling observer (bind mounts, network filesystems).
     polling: bool = False
     #: Parallel transfers in a full pass.
