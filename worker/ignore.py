@@ -17,7 +17,7 @@ pattern never deletes anything.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import pathspec
@@ -61,8 +61,37 @@ DEFAULT_PATTERNS: tuple[str, ...] = (
 )
 
 
-def _spec(lines: Iterable[str]) -> pathspec.GitIgnoreSpec:
-    return pathspec.GitIgnoreSpec.from_lines(list(lines))
+#: (where, line number, pattern) already warned about, so a bad line is reported once per process
+#: rather than at every full pass that re-reads the file.
+_warned: set[tuple[str, int, str]] = set()
+
+
+def _valid_lines(lines: Sequence[str], where: str) -> list[str]:
+    """``lines`` without those that are not valid patterns; each of those gets one warning
+    naming ``where`` and its line number."""
+    try:
+        pathspec.GitIgnoreSpec.from_lines(list(lines))
+        return list(lines)
+    except ValueError:
+        pass
+    good: list[str] = []
+    for number, line in enumerate(lines, 1):
+        try:
+            pathspec.GitIgnoreSpec.from_lines([line])
+        except ValueError:
+            if (where, number, line) not in _warned:
+                _warned.add((where, number, line))
+                log.warning(
+                    "%s line %d: %r is not a valid ignore pattern; that line is skipped, "
+                    "the others apply", where, number, line,
+                )
+            continue
+        good.append(line)
+    return good
+
+
+def _spec(lines: Sequence[str], where: str) -> pathspec.GitIgnoreSpec:
+    return pathspec.GitIgnoreSpec.from_lines(_valid_lines(lines, where))
 
 
 def _read_patterns(path: Path) -> list[str]:
@@ -75,6 +104,11 @@ def _read_patterns(path: Path) -> list[str]:
         return []
 
 
+def _file_spec(path: Path) -> pathspec.GitIgnoreSpec | None:
+    lines = _read_patterns(path)
+    return _spec(lines, str(path)) if lines else None
+
+
 class IgnoreRules:
     """Ignore decisions for every container under one root.
 
@@ -85,23 +119,23 @@ class IgnoreRules:
     def __init__(self, root: str | Path, extra: Sequence[str] = ()) -> None:
         self.root = Path(root)
         self.extra = list(extra)
-        self._base = _spec([*DEFAULT_PATTERNS, *self.extra])
+        self._base = pathspec.GitIgnoreSpec.from_lines(
+            [*DEFAULT_PATTERNS, *_valid_lines(self.extra, "SYNC.ignore")]
+        )
         self._root_spec: pathspec.GitIgnoreSpec | None = None
         self._per_container: dict[str, pathspec.GitIgnoreSpec | None] = {}
         self.reload()
 
     def reload(self) -> None:
         """Re-read the ``.syncignore`` files."""
-        root_lines = _read_patterns(self.root / SYNCIGNORE)
-        self._root_spec = _spec(root_lines) if root_lines else None
+        self._root_spec = _file_spec(self.root / SYNCIGNORE)
         self._per_container.clear()
 
     def _container_spec(self, container: str) -> pathspec.GitIgnoreSpec | None:
         try:
             return self._per_container[container]
         except KeyError:
-            lines = _read_patterns(self.root / container / SYNCIGNORE)
-            spec = _spec(lines) if lines else None
+            spec = _file_spec(self.root / container / SYNCIGNORE)
             self._per_container[container] = spec
             return spec
 
