@@ -269,6 +269,10 @@ def test_file_members_that_are_not_sessions_are_counted_and_kept(tmp_path: Path)
     store = FileSessionStore(path)
     assert [s.id for s in store.iter_sessions()] == ["a"]
     assert store.skipped == {"not an object": 2, "id differs from the key": 1}
+    assert store.check().endswith(
+        "1 sessions (entries that are not sessions, kept as they are: 3 (2 not an object, "
+        "1 id differs from the key))"
+    )
     store.create({"x": 1})
     doc = json.loads(path.read_text())
     assert doc["n"] == 5 and doc["m"] == {"id": "other"} and doc["l"] == [1]

@@ -54,6 +54,7 @@ from worker.stores.sessions.base import (
     ms_to_iso,
     now_epoch_ms,
     session_reason,
+    skipped_summary,
 )
 from worker.stores.sessions.memory import MemorySessionStore
 
@@ -89,7 +90,12 @@ class FileSessionStore(MemorySessionStore):
         if not os.access(folder, os.W_OK):
             raise StoreError(f"folder {folder} is not writable", store=self.describe())
         state = "exists" if self.path.exists() else "not created yet"
-        return f"file {self.path} ({state}), {self.count()} sessions"
+        count = self.count()
+        other = (
+            f" (entries that are not sessions, kept as they are: "
+            f"{skipped_summary(self.skipped)})" if self.skipped else ""
+        )
+        return f"file {self.path} ({state}), {count} sessions{other}"
 
     # --- hooks of MemorySessionStore -----------------------------------------------------
 
