@@ -139,3 +139,34 @@ def test_status_with_the_broker_down_says_so(sync_world: Callable[..., SyncWorld
     assert out.returncode == 1
     assert "problem: broker unreachable" in out.stdout
     assert "Traceback" not in out.stderr
+
+
+def test_status_rows_are_each_containers_own_figures(sync_world: Callable[..., SyncWorld]) -> None:
+    """`a` with 1 file and `b` with 3: each row its own counts; `sync` passes are recorded;
+    the `*` row of a pass that found no app folder goes once there are apps."""
+    world = sync_world(None)
+    run = world.start_run()  # no app folder yet: an empty start-up pass
+    wait_for(lambda: bool(status_json(world, embedded=True)["full_passes"]), 10, "no pass")
+    run.stop()
+    (world.root / "a").mkdir()
+    (world.root / "a" / "1.txt").write_text("1")
+    (world.root / "b").mkdir()
+    for n in range(3):
+        (world.root / "b" / f"{n}.txt").write_text(str(n))
+    first = subprocess.run([*CLI, "sync"], env=world.env, cwd=world.base, capture_output=True,
+                           text=True, timeout=60)
+    assert first.returncode == 0, first.stderr
+    rows = status_json(world, embedded=True)["full_passes"]
+    assert sorted(set(rows) - {"/"}) == ["a", "b"]  # "/": the store files at the top, if any
+    assert (rows["a"]["uploaded"], rows["a"]["unchanged"]) == (1, 0)
+    assert (rows["b"]["uploaded"], rows["b"]["unchanged"]) == (3, 0)
+    assert rows["a"]["reason"] == "sync"
+    (world.root / "b" / "0.txt").unlink()
+    again = subprocess.run([*CLI, "sync"], env=world.env, cwd=world.base, capture_output=True,
+                           text=True, timeout=60)
+    assert again.returncode == 0, again.stderr
+    rows = status_json(world, embedded=True)["full_passes"]
+    assert (rows["a"]["uploaded"], rows["a"]["unchanged"], rows["a"]["deleted"]) == (0, 1, 0)
+    assert (rows["b"]["uploaded"], rows["b"]["unchanged"], rows["b"]["deleted"]) == (0, 2, 1)
+    text = status(world, embedded=True).stdout
+    assert "  a: " in text and "unchanged 1" in text and "unchanged 2" in text

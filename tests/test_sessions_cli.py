@@ -368,3 +368,26 @@ def test_run_with_the_memory_store_says_once_it_backs_nothing_up(sync_world: Any
                      "MemorySessionStore lives inside the Synchro server's process") == 1, log
     assert "snapshot" not in log.replace("no scheduled session backups", "")
     assert not (world.base / "snaps").exists()
+
+
+def test_the_worker_s_own_keys_stay_out_of_the_sessions_database(
+    own_redis: RedisServer, tmp_path: Path
+) -> None:
+    from worker import jobs
+    from worker.config import load_settings
+
+    sessions_db = own_redis.client(0)
+    for i in range(20):
+        sessions_db.set(f"id-{i}", json.dumps({"id": f"id-{i}"}))
+    base = f"redis://:{REDIS_PASSWORD}@127.0.0.1:{own_redis.port}"
+    settings = load_settings(None, environ={
+        "SYNCHRO__BROKER_URL": f"{base}/1",
+        "SYNCHRO__SESSIONSTORE_SERVICE": "RedisSessionStore",
+        "SYNCHRO__SESSIONSTORE__url": f"{base}/0",
+        "SYNCHRO__BACKUP__dest": "backups",
+    })
+    done = jobs.snapshot_sessions(settings, scheduled=True)  # takes its lock, records status
+    assert done is not None and done["sessions"] == 20 and done["skipped"] == {}
+    assert sorted(sessions_db.keys()) == sorted(f"id-{i}".encode() for i in range(20))
+    assert own_redis.client(1).exists("synchro-sync:status")  # the worker's, beside
+    jobs.close_context()

@@ -28,9 +28,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from worker.dispatch import REDIS_PREFIX
+from worker.pass_result import Counts, PassResult
 from worker.retry import RETRY_COUNTER
 from worker.status import (
     StatusStore,
+    forget_full_passes,
     open_status_store,
     record_failure,
     record_full_pass,
@@ -143,24 +145,53 @@ def full_pass(
         result = mirror_context(settings).full_pass(
             containers=list(containers) if containers else None
         )
-    took = time.monotonic() - started
-    store = status_store(settings)
-    for container, info in per_container(result).items():
-        log.info("container=%s full pass (%s) done in %.2fs: %s", container, reason, took, info)
-        record_full_pass(store, container, {**info, "reason": reason, "seconds": round(took, 3)})
+    record_pass(settings, result, reason, time.monotonic() - started, whole=not containers)
     return result
 
 
-def per_container(result: Any) -> dict[str, dict[str, Any]]:
-    """The pass's figures for each container it covered (failures matched by name)."""
-    info = summary(result)
-    info.pop("containers", None)
-    info.pop("plans", None)
-    failures = [str(f) for f in getattr(result, "failures", [])]
+def record_pass(
+    settings: Settings, result: PassResult, reason: str, took: float, whole: bool
+) -> None:
+    """Log and record for ``status`` each container's own figures of a pass (``run``'s and
+    ``sync``'s).  A pass of the whole tree replaces every row, so a container gone from the
+    folder (or the ``*`` row of a pass that found no app folders) does not linger."""
+    store = status_store(settings)
+    rows = per_container(result)
+    for container, info in rows.items():
+        log.info("container=%s full pass (%s) done in %.2fs: %s", container, reason, took,
+                 _human(info))
+        record_full_pass(store, container, {**info, "reason": reason, "seconds": round(took, 3)})
+    if whole:
+        forget_full_passes(store, keep=set(rows))
+
+
+def _human(info: dict[str, Any]) -> str:
+    text = (
+        f"uploaded {info['uploaded']}, copied {info['copied']}, deleted {info['deleted']}, "
+        f"unchanged {info['unchanged']}, {info['bytes'] / 1e6:.1f} MB"
+    )
+    if info["failures"]:
+        text += f", {info['failures']} failed"
+    if info["withheld"]:
+        text += f", {info['withheld']} withheld"
+    return text
+
+
+def per_container(result: PassResult) -> dict[str, dict[str, Any]]:
+    """Each container's own figures of a pass, its failures and withheld deletes matched by
+    name; a pass that found no app folder at all is one row ``*``."""
     out: dict[str, dict[str, Any]] = {}
-    for name in getattr(result, "containers", None) or ["*"]:
-        mine = [f for f in failures if f.startswith(f"{name}:") or f"/{name}/" in f]
-        out[str(name)] = {**info, "failures": len(mine), "errors": mine[:5]}
+    names = list(result.containers) or ["*"]
+    for name in names:
+        counts = result.per.get(name, Counts()) if name != "*" else Counts(
+            result.uploaded, result.copied, result.deleted, result.unchanged, result.bytes
+        )
+        mine = [f for f in result.failures if name == "*" or f.startswith(f"{name}:")]
+        held = [w for w in result.withheld if name == "*" or w.startswith(f"{name}:")]
+        out[name] = {
+            **asdict(counts), "failures": len(mine), "errors": mine[:5],
+            "withheld": len(held),
+        }
     return out
 
 

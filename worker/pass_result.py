@@ -17,6 +17,17 @@ class Progress(Protocol):
 
 
 @dataclass
+class Counts:
+    """One container's share of a pass."""
+
+    uploaded: int = 0
+    copied: int = 0
+    deleted: int = 0
+    unchanged: int = 0
+    bytes: int = 0
+
+
+@dataclass
 class PassResult:
     """What a full pass (or ``pull``) did."""
 
@@ -35,6 +46,12 @@ class PassResult:
     warnings: list[str] = field(default_factory=list)
     #: The plans (kept for --dry-run to print).
     plans: list[ContainerPlan] = field(default_factory=list)
+    #: Each container's own figures (the totals above are their sums).
+    per: dict[str, Counts] = field(default_factory=dict)
+
+    def of(self, container: str) -> Counts:
+        """``container``'s figures, started at zero."""
+        return self.per.setdefault(container, Counts())
 
     @property
     def ok(self) -> bool:

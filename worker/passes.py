@@ -275,6 +275,7 @@ class MirrorContext:
                     result.failures.append(f"{name}: cannot create the container: {exc}")
                     continue
             works.append(work)
+            result.of(name).unchanged = plan.unchanged
         result.unchanged = sum(w.plan.unchanged for w in works)
         if dry_run:
             result.seconds = time.monotonic() - started
@@ -300,8 +301,9 @@ class MirrorContext:
         self._run(jobs, result, progress)
         # Deletes come after every upload; containers' delete batches go out side by side.
         with ThreadPoolExecutor(max(1, min(len(works), 8))) as pool:
-            for deleted, failure in pool.map(self._finish, works):
+            for w, (deleted, failure) in zip(works, pool.map(self._finish, works), strict=True):
                 result.deleted += deleted
+                result.of(w.plan.container).deleted += deleted
                 if failure:
                     result.failures.append(failure)
 
@@ -352,11 +354,15 @@ class MirrorContext:
             if len(work.rows) >= INDEX_BATCH:
                 self.index.put_many(c, work.rows)
                 work.rows = {}
+            mine = result.of(c)
             if nbytes >= 0:
                 result.uploaded += 1
                 result.bytes += nbytes
+                mine.uploaded += 1
+                mine.bytes += nbytes
             else:
                 result.copied += 1
+                mine.copied += 1
         if progress is not None:
             progress.advance(1, max(nbytes, 0))
 

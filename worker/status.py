@@ -35,6 +35,8 @@ class StatusStore(Protocol):
     """Where status records go; both stores keep the same JSON shapes."""
 
     def put(self, name: str, value: dict[str, Any]) -> None: ...
+    def names(self) -> list[str]: ...
+    def drop(self, names: list[str]) -> None: ...
     def push(self, kind: str, event: dict[str, Any]) -> None: ...
     def read(self) -> dict[str, Any]: ...
 
@@ -67,6 +69,15 @@ class FileStatusStore:
         with self._locked() as data:
             data.setdefault("records", {})[name] = value
 
+    def names(self) -> list[str]:
+        return list(self._load().get("records", {}))
+
+    def drop(self, names: list[str]) -> None:
+        with self._locked() as data:
+            records = data.setdefault("records", {})
+            for name in names:
+                records.pop(name, None)
+
     def push(self, kind: str, event: dict[str, Any]) -> None:
         with self._locked() as data:
             events = data.setdefault(kind, [])
@@ -89,6 +100,13 @@ class RedisStatusStore:
 
     def put(self, name: str, value: dict[str, Any]) -> None:
         self.client.hset(_STATUS_KEY, name, json.dumps(value))
+
+    def names(self) -> list[str]:
+        return [k.decode() for k in self.client.hkeys(_STATUS_KEY)]
+
+    def drop(self, names: list[str]) -> None:
+        if names:
+            self.client.hdel(_STATUS_KEY, *names)
 
     def push(self, kind: str, event: dict[str, Any]) -> None:
         key = _FAILURES_KEY if kind == "failures" else _RETRIES_KEY
@@ -126,6 +144,13 @@ def open_status_store(settings: Settings) -> StatusStore:
 
 def record_full_pass(store: StatusStore, container: str, info: dict[str, Any]) -> None:
     store.put(f"full_pass:{container}", {"at": time.time(), **info})
+
+
+def forget_full_passes(store: StatusStore, keep: set[str]) -> None:
+    """Drop the full-pass rows of containers not in ``keep``."""
+    stale = [n for n in store.names()
+             if n.startswith("full_pass:") and n.split(":", 1)[1] not in keep]
+    store.drop(stale)
 
 
 def record_snapshot(store: StatusStore, info: dict[str, Any]) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from worker.cli import EXIT_FAILED, CliState, pass_state
+from worker.config import Settings
 from worker.errors import UsageError
 from worker.passes import MirrorContext, PassResult
 
@@ -105,6 +106,16 @@ def _print_plan(result: PassResult) -> None:
     result.uploaded, result.copied, result.deleted, result.bytes = ups, cps, dels, nbytes
 
 
+def _record(settings: Settings, result: PassResult, whole: bool) -> None:
+    """``status`` shows this pass's figures per container, as it does ``run``'s passes."""
+    from worker import jobs
+
+    try:
+        jobs.record_pass(settings, result, "sync", result.seconds, whole)
+    except Exception as exc:  # status is best effort: the pass itself is done
+        click.echo(f"synchro-sync: warning: status not recorded: {exc}", err=True)
+
+
 def _open(state: CliState, transfers: int | None) -> MirrorContext:
     settings = state.settings(**{"SYNC.transfers": transfers})
     return MirrorContext.from_settings(settings)
@@ -124,7 +135,8 @@ def sync(
 
     CONTAINER names app folders (default: every sub-folder of APP_ROOT_PATH).
     """
-    with _open(state, transfers) as ctx:
+    settings = state.settings(**{"SYNC.transfers": transfers})
+    with MirrorContext.from_settings(settings) as ctx:
         local = ctx.local_containers()
         unknown = [c for c in containers if c not in local]
         if unknown:
@@ -135,6 +147,8 @@ def sync(
         with _Bar("sync") as bar:
             result = ctx.full_pass(list(containers) or None, dry_run=dry_run, force=force,
                                    progress=bar)
+    if not dry_run:
+        _record(settings, result, whole=not containers)
     if dry_run:
         _print_plan(result)
         click.echo("dry run: nothing was changed")
