@@ -41,8 +41,54 @@ class CliState:
 pass_state = click.make_pass_decorator(CliState, ensure=True)
 
 
+#: Commands whose extra arguments go to Celery, where ``-c`` is the concurrency.
+_PASSTHROUGH_COMMANDS = {"worker", "beat"}
+
+
+def hoist_global_options(args: list[str], commands: set[str] | frozenset[str]) -> list[str]:
+    """``args`` with the group's own options (``-c/--config FILE``, ``--debug``) moved in
+    front of the command, so that ``synchro-sync sync -c config.json`` works as people type
+    it.  Nothing after ``--`` moves; under ``worker``/``beat`` a short ``-c`` is Celery's."""
+    front: list[str] = []
+    i = 0
+    while i < len(args) and args[i] not in commands:
+        if args[i] in ("-c", "--config"):
+            front.append(args[i])
+            i += 1
+        if i < len(args):
+            front.append(args[i])
+        i += 1
+    if i >= len(args):
+        return list(args)
+    command, rest = args[i], args[i + 1:]
+    hoisted: list[str] = []
+    kept: list[str] = []
+    short_c = command not in _PASSTHROUGH_COMMANDS
+    j = 0
+    while j < len(rest):
+        arg = rest[j]
+        if arg == "--":
+            kept += rest[j:]
+            break
+        if arg == "--debug":
+            hoisted.append(arg)
+        elif arg == "--config" or (short_c and arg == "-c"):
+            hoisted += rest[j:j + 2]
+            j += 1
+        elif arg.startswith("--config=") or (short_c and arg.startswith("-c") and len(arg) > 2):
+            hoisted.append(arg)
+        else:
+            kept.append(arg)
+        j += 1
+    return [*front, *hoisted, command, *kept]
+
+
 class SyncGroup(click.Group):
-    """Turns our errors into one line and an exit code."""
+    """Turns our errors into one line and an exit code; takes the group's own options
+    anywhere on the line (:func:`hoist_global_options`)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, hoist_global_options(args, set(self.commands)))
 
     def invoke(self, ctx: click.Context) -> Any:
         try:

@@ -1,0 +1,54 @@
+"""The command line as people type it: global options anywhere, whole descriptions in --help,
+a hint for a missing module directory."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+from tests.servers.celery_worker import CLI
+
+
+def _env(tmp: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SYNCHRO")}
+    env["SYNCHRO__STATE_DIR"] = str(tmp / "state")
+    return env
+
+
+def _cli(tmp: Path, *args: str, env: dict[str, str] | None = None
+         ) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CLI, *args], env=env or _env(tmp), cwd=tmp, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_global_options_after_the_command(tmp_path: Path) -> None:
+    (tmp_path / "apps" / "app1").mkdir(parents=True)
+    (tmp_path / "apps" / "app1" / "a.js").write_text("a")
+    cfg = tmp_path / "mine.json"
+    cfg.write_text(json.dumps({
+        "APP_ROOT_PATH": str(tmp_path / "apps"),
+        "MODULESTORE": {"directory": str(tmp_path / "mirror")},
+    }))
+    out = _cli(tmp_path, "sync", "-c", str(cfg))
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "mirror" / "app1" / "a.js").read_text() == "a"
+    out = _cli(tmp_path, "sync", "app1", f"--config={cfg}", "--debug")
+    assert out.returncode == 0 and out.stdout.startswith("uploaded 0"), out.stderr
+    shown = _cli(tmp_path, "config", "show", "--config", str(cfg))
+    assert shown.returncode == 0 and str(cfg) in shown.stdout, shown.stderr
+    listed = _cli(tmp_path, "sessions", "list", "-c", str(tmp_path / "missing.json"))
+    assert listed.returncode == 2 and "missing.json" in listed.stderr
+    assert "No such option" not in listed.stderr and "Traceback" not in listed.stderr
+
+
+def test_celery_options_of_worker_stay_celerys() -> None:
+    from worker.cli import hoist_global_options, main
+
+    commands = set(getattr(main, "commands", {}))
+    assert hoist_global_options(["worker", "-c", "4", "--config", "f.json"], commands) == [
+        "--config", "f.json", "worker", "-c", "4"]
+    assert hoist_global_options(["sync", "--", "-c"], commands) == ["sync", "--", "-c"]
+    assert hoist_global_options(["-c", "sync", "sync", "--debug"], commands) == [
+        "-c", "sync", "--debug", "sync"]
