@@ -52,3 +52,12 @@ def test_celery_options_of_worker_stay_celerys() -> None:
     assert hoist_global_options(["sync", "--", "-c"], commands) == ["sync", "--", "-c"]
     assert hoist_global_options(["-c", "sync", "sync", "--debug"], commands) == [
         "-c", "sync", "--debug", "sync"]
+
+
+def test_a_missing_module_directory_says_how_to_make_it(tmp_path: Path) -> None:
+    out = _cli(tmp_path, "sync")
+    assert out.returncode == 1
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1, out.stderr
+    assert str(tmp_path / "synchro-apps") in lines[0]
+    assert "mkdir -p" in lines[0] and "set APP_ROOT_PATH" in lines[0]

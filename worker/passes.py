@@ -135,7 +135,9 @@ class MirrorContext:
     def local_containers(self) -> list[str]:
         if not self.root.is_dir():
             raise SyncError(
-                f"the module directory {self.root} does not exist; nothing was deleted"
+                f"the module directory {self.root} (APP_ROOT_PATH) does not exist; nothing was "
+                f"deleted. Create it with one folder per app (mkdir -p {self.root}/myapp) or "
+                "set APP_ROOT_PATH (SYNCHRO__APP_ROOT_PATH or config.json) to your apps' folder"
             )
         return localtree.containers(self.root, self.rules)
 

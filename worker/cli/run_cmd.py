@@ -232,8 +232,9 @@ def run_embedded(settings: Settings, stop: threading.Event, ready: Callable[[], 
                 # An unmounted volume must not empty the store: wait for the folder; the
                 # watcher asks for a full pass when it appears.
                 log.warning(
-                    "APP_ROOT_PATH %s does not exist; nothing is mirrored until it does",
-                    settings.APP_ROOT_PATH,
+                    "APP_ROOT_PATH %s does not exist; nothing is mirrored until it does "
+                    "(create it with one folder per app, or set APP_ROOT_PATH to your apps' "
+                    "folder)", settings.APP_ROOT_PATH,
                 )
             dispatcher.release()
             timers.start()
