@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pathspec
 
+from worker.stores.modules.names import STORE_FILES
+
 log = logging.getLogger("synchro_sync.ignore")
 
 SYNCIGNORE = ".syncignore"
@@ -141,6 +143,8 @@ class IgnoreRules:
 
     def container_ignored(self, container: str) -> bool:
         """Whether a whole app folder is left out (by a default or a root pattern)."""
+        if container == STORE_FILES:
+            return False
         name = container + "/"
         if self._base.match_file(name):
             return True
@@ -152,6 +156,8 @@ class IgnoreRules:
         path = key + "/" if is_dir else key
         if self._base.match_file(path):
             return True
+        if container == STORE_FILES:  # files at the root: the root's own rules only
+            return self._root_spec is not None and self._root_spec.match_file(path)
         if self._root_spec is not None and self._root_spec.match_file(f"{container}/{path}"):
             return True
         spec = self._container_spec(container)

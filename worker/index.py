@@ -32,6 +32,10 @@ from typing import Any
 
 from worker.localtree import LocalFile
 
+#: Live deletes of a container within one window that always go ahead (a small app's few
+#: files); above this, ``SYNC.maxDeleteShare`` of the container applies.
+LIVE_DELETE_FLOOR = 5
+
 #: A file whose mtime is within this of the moment it was hashed is re-hashed next time.
 RACY_NS = 2_000_000_000
 
@@ -224,7 +228,7 @@ class MirrorIndex:
                     (self.store, container),
                 ).fetchone()[0]
                 base = max(have + recent, n)
-                allowed = (recent + n) <= share * base
+                allowed = n == 0 or recent + n <= max(share * base, LIVE_DELETE_FLOOR)
                 if allowed:
                     self._db.execute(
                         "INSERT INTO live_deletes VALUES (?,?,?,?)", (self.store, container, now, n)

@@ -23,6 +23,9 @@ from pathlib import Path
 
 from worker.errors import UnsafePath
 from worker.ignore import IgnoreRules
+from worker.stores.modules.names import STORE_FILES
+
+__all__ = ["STORE_FILES", "LocalFile", "ScanResult", "folder_of", "scan", "store_file_names"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +101,23 @@ def containers(root: Path, rules: IgnoreRules) -> list[str]:
     return sorted(found)
 
 
+def folder_of(root: Path, container: str) -> Path:
+    """The local folder of a container: ``root/container``, or ``root`` for the store files."""
+    return root if container == STORE_FILES else root / container
+
+
+def store_file_names(root: Path) -> list[str]:
+    """Names of the server's store files: regular files at the top of ``root`` (not hidden)."""
+    try:
+        with os.scandir(root) as it:
+            return sorted(
+                nfc(e.name) for e in it
+                if not e.name.startswith(".") and e.is_file(follow_symlinks=False)
+            )
+    except OSError:
+        return []
+
+
 def within(root: Path, path: str | os.PathLike[str]) -> bool:
     """Whether the real path of ``path`` is ``root`` or below it (``root`` already resolved)."""
     real = os.path.realpath(path)
@@ -137,7 +157,8 @@ def scan(
     result = ScanResult()
     seen: set[str] = set()
     disk = prefix if disk_prefix is None else disk_prefix
-    start = root / container / disk if disk else root / container
+    base = folder_of(root, container)
+    start = base / disk if disk else base
     stack: list[tuple[str, str, str]] = [(str(start), prefix, disk)]
     while stack:
         folder, key_prefix, disk_prefix = stack.pop()
@@ -206,6 +227,8 @@ def _visit(
         result.unsure.update((key, key + "/"))
         return
     mode = st.st_mode
+    if container == STORE_FILES and (stat.S_ISDIR(mode) or name.startswith(".")):
+        return  # app folders are containers of their own; hidden files are not the server's
     if stat.S_ISDIR(mode):
         if rules.ignored(container, key, is_dir=True):
             result.ignored += 1
@@ -254,7 +277,7 @@ def stat_path(root: Path, container: str, key: str) -> os.stat_result | None:
     Returns None when the path does not exist.  Raises :class:`UnsafePath` when the path, or a
     folder on the way to it, is a symlink that leads outside the root.
     """
-    path = root / container / key if key else root / container
+    path = folder_of(root, container) / key if key else folder_of(root, container)
     if not within(root, path.parent):
         raise UnsafePath(f"{container}/{key}: a folder on the way is a symlink out of the root")
     try:

@@ -48,6 +48,9 @@ class PassResult:
     plans: list[ContainerPlan] = field(default_factory=list)
     #: Each container's own figures (the totals above are their sums).
     per: dict[str, Counts] = field(default_factory=dict)
+    #: App folders a Synchro server will not serve, and why (no package.json, no
+    #: engines.synchro); mirrored all the same unless SYNC.appsOnly.
+    not_served: dict[str, str] = field(default_factory=dict)
 
     def of(self, container: str) -> Counts:
         """``container``'s figures, started at zero."""

@@ -22,14 +22,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from worker import localtree, safeopen, transfer
+from worker import apps, localtree, safeopen, transfer
 from worker.errors import StoreError, SyncError, UnsafePath
 from worker.ignore import IgnoreRules
 from worker.index import IndexEntry, MirrorIndex, store_identity
 from worker.locks import PathLocks
 from worker.mirror import ContainerPlan, plan_container
 from worker.pass_result import PassResult, PathResult, Progress
-from worker.stores.modules import ContainerNotFound, ModuleStore, ObjectInfo
+from worker.stores.modules import STORE_FILES, ContainerNotFound, ModuleStore, ObjectInfo
 
 __all__ = ["MirrorContext", "PassResult", "PathResult", "Progress"]
 
@@ -65,6 +65,7 @@ class MirrorContext:
         transfers: int = 16,
         max_delete_share: float = 0.5,
         delete_window: float = 600.0,
+        apps_only: bool = False,
     ) -> None:
         self._store = store
         self.index = index
@@ -74,6 +75,7 @@ class MirrorContext:
         self.transfers = transfers
         self.max_delete_share = max_delete_share
         self.delete_window = delete_window
+        self.apps_only = apps_only
         transfer.return_big_buffers_to_the_os()
 
     @classmethod
@@ -105,6 +107,7 @@ class MirrorContext:
             transfers=settings.SYNC.transfers,
             max_delete_share=settings.SYNC.maxDeleteShare,
             delete_window=settings.SYNC.deleteWindow,
+            apps_only=settings.SYNC.appsOnly,
         )
 
     @property
@@ -156,7 +159,7 @@ class MirrorContext:
 
         Returns the plan, whether the container exists in the store, and warnings.
         """
-        folder = self.root / container
+        folder = localtree.folder_of(self.root, container)
         source = localtree.folder_id(folder)
         scan = localtree.scan(self.root, container, self.rules, prefix, disk_prefix)
         if source is None or localtree.folder_id(folder) != source:
@@ -203,7 +206,7 @@ class MirrorContext:
                 f"{container}/{prefix}: kept {len(kept)} object(s) in the store that pull could "
                 f"not bring into this folder (e.g. {kept[0]!r}: {held[kept[0]]}); never deleted"
             )
-        if plan.empty_source:
+        if plan.empty_source and container != STORE_FILES:
             warnings.append(
                 f"{container}/{prefix}: the local folder is empty; deleted nothing in the store"
             )
@@ -241,8 +244,15 @@ class MirrorContext:
                 result.failures.append(
                     f"{name}: no such app folder in {self.root} (nothing was deleted)"
                 )
-            else:
+            elif name == self.store.config_root:
+                result.failures.append(
+                    f"{name}: this app folder has the name of MODULESTORE.configRoot, the "
+                    "container of the server's store files; not mirrored"
+                )
+            elif self._serves(name, result):
                 wanted.append(name)
+        if not containers:
+            self._add_store_files(wanted, result)
 
         def plan_one(name: str) -> tuple[ContainerPlan, bool, list[str]] | StoreError:
             try:
@@ -285,6 +295,33 @@ class MirrorContext:
         self.execute(works, result, progress)
         result.seconds = time.monotonic() - started
         return result
+
+    def _serves(self, container: str, result: PassResult) -> bool:
+        """Whether to mirror an app folder; notes the folders a server will not serve."""
+        why = apps.not_served(self.root, container)
+        if not why:
+            return True
+        result.not_served[container] = why
+        if self.apps_only:
+            result.warnings.append(
+                f"{container}: not a Synchro app ({why}); not mirrored (SYNC.appsOnly)"
+            )
+            return False
+        return True
+
+    def _add_store_files(self, wanted: list[str], result: PassResult) -> None:
+        """The server's store files (apps.json) join the pass where the store has a place for
+        them; otherwise one warning names them."""
+        if self.store.holds_store_files:
+            wanted.append(STORE_FILES)
+            return
+        names = localtree.store_file_names(self.root)
+        if names:
+            shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+            result.warnings.append(
+                f"{len(names)} store file(s) at the root of {self.root} ({shown}) are not "
+                "mirrored: set MODULESTORE.configRoot to the container the server reads them from"
+            )
 
     def execute(
         self, works: list[_Work], result: PassResult, progress: Progress | None = None
@@ -376,12 +413,14 @@ class MirrorContext:
         work.rows = {}
         deleted, failure = 0, None
         if plan.deletes and work.allow_deletes and (
-            plan.source is None or localtree.folder_id(self.root / c) != plan.source
+            plan.source is None
+            or localtree.folder_id(localtree.folder_of(self.root, c)) != plan.source
         ):
             # Checked again just before deleting: the root renamed away or remounted after the
             # scan must not read as "every file was deleted".
             return 0, (
-                f"{c}: the app folder {self.root / c} is gone or was replaced during the pass; "
+                f"{c}: the folder {localtree.folder_of(self.root, c)} is gone or was replaced "
+                "during the pass; "
                 f"deleted nothing ({len(plan.deletes)} deletes left for the next pass)"
             )
         if plan.deletes and work.allow_deletes:
@@ -420,6 +459,11 @@ class MirrorContext:
 
     def check_path(self, container: str, relpath: str) -> str:
         """``relpath`` tidied (as on disk), refusing containers and paths that escape."""
+        if container == STORE_FILES:
+            name = localtree.tidy(relpath)
+            if not name or "/" in name:
+                raise UnsafePath(f"{relpath!r} is not a store file (a file at the root)")
+            return name
         if not container or "/" in container or container in (".", ".."):
             raise UnsafePath(f"{container!r} is not an app folder name")
         return localtree.tidy(relpath)

@@ -21,9 +21,9 @@ import stat
 import time
 from typing import TYPE_CHECKING
 
-from worker import localtree, safeopen
+from worker import apps, localtree, safeopen
 from worker.index import IndexEntry
-from worker.stores.modules import ContainerNotFound
+from worker.stores.modules import STORE_FILES, ContainerNotFound
 
 if TYPE_CHECKING:
     from worker.passes import MirrorContext, PathResult
@@ -37,6 +37,16 @@ def sync_path(ctx: MirrorContext, container: str, relpath: str) -> PathResult:
     container = localtree.nfc(container)
     if ctx.rules.container_ignored(container):
         return PathResult(container, key, "skipped", reason="ignored")
+    if container == STORE_FILES and not ctx.store.holds_store_files:
+        return PathResult(container, key, "skipped", reason="no MODULESTORE.configRoot")
+    if container != STORE_FILES and container == ctx.store.config_root:
+        return PathResult(container, key, "skipped", reason="named as MODULESTORE.configRoot")
+    if ctx.apps_only and container != STORE_FILES:
+        if why := apps.not_served(ctx.root, container):
+            return PathResult(container, key, "skipped", reason=f"not a Synchro app ({why})")
+        if key == apps.PACKAGE_JSON:
+            # The folder may have just become an app: the whole of it follows, not one file.
+            disk = key = ""
     st = localtree.stat_path(ctx.root, container, disk)
     is_dir = st is not None and stat.S_ISDIR(st.st_mode)
     if key and ctx.rules.ignored_path(container, key, is_dir=is_dir):
@@ -109,7 +119,7 @@ def _sync_file(ctx: MirrorContext, container: str, key: str, disk: str) -> PathR
 
 def _app_folder_empty(ctx: MirrorContext, container: str) -> bool:
     try:
-        with os.scandir(ctx.root / container) as it:
+        with os.scandir(localtree.folder_of(ctx.root, container)) as it:
             return next(it, None) is None
     except (FileNotFoundError, NotADirectoryError):
         return True
@@ -134,15 +144,18 @@ def _delete_locked(ctx: MirrorContext, container: str, key: str) -> PathResult:
         )
     prefix = key + "/"
     keys = [key]
+    listing_keys: set[str] = set()
     if ctx.index.get(container, key) is None or ctx.index.has_under(container, prefix):
         # Possibly a folder: everything under it goes too (one listing of that prefix).
         listing = ctx.listing(container, prefix) or {}
+        listing_keys = set(listing)
         held = ctx.index.held(container, prefix)
         keys += [
             k for k in listing if k not in held and not ctx.rules.ignored_path(container, k)
         ]
         keys += [k for k in ctx.index.load(container, prefix) if k not in listing]
-    if why := ctx.withhold_live_delete(container, len(keys)):
+    known = sum(1 for k in keys if k in listing_keys or ctx.index.get(container, k) is not None)
+    if why := ctx.withhold_live_delete(container, known):
         return PathResult(container, key, "withheld", reason=why)
     with contextlib.suppress(ContainerNotFound):  # nothing of this app in the store
         ctx.store.delete(container, keys)

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from worker import localtree
 from worker.errors import IntegrityError, SyncError, UnsafePath
 from worker.index import IndexEntry
-from worker.stores.modules import ObjectInfo, file_md5
+from worker.stores.modules import STORE_FILES, ObjectInfo, file_md5
 
 if TYPE_CHECKING:
     from worker.passes import MirrorContext, PassResult, Progress
@@ -39,14 +39,19 @@ def pull(
     ctx.root.mkdir(parents=True, exist_ok=True)
     ctx.rules.reload()
     names = [localtree.nfc(c) for c in containers] if containers else ctx.store.containers()
+    if not containers and ctx.store.holds_store_files:
+        names.append(STORE_FILES)  # the server's apps.json comes back to the root
     todo: list[tuple[str, ObjectInfo]] = []
     for name in names:
-        if "/" in name or name.startswith(".") or ctx.rules.container_ignored(name):
+        if name != STORE_FILES and (
+            "/" in name or name.startswith(".") or ctx.rules.container_ignored(name)
+        ):
             result.warnings.append(f"{name}: not a usable app folder name; not pulled")
             continue
         listing = ctx.listing(name)
         if listing is None:
-            result.failures.append(f"{name}: no such container in the store")
+            if name != STORE_FILES:  # no configRoot container yet: no store files
+                result.failures.append(f"{name}: no such container in the store")
             continue
         result.containers.append(name)
         index = ctx.index.load(name)
@@ -56,7 +61,10 @@ def pull(
             if ctx.rules.ignored_path(name, info.key):
                 result.warnings.append(f"{name}/{info.key}: ignored; not pulled")
                 continue  # ignored objects are never deleted anyway
-            problem = _refuse(name, info.key)
+            problem = _refuse(name, info.key) or (
+                f"{ctx.store.store_files_location()}: {info.key!r} is in a folder; store files "
+                "lie at the root; not pulled" if name == STORE_FILES and "/" in info.key else None
+            )
             if problem:
                 result.warnings.append(problem)
                 held[info.key] = problem
@@ -106,7 +114,7 @@ def _local_state(
     ctx: MirrorContext, container: str, info: ObjectInfo, entry: IndexEntry | None
 ) -> str | IndexEntry:
     """"missing", an index row when the local file already holds the object, else a warning."""
-    path = ctx.root / container / info.key
+    path = localtree.folder_of(ctx.root, container) / info.key
     try:
         st = localtree.stat_path(ctx.root, container, info.key)
     except UnsafePath as exc:
@@ -130,7 +138,7 @@ def _local_state(
 
 
 def _fetch(ctx: MirrorContext, container: str, info: ObjectInfo) -> IndexEntry | str:
-    path = ctx.root / container / info.key
+    path = localtree.folder_of(ctx.root, container) / info.key
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         if not localtree.within(ctx.root, path.parent):

@@ -80,31 +80,29 @@ def missing_credentials(provider: str, config: Any) -> tuple[str, str] | None:
     opening the backend then names the extra).  Pairs and required keys are the config
     model's business; this covers what only the SDK knows."""
     if provider == "amazon" and not (config.keyId or config.key):
-        try:
-            import botocore.session
-        except ImportError:
-            return None
-        try:
-            credentials = botocore.session.Session().get_credentials()
-        except Exception as exc:  # the chain's own configuration is broken (a bad profile)
-            return "keyId", f"the AWS credential chain failed: {str(exc)[:120]}"
-        if credentials is None:
-            return "keyId", (
+        problem = _chain_problem("worker.stores.modules.s3")
+        if problem is not None:
+            return "keyId", problem or (
                 "no credentials: set MODULESTORE.keyId and MODULESTORE.key (the key best in "
                 f"SYNCHRO__MODULESTORE__key), or give them to the AWS credential chain "
                 f"(tried: {_AWS_CHAIN}); none found"
             )
     if provider == "google" and not (config.keyFilename or config.endpoint):
-        try:
-            import google.auth
-            from google.auth.exceptions import DefaultCredentialsError
-        except ImportError:
-            return None
-        try:
-            google.auth.default()
-        except DefaultCredentialsError:
-            return "keyFilename", (
+        problem = _chain_problem("worker.stores.modules.gcs")
+        if problem is not None:
+            return "keyFilename", problem or (
                 "no credentials: set MODULESTORE.keyFilename (a service-account key file), or "
                 f"application default credentials (tried: {_GOOGLE_CHAIN}); none found"
             )
     return None
+
+def _chain_problem(module_name: str) -> str | None:
+    """Ask a provider module (the only place its SDK is imported) whether its SDK's own
+    credential chain finds anything: None if it does (or the SDK is missing: opening the
+    backend names the extra), "" if it finds nothing, else what broke."""
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError:
+        return None
+    problem: str | None = module.credential_chain_problem()
+    return problem

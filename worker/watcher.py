@@ -1,7 +1,8 @@
 """The watcher: watchdog events -> filtered, debounced paths -> the dispatcher.
 
 It watches ``APP_ROOT_PATH`` recursively (one sub-folder per app container; files at the top
-level belong to no container and are ignored), drops what the ignore rules leave out, and hands
+level are the server's store files, ``apps.json``, handed on as paths of the pseudo-container
+``STORE_FILES``), drops what the ignore rules leave out, and hands
 each path to the dispatcher once it has been quiet for ``SYNC.debounce`` seconds (at least every
 ``SYNC.maxDelay`` seconds while it keeps changing).  It hands off the path's *identity* only: the
 work syncs the path's state as it is when it runs, so a move is two paths (source and
@@ -49,6 +50,7 @@ from worker.debounce import Change, Debouncer
 from worker.handoff import HandOff, Key, PathDispatcher, WatcherStats
 from worker.ignore import SYNCIGNORE, IgnoreRules
 from worker.poller import TreePoller
+from worker.stores.modules.names import STORE_FILES
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -382,7 +384,11 @@ class Watcher:
             if is_dir and change is Change.GONE:
                 # A whole app folder went away: the full pass and its delete guards decide.
                 self.handoff.owe(f"app folder {container!r} removed or moved away")
-            return
+                return
+            if is_dir or container.startswith("."):
+                return
+            # A file at the root is one of the server's store files (apps.json).
+            key = container, rel = STORE_FILES, container
         if self._ignored(container, rel, is_dir):
             return
         with self._cond:

@@ -61,6 +61,9 @@ class SyncSettings(Strict):
     maxDeleteShare: Share = 0.5
     #: Live deletes are held to ``maxDeleteShare`` of a container over this many seconds.
     deleteWindow: PositiveSeconds = 600.0
+    #: Mirror only folders a Synchro server serves (``package.json`` with engines.synchro);
+    #: a folder joins the moment its package.json says so.
+    appsOnly: bool = False
     #: Use watchdog's polling observer (bind mounts, network filesystems).
     polling: bool = False
     #: Parallel transfers in a full pass.

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from worker.stores.modules.base import ContainerNotFound, ObjectInfo, SourceChanged
+from worker.stores.modules.names import STORE_FILES
 from worker.stores.modules.store import ModuleStore, file_md5
 
 if TYPE_CHECKING:
@@ -18,6 +19,7 @@ __all__ = [
     "ContainerNotFound",
     "ModuleStore",
     "ObjectInfo",
+    "STORE_FILES",
     "SourceChanged",
     "file_md5",
     "open_module_store",
@@ -39,5 +41,6 @@ def open_module_store(settings: Settings, **options: Any) -> ModuleStore:
     provider = "file" if settings.MODULESTORE_SERVICE == "FileModuleStore" else config.provider  # type: ignore[union-attr]
     backend = open_backend(provider, config)
     return ModuleStore(
-        backend, provider=provider, bucket=getattr(config, "bucket", None), **options
+        backend, provider=provider, bucket=getattr(config, "bucket", None),
+        config_root=getattr(config, "configRoot", None), **options
     )

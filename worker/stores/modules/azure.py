@@ -201,7 +201,9 @@ class AzureBackend:
         self, bucket: str, key: str, body: BinaryIO, size: int, md5_hex: str, run: Runner
     ) -> ObjectInfo:
         blob = self.service.get_blob_client(bucket, key)
-        settings = ContentSettings(content_md5=bytearray(bytes.fromhex(md5_hex)))
+        settings = ContentSettings(
+            content_md5=bytearray(bytes.fromhex(md5_hex)), content_type=names.content_type(key)
+        )
         if size <= PART_SIZE:
             data = body.read(size)
             if len(data) != size:

@@ -15,6 +15,7 @@ import errno
 import hashlib
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -127,6 +128,8 @@ class FileBackend:
         base = self._bucket(bucket)
         if not base.is_dir():
             raise ContainerNotFound("no such container", store=self.name, container=bucket)
+        if not bucket:  # the root: the server's store files, beside the app folders
+            return Page(sorted(self._root_files(prefix), key=lambda i: i.key), None)
         # Walk only the folder the prefix names, not the whole container.
         folder, _, _ = prefix.rpartition("/")
         start = base / folder if folder else base
@@ -146,14 +149,29 @@ class FileBackend:
                     st = os.stat(full)
                 except FileNotFoundError:
                     continue  # deleted while we walked
-                key = full[base_len:].replace(os.sep, "/")
-                yield ObjectInfo(
-                    key=key,
-                    size=st.st_size,
-                    modified=st.st_mtime,
-                    md5=_read_md5(full, st.st_mtime_ns),
-                    etag=f"{st.st_mtime_ns:x}-{st.st_size:x}",
-                )
+                yield self._info(full[base_len:].replace(os.sep, "/"), full, st)
+
+    @staticmethod
+    def _info(key: str, full: str, st: os.stat_result) -> ObjectInfo:
+        return ObjectInfo(
+            key=key,
+            size=st.st_size,
+            modified=st.st_mtime,
+            md5=_read_md5(full, st.st_mtime_ns),
+            etag=f"{st.st_mtime_ns:x}-{st.st_size:x}",
+        )
+
+    def _root_files(self, prefix: str) -> Iterator[ObjectInfo]:
+        with os.scandir(self.root) as it:
+            for e in it:
+                if e.name.startswith(".") or not e.name.startswith(prefix):
+                    continue
+                try:
+                    st = e.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                if stat.S_ISREG(st.st_mode):
+                    yield self._info(e.name, e.path, st)
 
     def list_prefixes(self, bucket: str, prefix: str) -> list[str]:
         path = self._bucket(bucket) / prefix if prefix else self._bucket(bucket)

@@ -229,7 +229,8 @@ class GCSBackend:
             stream.seek(0)
             with self._errors(bucket, key, missing="bucket"):
                 blob.upload_from_file(
-                    stream, size=size, rewind=False, checksum=None, retry=None, timeout=self.timeout
+                    stream, size=size, rewind=False, checksum=None, retry=None,
+                    timeout=self.timeout, content_type=names.content_type(key),
                 )
             info = _info(blob)
             if info.md5 is not None and info.md5 != md5_hex:
@@ -321,3 +322,15 @@ def _info(blob: Any) -> ObjectInfo:
         modified = updated.timestamp() if updated else 0.0
     etag = str(blob.generation) if blob.generation else blob.etag
     return ObjectInfo(blob.name, int(blob.size or 0), modified, md5, etag)
+
+
+def credential_chain_problem() -> str | None:
+    """None when Google's application default credentials are found; "" when they are not."""
+    import google.auth
+    from google.auth.exceptions import DefaultCredentialsError
+
+    try:
+        google.auth.default()
+    except DefaultCredentialsError:
+        return ""
+    return None

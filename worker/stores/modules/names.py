@@ -8,12 +8,28 @@ returns ``None`` when the name is fine, else a short reason.
 from __future__ import annotations
 
 import ipaddress
+import mimetypes
 import re
 import unicodedata
+
+#: The pseudo-container of the Synchro server's *store files* (``apps.json`` and any other file
+#: at the root of the module directory): the root of a ``FileModuleStore``, the container named
+#: by ``MODULESTORE.configRoot`` in a cloud store.  No app folder can have this name.
+STORE_FILES = "/"
 
 _S3_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _GCS_BUCKET = re.compile(r"^[a-z0-9][a-z0-9._-]*[a-z0-9]$")
 _AZURE_CONTAINER = re.compile(r"^[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]$")
+
+
+def content_type(key: str) -> str:
+    """The ``Content-Type`` of an object, from its key's extension (as ``aws s3 sync`` chooses
+    it, with no charset claimed: a module file's bytes are sent as they are);
+    ``application/octet-stream`` when the extension says nothing."""
+    guessed, encoding = mimetypes.guess_type(key, strict=False)
+    if guessed is None or encoding is not None:
+        return "application/octet-stream"
+    return guessed
 
 
 def nfc(name: str) -> str:

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, BinaryIO, ClassVar, cast
 
 import botocore.exceptions as bce
+import botocore.session
 
 from worker.errors import (
     AccessDenied,
@@ -270,7 +271,8 @@ class S3Backend:
             return ObjectInfo(key, size, time.time(), md5_hex, etag)
         with self._errors(bucket, key):
             resp = self.client.put_object(
-                Bucket=bucket, Key=key, Body=data, ContentMD5=_b64(md5_hex)
+                Bucket=bucket, Key=key, Body=data, ContentMD5=_b64(md5_hex),
+                ContentType=names.content_type(key),
             )
         etag = _strip(resp.get("ETag"))
         return ObjectInfo(key, size, time.time(), md5_hex, etag)
@@ -280,7 +282,9 @@ class S3Backend:
     ) -> ObjectInfo:
         def create() -> str:
             with self._errors(bucket, key):
-                return str(self.client.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"])
+                return str(self.client.create_multipart_upload(
+                    Bucket=bucket, Key=key, ContentType=names.content_type(key)
+                )["UploadId"])
 
         upload_id = run(create)
         whole = hashlib.md5(usedforsecurity=False)
@@ -409,3 +413,13 @@ def _info(key: str, size: int, modified: float, etag: str | None) -> ObjectInfo:
     # A plain PUT's ETag is the MD5 of the content; a multipart one ends in "-<parts>".
     md5 = etag if etag and len(etag) == 32 and "-" not in etag else None
     return ObjectInfo(key, size, modified, md5, etag)
+
+
+def credential_chain_problem() -> str | None:
+    """None when botocore's credential chain finds credentials; "" when it finds none; what
+    broke when the chain's own configuration is bad (a missing profile)."""
+    try:
+        found = botocore.session.Session().get_credentials()
+    except Exception as exc:  # a broken profile or config file
+        return f"the AWS credential chain failed: {str(exc)[:120]}"
+    return None if found is not None else ""

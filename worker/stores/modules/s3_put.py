@@ -37,6 +37,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
 from worker.errors import StoreError, TransientStoreError
+from worker.stores.modules import names
 
 _CODE = re.compile(rb"<Code>([^<]+)</Code>")
 _NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
@@ -132,7 +133,7 @@ class FastPut:
         headers = self.sign(
             "PUT", host, path,
             {"Content-MD5": base64.b64encode(bytes.fromhex(md5_hex)).decode(),
-             "Content-Length": str(len(data))},
+             "Content-Length": str(len(data)), "Content-Type": names.content_type(key)},
             data,
         )
         conn = self._connection(host)

@@ -59,10 +59,13 @@ class ModuleStore:
         bucket: str | None = None,
         retry: RetryPolicy = STORE_RETRY,
         auto_create: bool = True,
+        config_root: str | None = None,
     ) -> None:
         self.backend = backend
         self.provider: str = provider or backend.name
         self.bucket = bucket
+        #: ``MODULESTORE.configRoot``: the container of the server's store files (cloud).
+        self.config_root = config_root
         self.retry = retry
         #: Create a missing container when an upload finds it missing (where the store can).
         self.auto_create = auto_create
@@ -91,8 +94,23 @@ class ModuleStore:
         if problem:
             raise self._invalid("bucket", bucket, problem, None)
 
+    @property
+    def holds_store_files(self) -> bool:
+        """Whether the server's store files (``apps.json``) have a place here: the root of a
+        local folder, or the ``MODULESTORE.configRoot`` container of a cloud store."""
+        return self.provider == "file" or self.config_root is not None
+
+    def store_files_location(self) -> str:
+        """Where the store files go, for people."""
+        if self.provider == "file":
+            return f"the root of {getattr(self.backend, 'root', 'the folder')}"
+        where = f"{self.bucket}/{self.config_root}/" if self.bucket else self.config_root
+        return f"the container {where} (MODULESTORE.configRoot)"
+
     def _container(self, container: str) -> str:
         """The NFC container name, checked; in bucket mode the key prefix is this plus '/'."""
+        if container == names.STORE_FILES:
+            raise self._invalid("container", container, "reserved for the store files", None)
         name = names.nfc(container)
         if self.bucket is not None:
             problem = names.folder_problem(name)
@@ -103,7 +121,18 @@ class ModuleStore:
         return name
 
     def _locate(self, container: str) -> tuple[str, str]:
-        """(bucket, key prefix) for a container."""
+        """(bucket, key prefix) for a container (or :data:`names.STORE_FILES`)."""
+        if container == names.STORE_FILES:
+            if self.provider == "file":
+                return "", ""  # the folder's root itself (the file backend lists it flat)
+            if self.config_root is None:
+                raise StoreError(
+                    "the store files (apps.json) have no container: set MODULESTORE.configRoot",
+                    store=self.provider, container=container,
+                )
+            if self.bucket is not None:
+                return self.bucket, self.config_root + "/"
+            return self.config_root, ""
         name = self._container(container)
         if self.bucket is None:
             return name, ""
@@ -112,6 +141,8 @@ class ModuleStore:
     def _key(self, container: str, prefix: str, key: str) -> str:
         name = names.nfc(key)
         problem = names.key_problem(name) or self.backend.key_problem(prefix + name)
+        if not problem and container == names.STORE_FILES and "/" in name:
+            problem = "a store file lies at the root of the module directory, not in a folder"
         if problem:
             raise self._invalid("object", key, problem, container)
         return prefix + name
@@ -132,11 +163,15 @@ class ModuleStore:
     # --- containers ------------------------------------------------------------------------
 
     def containers(self) -> list[str]:
-        """Container names, sorted."""
+        """App container names, sorted (the ``configRoot`` container is not an app's)."""
         if self.bucket is None:
-            return sorted(self._call(self.backend.list_buckets, container=""))
-        prefixes = self._call(self.backend.list_prefixes, self.bucket, "", container=self.bucket)
-        return sorted(p.rstrip("/") for p in prefixes)
+            found = self._call(self.backend.list_buckets, container="")
+        else:
+            prefixes = self._call(
+                self.backend.list_prefixes, self.bucket, "", container=self.bucket
+            )
+            found = [p.rstrip("/") for p in prefixes]
+        return sorted(c for c in found if c != self.config_root)
 
     def ensure_container(self, container: str) -> None:
         """Create the container if it is missing (where the store allows); exists is fine."""

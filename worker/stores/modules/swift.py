@@ -231,7 +231,8 @@ class SwiftBackend:
         if len(data) != size:
             raise SourceChanged("the local file is shorter than it was", store=self.name)
         with self._errors(bucket, key, missing="bucket"):
-            etag = self.conn.put_object(bucket, key, data, content_length=size, etag=md5_hex)
+            etag = self.conn.put_object(bucket, key, data, content_length=size, etag=md5_hex,
+                                        content_type=names.content_type(key))
         return ObjectInfo(key, size, time.time(), md5_hex, _strip(etag))
 
     def _put_slo(
@@ -286,7 +287,7 @@ class SwiftBackend:
         with self._errors(bucket, key, missing="bucket"):
             etag = self.conn.put_object(
                 bucket, key, json.dumps(manifest).encode(),
-                query_string="multipart-manifest=put",
+                query_string="multipart-manifest=put", content_type=names.content_type(key),
             )
         return _strip(etag)
 
