@@ -123,8 +123,9 @@ def test_distributed_commands_need_a_broker(sync_world: Callable[..., SyncWorld]
 
 
 def test_run_retries_a_save_the_store_refused(sync_world: Callable[..., SyncWorld]) -> None:
-    """The store is down when a save happens: the failure shows in status, the path is retried
-    with a backoff, and lands once the store is up (a moto S3 started on the endpoint later)."""
+    """The store goes down after start-up, then a save happens: the failure shows in status,
+    the path is retried with a backoff, and lands once the store is up again (a moto S3
+    started on the same endpoint)."""
     import sys
     import urllib.request
     import uuid
@@ -140,14 +141,6 @@ def test_run_retries_a_save_the_store_refused(sync_world: Callable[..., SyncWorl
     world = sync_world(None, store_settings=store)
     world.containers = {app}
     (world.root / app).mkdir()
-    world.start_run()  # the start-up pass fails (nothing listens), run still goes live
-    (world.root / app / "a.txt").write_text("saved while the store is down")
-
-    status = FileStatusStore(world.state)
-    deadline = time.monotonic() + 30
-    while not any(f.get("path") == "a.txt" for f in status.read().get("failures", [])):
-        assert time.monotonic() < deadline, world.logs()
-        time.sleep(0.2)
     moto = ServerProcess(
         "moto-late", [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
         healthy=lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/moto-api/", timeout=1)
@@ -155,6 +148,17 @@ def test_run_retries_a_save_the_store_refused(sync_world: Callable[..., SyncWorl
         workdir=world.base / "logs",
     )
     world.procs.append(moto)
+    moto.workdir.mkdir(exist_ok=True)
+    moto.start()
+    world.start_run()  # the store answers at start-up (run refuses one that does not)
+    moto.stop()
+    (world.root / app / "a.txt").write_text("saved while the store is down")
+
+    status = FileStatusStore(world.state)
+    deadline = time.monotonic() + 30
+    while not any(f.get("path") == "a.txt" for f in status.read().get("failures", [])):
+        assert time.monotonic() < deadline, world.logs()
+        time.sleep(0.2)
     moto.start()
     deadline = time.monotonic() + 40
     while world.read_store(f"{app}/a.txt") != b"saved while the store is down":
@@ -163,6 +167,33 @@ def test_run_retries_a_save_the_store_refused(sync_world: Callable[..., SyncWorl
     data = status.read()
     assert data["retry_total"] >= 1
     assert any(f["container"] == app and f["path"] == "a.txt" for f in data["failures"])
+
+
+def test_run_refuses_a_store_it_cannot_use_before_going_live(
+    sync_world: Callable[..., SyncWorld],
+) -> None:
+    """No app folder yet, so no start-up pass would notice: the module store is checked as
+    `config check` does, and `run` stops with one line (exit 1: it does not answer)."""
+    from tests.servers.process import free_port
+
+    dead = {"provider": "amazon", "keyId": "k", "key": "s",
+            "endpoint": f"http://127.0.0.1:{free_port()}"}
+    world = sync_world(None, store_settings=dead)
+    env = {k: v for k, v in world.env.items() if k != "SYNCHRO__BROKER_URL"}
+    out = subprocess.run([*CLI, "run"], env=env, cwd=world.base, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 1, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "module store" in lines[0] and "not starting" in lines[0], lines
+    assert "live" not in out.stderr and "Traceback" not in out.stderr
+    blocked = world.base / "not-a-folder"
+    blocked.write_text("a file where the mirror should be")
+    env["SYNCHRO__MODULESTORE_SERVICE"] = "FileModuleStore"
+    env["SYNCHRO__MODULESTORE__directory"] = str(blocked)
+    out = subprocess.run([*CLI, "run"], env=env, cwd=world.base, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 1 and str(blocked) in out.stderr, out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1, out.stderr
 
 
 def _store_names(world: SyncWorld, app: str) -> set[str]:

@@ -254,6 +254,35 @@ def _pass_summary(result: Any) -> str:
     return str(fn()) if callable(fn) else str(result)
 
 
+def _check_module_store(settings: Settings) -> None:
+    """What ``config check`` does for the module store, before going live: a store ``run``
+    cannot use stops it with one line (exit 2 for its configuration, 1 when it does not
+    answer) instead of an ERROR at every save."""
+    from worker.stores.modules import open_module_store
+
+    what = f"module store ({settings.MODULESTORE_SERVICE})"
+    retries = logging.getLogger("synchro_sync.retry")
+    quiet = retries.level
+    if not logging.getLogger("synchro_sync").isEnabledFor(logging.DEBUG):
+        retries.setLevel(logging.ERROR)  # the verdict is the one line, not each retry
+    try:
+        store = open_module_store(settings)
+        try:
+            store.check()
+        finally:
+            store.close()
+    except SyncError as exc:
+        err = SyncError(f"{what} cannot be used, not starting: {exc}")
+        err.exit_code = exc.exit_code
+        raise err from None
+    except Exception as exc:  # an SDK's own error: still one line, exit 1
+        raise SyncError(
+            f"{what} cannot be used, not starting: {exc.__class__.__name__}: {exc}"
+        ) from None
+    finally:
+        retries.setLevel(quiet)
+
+
 @click.command("run")
 @click.option("--debounce", type=float, help="Seconds of quiet before a path is synced.")
 @click.option("--polling/--no-polling", default=None, help="Poll instead of inotify.")
@@ -275,6 +304,7 @@ def run_command(state: CliState, debounce: float | None, polling: bool | None) -
         # First run on the embedded default: make the folder to put apps in.
         root.mkdir(parents=True)
         log.warning("created %s: put one folder per app in it", root)
+    _check_module_store(settings)
     store = settings.module_store
     dest = getattr(store, "directory", None) or getattr(store, "provider", "")
     with _until_signal() as stop:
