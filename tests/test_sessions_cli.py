@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +21,18 @@ from worker.stores.sessions.file import FileSessionStore
 
 
 @pytest.fixture(autouse=True)
-def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """No config.json or SYNCHRO__ variable from the surroundings."""
+def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No config.json or SYNCHRO__ variable from the surroundings; no status store of the
+    jobs module kept from one test's settings to the next."""
+    from worker import jobs
+
     monkeypatch.chdir(tmp_path)
     for name in list(os.environ):
         if name.upper().startswith("SYNCHRO"):
             monkeypatch.delenv(name)
+    jobs.close_context()
+    yield
+    jobs.close_context()
 
 
 def run(*args: str, input: str | None = None) -> Result:
@@ -390,4 +397,3 @@ def test_the_worker_s_own_keys_stay_out_of_the_sessions_database(
     assert done is not None and done["sessions"] == 20 and done["skipped"] == {}
     assert sorted(sessions_db.keys()) == sorted(f"id-{i}".encode() for i in range(20))
     assert own_redis.client(1).exists("synchro-sync:status")  # the worker's, beside
-    jobs.close_context()
