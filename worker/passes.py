@@ -302,7 +302,12 @@ class MirrorContext:
         if not why:
             return True
         result.not_served[container] = why
-        if self.apps_only:
+        if not self.apps_only:
+            result.warnings.append(
+                f"{container}: a Synchro server will not serve this folder ({why}); "
+                "mirrored all the same (SYNC.appsOnly leaves such folders out)"
+            )
+        else:
             result.warnings.append(
                 f"{container}: not a Synchro app ({why}); not mirrored (SYNC.appsOnly)"
             )
