@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, is_dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -79,29 +79,6 @@ def close_context() -> None:
         _status = None
 
 
-def summary(result: Any) -> dict[str, Any]:
-    """A JSON-able view of a PathResult / PassResult (whatever fields it has)."""
-    if result is None:
-        return {}
-    if is_dataclass(result) and not isinstance(result, type):
-        data = asdict(result)
-    elif isinstance(result, dict):
-        data = dict(result)
-    else:
-        data = {k: v for k, v in vars(result).items() if not k.startswith("_")}
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        if hasattr(value, "value") and not isinstance(value, list | tuple | set | dict):
-            out[key] = str(value.value)  # an Enum
-        elif isinstance(value, str | int | float | bool) or value is None:
-            out[key] = value
-        elif isinstance(value, list | tuple | set | dict):
-            out[key] = len(value)
-        else:
-            out[key] = str(value)
-    return out
-
-
 @contextmanager
 def _counting_retries(
     settings: Settings, what: str, container: str | None = None, path: str | None = None
@@ -127,7 +104,7 @@ def sync_path(settings: Settings, container: str, relpath: str) -> Any:
         result = mirror_context(settings).sync_path(container, relpath)
     log.info(
         "container=%s path=%s synced in %.3fs: %s",
-        container, relpath, time.monotonic() - started, summary(result),
+        container, relpath, time.monotonic() - started, _path_human(result),
     )
     if getattr(result, "action", "") == "withheld":
         log.warning("container=%s path=%s delete withheld: %s", container, relpath,
@@ -163,6 +140,18 @@ def record_pass(
         record_full_pass(store, container, {**info, "reason": reason, "seconds": round(took, 3)})
     if whole:
         forget_full_passes(store, keep=set(rows))
+
+
+def _path_human(result: Any) -> str:
+    """What ``sync_path`` did, as a person reads it ("uploaded, 2.1 kB")."""
+    action = str(getattr(result, "action", "") or "done")
+    if action == "folder":
+        action = f"folder synced: uploaded {result.uploaded}, deleted {result.deleted}"
+    nbytes = int(getattr(result, "bytes", 0) or 0)
+    if nbytes:
+        action += f", {nbytes / 1e3:.1f} kB" if nbytes < 1e6 else f", {nbytes / 1e6:.1f} MB"
+    reason = getattr(result, "reason", "")
+    return f"{action} ({reason})" if reason else action
 
 
 def _human(info: dict[str, Any]) -> str:

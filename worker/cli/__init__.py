@@ -35,6 +35,9 @@ class CliState:
             merged = {**self.overrides, **{k: v for k, v in overrides.items() if v is not None}}
             self._settings = load_settings(self.config_file, merged)
             logging.getLogger("synchro_sync").setLevel(self._settings.LOG_LEVEL)
+            from worker.logs import apply_format
+
+            apply_format(self._settings.LOG_FORMAT)
         return self._settings
 
 

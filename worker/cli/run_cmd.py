@@ -51,14 +51,17 @@ def _need_broker(settings: Settings, command: str) -> str:
 
 def _log_to_stderr(settings: Settings) -> None:
     """Our log lines (with container and path) on stderr at LOG_LEVEL."""
+    from worker.logs import formatter
+
     logger = logging.getLogger("synchro_sync")
     logger.setLevel(settings.LOG_LEVEL)
     if not any(getattr(h, "_synchro", False) for h in logger.handlers):
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         handler._synchro = True  # type: ignore[attr-defined]
         logger.addHandler(handler)
         logger.propagate = False
+    for each in logger.handlers:
+        each.setFormatter(formatter(settings.LOG_FORMAT))
 
 
 @contextmanager
@@ -197,6 +200,7 @@ def run_embedded(settings: Settings, stop: threading.Event, ready: Callable[[], 
     from worker.status import record_embedded_queue
 
     later = RetryLater(settings)
+    done = {"paths": 0, "passes": 0}
 
     def sync(container: str, relpath: str) -> object:
         try:
@@ -205,10 +209,13 @@ def run_embedded(settings: Settings, stop: threading.Event, ready: Callable[[], 
             later.failed(container, relpath, exc)
             raise
         later.succeeded(container, relpath)
+        done["paths"] += 1
         return result
 
     def full_pass(containers: Any, reason: str) -> object:
-        return jobs.full_pass(settings, containers, reason)
+        result = jobs.full_pass(settings, containers, reason)
+        done["passes"] += 1
+        return result
 
     with jobs.host_lock(settings, "run", timeout=0) as got:
         if not got:
@@ -226,7 +233,7 @@ def run_embedded(settings: Settings, stop: threading.Event, ready: Callable[[], 
             log.warning("%s", note)
         try:
             if Path(settings.APP_ROOT_PATH).is_dir():
-                result = jobs.full_pass(settings, None, "start-up")
+                result = full_pass(None, "start-up")
                 log.warning("start-up full pass: %s", _pass_summary(result))
             else:
                 # An unmounted volume must not empty the store: wait for the folder; the
@@ -245,8 +252,25 @@ def run_embedded(settings: Settings, stop: threading.Event, ready: Callable[[], 
             timers.stop()
             dispatcher.wait_idle(5.0)
             dispatcher.close()
-            record_embedded_queue(jobs.status_store(settings), dispatcher.pending())
+            left = dispatcher.pending()
+            record_embedded_queue(jobs.status_store(settings), left)
             jobs.close_context()
+            if stop.is_set():
+                click.echo(_stopped_line(done, left), err=True)
+
+
+def _stopped_line(done: dict[str, int], left: list[tuple[str, str]]) -> str:
+    """The one line ``run`` prints when stopped (Ctrl-C, SIGTERM)."""
+    did = f"{done['paths']} save(s) mirrored and {done['passes']} full pass(es) done"
+    if not left:
+        return (f"synchro-sync: stopped: {did}; nothing was waiting "
+                "(the next start-up pass re-checks the whole tree)")
+    first = ", ".join(f"{c}/{p}" for c, p in left[:3])
+    more = f" and {len(left) - 3} more" if len(left) > 3 else ""
+    return (
+        f"synchro-sync: stopped: {did}; {len(left)} path(s) not synced yet ({first}{more}) "
+        "are left for the next start-up pass"
+    )
 
 
 def _pass_summary(result: Any) -> str:

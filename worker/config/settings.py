@@ -126,6 +126,10 @@ class Settings(BaseSettings):
     HOST_QUEUE: NonEmptyStr | None = None
     LOG_LEVEL: Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR"],
                          BeforeValidator(lambda v: v.upper() if isinstance(v, str) else v)] = "INFO"
+    #: ``text`` (for people) or ``json`` (one object a line, container and path as fields).
+    LOG_FORMAT: Annotated[Literal["text", "json"],
+                          BeforeValidator(lambda v: v.lower() if isinstance(v, str) else v),
+                          ] = "text"
     SYNC: SyncSettings = SyncSettings()
     BACKUP: BackupSettings = BackupSettings()
 

@@ -1,0 +1,70 @@
+"""`run`'s log as people and machines read it: summary lines instead of Python dicts,
+`LOG_FORMAT=json` (one object a line, container and path as fields), one line at Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from collections.abc import Callable
+from typing import Any
+
+from tests.servers.celery_worker import SyncWorld
+from tests.servers.process import ServerProcess
+
+
+def _wait_log(proc: ServerProcess, needle: str, timeout: float = 10) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        text = proc.log_path.read_text(errors="replace")
+        if needle in text:
+            return text
+        assert time.monotonic() < deadline, f"{needle!r} not in\n{text}"
+        time.sleep(0.1)
+
+
+def _interrupt(proc: ServerProcess) -> None:
+    assert proc.proc is not None
+    proc.proc.send_signal(signal.SIGINT)
+    assert proc.proc.wait(30) == 0
+
+
+def test_text_log_lines_are_for_people_and_ctrl_c_says_what_it_did(
+    sync_world: Callable[..., SyncWorld],
+) -> None:
+    world = sync_world(None)
+    (world.root / "app1").mkdir()
+    (world.root / "app1" / "a.txt").write_text("a")
+    run = world.start_run()
+    (world.root / "app1" / "b c.txt").write_text("b")
+    _wait_log(run, "path=b c.txt synced")
+    _interrupt(run)
+    text = run.log_path.read_text(errors="replace")
+    assert "{'" not in text, text  # no Python dicts
+    assert "container=app1 full pass (start-up) done" in text
+    assert "uploaded 1, copied 0, deleted 0, unchanged 0" in text
+    stopped = [line for line in text.splitlines() if "stopped" in line]
+    assert len(stopped) == 1, text
+    assert stopped[0].startswith("synchro-sync: stopped: 1 save(s) mirrored and 1 full pass")
+    assert "next start-up pass" in stopped[0]
+
+
+def test_json_log_one_object_a_line_with_container_and_path(
+    sync_world: Callable[..., SyncWorld],
+) -> None:
+    world = sync_world(None, LOG_FORMAT="json")
+    (world.root / "app1").mkdir()
+    run = world.start_run()
+    (world.root / "app1" / "x y.js").write_text("x")
+    _wait_log(run, '"path": "x y.js"')
+    _interrupt(run)
+    records: list[dict[str, Any]] = []
+    for line in run.log_path.read_text(errors="replace").splitlines():
+        if line.startswith("synchro-sync: "):  # the CLI's own lines (live, stopped)
+            continue
+        records.append(json.loads(line))  # every log line is one JSON object
+    synced = [r for r in records if r.get("path") == "x y.js"]
+    assert synced and synced[0]["container"] == "app1" and synced[0]["level"] == "INFO"
+    assert synced[0]["message"].startswith("synced in ") and "uploaded" in synced[0]["message"]
+    passes = [r for r in records if r["message"].startswith("full pass (start-up)")]
+    assert passes and passes[0]["container"] == "app1"
