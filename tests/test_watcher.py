@@ -279,7 +279,7 @@ def test_continuous_writes_are_submitted_every_max_delay(start: WatcherFactory, 
     assert len(during) >= 2 and during[0] < 0.5 + 0.3, during
 
 
-def test_ignored_paths_and_top_level_files(start: WatcherFactory, root: Path) -> None:
+def test_ignored_paths_and_top_level_store_files(start: WatcherFactory, root: Path) -> None:
     w, rec = start(ignore=["*.log"])
     (root / "app1" / "node_modules" / "x").mkdir(parents=True)
     (root / "app1" / "node_modules" / "x" / "index.js").write_text("dep")
@@ -287,9 +287,11 @@ def test_ignored_paths_and_top_level_files(start: WatcherFactory, root: Path) ->
     (root / "app1" / ".git" / "HEAD").write_text("ref")
     (root / "app1" / "debug.log").write_text("noise")
     (root / "app1" / ".DS_Store").write_text("")
-    (root / "README.txt").write_text("top level: no container")
+    (root / ".hidden-at-top").write_text("not the server's")
+    (root / "apps.json").write_text("top level: the server's store file")
     (root / "app1" / "kept.js").write_text("k")
-    assert settle(w, rec, {"app1/kept.js"}) == ["app1/kept.js"]
+    got = settle(w, rec, {"app1/kept.js", "//apps.json"})
+    assert sorted(got) == ["//apps.json", "app1/kept.js"]  # STORE_FILES is "/"
 
 
 def test_syncignore_edit_reloads_rules_and_asks_for_a_pass(
@@ -654,3 +656,40 @@ def test_sub_folders_without_a_watch_at_start_switch_to_polling(
     assert wait_for(lambda: any("ran out of watches" in p for p in rec.passes))
     (root / "app1" / "lib" / "util.js").write_text("seen by polling")
     assert settle(w, rec, {"app1/lib/util.js"}) == ["app1/lib/util.js"]
+
+
+def test_a_folder_swapped_for_a_symlink_out_is_never_watched(
+    start: WatcherFactory, root: Path, outside: Path
+) -> None:
+    """A folder created and at once replaced by a link to a folder outside (racing watchdog's
+    walk of the new folder): no watch leaves the root, and a write outside is never reported
+    as a path inside it."""
+    for n in range(40):
+        (outside / f"sub{n}").mkdir()
+    w, rec = start()
+    for n in range(20):  # many tries at the race
+        (root / "app1" / f"swap{n}").mkdir()
+        os.rename(root / "app1" / f"swap{n}", outside / f"moved{n}")
+        os.symlink(outside, root / "app1" / f"swap{n}")
+    settle(w, rec, set(), timeout=1)
+    rec.clear()
+    (outside / "sub3" / "secret.txt").write_text("outside")
+    (root / "app1" / "inside.js").write_text("i")
+    got = settle(w, rec, {"app1/inside.js"})
+    assert not [p for p in got if "secret" in p or "sub3" in p], got
+    watched = _watched_paths(w)
+    assert str(root / "app1" / "lib") in watched  # the table is the one in use
+    # No folder behind a link was walked and watched (a stale watch on a folder that was
+    # moved out may linger until watchdog drops it; it is not one under the link).
+    assert not [p for p in watched if os.sep + "sub" in p], watched
+
+
+def _watched_paths(w: Watcher) -> list[str]:
+    """The folders the inotify observer holds a watch on (empty for other observers)."""
+    observer = getattr(w, "_observer", None)
+    out: list[str] = []
+    for emitter in list(getattr(observer, "emitters", []) or []):
+        inner = getattr(emitter, "_inotify", None)
+        table = getattr(inner, "_active_callbacks_by_path", {})
+        out += [os.fsdecode(p) for p in table]
+    return out

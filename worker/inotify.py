@@ -198,13 +198,21 @@ if sys.platform.startswith("linux"):
 
     class _LimitReportingFD:
         """The inotify descriptor as a watch group sees it, reporting ENOSPC when a watch is
-        added: watchdog skips a sub-folder it cannot watch without a word."""
+        added (watchdog skips a sub-folder it cannot watch without a word), and refusing a
+        watch outside the root: a folder swapped for a symlink to ``/etc`` between its
+        creation and watchdog's walk of it would otherwise be walked and watched, and writes
+        there reported as paths inside the root."""
 
-        def __init__(self, fd: InotifyFD, on_limit: OverflowHook | None) -> None:
+        def __init__(self, fd: InotifyFD, on_limit: OverflowHook | None, root: bytes) -> None:
             self._fd = fd
             self._on_limit = on_limit
+            self._root = os.path.realpath(root)
 
         def add_callback(self, path: bytes, mask: Any, callback: Any, id_: Any) -> Any:
+            real = os.path.realpath(path)
+            if real != self._root and not real.startswith(self._root.rstrip(b"/") + b"/"):
+                raise OSError(errno.ELOOP, "leads outside the module directory; not watched",
+                              os.fsdecode(path))
             try:
                 return self._fd.add_callback(path, mask, callback, id_)
             except OSError as exc:
@@ -231,7 +239,8 @@ if sys.platform.startswith("linux"):
 
         def on_thread_start(self) -> None:
             group = _ReportingWatchGroup(
-                cast(InotifyFD, _LimitReportingFD(self._inotify_fd, self._on_watch_limit)),
+                cast(InotifyFD, _LimitReportingFD(self._inotify_fd, self._on_watch_limit,
+                                                  os.fsencode(self.watch.path))),
                 os.fsencode(self.watch.path),
                 is_recursive=self.watch.is_recursive,
                 event_mask=self.get_event_mask_from_filter(),
