@@ -116,7 +116,7 @@ def test_snapshot_file_format(dest: FolderDestination) -> None:
         io.BytesIO(compressed), read_across_frames=True).read()
     lines = raw.splitlines(keepends=True)
     header, trailer = json.loads(lines[0]), json.loads(lines[-1])
-    assert header["format"] == "synchro-sessions-snapshot" and header["version"] == 1
+    assert header["format"] == "synchro-sessions-snapshot" and header["version"] == 2
     assert header["source"] == "memory:" and header["started_at"].endswith("Z")
     sessions = [json.loads(line) for line in lines[1:-1]]
     assert sorted(sessions, key=lambda s: s["id"]) == [
@@ -775,3 +775,37 @@ def test_tampered_snapshot_is_refused_and_nothing_written(
         assert not (tmp_path / "restored.json").exists()
     # The untouched snapshot beside it still restores.
     assert restore_snapshot(other.id, dest, target).written == 1500
+
+
+def test_a_version_1_snapshot_restores_in_the_servers_format(
+    own_redis: RedisServer, dest: FolderDestination
+) -> None:
+    """Snapshots taken before the worker spoke the server's format hold states without the
+    id; restored now, every session is the server's {"id": ...} under its bare id."""
+    from dataclasses import asdict
+
+    from worker.snapshot_format import SnapshotWriter
+    from worker.snapshots import SnapshotInfo
+    from worker.stores.sessions.lines import encode_batch
+
+    sessions = [("old-1", b'{"user":"ana"}', None), ("old-2", b"{}", None),
+                ("old-3", b'{"id":"stale","n":1}', int(time.time() * 1000) + 3_600_000)]
+    snap_id = "20250101T000000.000Z-0001"
+    dest.path.mkdir(parents=True)
+    with open(dest.path / f"{snap_id}.jsonl.zst", "wb") as out:
+        writer = SnapshotWriter(out, {"format": "synchro-sessions-snapshot", "version": 1,
+                                      "id": snap_id, "source": "redis://old", "started_at": "x"})
+        writer.write_block(encode_batch(sessions), len(sessions))
+        lines_sha, file_sha, _, size = writer.finish({"end": True, "ended_at": "y"})
+    info = SnapshotInfo(id=snap_id, count=3, size=size, sha256=lines_sha, file_sha256=file_sha,
+                        started_at="2025-01-01T00:00:00.000Z", ended_at="2025-01-01T00:00:01.000Z",
+                        source="redis://old", version=1, frames=writer.frames)
+    (dest.path / f"{snap_id}.manifest.json").write_text(json.dumps(asdict(info)))
+    target = _server_redis(own_redis)
+    assert restore_snapshot(snap_id, dest, target).written == 3
+    raw = own_redis.client()
+    assert raw.get("old-1") == b'{"id":"old-1","user":"ana"}'
+    assert raw.get("old-2") == b'{"id":"old-2"}'
+    assert json.loads(raw.get("old-3")) == {"id": "old-3", "n": 1}
+    assert raw.pttl("old-3") > 3_500_000
+    assert sorted(s.id for s in target.iter_sessions()) == ["old-1", "old-2", "old-3"]

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from worker.errors import CorruptFile, NotFound
 from worker.snapshot_dest import SnapshotDestination
-from worker.snapshot_format import SnapshotReader
+from worker.snapshot_format import SnapshotReader, v1_sessions
 from worker.stores.sessions.base import BATCH_SIZE, RawSession
 from worker.stores.sessions.lines import decode_block, decode_ids
 
@@ -116,9 +116,14 @@ def snapshot_batches(
     states empty and skips parsing them."""
     with open(path, "rb") as f:
         reader = SnapshotReader(f, str(path), verify=False)
+        v1 = reader.header.get("version") == 1  # states without their id: given it
         try:
             for block in reader.blocks():
-                yield from _batches(decode_ids(block) if ids_only else decode_block(block))
+                if ids_only:
+                    yield from _batches(decode_ids(block))
+                else:
+                    sessions = decode_block(block)
+                    yield from _batches(v1_sessions(sessions) if v1 else sessions)
         finally:
             reader.close()
         assert reader.trailer is not None
