@@ -253,3 +253,105 @@ def _store_overrides(ctx: MirrorContext, tmp: Path) -> dict[str, Any]:
         "provider": "amazon", "keyId": "test", "key": "test", "region": "us-east-1",
         "endpoint": backend.client.meta.endpoint_url,
     }}
+
+
+# --- a hostile tree: every odd entry reported once by name, the rest mirrored ----------------
+
+
+def _independent_listing(ctx: MirrorContext, app: str, tmp: Path,
+                         request: pytest.FixtureRequest) -> set[str]:
+    """The container's keys as another client sees them (boto3 itself, or os.walk)."""
+    if ctx.store.provider == "file":
+        base = tmp / "mirror" / app
+        return {
+            os.path.relpath(os.path.join(d, f), base)
+            for d, _, files in os.walk(base) for f in files if not f.startswith(".synchro-tmp")
+        }
+    client = request.getfixturevalue("amazon_store_server").client()
+    pages = client.get_paginator("list_objects_v2").paginate(Bucket=app)
+    return {o["Key"] for page in pages for o in page.get("Contents", [])}
+
+
+def test_hostile_names_and_file_kinds(
+    ctx: MirrorContext, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    import socket
+
+    app = f"app-{uuid.uuid4().hex[:8]}"
+    base = ctx.root / app
+    base.mkdir()
+    good = {
+        "plain.js": b"p",
+        "back\\slash.js": b"b",
+        ("n" * 251) + ".js": b"255 bytes",
+        "sp ace/ünï.js": b"u",
+    }
+    for name, data in good.items():
+        (base / name).parent.mkdir(parents=True, exist_ok=True)
+        (base / name).write_bytes(data)
+    out = _outside(tmp_path, ["passwd"])
+    bad = {
+        "new\nline.js": "newline",
+        "latin-\udce9.js": "UTF-8",
+        "fifo.js": "regular file",
+        "sock": "regular file",
+        "loop.js": "symlink",
+        "etc": "symlink",
+        "out.js": "symlink",
+    }
+    (base / "new\nline.js").write_bytes(b"n")
+    with open(os.path.join(os.fsencode(base), b"latin-\xe9.js"), "wb") as f:
+        f.write(b"l")
+    os.mkfifo(base / "fifo.js")
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(base / "sock"))
+    os.symlink("loop.js", base / "loop.js")
+    os.symlink(out, base / "etc")
+    os.symlink(out / "passwd", base / "out.js")
+    try:
+        result = ctx.full_pass()
+    finally:
+        sock.close()
+    store = _independent_listing(ctx, app, tmp_path, request)
+    assert store == set(good), store ^ set(good)
+    assert result.uploaded == len(good)
+    for name, why in bad.items():
+        fragment = name.split("\n")[0].split("\udce9")[0]  # as printed: escaped, or bytes
+        lines = [w for w in result.warnings + result.failures if fragment in w]
+        assert len(lines) == 1, (name, lines, result.warnings)
+        assert why.lower() in lines[0].lower() or "cannot" in lines[0], lines[0]
+    again = ctx.full_pass()
+    assert (again.uploaded, again.deleted) == (0, 0)
+    ctx.store.delete_container(app)
+
+
+def test_pull_from_a_malicious_bucket_writes_nothing_outside(
+    tmp_path: Path, amazon_store_server: Any
+) -> None:
+    app = f"evil-{uuid.uuid4().hex[:8]}"
+    raw = amazon_store_server.client()
+    raw.create_bucket(Bucket=app)
+    hostile = ["../../x.js", "a/../../y.js", "/abs.js", "..\\\\w.js", "x", "x/y", "ok.js"]
+    for key in hostile:
+        raw.put_object(Bucket=app, Key=key, Body=f"from {key}".encode())
+    fresh = MirrorContext.from_settings(load_settings(None, {
+        "APP_ROOT_PATH": str(tmp_path / "deep" / "apps"), "STATE_DIR": str(tmp_path / "state"),
+        "MODULESTORE_SERVICE": "PkgCloudModuleStore", "MODULESTORE": amazon_store_server.settings(),
+    }, environ={}))
+    try:
+        result = fresh.pull([app])
+    finally:
+        fresh.close()
+    written = {str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file()
+               and "state" not in p.parts}
+    assert written == {f"deep/apps/{app}/ok.js", f"deep/apps/{app}/x"} or written == {
+        f"deep/apps/{app}/ok.js", f"deep/apps/{app}/x/y"}, written
+    said = result.warnings + result.failures
+    listed = {o["Key"] for o in raw.list_objects_v2(Bucket=app)["Contents"]}
+    for key in listed - {"x", "x/y", "ok.js"}:  # as the store keeps them (moto may tidy some)
+        assert len([w for w in said if repr(key) in w]) == 1, (key, listed, said)
+    clash = [w for w in said if f"{app}/x:" in w or f"{app}/x/y:" in w or "'x'" in w]
+    assert len(clash) == 1, said
+    for key in hostile:
+        raw.delete_object(Bucket=app, Key=key)
+    raw.delete_bucket(Bucket=app)
