@@ -209,12 +209,13 @@ def run_embedded(settings: Settings, stop: threading.Event, ready: Callable[[], 
             later.failed(container, relpath, exc)
             raise
         later.succeeded(container, relpath)
-        done["paths"] += 1
+        if getattr(result, "action", "") != "skipped":
+            done["paths"] += 1
         return result
 
     def full_pass(containers: Any, reason: str) -> object:
         result = jobs.full_pass(settings, containers, reason)
-        done["passes"] += 1
+        done["passes"] += result is not None
         return result
 
     with jobs.host_lock(settings, "run", timeout=0) as got:
@@ -243,6 +244,7 @@ def run_embedded(settings: Settings, stop: threading.Event, ready: Callable[[], 
                     "(create it with one folder per app, or set APP_ROOT_PATH to your apps' "
                     "folder)", settings.APP_ROOT_PATH,
                 )
+                jobs.root_missing_said()
             dispatcher.release()
             timers.start()
             ready()

@@ -111,7 +111,7 @@ def _record(settings: Settings, result: PassResult, whole: bool) -> None:
     from worker import jobs
 
     try:
-        jobs.record_pass(settings, result, "sync", result.seconds, whole)
+        jobs.record_pass(settings, result, "sync", result.seconds, whole, say=False)
     except Exception as exc:  # status is best effort: the pass itself is done
         click.echo(f"synchro-sync: warning: status not recorded: {exc}", err=True)
 
