@@ -16,7 +16,6 @@ Guards against double runs:
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import logging
 import os
@@ -24,19 +23,17 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from worker import pass_log
 from worker.dispatch import REDIS_PREFIX
-from worker.pass_result import Counts, PassResult, PathResult
+from worker.pass_result import PassResult, PathResult
 from worker.retry import RETRY_COUNTER
 from worker.status import (
     StatusStore,
-    forget_full_passes,
     open_status_store,
     record_failure,
-    record_full_pass,
     record_retry,
     record_snapshot,
 )
@@ -98,49 +95,6 @@ def _counting_retries(
                 log.warning("could not record retries: %s", exc)
 
 
-#: Problems already logged by this process ((container, path, what)): each is said once.
-_said: set[tuple[str, str, str]] = set()
-_root_gone = threading.Event()
-
-
-def _once(level: int, container: str, path: str, what: str) -> None:
-    """Log a problem of ``container``/``path`` unless this process already said one of it."""
-    name = shown(path)
-    if name.startswith("b'") and name.endswith("'"):  # a pass warning names bytes as b'...'
-        name = name[2:-1]
-    key = (container, name, "" if path else what)
-    if key in _said:
-        return
-    _said.add(key)
-    if not container:
-        log.log(level, "%s", what)
-    elif path:
-        log.log(level, "container=%s path=%s %s", container, name, what)
-    else:
-        log.log(level, "container=%s %s", container, what)
-
-
-def root_missing_said() -> None:
-    """``run`` said at start that APP_ROOT_PATH is missing: full passes need not say it again."""
-    _root_gone.set()
-
-
-def shown(path: str) -> str:
-    """``path`` as a person can read it: bytes that are not UTF-8 as ``\\xff``."""
-    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-
-
-def _local_problem(exc: BaseException) -> str:
-    """One line for what went wrong reading a local path (no traceback)."""
-    if isinstance(exc, UnicodeError):
-        return "not mirrored: the name is not valid UTF-8, a store cannot hold it"
-    if isinstance(exc, PermissionError):
-        return "not mirrored: the file cannot be read (permission denied)"
-    if isinstance(exc, OSError) and exc.errno == errno.ELOOP:
-        return "not mirrored: a symlink loop"
-    return f"not mirrored: {exc.__class__.__name__}: {getattr(exc, 'strerror', None) or exc}"
-
-
 def sync_path(settings: Settings, container: str, relpath: str) -> Any:
     """Mirror one path's current state (upload, or delete if it is gone).
 
@@ -151,12 +105,12 @@ def sync_path(settings: Settings, container: str, relpath: str) -> Any:
         with _counting_retries(settings, "sync_path", container, relpath):
             result = mirror_context(settings).sync_path(container, relpath)
     except (OSError, UnicodeError) as exc:
-        why = _local_problem(exc)
-        _once(logging.WARNING, container, relpath, why)
+        why = pass_log.local_problem(exc)
+        pass_log.once(logging.WARNING, container, relpath, why)
         return PathResult(container, relpath, "skipped", reason=why)
     log.info(
         "container=%s path=%s synced in %.3fs: %s",
-        container, relpath, time.monotonic() - started, _path_human(result),
+        container, relpath, time.monotonic() - started, pass_log.path_human(result),
     )
     if getattr(result, "action", "") == "withheld":
         log.warning("container=%s path=%s delete withheld: %s", container, relpath,
@@ -171,13 +125,13 @@ def full_pass(
     """One full mirror pass of this host's containers under the host-local pass lock."""
     root = Path(settings.APP_ROOT_PATH)
     if not root.is_dir():  # unmounted, renamed away: said once, then wait for it
-        if not _root_gone.is_set():
-            _root_gone.set()
+        if not pass_log.root_gone.is_set():
+            pass_log.root_gone.set()
             log.warning("APP_ROOT_PATH %s is missing; no full pass (nothing deleted) until it "
                         "is back", root)
         return None
-    if _root_gone.is_set():
-        _root_gone.clear()
+    if pass_log.root_gone.is_set():
+        pass_log.root_gone.clear()
         log.warning("APP_ROOT_PATH %s is back; full passes resume", root)
     started = time.monotonic()
     with host_lock(settings, "full-pass", timeout=3600.0), _counting_retries(settings, "full_pass"):
@@ -192,77 +146,8 @@ def record_pass(
     settings: Settings, result: PassResult, reason: str, took: float, whole: bool,
     say: bool = True,
 ) -> None:
-    """Log and record for ``status`` each container's own figures of a pass (``run``'s and
-    ``sync``'s).  A pass of the whole tree replaces every row, so a container gone from the
-    folder (or the ``*`` row of a pass that found no app folders) does not linger.  ``say``:
-    log the rows, each warning (once per process) and each failure (``sync`` prints its own)."""
-    store = status_store(settings)
-    rows = per_container(result)
-    for container, info in rows.items():
-        if say:
-            log.info("container=%s full pass (%s) done in %.2fs: %s", container, reason, took,
-                     _human(info))
-    if say:
-        for line in result.warnings:  # each problem by name, once per process
-            _once(logging.WARNING, *_split_where(line))
-        for line in result.failures:
-            log.error("full pass (%s): %s", reason, line)
-    for container, info in rows.items():
-        record_full_pass(store, container, {**info, "reason": reason, "seconds": round(took, 3)})
-    if whole:
-        forget_full_passes(store, keep=set(rows))
-
-
-def _split_where(line: str) -> tuple[str, str, str]:
-    """(container, path, what) of a pass warning written ``container/path: what``; ("", "",
-    line) when it is not written so."""
-    where, sep, what = line.partition(": ")
-    container, _, path = where.partition("/")
-    if not sep or not container or " " in container:
-        return "", "", line
-    return container, path, what
-
-
-def _path_human(result: Any) -> str:
-    """What ``sync_path`` did, as a person reads it ("uploaded, 2.1 kB")."""
-    action = str(getattr(result, "action", "") or "done")
-    if action == "folder":
-        action = f"folder synced: uploaded {result.uploaded}, deleted {result.deleted}"
-    nbytes = int(getattr(result, "bytes", 0) or 0)
-    if nbytes:
-        action += f", {nbytes / 1e3:.1f} kB" if nbytes < 1e6 else f", {nbytes / 1e6:.1f} MB"
-    reason = getattr(result, "reason", "")
-    return f"{action} ({reason})" if reason else action
-
-
-def _human(info: dict[str, Any]) -> str:
-    text = (
-        f"uploaded {info['uploaded']}, copied {info['copied']}, deleted {info['deleted']}, "
-        f"unchanged {info['unchanged']}, {info['bytes'] / 1e6:.1f} MB"
-    )
-    if info["failures"]:
-        text += f", {info['failures']} failed"
-    if info["withheld"]:
-        text += f", {info['withheld']} withheld"
-    return text
-
-
-def per_container(result: PassResult) -> dict[str, dict[str, Any]]:
-    """Each container's own figures of a pass, its failures and withheld deletes matched by
-    name; a pass that found no app folder at all is one row ``*``."""
-    out: dict[str, dict[str, Any]] = {}
-    names = list(result.containers) or ["*"]
-    for name in names:
-        counts = result.per.get(name, Counts()) if name != "*" else Counts(
-            result.uploaded, result.copied, result.deleted, result.unchanged, result.bytes
-        )
-        mine = [f for f in result.failures if name == "*" or f.startswith(f"{name}:")]
-        held = [w for w in result.withheld if name == "*" or w.startswith(f"{name}:")]
-        out[name] = {
-            **asdict(counts), "failures": len(mine), "errors": mine[:5],
-            "withheld": len(held),
-        }
-    return out
+    """See :func:`worker.pass_log.record_pass` (into this process's status store)."""
+    pass_log.record_pass(status_store(settings), result, reason, took, whole, say)
 
 
 def snapshot_sessions(settings: Settings, scheduled: bool = False) -> dict[str, Any] | None:

@@ -14,20 +14,20 @@ import os
 import signal
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from worker.cli import EXIT_FAILED, CliState, pass_state
+from worker.cli.embedded import RetryLater, Timers
 from worker.errors import ConfigError, SyncError
 
 if TYPE_CHECKING:
     from worker.config import Settings
-    from worker.dispatch import Dispatcher, LocalDispatcher
+    from worker.dispatch import Dispatcher
 
 log = logging.getLogger("synchro_sync.run")
 
@@ -87,115 +87,9 @@ def _make_watcher(settings: Settings, dispatcher: Dispatcher) -> Any:
 # --- run (embedded) -------------------------------------------------------------------------
 
 
-class Timers:
-    """The embedded scheduler: periodic full passes and session backups, one thread."""
-
-    def __init__(
-        self, settings: Settings, dispatcher: LocalDispatcher, backup: Callable[[], object]
-    ) -> None:
-        self.settings = settings
-        self.dispatcher = dispatcher
-        self.backup = backup
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="synchro-sync-beat", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        # A backup in progress is finished (and pruned) rather than cut off.
-        if self._thread.is_alive():
-            self._thread.join(timeout=60)
-
-    def _loop(self) -> None:
-        from worker import jobs
-        from worker.status import record_embedded_queue
-
-        now = time.monotonic()
-        next_pass = now + self.settings.SYNC.fullPassInterval
-        from worker.stores.sessions import unreachable_reason
-
-        interval = 0.0 if unreachable_reason(self.settings) else self.settings.BACKUP.interval
-        next_backup = now + interval if interval > 0 else float("inf")
-        last_pending: list[tuple[str, str]] | None = None
-        while not self._stop.wait(0.5):
-            now = time.monotonic()
-            if now >= next_pass:
-                next_pass = now + self.settings.SYNC.fullPassInterval
-                self.dispatcher.request_full_pass("scheduled")
-            if now >= next_backup:
-                next_backup = now + interval
-                try:
-                    self.backup()
-                except Exception:  # recorded as a failure; the next interval tries again
-                    log.exception("scheduled session backup failed")
-                    self._record_failure("snapshot_sessions")
-            pending = self.dispatcher.pending()
-            if pending != last_pending:
-                try:
-                    record_embedded_queue(jobs.status_store(self.settings), pending)
-                    last_pending = pending
-                except OSError as exc:
-                    log.warning("status not written: %s", exc)
-
-    def _record_failure(self, task: str) -> None:
-        from worker import jobs
-        from worker.status import record_failure
-
-        exc = sys.exc_info()[1]
-        with suppress(OSError):
-            record_failure(jobs.status_store(self.settings), task, str(exc))
-
-
-class RetryLater:
-    """The embedded counterpart of the tasks' Celery retry: a path whose sync failed with a
-    transient store error is submitted again after a backoff (2 s, doubling up to 60 s, at most
-    8 times; after that the next full pass finds it).  Every failure goes to ``status``."""
-
-    attempts_max = 8
-    first_delay = 2.0
-    max_delay = 60.0
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.submit: Callable[[str, str], object] | None = None
-        self._attempts: dict[tuple[str, str], int] = {}
-        self._lock = threading.Lock()
-
-    def failed(self, container: str, relpath: str, exc: Exception) -> None:
-        from worker import jobs
-        from worker.errors import TransientStoreError
-        from worker.status import record_failure, record_retry
-
-        key = (container, relpath)
-        with self._lock:
-            attempt = self._attempts.get(key, 0) + 1
-            self._attempts[key] = attempt
-        again = isinstance(exc, TransientStoreError) and attempt <= self.attempts_max
-        try:
-            store = jobs.status_store(self.settings)
-            record_failure(store, "sync_path", str(exc), container, relpath)
-            if again:
-                record_retry(store, "sync_path", str(exc), 1, container, relpath)
-        except OSError as err:
-            log.warning("status not written: %s", err)
-        if again and self.submit is not None:
-            delay = min(self.first_delay * 2 ** (attempt - 1), self.max_delay)
-            log.warning("container=%s path=%s retry %d in %.0fs", container, relpath, attempt,
-                        delay)
-            timer = threading.Timer(delay, self.submit, args=(container, relpath))
-            timer.daemon = True
-            timer.start()
-
-    def succeeded(self, container: str, relpath: str) -> None:
-        with self._lock:
-            self._attempts.pop((container, relpath), None)
-
-
 def run_embedded(settings: Settings, stop: threading.Event, ready: Callable[[], None]) -> None:
     """Watcher + in-process worker + timers until ``stop`` is set (see the module docstring)."""
-    from worker import jobs
+    from worker import jobs, pass_log
     from worker.dispatch import LocalDispatcher
     from worker.status import record_embedded_queue
 
@@ -244,7 +138,7 @@ def run_embedded(settings: Settings, stop: threading.Event, ready: Callable[[], 
                     "(create it with one folder per app, or set APP_ROOT_PATH to your apps' "
                     "folder)", settings.APP_ROOT_PATH,
                 )
-                jobs.root_missing_said()
+                pass_log.root_missing_said()
             dispatcher.release()
             timers.start()
             ready()
