@@ -59,7 +59,7 @@ def test_the_schema_refuses_what_the_spec_refuses(spoil: Any) -> None:
 def test_the_stack_is_what_the_docs_say() -> None:
     doc = compose()
     services = doc["services"]
-    assert set(services) == {"redis", "s3", "watcher", "worker", "beat"}
+    assert set(services) == {"redis", "s3", "watcher", "worker", "beat", "flower"}
     commands = {name: services[name]["command"] for name in ("watcher", "worker", "beat")}
     assert commands["watcher"] == ["synchro-sync", "watch"]
     assert commands["worker"][:2] == ["synchro-sync", "worker"]
@@ -71,3 +71,14 @@ def test_the_stack_is_what_the_docs_say() -> None:
     assert all(e["SYNCHRO__BROKER_URL"].startswith("redis://redis:") for e in envs)
     assert all(e["SYNCHRO__MODULESTORE__endpoint"] == "http://s3:5000" for e in envs)
     assert "healthcheck" in services["redis"]
+
+
+def test_flower_is_behind_a_profile_on_the_same_settings() -> None:
+    services = compose()["services"]
+    flower = services["flower"]
+    assert flower["profiles"] == ["flower"]
+    assert flower["command"][:4] == ["celery", "-A", "worker", "flower"]
+    assert flower["environment"] == services["worker"]["environment"]
+    assert all("profiles" not in services[n] for n in ("watcher", "worker", "beat"))
+    # Published on loopback only unless the operator says otherwise.
+    assert all(str(p).startswith("127.0.0.1:") for p in flower["ports"])

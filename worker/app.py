@@ -129,7 +129,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         },
         "task_create_missing_queues": True,
         "worker_hijack_root_logger": False,
-        "worker_send_task_events": False,
+        # Flower sees each task (its arguments: container, path; its outcome); METRICS.taskEvents
+        # false turns the events off (their cost: docs/benchmarks.md).
+        "worker_send_task_events": settings.METRICS.taskEvents,
+        "task_send_sent_event": False,
         "worker_cancel_long_running_tasks_on_connection_loss": False,
         "beat_schedule": schedule,
         "beat_schedule_filename": str(state_dir / "celerybeat-schedule"),

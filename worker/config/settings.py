@@ -18,6 +18,7 @@ from worker.config.fields import (
     Int,
     NonEmptyStr,
     PathStr,
+    Port,
     PositiveSeconds,
     Seconds,
     Share,
@@ -94,6 +95,19 @@ class BackupSettings(Strict):
     keep: Annotated[Int, Field(ge=1)] = 24
 
 
+class MetricsSettings(Strict):
+    """Metrics, health and the status page (``METRICS`` in config.json); see worker/metrics.py."""
+
+    #: Port of ``/metrics``, ``/healthz`` and ``/`` served by ``run`` and ``watch``; unset: off.
+    port: Port | None = None
+    #: Address to listen on (loopback unless set).
+    host: NonEmptyStr = "127.0.0.1"
+    #: Workers send Celery task events (for Flower); false turns them off.
+    taskEvents: bool = True
+    #: ``/healthz`` fails once the module store has failed for this many seconds.
+    storeFailingAfter: PositiveSeconds = 300.0
+
+
 def _store_package(v: str) -> str:
     if v != STORE_PACKAGE and PurePath(v.rstrip("/\\")).name != STORE_PACKAGE:
         raise ValueError(
@@ -132,6 +146,7 @@ class Settings(BaseSettings):
                           ] = "text"
     SYNC: SyncSettings = SyncSettings()
     BACKUP: BackupSettings = BackupSettings()
+    METRICS: MetricsSettings = MetricsSettings()
 
     @field_validator("SESSIONSTORE_PACKAGE", "MODULESTORE_PACKAGE")
     @classmethod

@@ -1,0 +1,136 @@
+"""Flower, as an operator runs it (``celery -A worker flower``), sees a real worker's work.
+
+A real redis-server, a real ``celery -A worker worker`` and ``synchro-sync watch``, and a real
+Flower process on a free loopback port: after a save, Flower's HTTP API lists the worker, its
+queues (the host's ``files.`` queue and ``sessions``) and the ``tasks.sync_path`` task with its
+arguments (container, path) and its outcome.  Task events are on by default; with
+``METRICS.taskEvents`` false the worker sends none, so Flower lists no task.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from tests.servers.celery_worker import SyncWorld, redis_db_url
+from tests.servers.process import free_port
+from tests.servers.redis_server import RedisServer
+
+pytest.importorskip("flower")
+
+AUTH = "operator:flower-test"
+
+
+def flower_get(port: int, path: str) -> Any:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}")
+    request.add_header("Authorization", "Basic " + base64.b64encode(AUTH.encode()).decode())
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def start_flower(world: SyncWorld) -> int:
+    port = free_port()
+    argv = [sys.executable, "-m", "celery", "-A", "worker", "flower", "--address=127.0.0.1",
+            f"--port={port}", f"--basic-auth={AUTH}",
+            # Flower would otherwise tell the workers to send events: the workers' own
+            # setting is what is tested here.
+            "--enable-events=false"]
+    world._start("flower", argv, "Visit me at", timeout=60)
+    return port
+
+
+def wait_for(what: str, probe: Callable[[], Any], world: SyncWorld, timeout: float = 30.0,
+             again: Callable[[], None] | None = None) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = probe()
+        except OSError as exc:  # Flower still starting
+            last = exc
+        if last and not isinstance(last, Exception):
+            return last
+        if again is not None:
+            again()
+        time.sleep(0.5)
+    pytest.fail(f"{what}: not seen in {timeout}s (last: {last!r:.300})\n{world.logs()}")
+
+
+def sync_tasks(port: int, path: str) -> list[dict[str, Any]]:
+    tasks = flower_get(port, "/api/tasks?taskname=tasks.sync_path")
+    return [t for t in tasks.values() if path in str(t.get("args"))]
+
+
+def test_flower_lists_workers_queues_and_each_task_with_args_and_outcome(
+    redis_server: RedisServer, sync_world: Callable[..., SyncWorld]
+) -> None:
+    world = sync_world(redis_db_url(redis_server))
+    (world.root / "shop").mkdir()
+    world.start_worker("w1")
+    world.start_watcher()
+    port = start_flower(world)
+
+    workers = wait_for("the worker in Flower", lambda: flower_get(port, "/api/workers"), world)
+    (name, info), = workers.items()
+    assert name.startswith("w1@")
+    queues = {q["name"] for q in info["active_queues"]}
+    assert queues == {world.host_queue, "sessions"}
+
+    saves = iter(range(1000))
+
+    def save() -> None:  # Flower hears only events sent after it subscribed: save until it does
+        (world.root / "shop" / "index.js").write_text(f"save {next(saves)}")
+
+    save()
+    tasks = wait_for("tasks.sync_path in Flower", lambda: [
+        t for t in sync_tasks(port, "index.js") if t["state"] == "SUCCESS"], world, again=save)
+    task = tasks[0]
+    assert task["name"] == "tasks.sync_path"
+    assert "'shop'" in task["args"] and "'index.js'" in task["args"]
+    assert task["worker"] == name
+    assert task["runtime"] is not None and task["runtime"] >= 0
+    assert task["received"] and task["started"] and task["succeeded"]
+    # The queue lengths come from the broker itself.
+    lengths = flower_get(port, "/api/queues/length")
+    assert {q["name"] for q in lengths["active_queues"]} >= {world.host_queue, "sessions"}
+
+
+def test_task_events_can_be_turned_off(
+    redis_server: RedisServer, sync_world: Callable[..., SyncWorld]
+) -> None:
+    world = sync_world(redis_db_url(redis_server), METRICS__taskEvents="false")
+    (world.root / "shop").mkdir()
+    world.start_worker("w1")
+    world.start_watcher()
+    port = start_flower(world)
+    wait_for("the worker in Flower", lambda: flower_get(port, "/api/workers"), world)
+    time.sleep(2)
+    for n in range(3):
+        (world.root / "shop" / "index.js").write_text(f"save {n}")
+        deadline = time.monotonic() + 5
+        while world.read_store("shop/index.js") != f"save {n}".encode():
+            assert time.monotonic() < deadline, world.logs()
+            time.sleep(0.05)
+    time.sleep(2)
+    assert sync_tasks(port, "index.js") == []
+    # Flower was listening all along: events turned on by hand show the next save.
+    subprocess.run([sys.executable, "-m", "celery", "-A", "worker", "control", "enable_events"],
+                   env={**os.environ, **world.env}, cwd=world.base, check=True,
+                   capture_output=True, timeout=60)
+    saves = iter(range(10, 1000))
+
+    def save() -> None:
+        (world.root / "shop" / "index.js").write_text(f"save {next(saves)}")
+
+    save()
+    wait_for("tasks.sync_path in Flower once enabled", lambda: sync_tasks(port, "index.js"),
+             world, again=save)
