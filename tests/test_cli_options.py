@@ -61,3 +61,27 @@ def test_a_missing_module_directory_says_how_to_make_it(tmp_path: Path) -> None:
     assert len(lines) == 1, out.stderr
     assert str(tmp_path / "synchro-apps") in lines[0]
     assert "mkdir -p" in lines[0] and "set APP_ROOT_PATH" in lines[0]
+
+
+def test_help_shows_each_description_whole(tmp_path: Path) -> None:
+    for args in (["--help"], ["sessions", "--help"], ["config", "--help"]):
+        out = _cli(tmp_path, *args)
+        assert out.returncode == 0, out.stderr
+        listing = out.stdout.split("Commands:", 1)[1]
+        assert "..." not in listing, listing
+    top = _cli(tmp_path, "--help").stdout
+    assert "The scheduler (same as `celery -A worker beat`): full passes and" in top
+    assert "session backups." in top
+
+
+def test_readme_says_where_run_keeps_its_state_and_mirror(tmp_path: Path) -> None:
+    """The folders the README names are the defaults `config show` reports."""
+    out = _cli(tmp_path, "config", "show", "--json", env={
+        k: v for k, v in os.environ.items() if not k.startswith("SYNCHRO")})
+    assert out.returncode == 0, out.stderr
+    values = {row["setting"]: row["value"] for row in map(json.loads, out.stdout.splitlines())}
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## Where `run` keeps things", 1)[1].split("\n## ", 1)[0]
+    for setting in ("APP_ROOT_PATH", "MODULESTORE.directory", "STATE_DIR"):
+        assert f"`./{values[setting]}`" in section and f"`{setting}`" in section, setting
+    assert "folder of its own" in section

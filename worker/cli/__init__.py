@@ -133,11 +133,22 @@ def main(ctx: click.Context, config_file: str | None, debug: bool) -> None:
     ctx.obj = CliState(config_file=config_file, debug=debug)
 
 
+def _whole_descriptions(group: click.Group) -> None:
+    """The command lists of ``--help`` show each description's first sentence whole (click
+    cuts it at 45 characters with "...")."""
+    for command in group.commands.values():
+        if command.short_help is None and command.help:
+            command.short_help = command.get_short_help_str(limit=10_000)
+        if isinstance(command, click.Group):
+            _whole_descriptions(command)
+
+
 def _register() -> None:
     from worker.cli import config_cmd, run_cmd, sessions_cmd, sync_cmd
 
     for module in (run_cmd, sync_cmd, sessions_cmd, config_cmd):
         module.register(main)
+    _whole_descriptions(main)
 
 
 _register()
