@@ -13,6 +13,7 @@ from typing import Any
 from tests.servers.celery_worker import CLI, SyncWorld, redis_db_url
 from tests.servers.process import free_port
 from tests.servers.redis_server import RedisServer
+from tests.servers.s3_server import S3Server
 
 
 def status(
@@ -170,3 +171,37 @@ def test_status_rows_are_each_containers_own_figures(sync_world: Callable[..., S
     assert (rows["b"]["uploaded"], rows["b"]["unchanged"], rows["b"]["deleted"]) == (0, 2, 1)
     text = status(world, embedded=True).stdout
     assert "  a: " in text and "unchanged 1" in text and "unchanged 2" in text
+
+
+def test_retry_records_name_the_path_that_was_retried(
+    sync_world: Callable[..., SyncWorld], s3_server: S3Server,
+) -> None:
+    """Retries of one upload in a full pass and of one live save: each status record names its
+    own container and path."""
+    import uuid
+
+    from tests.servers.fault_proxy import Fault, FaultProxy
+    from tests.servers.s3_server import ACCESS_KEY, SECRET_KEY
+    from worker.status import FileStatusStore
+
+    proxy = FaultProxy(s3_server.endpoint).start()
+    try:
+        app = f"retries-{uuid.uuid4().hex[:8]}"
+        world = sync_world(None, store_settings={
+            "provider": "amazon", "keyId": ACCESS_KEY, "key": SECRET_KEY, "endpoint": proxy.url})
+        world.containers = {app}
+        (world.root / app).mkdir()
+        for name in ("a.txt", "b.txt", "d.txt"):
+            (world.root / app / name).write_text(name)
+        proxy.inject(Fault("status", method="PUT", path=r"/b\.txt", times=2))
+        world.start_run()
+        proxy.inject(Fault("status", method="PUT", path=r"/c\.txt", times=1))
+        (world.root / app / "c.txt").write_text("live")
+        world.wait_equal(20)
+        retries = FileStatusStore(world.state).read().get("retries", [])
+        where = {(r["what"], r["container"], r["path"]): r["count"] for r in retries}
+        assert where.get(("full_pass", app, "b.txt")) == 2, retries
+        assert where.get(("sync_path", app, "c.txt")) == 1, retries
+        assert all(r["path"] in ("b.txt", "c.txt") for r in retries), retries
+    finally:
+        proxy.stop()

@@ -81,18 +81,35 @@ def close_context() -> None:
 def _counting_retries(
     settings: Settings, what: str, container: str | None = None, path: str | None = None
 ) -> Iterator[None]:
-    before = RETRY_COUNTER.count
+    """Record the retries made meanwhile for ``status``, each under the container and path
+    it concerned (a retry names them itself: another thread's retries keep their own path)."""
     try:
         yield
     finally:
-        added = RETRY_COUNTER.count - before
-        if added > 0:
+        groups: dict[tuple[str | None, str | None], list[str]] = {}
+        for where, message in RETRY_COUNTER.drain():
+            groups.setdefault(_retried(where, container, path), []).append(message)
+        for (c, p), messages in groups.items():
             try:
-                record_retry(
-                    status_store(settings), what, RETRY_COUNTER.last or "", added, container, path
-                )
+                record_retry(status_store(settings), what, messages[-1], len(messages), c, p)
             except Exception as exc:  # status is best effort; the sync itself succeeded
                 log.warning("could not record retries: %s", exc)
+
+
+_PROVIDERS = ("file", "amazon", "google", "azure", "openstack", "rackspace")
+
+
+def _retried(
+    where: str, container: str | None, path: str | None
+) -> tuple[str | None, str | None]:
+    """(container, key) of a retry's ``provider/container/key``; the task's own otherwise."""
+    provider, _, rest = where.partition("/")
+    if provider not in _PROVIDERS or not rest:
+        return container, path
+    if rest.startswith("//"):  # the store files' container is "/"
+        return "/", rest[2:] or None
+    name, _, key = rest.partition("/")
+    return name, key or None
 
 
 def sync_path(settings: Settings, container: str, relpath: str) -> Any:

@@ -8,6 +8,7 @@ the layers do not multiply.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -50,7 +51,7 @@ class RetryPolicy:
                 f" ({what})" if what else "",
                 exc,
             )
-            RETRY_COUNTER.add(str(exc))
+            RETRY_COUNTER.add(str(exc), what)
 
         return Retrying(
             retry=retry_if_exception_type(TransientStoreError),
@@ -72,15 +73,27 @@ class RetryPolicy:
 
 
 class _RetryCounter:
-    """Process-wide count of retries, shown by ``synchro-sync status``."""
+    """Process-wide count of retries, shown by ``synchro-sync status``, and the retries not
+    yet recorded, each with what it concerned (``provider/container/key``)."""
 
     def __init__(self) -> None:
         self.count = 0
         self.last: str | None = None
+        self._lock = threading.Lock()
+        self._unrecorded: list[tuple[str, str]] = []
 
-    def add(self, message: str) -> None:
-        self.count += 1
-        self.last = message
+    def add(self, message: str, what: str = "") -> None:
+        with self._lock:
+            self.count += 1
+            self.last = message
+            if len(self._unrecorded) < 1000:
+                self._unrecorded.append((what, message))
+
+    def drain(self) -> list[tuple[str, str]]:
+        """The (what, message) of each retry since the last drain, oldest first."""
+        with self._lock:
+            out, self._unrecorded = self._unrecorded, []
+        return out
 
 
 RETRY_COUNTER = _RetryCounter()
