@@ -57,11 +57,12 @@ def pull(
         index = ctx.index.load(name)
         rows: dict[str, IndexEntry] = {}
         held: dict[str, str] = {}
+        folders = _folders(listing)
         for info in listing.values():
             if ctx.rules.ignored_path(name, info.key):
                 result.warnings.append(f"{name}/{info.key}: ignored; not pulled")
                 continue  # ignored objects are never deleted anyway
-            problem = _refuse(name, info.key) or (
+            problem = _refuse(name, info.key) or _clash(name, info.key, folders) or (
                 f"{ctx.store.store_files_location()}: {info.key!r} is in a folder; store files "
                 "lie at the root; not pulled" if name == STORE_FILES and "/" in info.key else None
             )
@@ -98,6 +99,28 @@ def pull(
                 progress.advance(1, info.size)
     result.seconds = time.monotonic() - started
     return result
+
+
+def _folders(listing: dict[str, ObjectInfo]) -> dict[str, str]:
+    """Each folder the keys imply (``a/b`` for ``a/b/c``), with one key under it."""
+    out: dict[str, str] = {}
+    for key in listing:
+        parts = key.split("/")
+        for depth in range(1, len(parts)):
+            out.setdefault("/".join(parts[:depth]), key)
+    return out
+
+
+def _clash(container: str, key: str, folders: dict[str, str]) -> str | None:
+    """A key that is both a file and a folder in the store (``x`` and ``x/y``): the folder's
+    files are pulled, the file cannot be (it is held, never deleted)."""
+    if key not in folders:
+        return None
+    return (
+        f"{container}/{key}: the store holds both a file {key!r} and files under {key + '/'!r} "
+        f"(e.g. {folders[key]!r}); a folder here cannot also be a file, so the file is not "
+        "pulled (kept in the store)"
+    )
 
 
 def _refuse(container: str, key: str) -> str | None:
@@ -166,7 +189,8 @@ def _download(ctx: MirrorContext, container: str, info: ObjectInfo, path: Path) 
         mtime_ns = int(info.modified * 1e9)
         os.utime(tmp, ns=(mtime_ns, mtime_ns))
         if os.path.lexists(path):
-            raise SyncError(f"{container}/{info.key}: appeared locally meanwhile; kept it")
+            what = "a folder" if os.path.isdir(path) else "a file"
+            raise SyncError(f"{what} of that name appeared locally meanwhile; kept it")
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
