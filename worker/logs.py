@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from typing import Any
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -36,12 +37,15 @@ def _fields(record: logging.LogRecord) -> tuple[Any, Any, str]:
 
 
 class JsonFormatter(logging.Formatter):
-    """One object a line: time, level, logger, message, container and path where known."""
+    """One object a line: time (UTC), level, logger, message, container and path where known."""
+
+    def converter(self, seconds: float | None) -> time.struct_time:
+        return time.gmtime(seconds)
 
     def format(self, record: logging.LogRecord) -> str:
         container, path, message = _fields(record)
         out: dict[str, Any] = {
-            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}",
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
             "level": record.levelname,
             "logger": record.name,
         }
