@@ -175,3 +175,19 @@ def test_apps_only_mirrors_apps_and_a_folder_joins_live(
         time.sleep(0.1)
     assert joined.exists(), run.tail()
     assert (world.mirror / "apps.json").read_text() == '{"changed": true}\n'
+
+
+def test_status_names_the_folders_a_server_will_not_serve(tmp_path: Path) -> None:
+    tag = uuid.uuid4().hex[:6]
+    _tree(tmp_path / "apps", tag)
+    store = {"MODULESTORE": {"directory": str(tmp_path / "mirror")}}
+    assert _sync(tmp_path, store, "sync").returncode == 0
+    shown = _sync(tmp_path, store, "status")
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    at = next(i for i, x in enumerate(lines) if x.strip().startswith(f"plain-{tag}:"))
+    assert "will not serve it: no package.json" in lines[at + 1]
+    at = next(i for i, x in enumerate(lines) if x.strip().startswith(f"lib-{tag}:"))
+    assert 'engines.synchro' in lines[at + 1]
+    assert not any("will not serve" in x for x in lines
+                   if x.strip().startswith(f"hello-{tag}:"))

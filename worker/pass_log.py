@@ -132,6 +132,6 @@ def per_container(result: PassResult) -> dict[str, dict[str, Any]]:
         held = [w for w in result.withheld if name == "*" or w.startswith(f"{name}:")]
         out[name] = {
             **asdict(counts), "failures": len(mine), "errors": mine[:5],
-            "withheld": len(held),
+            "withheld": len(held), "not_served": result.not_served.get(name, ""),
         }
     return out

@@ -322,6 +322,8 @@ def render(report: StatusReport) -> str:
             if k in info
         )
         lines.append(f"  {container}: {_ago(info.get('at'))}" + (f" ({what})" if what else ""))
+        if info.get("not_served"):
+            lines.append(f"    a Synchro server will not serve it: {info['not_served']}")
         lines += [f"    {e}" for e in info.get("errors", [])]
     snap = report.snapshot
     if snap:
