@@ -191,3 +191,26 @@ def test_status_names_the_folders_a_server_will_not_serve(tmp_path: Path) -> Non
     assert 'engines.synchro' in lines[at + 1]
     assert not any("will not serve" in x for x in lines
                    if x.strip().startswith(f"hello-{tag}:"))
+
+
+def test_store_files_in_bucket_mode_go_under_the_config_root_prefix(
+    tmp_path: Path, amazon_store_server: Any
+) -> None:
+    tag = uuid.uuid4().hex[:6]
+    bucket = f"one-bucket-{tag}"
+    amazon_store_server.client().create_bucket(Bucket=bucket)
+    _tree(tmp_path / "apps", tag)
+    store = {"MODULESTORE_SERVICE": "PkgCloudModuleStore",
+             "MODULESTORE": {**amazon_store_server.settings(bucket=bucket),
+                             "configRoot": "config"}}
+    done = _sync(tmp_path, store, "sync")
+    assert done.returncode == 0, done.stderr
+    raw = amazon_store_server.client()
+    keys = {o["Key"] for o in raw.list_objects_v2(Bucket=bucket)["Contents"]}
+    assert "config/apps.json" in keys and f"hello-{tag}/main.js" in keys
+    assert raw.get_object(Bucket=bucket, Key="config/apps.json")["Body"].read().decode() \
+        == APPS_JSON
+    pulled = _sync(tmp_path / "fresh", store, "pull")  # APP_ROOT_PATH: fresh/apps
+    assert pulled.returncode == 0, pulled.stderr
+    assert (tmp_path / "fresh" / "apps" / "apps.json").read_text(encoding="utf-8") == APPS_JSON
+    assert not (tmp_path / "fresh" / "apps" / "config").exists()  # not an app folder
