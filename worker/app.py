@@ -159,6 +159,9 @@ def create_app(settings: Settings | None = None) -> Celery:
     from worker import signals
 
     signals.connect(app)
+    from worker import metrics
+
+    metrics.connect_worker_signals()  # METRICS.port on a worker: its children's counters
     return app
 
 

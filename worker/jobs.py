@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from worker import pass_log
+from worker import metrics, pass_log
 from worker.dispatch import REDIS_PREFIX
 from worker.pass_result import PassResult, PathResult
 from worker.retry import RETRY_COUNTER
@@ -85,6 +85,11 @@ def _counting_retries(
     it concerned (a retry names them itself: another thread's retries keep their own path)."""
     try:
         yield
+    except Exception as exc:
+        metrics.store_answered(what, exc)
+        raise
+    else:
+        metrics.store_answered(what, None)
     finally:
         groups: dict[tuple[str | None, str | None], list[str]] = {}
         for where, message in RETRY_COUNTER.drain():
@@ -129,6 +134,7 @@ def sync_path(settings: Settings, container: str, relpath: str) -> Any:
         "container=%s path=%s synced in %.3fs: %s",
         container, relpath, time.monotonic() - started, pass_log.path_human(result),
     )
+    metrics.path_synced(settings, result)
     if getattr(result, "action", "") == "withheld":
         log.warning("container=%s path=%s delete withheld: %s", container, relpath,
                     result.reason)
@@ -165,6 +171,7 @@ def record_pass(
 ) -> None:
     """See :func:`worker.pass_log.record_pass` (into this process's status store)."""
     pass_log.record_pass(status_store(settings), result, reason, took, whole, say)
+    metrics.pass_done(result, took)
 
 
 def snapshot_sessions(settings: Settings, scheduled: bool = False) -> dict[str, Any] | None:

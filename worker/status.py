@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from worker import metrics
 from worker.dispatch import REDIS_PREFIX
 
 if TYPE_CHECKING:
@@ -154,6 +155,7 @@ def forget_full_passes(store: StatusStore, keep: set[str]) -> None:
 
 
 def record_snapshot(store: StatusStore, info: dict[str, Any]) -> None:
+    metrics.snapshot_taken(info)
     store.put("snapshot", {"at": time.time(), **info})
 
 
@@ -161,6 +163,7 @@ def record_failure(
     store: StatusStore, task: str, error: str, container: str | None = None,
     path: str | None = None,
 ) -> None:
+    metrics.failed(task)
     store.push(
         "failures",
         {"at": time.time(), "task": task, "container": container, "path": path, "error": error},
@@ -171,6 +174,7 @@ def record_retry(
     store: StatusStore, what: str, error: str, count: int = 1,
     container: str | None = None, path: str | None = None,
 ) -> None:
+    metrics.retried(what, count)
     store.push(
         "retries",
         {"at": time.time(), "what": what, "count": count, "container": container,

@@ -45,7 +45,7 @@ from watchdog.events import (
 )
 from watchdog.observers.api import BaseObserver
 
-from worker import inotify
+from worker import inotify, metrics
 from worker.debounce import Change, Debouncer
 from worker.handoff import HandOff, Key, PathDispatcher, WatcherStats
 from worker.ignore import SYNCIGNORE, IgnoreRules
@@ -344,6 +344,7 @@ class Watcher:
 
     def _overflowed(self) -> None:
         # Runs on the inotify reader thread, which must get back to reading at once.
+        metrics.overflowed()
         self.handoff.owe("inotify queue overflow: events were lost")
 
     # --- events -----------------------------------------------------------------------------
@@ -396,6 +397,8 @@ class Watcher:
             self._debounce.record(key, change)
             if opened:
                 self._cond.notify()
+            else:
+                metrics.coalesced()
 
     # --- hand-off ---------------------------------------------------------------------------
 

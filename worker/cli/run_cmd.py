@@ -24,6 +24,7 @@ import click
 from worker.cli import EXIT_FAILED, CliState, pass_state
 from worker.cli.embedded import RetryLater, Timers
 from worker.errors import ConfigError, SyncError
+from worker.web import serve
 
 if TYPE_CHECKING:
     from worker.config import Settings
@@ -121,6 +122,7 @@ def run_embedded(settings: Settings, stop: threading.Event, ready: Callable[[], 
         dispatcher.hold()  # events queue up while the start-up pass runs
         watcher = _make_watcher(settings, dispatcher)
         watcher.start()
+        serve(settings, role="run", watcher=watcher, dispatcher=dispatcher, stop=stop)
         timers = Timers(settings, dispatcher, lambda: jobs.snapshot_sessions(settings, True))
         from worker.stores.sessions import backup_note
 
@@ -256,6 +258,7 @@ def watch_command(state: CliState, debounce: float | None, polling: bool | None)
     watcher = _make_watcher(settings, dispatcher)
     with _until_signal() as stop:
         watcher.start()
+        serve(settings, role="watch", watcher=watcher, dispatcher=dispatcher, stop=stop)
         # The watcher is a hint: a full pass at start-up finds what changed while it was down.
         dispatcher.request_full_pass("watcher started")
         click.echo(
@@ -324,11 +327,20 @@ def _as_default_app(app: Any) -> Any:
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--limit", type=int, default=10, show_default=True,
               help="How many pending paths, failures and retries to list.")
+@click.option("--check", is_flag=True,
+              help="One line; exit 1 unless healthy (scripts, container health checks).")
 @pass_state
-def status_command(state: CliState, as_json: bool, limit: int) -> None:
+def status_command(state: CliState, as_json: bool, limit: int, check: bool) -> None:
     """Queue depth, pending paths, last full pass per container, last snapshot, recent
     failures and retries.  Exit code 1 if the broker or the status store does not answer."""
     from worker.status import collect_status, render
+
+    if check:
+        from worker.health import check_line
+
+        healthy, line = check_line(state.settings())
+        click.echo(line)
+        sys.exit(0 if healthy else EXIT_FAILED)
 
     report = collect_status(state.settings(), limit=limit)
     if as_json:

@@ -1,0 +1,147 @@
+"""``/healthz``: is this process doing its job?  One line of reason when it is not.
+
+* the watcher observes (its observer and hand-off thread alive, the root there);
+* the store answered recently: not failing for ``METRICS.storeFailingAfter`` seconds;
+* the broker answers (``watch``: its dispatcher does not owe a full pass for an outage;
+  a worker: a connection to ``BROKER_URL`` opens).
+
+Reasons name what failed and its class of error, never a URL or an error's text (which may
+hold a secret).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from worker import metrics
+
+if TYPE_CHECKING:
+    from worker.config import Settings
+
+#: Seconds a worker's broker check is reused.
+BROKER_CHECK_EVERY = 5.0
+
+
+class Health:
+    """The checks of one process (``role``: run, watch or worker)."""
+
+    def __init__(self, settings: Settings, role: str, watcher: Any = None,
+                 dispatcher: Any = None, registry: Any = None) -> None:
+        self.settings = settings
+        self.role = role
+        self.watcher = watcher
+        self.dispatcher = dispatcher
+        self.registry = registry
+        self._broker: tuple[float, str | None] = (0.0, None)
+        self._lock = threading.Lock()
+
+    def problem(self) -> str | None:
+        """None when healthy, else the first reason."""
+        for check in (self._watching, self._store, self._broker_answers):
+            why = check()
+            if why:
+                return why
+        return None
+
+    def _watching(self) -> str | None:
+        root = Path(self.settings.APP_ROOT_PATH)
+        if self.watcher is None:
+            if self.role == "worker" and not root.is_dir():
+                return f"APP_ROOT_PATH {root} is missing"
+            return None
+        thread = getattr(self.watcher, "_thread", None)
+        if thread is not None and not thread.is_alive():
+            return "not watching: the watcher's thread has ended"
+        observer = getattr(self.watcher, "_observer", None)
+        if observer is None:
+            if not root.is_dir():
+                return f"not watching: APP_ROOT_PATH {root} is missing"
+            return "not watching: no observer runs"
+        kind = getattr(getattr(self.watcher, "kind", None), "value", "file")
+        if not self.watcher._healthy(observer):
+            return f"not watching: the {kind} observer stopped"
+        return None
+
+    def _store(self) -> str | None:
+        seconds, what = metrics.store_failing()
+        if self.registry is not None:  # a worker: its children's figures
+            since = _sample(self.registry,
+                            f"{metrics.PREFIX}_store_failing_since_timestamp_seconds")
+            if since:
+                seconds, what = time.time() - since, "worker tasks"
+        if seconds and seconds >= self.settings.METRICS.storeFailingAfter:
+            return f"store failing for {seconds / 60:.1f} min ({what})"
+        return None
+
+    def _broker_answers(self) -> str | None:
+        if self.role == "watch":
+            if getattr(self.dispatcher, "owes_full_pass", False):
+                return "broker away: saves wait for it (a full pass is owed)"
+            return None
+        if self.role != "worker" or not self.settings.BROKER_URL:
+            return None
+        with self._lock:
+            at, why = self._broker
+            if time.monotonic() - at < BROKER_CHECK_EVERY:
+                return why
+            why = _broker_problem(self.settings.BROKER_URL)
+            self._broker = (time.monotonic(), why)
+            return why
+
+
+def _broker_problem(url: str) -> str | None:
+    import kombu
+
+    connection: Any = kombu.Connection  # type: ignore[attr-defined]
+    try:
+        with connection(url, connect_timeout=2, transport_options={"socket_timeout": 2}) as conn:
+            conn.ensure_connection(max_retries=1)
+    except Exception as exc:
+        return f"broker away: {exc.__class__.__name__}"
+    return None
+
+
+def _sample(registry: Any, name: str) -> float:
+    for family in registry.collect():
+        for sample in family.samples:
+            if sample.name == name:
+                return float(sample.value)
+    return 0.0
+
+
+def check_line(settings: Settings) -> tuple[bool, str]:
+    """``status --check``: (healthy, one line).  The status store and broker answer, ``run``
+    runs (embedded), and the local process's ``/healthz`` says ok when ``METRICS.port`` is set."""
+    from worker.status import collect_status
+
+    report = collect_status(settings, limit=0)
+    fatal = [p for p in report.problems
+             if p.startswith(("broker unreachable", "status store", "synchro-sync run is not"))]
+    if fatal:
+        return False, f"unhealthy: {_first_words(fatal[0])}"
+    port = settings.METRICS.port
+    if port is None:
+        return True, f"ok: {report.mode}, broker and status store answer"
+    host = settings.METRICS.host
+    host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}/healthz", timeout=5) as response:
+            return True, f"ok: {response.read().decode(errors='replace').strip()}"
+    except urllib.error.HTTPError as exc:
+        return False, f"unhealthy: {exc.read().decode(errors='replace').strip()}"
+    except OSError as exc:
+        why = getattr(exc, "reason", exc)
+        return False, f"unhealthy: nothing answers on {host}:{port} ({why})"
+
+
+def _first_words(problem: str) -> str:
+    """A status problem without the exception's text (which may hold a URL)."""
+    head, _, rest = problem.partition(": ")
+    kind = rest.split(":", 1)[0] if rest else ""
+    return f"{head}: {kind}" if kind and " " not in kind else head
