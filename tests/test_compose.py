@@ -78,7 +78,28 @@ def test_flower_is_behind_a_profile_on_the_same_settings() -> None:
     flower = services["flower"]
     assert flower["profiles"] == ["flower"]
     assert flower["command"][:4] == ["celery", "-A", "worker", "flower"]
-    assert flower["environment"] == services["worker"]["environment"]
+    assert flower["environment"] == services["beat"]["environment"]
     assert all("profiles" not in services[n] for n in ("watcher", "worker", "beat"))
     # Published on loopback only unless the operator says otherwise.
     assert all(str(p).startswith("127.0.0.1:") for p in flower["ports"])
+
+
+def test_watcher_worker_and_beat_have_health_checks_the_cli_knows() -> None:
+    from click.testing import CliRunner
+
+    from worker.cli import main
+
+    services = compose()["services"]
+    for name in ("watcher", "worker", "beat"):
+        check = services[name]["healthcheck"]
+        assert check["test"] == ["CMD", "synchro-sync", "status", "--check"], name
+        assert check["start_period"] and check["retries"] >= 1
+    # status --check asks the local /healthz where METRICS.port is set: the watcher and the
+    # worker serve it; beat serves nothing, so its check must not expect it.
+    for name in ("watcher", "worker"):
+        assert services[name]["environment"]["SYNCHRO__METRICS__port"] == "9100"
+    assert "SYNCHRO__METRICS__port" not in services["beat"]["environment"]
+    assert all(services[n]["environment"]["SYNCHRO__HOST_QUEUE"] == "files.compose"
+               for n in ("watcher", "worker", "beat"))
+    helped = CliRunner().invoke(main, ["status", "--help"])
+    assert helped.exit_code == 0 and "--check" in helped.output

@@ -73,7 +73,8 @@ class Health:
             if since:
                 seconds, what = time.time() - since, "worker tasks"
         if seconds and seconds >= self.settings.METRICS.storeFailingAfter:
-            return f"store failing for {seconds / 60:.1f} min ({what})"
+            took = f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
+            return f"store failing for {took} ({what})"
         return None
 
     def _broker_answers(self) -> str | None:
@@ -120,6 +121,7 @@ def check_line(settings: Settings) -> tuple[bool, str]:
     report = collect_status(settings, limit=0)
     fatal = [p for p in report.problems
              if p.startswith(("broker unreachable", "status store", "synchro-sync run is not"))]
+    fatal.sort(key=lambda p: not p.startswith("broker"))  # the broker is the cause to name
     if fatal:
         return False, f"unhealthy: {_first_words(fatal[0])}"
     port = settings.METRICS.port
@@ -132,7 +134,7 @@ def check_line(settings: Settings) -> tuple[bool, str]:
 
     try:
         with urllib.request.urlopen(f"http://{host}:{port}/healthz", timeout=5) as response:
-            return True, f"ok: {response.read().decode(errors='replace').strip()}"
+            return True, response.read().decode(errors="replace").strip()
     except urllib.error.HTTPError as exc:
         return False, f"unhealthy: {exc.read().decode(errors='replace').strip()}"
     except OSError as exc:
