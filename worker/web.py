@@ -56,7 +56,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(503 if why else 200, f"{why or 'ok'}\n".encode(),
                        "text/plain; charset=utf-8")
         elif path == "/" and self.server.role != "worker":
-            self._send(200, page(self.server.settings).encode(), "text/html; charset=utf-8")
+            body = page(self.server.settings, self.server.health.problem())
+            self._send(200, body.encode(), "text/html; charset=utf-8")
         else:
             self._send(404, b"not found\n", "text/plain; charset=utf-8")
 
@@ -121,8 +122,8 @@ def serve(settings: Settings, *, role: str, watcher: Any = None, dispatcher: Any
 # --- the page -------------------------------------------------------------------------------
 
 
-def page(settings: Settings) -> str:
-    """What ``status`` shows, as a page that refreshes itself."""
+def page(settings: Settings, problem: str | None = None) -> str:
+    """What ``status`` shows, as a page that refreshes itself; ``problem``: /healthz's."""
     from worker.status import collect_status
 
     try:
@@ -130,7 +131,9 @@ def page(settings: Settings) -> str:
     except Exception as exc:  # the page says what it can
         return _html("synchro-sync", f"<p class=bad>status unavailable: "
                      f"{html.escape(exc.__class__.__name__)}</p>")
-    return _html(f"synchro-sync: {report.mode}", _body(report))
+    health = (f"<p class=bad>health: {html.escape(problem)}</p>" if problem
+              else "<p class=ok>health: ok</p>")
+    return _html(f"synchro-sync: {report.mode}", health + _body(report))
 
 
 def _ago(ts: Any) -> str:
@@ -190,7 +193,8 @@ _STYLE = """
 body { font: 15px/1.4 system-ui, sans-serif; margin: 1.5em auto; max-width: 60em; color: #222; }
 h1 { font-size: 1.4em; } h2 { font-size: 1.1em; margin-top: 1.4em; }
 table { border-collapse: collapse; } td, th { padding: .2em .8em; border-bottom: 1px solid #ddd;
-text-align: left; } .bad { color: #b00020; } footer { color: #777; margin-top: 2em; }
+text-align: left; vertical-align: top; } td:first-child { white-space: nowrap; }
+.bad { color: #b00020; } .ok { color: #1b7f3b; } footer { color: #777; margin-top: 2em; }
 """
 
 
