@@ -11,6 +11,7 @@ batches.  Index rows are written in batches from the calling thread.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import queue
@@ -213,14 +214,24 @@ class MirrorContext:
         return plan, exists, warnings
 
     def _hash(self, container: str, keys: list[str]) -> dict[str, str]:
-        def one(key: str) -> tuple[str, str | None]:
-            try:
-                return key, safeopen.md5(self.root, f"{container}/{key}")
-            except (OSError, UnsafePath):
-                return key, None  # left out of the plan; the upload reports why
+        """MD5 of each file (a new host's first pass hashes the whole tree), in a few slices
+        so that 10,000 small files are not 10,000 futures."""
 
-        with ThreadPoolExecutor(min(self.transfers, 8)) as pool:
-            return {k: m for k, m in pool.map(one, keys) if m is not None}
+        def some(chunk: list[str]) -> dict[str, str]:
+            out = {}
+            for key in chunk:
+                # A file that cannot be read is left out of the plan; the upload reports why.
+                with contextlib.suppress(OSError, UnsafePath):
+                    out[key] = safeopen.md5(self.root, f"{container}/{key}")
+            return out
+
+        threads = min(self.transfers, 8)
+        step = max(1, min(256, -(-len(keys) // threads)))
+        hashed: dict[str, str] = {}
+        with ThreadPoolExecutor(threads) as pool:
+            for part in pool.map(some, [keys[i : i + step] for i in range(0, len(keys), step)]):
+                hashed.update(part)
+        return hashed
 
     # --- the full pass ---------------------------------------------------------------------
 
