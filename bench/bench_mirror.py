@@ -2,13 +2,19 @@
 moto server in the same run (see docs/benchmarks.md, section Mirror).
 
     python bench/bench_mirror.py [--files 10000] [--reps 1] [--tools ours,rclone-tuned,...]
+    python bench/bench_mirror.py --files 8 --size-mib 64 --phases initial --reps 5
 
-Data: N files of 1-8 KB (seeded) in 5 apps, app{1..5}/pkgNN/subNN/fNNNN.js, fixed old mtimes.
+Data: N files of 1-8 KB (seeded) in 5 apps, app{1..5}/pkgNN/subNN/fNNNN.js, fixed old mtimes;
+with ``--size-mib S``, N files of S MiB each (random bytes, seeded) spread over the apps.
 Layout: one bucket, a prefix per app (our MODULESTORE.bucket).  Per tool and repetition: moto
-reset, a fresh copy of the tree, then three passes: initial; no change; after 100 changed
-(34 touched only, 33 rewritten with the same size, 33 with a new size) and 100 deleted.
+reset, a fresh copy of the tree, then the passes (default all three): initial; no change; after
+100 changed (34 touched only, 33 rewritten with the same size, 33 with a new size) and 100
+deleted.  Who goes first alternates: repetition r runs the tools in the order given rotated by
+r, so with two tools each goes first in every other repetition.
 Measured per pass: wall time, client CPU and peak RSS (wait4), moto CPU (/proc), requests
-counted in moto's access log, and the bucket compared with the tree by key and MD5.
+counted in moto's access log, the one-minute load average just before the pass, and the bucket
+compared with the tree by key and MD5 (multipart ETags: the MD5 of the part MD5s).  Every
+repetition is printed, never only the best.
 """
 
 from __future__ import annotations
@@ -49,6 +55,21 @@ def gen_tree(root: Path, n: int, seed: int = 7) -> list[str]:
         path = root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(rnd.randbytes(rnd.randint(1024, 8192)))
+        os.utime(path, (OLD_MTIME, OLD_MTIME))
+        keys.append(rel)
+    return keys
+
+
+def gen_large(root: Path, n: int, size_mib: int, seed: int = 7) -> list[str]:
+    rnd = random.Random(seed)
+    keys = []
+    for i in range(n):
+        rel = f"app{i % 5 + 1}/big/f{i:03d}.bin"
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "wb") as f:
+            for _ in range(size_mib):
+                f.write(rnd.randbytes(1024 * 1024))
         os.utime(path, (OLD_MTIME, OLD_MTIME))
         keys.append(rel)
     return keys
@@ -149,19 +170,42 @@ def check(moto: Moto, bucket: str, src: Path) -> str:
     for dirpath, _d, files in os.walk(src):
         for name in files:
             full = os.path.join(dirpath, name)
-            with open(full, "rb") as fh:
-                local[os.path.relpath(full, src)] = hashlib.md5(fh.read()).hexdigest()
+            local[os.path.relpath(full, src)] = _etags(full)
     missing = sum(1 for k in local if k not in remote)
     extra = sum(1 for k in remote if k not in local)
-    stale = sum(1 for k in local if k in remote and remote[k] != local[k])
+    stale = sum(1 for k in local if k in remote and remote[k] not in local[k])
     return "ok" if not (missing or extra or stale) else (
         f"missing {missing}, extra {extra}, stale {stale}")
+
+
+def _etags(path: str) -> set[str]:
+    """The ETags the file may have in S3: its MD5, and the multipart form for part sizes the
+    tools use (5, 8, 16, 32, 64 MiB)."""
+    whole = hashlib.md5()
+    parts: dict[int, list[bytes]] = {p: [] for p in (5, 8, 16, 32, 64)}
+    current = {p: hashlib.md5() for p in parts}
+    filled = dict.fromkeys(parts, 0)
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1024 * 1024):
+            whole.update(chunk)
+            for p in parts:
+                current[p].update(chunk)
+                filled[p] += len(chunk)
+                if filled[p] == p * 1024 * 1024:
+                    parts[p].append(current[p].digest())
+                    current[p], filled[p] = hashlib.md5(), 0
+    out = {whole.hexdigest()}
+    for p, done in parts.items():
+        digests = done + ([current[p].digest()] if filled[p] else [])
+        out.add(hashlib.md5(b"".join(digests)).hexdigest() + f"-{len(digests)}")
+    return out
 
 
 def run_tool(tool: str, phase: str, src: Path, bucket: str, moto: Moto, state: Path,
              env: dict[str, str]) -> dict[str, Any]:
     argv = PEERS[tool](phase, src, bucket, moto.url, state)
     start_log, start_cpu = moto.offset(), moto.cpu()
+    load = os.getloadavg()[0]
     t0 = time.monotonic()
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     _pid, status, usage = os.wait4(proc.pid, 0)
@@ -169,7 +213,8 @@ def run_tool(tool: str, phase: str, src: Path, bucket: str, moto: Moto, state: P
     out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
     time.sleep(0.3)  # let moto flush its access log
     return {
-        "tool": tool, "phase": phase, "wall": round(wall, 3),
+        "tool": tool, "phase": phase, "wall": round(wall, 3), "load": round(load, 2),
+        "at": time.strftime("%H:%M:%S", time.gmtime()),
         "exit": os.waitstatus_to_exitcode(status),
         "client_cpu": round(usage.ru_utime + usage.ru_stime, 2),
         "rss_mb": round(usage.ru_maxrss / 1024, 1),
@@ -185,24 +230,37 @@ def main() -> int:
     ap.add_argument("--files", type=int, default=10_000)
     ap.add_argument("--reps", type=int, default=1)
     ap.add_argument("--tools", default=",".join(PEERS))
+    ap.add_argument("--size-mib", type=int, default=0,
+                    help="files of this many MiB each instead of the 1-8 KB tree")
+    ap.add_argument("--phases", default="initial,noop,changed")
     ap.add_argument("--out", default=str(HERE / "results" / "mirror.json"))
     args = ap.parse_args()
     tools = args.tools.split(",")
+    phases = args.phases.split(",")
+    if args.size_mib and "changed" in phases:
+        ap.error("--size-mib: the changed phase needs the small tree")
     work = Path(tempfile.mkdtemp(prefix="bench-mirror-"))
     moto = Moto(work)
     results: list[dict[str, Any]] = []
     env = peer_env(KEY, SECRET, moto.url)
     try:
+        shared = work / "src-large"
+        if args.size_mib:
+            gen_large(shared, args.files, args.size_mib)  # read-only: one copy for all
         for rep in range(args.reps):
-            for tool in tools:
+            order = tools[rep % len(tools):] + tools[: rep % len(tools)]
+            for tool in order:
                 bucket = "bench"
                 moto.reset(bucket)
-                src = work / f"src-{tool}"
                 state = work / f"state-{tool}"
-                shutil.rmtree(src, ignore_errors=True)
                 shutil.rmtree(state, ignore_errors=True)
-                keys = gen_tree(src, args.files)
-                for phase in ("initial", "noop", "changed"):
+                if args.size_mib:
+                    src, keys = shared, []
+                else:
+                    src = work / f"src-{tool}"
+                    shutil.rmtree(src, ignore_errors=True)
+                    keys = gen_tree(src, args.files)
+                for phase in phases:
                     if phase == "changed":
                         mutate(src, keys)
                     r = run_tool(tool, phase, src, bucket, moto, state, env)
@@ -215,7 +273,26 @@ def main() -> int:
         Path(args.out).write_text(json.dumps(results, indent=1))
         shutil.rmtree(work, ignore_errors=True)
     print_table(results, tools)
+    print()
+    print_reps(results, tools, args.files * args.size_mib)
     return 0
+
+
+def print_reps(results: list[dict[str, Any]], tools: list[str], mib: int) -> None:
+    """Every repetition, in the order run, with the load average and (for the large set) the
+    throughput; ratio = ours / the other tool's wall time in the same repetition."""
+    rate = " MiB/s |" if mib else ""
+    print(f"| rep | pass | tool (in the order run) | load | wall s |{rate} client CPU s | "
+          "peak RSS MB | result | ours/other |")
+    print("|---|---|---|---|---|" + ("---|" if mib else "") + "---|---|---|---|")
+    for r in results:
+        same = [x for x in results if x["rep"] == r["rep"] and x["phase"] == r["phase"]]
+        ours = next((x["wall"] for x in same if x["tool"] == "ours"), None)
+        ratio = f"{ours / r['wall']:.2f}" if ours and r["tool"] != "ours" else ""
+        speed = f" {mib / r['wall']:.0f} |" if mib else ""
+        print(f"| {r['rep']} | {r['phase']} | {r['tool']} | {r['load']:.1f} | "
+              f"{r['wall']:.2f} |{speed} {r['client_cpu']:.2f} | {r['rss_mb']:.0f} | "
+              f"{r['check']} | {ratio} |")
 
 
 def print_table(results: list[dict[str, Any]], tools: list[str]) -> None:

@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import json
+import os
 import sys
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,6 +24,7 @@ from botocore.credentials import Credentials
 from tests.servers.process import ServerProcess, free_port
 from worker.errors import AccessDenied
 from worker.stores.modules import ContainerNotFound
+from worker.stores.modules.base import SourceChanged, crc32_of, stream_md5
 from worker.stores.modules.s3_put import FastPut
 
 
@@ -148,3 +152,95 @@ def test_light_listing_and_batched_delete_against_moto(s3_server: Any) -> None:
     with pytest.raises(ContainerNotFound):
         fast.list_page("no-such-bucket-x", "", None)
     fast.close()
+
+
+class _EditedMidway(io.FileIO):
+    """A file that is rewritten in place (same size, new bytes) by "another program" once
+    ``edit_after`` blocks of the upload's stream have been read."""
+
+    def __init__(self, path: Any, edit_after: int, truncate: bool = False) -> None:
+        super().__init__(path, "rb")
+        self.path, self.edit_after, self.truncate = path, edit_after, truncate
+        self.reads, self.edited = 0, False
+
+    def readinto(self, buffer: Any) -> int:
+        self.reads += 1
+        if self.reads == self.edit_after and not self.edited:
+            self.edited = True
+            with open(self.path, "r+b") as other:
+                if self.truncate:
+                    other.truncate(5 * 1024 * 1024)
+                else:
+                    other.seek(15 * 1024 * 1024)
+                    other.write(os.urandom(4096))
+        return super().readinto(buffer)
+
+
+@pytest.mark.parametrize("check", ["crc32", "md5", "truncated"])
+def test_streamed_put_of_a_file_changing_midway_stores_nothing(
+    s3_server: Any, tmp_path: Any, check: str
+) -> None:
+    """A large file goes up as one streamed PUT; when its bytes stop matching the content
+    hashed before (CRC-32 remembered by that hash, or a running MD5 when the caller brought
+    the MD5), the request is cut short of its Content-Length before the last block: S3
+    stores nothing, the old object stays whole, and the upload is SourceChanged."""
+    client = s3_server.client()
+    client.create_bucket(Bucket="stream-edit-bkt")
+    client.put_object(Bucket="stream-edit-bkt", Key="big.bin", Body=b"old")
+    path = tmp_path / "big.bin"
+    path.write_bytes(os.urandom(20 * 1024 * 1024))
+    fast = FastPut(s3_server.endpoint, "us-east-1", Credentials("k", "s"))
+    with _EditedMidway(path, edit_after=1 << 30) as f:
+        md5 = stream_md5(f) if check != "md5" else hashlib.md5(f.read()).hexdigest()
+    if check == "md5":
+        assert crc32_of(md5) is None
+    with _EditedMidway(path, edit_after=3, truncate=check == "truncated") as f:
+        with pytest.raises(SourceChanged):
+            fast.put_stream("stream-edit-bkt", "big.bin", f, 20 * 1024 * 1024, md5)
+        assert f.edited
+    assert client.get_object(Bucket="stream-edit-bkt", Key="big.bin")["Body"].read() == b"old"
+    # The same connection path works again afterwards (the cut one was dropped).
+    data = path.read_bytes()
+    with open(path, "rb") as f:
+        etag = fast.put_stream("stream-edit-bkt", "big.bin", f, len(data), stream_md5(f))
+    assert etag == hashlib.md5(data).hexdigest()
+    got = client.get_object(Bucket="stream-edit-bkt", Key="big.bin")["Body"].read()
+    assert hashlib.md5(got).digest() == hashlib.md5(data).digest()
+    fast.close()
+
+
+def test_store_redoes_a_streamed_put_whose_file_changed(s3_server: Any, tmp_path: Any) -> None:
+    """Through the store: one streamed PUT per file above 8 MiB (no multipart), the edit
+    midway abandons the first attempt and the file goes up again as it is now."""
+    store = s3_server.module_store()
+    container = f"stream-redo-{uuid.uuid4().hex[:8]}"
+    store.ensure_container(container)
+    path = tmp_path / "big.bin"
+    path.write_bytes(os.urandom(20 * 1024 * 1024))
+    sent: list[str] = []
+    real = store.backend.fast.put_stream
+
+    def spy(*args: Any) -> Any:
+        try:
+            return real(*args)
+        except SourceChanged:
+            sent.append("cut")
+            raise
+        finally:
+            sent.append("put")
+
+    store.backend.fast.put_stream = spy
+    # The pre-hash reads 20 blocks; the stream's third block finds the edit.
+    with _EditedMidway(path, edit_after=23) as f:
+        info = store.put_file(container, "big.bin", f)
+        assert f.edited
+    final = path.read_bytes()
+    assert sent == ["cut", "put", "put"]
+    assert info.md5 == hashlib.md5(final).hexdigest()
+    (listed,) = list(store.list(container))
+    assert listed.md5 == info.md5 and listed.size == len(final)
+    assert hashlib.md5(store.read_bytes(container, "big.bin")).digest() == (
+        hashlib.md5(final).digest()
+    )
+    store.delete_container(container)
+    store.close()

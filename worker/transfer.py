@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 #: Attempts at uploading a file that keeps changing under us.
 CHANGE_ATTEMPTS = 4
 #: Bytes of file content held in memory by all uploads of one process at once.  A file up to
-#: the store's single-request limit (8 MiB) is read whole; larger ones go in 8 MiB parts.
+#: 8 MiB is read whole; a larger one holds what its backend says (:func:`upload_memory`).
 MEMORY_BUDGET = 32 * 1024 * 1024
 _PART = 8 * 1024 * 1024
 
@@ -42,7 +42,8 @@ class ByteBudget:
 
     @contextmanager
     def hold(self, size: int) -> Iterator[None]:
-        need = min(max(size, 1), _PART, self.limit)
+        """Wait until ``size`` bytes fit (at most the whole budget), hold them meanwhile."""
+        need = min(max(size, 1), self.limit)
         with self._cond:
             self._cond.wait_for(lambda: self.used + need <= self.limit)
             self.used += need
@@ -111,9 +112,18 @@ def upload_file(
     )
 
 
+def upload_memory(ctx: MirrorContext, size: int) -> int:
+    """Bytes of content an upload of ``size`` holds at once: what the store's backend says
+    (S3 streams through 1 MiB, Azure stages 4 blocks at once), else the file up to 8 MiB and
+    one 8 MiB part above."""
+    backend = getattr(ctx.store, "backend", None)
+    held = getattr(backend, "upload_memory", None)
+    return int(held(size)) if callable(held) else min(size, _PART)
+
+
 def upload(ctx: MirrorContext, container: str, up: Upload) -> tuple[str, IndexEntry | None, int]:
     key = up.file.key
-    with _BUDGET.hold(up.file.size), ctx.locks.hold(container, key):
+    with _BUDGET.hold(upload_memory(ctx, up.file.size)), ctx.locks.hold(container, key):
         done = upload_file(ctx, container, key, up.md5, up.file, up.file.relpath)
     if done is None:
         return key, None, 0

@@ -54,6 +54,10 @@ _SCOPE = "https://www.googleapis.com/auth/devstorage.read_write"
 _FIELDS = "items(name,size,updated,md5Hash,generation),nextPageToken"
 
 
+#: Resumable-upload chunk: see :attr:`GCSBackend.chunk_size`.
+CHUNK_SIZE = PART_SIZE
+
+
 class GCSBackend:
     """GCS through one shared client (its HTTP session has a pool sized for our workers)."""
 
@@ -67,6 +71,13 @@ class GCSBackend:
         self.listing_page = 1000
         #: (connect, read) seconds per request; a slow server past this is a transient error
         self.timeout = (min(10.0, timeout), timeout)
+        #: Bytes per resumable-upload request (a multiple of 256 KiB), held in memory while
+        #: sent; the chunks of one upload go one after another (the protocol is sequential).
+        self.chunk_size = CHUNK_SIZE
+
+    def upload_memory(self, size: int) -> int:
+        """Bytes of file content one upload of ``size`` holds at once (for the pass's budget)."""
+        return size if size <= PART_SIZE else min(size, self.chunk_size)
 
     @classmethod
     def from_config(
@@ -221,7 +232,7 @@ class GCSBackend:
     ) -> ObjectInfo:
         def upload() -> ObjectInfo:
             blob = self.client.bucket(bucket).blob(
-                key, chunk_size=PART_SIZE if size > PART_SIZE else None
+                key, chunk_size=self.chunk_size if size > PART_SIZE else None
             )
             # GCS checks the body against this and refuses a mismatch.
             blob.md5_hash = base64.b64encode(bytes.fromhex(md5_hex)).decode()

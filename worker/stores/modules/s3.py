@@ -7,10 +7,13 @@ server mode (tests/servers/s3_server.py).
 One client is shared by all threads (boto3 clients are thread-safe); botocore's retries are
 off (``total_max_attempts=1``) because the store applies the one tenacity policy, and it only
 computes checksums the API requires: we send ``Content-MD5`` ourselves so S3 verifies every
-body.  Files above 8 MiB go up as a multipart upload, one 8 MiB part in memory at a time, each
-part verified by its ETag; the whole file's hash is checked before the upload is completed.
-A plain PUT's ETag is the content's MD5; a multipart ETag (``md5-of-part-md5s-N``) is kept as
-:attr:`ObjectInfo.etag` and matched from the listing.
+body.  Files above 8 MiB go up as one PUT streamed from the file through the light path
+(:meth:`FastPut.put_stream`: one 1 MiB buffer, checked against the hashed content before its
+last block is sent, so a file edited meanwhile is never stored), up to 5 GiB (S3's limit for
+one request); beyond that, or without the light path, as a multipart upload, one 8 MiB part
+in memory at a time, each part verified by its ETag, the whole file's hash checked before the
+upload is completed.  A plain PUT's ETag is the content's MD5; a multipart ETag
+(``md5-of-part-md5s-N``) is kept as :attr:`ObjectInfo.etag` and matched from the listing.
 """
 
 from __future__ import annotations
@@ -45,7 +48,11 @@ from worker.stores.modules.base import (
     SourceChanged,
 )
 from worker.stores.modules.reader import ChunkReader
-from worker.stores.modules.s3_put import FastPut, StaticCredentials
+from worker.stores.modules.s3_put import STREAM_BUFFER, FastPut, StaticCredentials
+
+#: Files up to this size go up as one streamed PUT on the light path (S3 takes up to 5 GiB in
+#: one request); larger ones as a multipart upload.
+STREAM_PUT_LIMIT = 5 * 1024**3
 
 _NOT_FOUND = {"NoSuchKey", "404", "NotFound", "NoSuchUpload", "NoSuchVersion"}
 _DENIED = {
@@ -109,6 +116,8 @@ class S3Backend:
         #: Light request path for single-request PUTs, listing pages and batched deletes
         #: (see s3_put.py); None: boto3 only.
         self.fast: FastPut | None = None
+        #: Files above 8 MiB and up to this size go up as one streamed PUT (light path only).
+        self.stream_put_limit = STREAM_PUT_LIMIT
 
     @property
     def client(self) -> Any:
@@ -262,6 +271,10 @@ class S3Backend:
         self, bucket: str, key: str, body: BinaryIO, size: int, md5_hex: str, run: Runner
     ) -> ObjectInfo:
         if size > PART_SIZE:
+            if self.fast is not None and size <= self.stream_put_limit:
+                # One request streamed from the file (retried whole, from byte 0).
+                etag = run(self.fast.put_stream, bucket, key, body, size, md5_hex)
+                return ObjectInfo(key, size, time.time(), md5_hex, etag)
             return self._put_multipart(bucket, key, body, size, md5_hex, run)
         data = body.read(size)
         if len(data) != size:
@@ -276,6 +289,15 @@ class S3Backend:
             )
         etag = _strip(resp.get("ETag"))
         return ObjectInfo(key, size, time.time(), md5_hex, etag)
+
+    def upload_memory(self, size: int) -> int:
+        """Bytes of file content one upload of ``size`` holds at once (for the pass's budget):
+        a streamed PUT holds its 1 MiB buffer, a multipart upload one part."""
+        if size <= PART_SIZE:
+            return size
+        if self.fast is not None and size <= self.stream_put_limit:
+            return STREAM_BUFFER
+        return PART_SIZE
 
     def _put_multipart(
         self, bucket: str, key: str, body: BinaryIO, size: int, md5_hex: str, run: Runner

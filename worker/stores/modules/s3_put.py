@@ -27,9 +27,11 @@ import socket
 import ssl
 import threading
 import xml.etree.ElementTree as ET
+import zlib
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, BinaryIO
 from urllib.parse import quote, unquote_plus, urlsplit
 
 from botocore.auth import S3SigV4Auth
@@ -38,9 +40,15 @@ from botocore.credentials import Credentials
 
 from worker.errors import StoreError, TransientStoreError
 from worker.stores.modules import names
+from worker.stores.modules.base import SourceChanged, crc32_of
 
 _CODE = re.compile(rb"<Code>([^<]+)</Code>")
 _NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
+#: Bytes read from the file and sent per system call by a streamed PUT (one buffer, reused).
+STREAM_BUFFER = 1024 * 1024
+#: Tells botocore's signer to sign a streamed body as ``UNSIGNED-PAYLOAD`` (no SHA-256 pass
+#: over the file): ``Content-MD5`` is what S3 checks the body against, as over HTTPS.
+_UNSIGNED = SimpleNamespace(s3={"payload_signing_enabled": False})
 
 
 @dataclass(frozen=True)
@@ -88,17 +96,20 @@ class FastPut:
 
     def sign(
         self, method: str, host: str, path: str, headers: dict[str, str], body: bytes,
-        query: str = "",
+        query: str = "", unsigned_payload: bool = False,
     ) -> dict[str, str]:
         """``headers`` with botocore's SigV4 added (``Authorization``, ``X-Amz-Date``, ...).
 
-        ``path`` and ``query`` are already percent-encoded, as they go on the wire.
+        ``path`` and ``query`` are already percent-encoded, as they go on the wire.  With
+        ``unsigned_payload`` the body is not part of the signature (a streamed file).
         """
         creds = self.credentials
         if not hasattr(creds, "get_frozen_credentials"):
             creds = Credentials(creds.access_key, creds.secret_key, creds.token)
         url = f"{self.scheme}://{host}{path}" + (f"?{query}" if query else "")
         request = AWSRequest(method=method, url=url, data=body, headers=headers)
+        if unsigned_payload:
+            request.context["client_config"] = _UNSIGNED
         S3SigV4Auth(creds, "s3", self.region).add_auth(request)
         return dict(request.headers.items())
 
@@ -153,6 +164,79 @@ class FastPut:
             etag = resp.getheader("ETag")
             return etag.strip('"') if etag else None
         raise _error(resp.status, body, bucket, key)
+
+    def put_stream(
+        self, bucket: str, key: str, body: BinaryIO, size: int, md5_hex: str
+    ) -> str | None:
+        """PUT ``size`` bytes streamed from ``body`` (read from its start) in one request.
+
+        One reused buffer: each block is read into it (``readinto``), checked and sent from
+        it, so memory stays at :data:`STREAM_BUFFER` whatever the size.  The bytes are checked
+        against the content ``md5_hex`` names *before the last block is sent*: by CRC-32 when
+        the store hashed that content just before (:func:`~worker.stores.modules.base.
+        crc32_of`), else by a running MD5.  If the file changed, the connection is dropped
+        short of ``Content-Length`` and S3 stores nothing (:class:`SourceChanged`).  The ETag
+        S3 returns (the MD5 of what it received) must equal ``md5_hex`` too.  Returns that
+        ETag; raises worker.errors on failure.
+        """
+        host, path = self._target(bucket, key)
+        headers = self.sign(
+            "PUT", host, path,
+            {"Content-MD5": base64.b64encode(bytes.fromhex(md5_hex)).decode(),
+             "Content-Length": str(size), "Content-Type": names.content_type(key)},
+            b"", unsigned_payload=True,
+        )
+        buf = bytearray(max(1, min(STREAM_BUFFER, size)))
+        view = memoryview(buf)
+        want_crc = crc32_of(md5_hex)
+        digest = hashlib.md5(usedforsecurity=False) if want_crc is None else None
+        crc = 0
+        body.seek(0)
+        conn = self._connection(host)
+        try:
+            conn.putrequest("PUT", path, skip_accept_encoding=True)
+            for name, value in headers.items():
+                conn.putheader(name, value)
+            conn.endheaders()
+            sent = 0
+            while sent < size:
+                n = body.readinto(view[: min(len(buf), size - sent)])  # type: ignore[attr-defined]
+                if not n:
+                    raise SourceChanged("the local file is shorter than it was")
+                block = view[:n]
+                if digest is None:
+                    crc = zlib.crc32(block, crc)
+                else:
+                    digest.update(block)
+                if sent + n == size and (
+                    crc != want_crc if digest is None else digest.hexdigest() != md5_hex
+                ):
+                    raise SourceChanged("the local file changed during the upload")
+                conn.send(block)
+                sent += n
+            resp = conn.getresponse()
+            data = resp.read()
+        except SourceChanged as exc:
+            self._drop(host)  # the request stays short of its length: nothing is stored
+            exc.store, exc.container, exc.key = "amazon", bucket, key
+            raise
+        except (OSError, http.client.HTTPException) as exc:
+            self._drop(host)
+            raise TransientStoreError(
+                f"{type(exc).__name__}: {exc}", store="amazon", container=bucket, key=key
+            ) from exc
+        if resp.will_close:
+            self._drop(host)
+        if resp.status != 200:
+            raise _error(resp.status, data, bucket, key)
+        etag = resp.getheader("ETag")
+        etag = etag.strip('"') if etag else None
+        if etag is not None and etag != md5_hex:
+            raise TransientStoreError(
+                f"S3 stored ETag {etag} for a body with MD5 {md5_hex}",
+                store="amazon", container=bucket, key=key,
+            )
+        return etag
 
     def _send(
         self, method: str, bucket: str, params: dict[str, str], body: bytes, key: str = "",

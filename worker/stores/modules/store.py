@@ -37,6 +37,7 @@ from worker.stores.modules.base import (
     ObjectInfo,
     SourceChanged,
     run_once,
+    stream_md5,
 )
 from worker.stores.modules.reader import ResumingReader
 
@@ -399,12 +400,8 @@ def file_md5(path: Path) -> str:
 
 
 def _stream_md5(f: BinaryIO) -> str:
-    """Hex MD5 of an open file from its start, read in 1 MiB chunks."""
-    f.seek(0)
-    digest = hashlib.md5(usedforsecurity=False)
-    while chunk := f.read(1024 * 1024):
-        digest.update(chunk)
-    return digest.hexdigest()
+    """Hex MD5 of an open file from its start (also remembers its CRC-32: base.stream_md5)."""
+    return stream_md5(f)
 
 
 def _bytes_body(data: bytes) -> Callable[[], BinaryIO]:
