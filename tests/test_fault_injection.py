@@ -44,6 +44,9 @@ class Proxied:
         store: ModuleStore = self.server.module_store(endpoint=self.endpoint, **options)
         if self.parts:
             store.backend.stream_put_limit = 0  # type: ignore[attr-defined]
+        if self.provider == "google":
+            # 8 MiB resumable chunks (32 MiB by default): a 20 MiB file takes three requests.
+            store.backend.chunk_size = 8 * 1024 * 1024  # type: ignore[attr-defined]
         return store
 
     def write_request(self, container: str, key: str) -> tuple[str, str]:

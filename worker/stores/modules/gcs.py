@@ -7,10 +7,11 @@ emulator wants), ``endpoint``, ``bucket``.  Tested against fake-gcs-server
 
 Every call passes ``retry=None``: the store applies the one tenacity policy.  Each upload sends
 the content's MD5 as the object's ``md5Hash`` so GCS refuses a body that does not match; files
-above 8 MiB go as a resumable upload in 8 MiB chunks read from disk, and the whole file's hash
-is checked before the last chunk (the one that commits the object) is sent.  Listings carry
-``md5Hash`` for every object we upload (only composed objects lack it); the etag is the
-object's generation.
+above 8 MiB go as a resumable upload in 32 MiB chunks read from disk (one chunk in memory per
+upload; a quarter of the requests of 8 MiB chunks, which were slower against fake-gcs-server),
+and the whole file's content is checked (CRC-32 of the hashed content, else MD5) before the
+last chunk, the one that commits the object, is sent.  Listings carry ``md5Hash`` for every
+object we upload (only composed objects lack it); the etag is the object's generation.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ _FIELDS = "items(name,size,updated,md5Hash,generation),nextPageToken"
 
 
 #: Resumable-upload chunk: see :attr:`GCSBackend.chunk_size`.
-CHUNK_SIZE = PART_SIZE
+CHUNK_SIZE = 4 * PART_SIZE
 
 
 class GCSBackend:
