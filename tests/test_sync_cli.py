@@ -10,6 +10,7 @@ import select
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -178,3 +179,25 @@ def test_peak_memory_of_a_pass_with_large_files_stays_under_100_mb(tmp_path: Pat
     assert run.stdout.startswith("uploaded 20,")
     peak_mb = int(run.stderr.strip().splitlines()[-1].split()[-1]) / 1024
     assert peak_mb <= 100, f"peak RSS {peak_mb:.0f} MB"
+
+
+def test_a_missing_single_bucket_is_one_line(tmp_path: Path, amazon_store_server: Any) -> None:
+    """With MODULESTORE.bucket naming a bucket that does not exist, a pass of 900 files says so
+    once (it was one NoSuchBucket line per file)."""
+    import json
+
+    for app in ("a", "b", "c"):
+        for n in range(300):
+            p = tmp_path / "apps" / app / f"f{n}.js"
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_text(str(n))
+    store = amazon_store_server.settings(bucket="no-such-bucket")
+    env = _env(tmp_path, SYNCHRO__MODULESTORE_SERVICE="PkgCloudModuleStore",
+               SYNCHRO__MODULESTORE=json.dumps(store))
+    env.pop("SYNCHRO__MODULESTORE__directory")
+    done = subprocess.run(["synchro-sync", "sync"], env=env, cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 1
+    failed = [x for x in done.stderr.splitlines() if "failed" in x]
+    assert len(failed) == 1 and "MODULESTORE.bucket 'no-such-bucket' does not exist" in failed[0]
+    assert "1 failed" in done.stdout

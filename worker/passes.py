@@ -291,6 +291,17 @@ class MirrorContext:
                     f"({share:.0%} > SYNC.maxDeleteShare {self.max_delete_share:.0%}); "
                     "nothing deleted, use --force"
                 )
+            if not exists and self.store.bucket is not None:
+                # The one bucket every container lives in is missing: one line for the pass,
+                # not one failed upload per file.
+                missing = (
+                    f"MODULESTORE.bucket {self.store.bucket!r} does not exist in the "
+                    f"{self.store.provider} store; create it (the worker never creates the bucket "
+                    "it is given); nothing was sent"
+                )
+                if missing not in result.failures:
+                    result.failures.append(missing)
+                continue
             if not exists and (plan.uploads or plan.copies) and not dry_run:
                 try:
                     self.store.ensure_container(name)
