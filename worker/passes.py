@@ -262,6 +262,7 @@ class MirrorContext:
                 )
             elif self._serves(name, result):
                 wanted.append(name)
+        self._say_not_served(result)
         if not containers:
             self._add_store_files(wanted, result)
 
@@ -324,17 +325,21 @@ class MirrorContext:
         if not why:
             return True
         result.not_served[container] = why
-        if not self.apps_only:
-            result.warnings.append(
-                f"{container}: a Synchro server will not serve this folder ({why}); "
-                "mirrored all the same (SYNC.appsOnly leaves such folders out)"
-            )
-        else:
-            result.warnings.append(
-                f"{container}: not a Synchro app ({why}); not mirrored (SYNC.appsOnly)"
-            )
-            return False
-        return True
+        return not self.apps_only
+
+    def _say_not_served(self, result: PassResult) -> None:
+        """One line naming the folders a Synchro server will not serve, and why."""
+        if not result.not_served:
+            return
+        names = sorted(result.not_served)
+        shown = "; ".join(f"{n} ({result.not_served[n]})" for n in names[:10])
+        more = f"; and {len(names) - 10} more" if len(names) > 10 else ""
+        done = "not mirrored (SYNC.appsOnly)" if self.apps_only else (
+            "mirrored all the same (SYNC.appsOnly leaves them out)"
+        )
+        result.warnings.append(
+            f"{len(names)} folder(s) a Synchro server will not serve: {shown}{more}; {done}"
+        )
 
     def _add_store_files(self, wanted: list[str], result: PassResult) -> None:
         """The server's store files (apps.json) join the pass where the store has a place for
