@@ -64,6 +64,10 @@ class Target:
 
     def spawn(self, name: str, argv: list[str], ready: str, env: dict[str, str] | None = None,
               timeout: float = 60) -> ServerProcess:
+        if env and "SYNCHRO__METRICS__port" in env:  # each process its own metrics port
+            from tests.servers.process import free_port
+
+            env = {**env, "SYNCHRO__METRICS__port": str(free_port())}
         proc = ServerProcess(name, argv, healthy=lambda: False, env=env, cwd=str(self.base),
                              workdir=self.base / "logs")
         proc.workdir.mkdir(exist_ok=True)
@@ -98,7 +102,7 @@ def base_env(target: Target, debounce: float | None) -> dict[str, str]:
     }
     if debounce is not None:
         env["SYNCHRO__SYNC__debounce"] = str(debounce)
-    return env
+    return {**env, **MODE_ENV}
 
 
 def start_embedded(target: Target, debounce: float | None) -> None:
@@ -235,9 +239,21 @@ def wait_initial(target: Target, timeout: float) -> None:
             time.sleep(0.05)
 
 
+#: Settings of the mode's ``+`` flags: ``+metrics`` (METRICS.port on, each process its own),
+#: ``+noevents`` (METRICS.taskEvents false), e.g. ``embedded+metrics``, ``redis-moto+noevents``.
+MODE_FLAGS = {"metrics": {"SYNCHRO__METRICS__port": "0"},
+              "noevents": {"SYNCHRO__METRICS__taskEvents": "false"}}
+MODE_ENV: dict[str, str] = {}
+
+
 def run_mode(mode: str, saves: int, interval: float, servers: dict[str, Any]) -> Result:
+    label = mode
+    mode, *flags = mode.split("+")
+    MODE_ENV.clear()
+    for flag in flags:
+        MODE_ENV.update(MODE_FLAGS[flag])
     base = Path(tempfile.mkdtemp(prefix=f"bench-latency-{mode}-"))
-    target = Target(mode, base)
+    target = Target(label, base)
     prepare_tree(target)
     tail = 10.0
     try:

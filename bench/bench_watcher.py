@@ -418,8 +418,15 @@ def main() -> None:
     ap.add_argument("--writes", type=int, default=10_000)
     ap.add_argument("--files", type=int, default=100)
     ap.add_argument("--seconds", type=float, default=5.0)
+    ap.add_argument("--metrics", action="store_true",
+                    help="Metrics on (as with METRICS.port set): every hook counts.")
     args = ap.parse_args()
-    print(time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), f"on {os.cpu_count()} cores")
+    if args.metrics:
+        from worker import metrics
+
+        metrics.enable()
+    print(time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), f"on {os.cpu_count()} cores,",
+          f"load average {os.getloadavg()[0]:.1f}, metrics {'on' if args.metrics else 'off'}")
     if args.what in ("tree", "all"):
         bench_tree(args.tree_files)
     if args.what in ("storm", "all"):

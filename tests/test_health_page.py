@@ -190,3 +190,20 @@ def test_the_status_page_in_headless_chromium(sync_world: Callable[..., SyncWorl
     chromium(f"--screenshot={shot}", "--window-size=1100,900", f"http://127.0.0.1:{port}/",
              profile=profile)
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
+
+
+def test_worker_healthz_needs_the_files_only_when_it_takes_the_hosts_queue(
+    redis_server: RedisServer, sync_world: Callable[..., SyncWorld],
+) -> None:
+    from tests.servers.celery_worker import redis_db_url
+
+    files_port, sessions_port = free_port(), free_port()
+    world = sync_world(redis_db_url(redis_server), METRICS__port=str(files_port))
+    world.root.rmdir()  # an unmounted volume
+    world.start_worker("files", concurrency=1)
+    world.env["SYNCHRO__METRICS__port"] = str(sessions_port)
+    world.start_worker("sessions", concurrency=1, extra=("-Q", "sessions"))
+    assert wait_health(files_port, 503, world) == f"APP_ROOT_PATH {world.root} is missing"
+    assert wait_health(sessions_port, 200, world) == "ok"
+    world.root.mkdir()
+    assert wait_health(files_port, 200, world) == "ok"

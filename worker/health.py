@@ -26,7 +26,8 @@ BROKER_CHECK_EVERY = 5.0
 
 
 class Health:
-    """The checks of one process (``role``: run, watch or worker)."""
+    """The checks of one process (``role``: run, watch, worker, or worker-sessions: a worker
+    of the shared queue alone, which needs no module files)."""
 
     def __init__(self, settings: Settings, role: str, watcher: Any = None,
                  dispatcher: Any = None, registry: Any = None) -> None:
@@ -82,7 +83,7 @@ class Health:
             if getattr(self.dispatcher, "owes_full_pass", False):
                 return "broker away: saves wait for it (a full pass is owed)"
             return None
-        if self.role != "worker" or not self.settings.BROKER_URL:
+        if not self.role.startswith("worker") or not self.settings.BROKER_URL:
             return None
         with self._lock:
             at, why = self._broker

@@ -266,7 +266,7 @@ class LiveCollector:
 _mp_dir: str | None = None
 
 
-def worker_init(settings: Settings) -> None:
+def worker_init(settings: Settings, files: bool = True) -> None:
     """In a worker's main process, before the pool forks: counters of every child go to one
     folder, served from here."""
     global _mp_dir
@@ -290,7 +290,8 @@ def worker_init(settings: Settings) -> None:
     MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     from worker.web import serve
 
-    serve(settings, registry=registry, role="worker")
+    # A worker of the shared queue alone (-Q sessions) needs no module files.
+    serve(settings, registry=registry, role="worker" if files else "worker-sessions")
 
 
 def worker_process_exit(pid: int) -> None:
@@ -314,7 +315,12 @@ def connect_worker_signals() -> None:
 
         app = getattr(sender, "app", None)
         if app is not None:
-            worker_init(settings_of(app))
+            settings = settings_of(app)
+            try:
+                files = settings.host_queue() in app.amqp.queues.consume_from
+            except Exception:  # the queues Celery keeps are its own business: assume the files
+                files = True
+            worker_init(settings, files)
 
     def on_child_exit(pid: int | None = None, **_: Any) -> None:
         if pid is not None:

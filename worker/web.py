@@ -55,7 +55,7 @@ class _Handler(BaseHTTPRequestHandler):
             why = self.server.health.problem()
             self._send(503 if why else 200, f"{why or 'ok'}\n".encode(),
                        "text/plain; charset=utf-8")
-        elif path == "/" and self.server.role != "worker":
+        elif path == "/" and not self.server.role.startswith("worker"):
             body = page(self.server.settings, self.server.health.problem())
             self._send(200, body.encode(), "text/html; charset=utf-8")
         else:
@@ -105,7 +105,7 @@ def serve(settings: Settings, *, role: str, watcher: Any = None, dispatcher: Any
     server.registry = registry
     server.role = role
     server.health = Health(settings, role, watcher, dispatcher,
-                           registry if role == "worker" else None)
+                           registry if role.startswith("worker") else None)
     threading.Thread(target=server.serve_forever, name="synchro-sync-web", daemon=True).start()
     log.info("metrics, /healthz and the status page on http://%s:%s/", settings.METRICS.host,
              port)
