@@ -8,6 +8,7 @@ children add up through prometheus-client's multiprocess mode.  No secret in any
 
 from __future__ import annotations
 
+import subprocess
 import time
 import urllib.request
 from collections.abc import Callable
@@ -137,8 +138,15 @@ def test_workers_add_up_through_multiprocess_mode(
     assert REDIS_PASSWORD and REDIS_PASSWORD in world.env["SYNCHRO__BROKER_URL"]
     watch_port, worker_port = free_port(), free_port()
     (world.root / "shop").mkdir()
+    # The folder of a worker killed with kill -9 (its pid ended) is removed at the next start.
+    ended = subprocess.Popen(["true"])
+    ended.wait()
+    stale = world.state / f"metrics-{ended.pid}-x1y2"
+    stale.mkdir(parents=True)
+    (stale / "counter_1.db").write_bytes(b"\0" * 16)
     world.env["SYNCHRO__METRICS__port"] = str(worker_port)
     world.start_worker("w1", concurrency=3)
+    assert not stale.exists()
     world.env["SYNCHRO__METRICS__port"] = str(watch_port)
     world.start_watcher()
     # The start-up passes (asked by the worker and by the watcher) first, so that the saves

@@ -275,7 +275,8 @@ def worker_init(settings: Settings, files: bool = True) -> None:
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         state = Path(settings.STATE_DIR)
         state.mkdir(parents=True, exist_ok=True)
-        _mp_dir = tempfile.mkdtemp(prefix="metrics-", dir=state)
+        _forget_dead_workers(state)
+        _mp_dir = tempfile.mkdtemp(prefix=f"metrics-{os.getpid()}-", dir=state)
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = _mp_dir
     # prometheus-client picks its value class when first imported, which a Celery command
     # plugin (Flower's) may have done already: pick again, before our first metric is made.
@@ -292,6 +293,25 @@ def worker_init(settings: Settings, files: bool = True) -> None:
 
     # A worker of the shared queue alone (-Q sessions) needs no module files.
     serve(settings, registry=registry, role="worker" if files else "worker-sessions")
+
+
+def _forget_dead_workers(state: Path) -> None:
+    """Remove the folders of workers that ended without cleaning up (``kill -9``)."""
+    for folder in state.glob("metrics-*-*"):
+        pid = folder.name.split("-")[1]
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def worker_process_exit(pid: int) -> None:
