@@ -75,6 +75,13 @@ def test_run_healthz_and_status_check_follow_the_watcher_and_the_store(
     reason = wait_health(port, 503, world)
     assert reason.startswith("store failing for "), reason
     assert "(sync_path: StoreError)" in reason
+    metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
+    failures = re.search(rb'^synchro_sync_failures_total\{kind="sync_path"\} (\S+)$', metrics,
+                         re.M)
+    assert failures and float(failures.group(1)) >= 1, metrics
+    since = re.search(rb"^synchro_sync_store_failing_since_timestamp_seconds (\S+)$", metrics,
+                      re.M)
+    assert since and time.time() - 60 < float(since.group(1)) < time.time(), metrics
     code, line = status_check(world)
     assert code == 1 and line.startswith("unhealthy: store failing for "), line
     assert line.endswith("(sync_path: StoreError)"), line
