@@ -436,9 +436,9 @@ def test_file_edited_during_upload_in_parts_is_uploaded_again(
     import threading
 
     _large_mode(proxied, mode)
-    # Azure stages 4 blocks at once: 6 blocks, so reading is still under way (waiting on the
-    # held block) when the file is rewritten.
-    size = (48 if proxied.provider == "azure" else 20) * 1024 * 1024
+    # Azure stages 4 blocks of 2 MiB at once: reading is still under way (waiting on the held
+    # block) when the file is rewritten.
+    size = 20 * 1024 * 1024
     src = tmp_path / "edited.bin"
     src.write_bytes(os.urandom(size))
     new = os.urandom(size)

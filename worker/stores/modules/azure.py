@@ -8,7 +8,7 @@ Keys read: ``storageAccount`` and ``storageAccessKey`` (shared key), or ``connec
 The SDK's retry policy is off (``retry_total=0``; its default spent 17 s on one 503): the store
 applies the one tenacity policy.  Every upload sets the blob's Content-MD5, which listings
 report, so the checksum survives uploads in blocks; a single Put Blob also sends the body's
-MD5 for the service to verify.  Files above 8 MiB are staged as 8 MiB blocks read from disk,
+MD5 for the service to verify.  Files above 8 MiB are staged as 2 MiB blocks read from disk,
 up to :data:`BLOCKS_IN_FLIGHT` at once, each verified by the service, and the block list is
 committed only after the whole file's content matched what was hashed (by CRC-32 when the
 store hashed it just before, else MD5): an uncommitted block is never visible.
@@ -53,8 +53,13 @@ from worker.stores.modules.base import (
 )
 from worker.stores.modules.http import tune_session
 
-#: Blocks of one file staged at once (each PART_SIZE bytes in memory while on the wire).
+#: Blocks of one file staged at once (each held in memory while on the wire).
 BLOCKS_IN_FLIGHT = 4
+#: Bytes per staged block: small blocks let 4 files x 4 blocks go at once within the pass's
+#: 32 MiB budget (against Azurite, 2 MiB blocks went 1.3-1.6x faster than 8 MiB ones).
+BLOCK_SIZE = 2 * 1024 * 1024
+#: Azure's limit of blocks per blob (larger files get larger blocks).
+_MAX_BLOCKS = 50_000
 
 _TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
 _TRANSIENT_CODES = {"Md5Mismatch", "ServerBusy", "OperationTimedOut", "InternalError"}
@@ -74,6 +79,8 @@ class AzureBackend:
         self.listing_page = 5000
         #: server-side timeout per request, seconds (the client's read timeout is set alike)
         self.timeout = max(1, int(timeout))
+        #: Bytes per staged block of a file above 8 MiB (see :data:`BLOCK_SIZE`).
+        self.block_size = BLOCK_SIZE
 
     @classmethod
     def from_config(
@@ -231,6 +238,7 @@ class AzureBackend:
         self, blob: Any, bucket: str, key: str, body: BinaryIO, size: int, md5_hex: str,
         settings: ContentSettings, run: Runner,
     ) -> ObjectInfo:
+        block = self._block(size)
         want_crc = crc32_of(md5_hex)
         whole = hashlib.md5(usedforsecurity=False) if want_crc is None else None
         crc = 0
@@ -242,7 +250,7 @@ class AzureBackend:
                 while remaining > 0:
                     while len(staging) >= BLOCKS_IN_FLIGHT:
                         staging.popleft().result()  # at most BLOCKS_IN_FLIGHT blocks held
-                    chunk = body.read(min(PART_SIZE, remaining))
+                    chunk = body.read(min(block, remaining))
                     if not chunk:
                         break
                     remaining -= len(chunk)
@@ -280,7 +288,10 @@ class AzureBackend:
 
     def upload_memory(self, size: int) -> int:
         """Bytes of file content one upload of ``size`` holds at once (for the pass's budget)."""
-        return size if size <= PART_SIZE else BLOCKS_IN_FLIGHT * PART_SIZE
+        return size if size <= PART_SIZE else BLOCKS_IN_FLIGHT * self._block(size)
+
+    def _block(self, size: int) -> int:
+        return max(self.block_size, -(-size // _MAX_BLOCKS))
 
     def _stage(self, blob: Any, bucket: str, key: str, block_id: str, chunk: bytes) -> None:
         with self._errors(bucket, key):
