@@ -138,7 +138,8 @@ def test_run_retries_a_save_the_store_refused(sync_world: Callable[..., SyncWorl
     store = {"provider": "amazon", "keyId": ACCESS_KEY, "key": SECRET_KEY,
              "endpoint": f"http://127.0.0.1:{port}"}
     app = f"retry-{uuid.uuid4().hex[:8]}"
-    world = sync_world(None, store_settings=store)
+    metrics_port = free_port()
+    world = sync_world(None, store_settings=store, METRICS__port=str(metrics_port))
     world.containers = {app}
     (world.root / app).mkdir()
     moto = ServerProcess(
@@ -167,6 +168,12 @@ def test_run_retries_a_save_the_store_refused(sync_world: Callable[..., SyncWorl
     data = status.read()
     assert data["retry_total"] >= 1
     assert any(f["container"] == app and f["path"] == "a.txt" for f in data["failures"])
+    # The same retries and the failure, as Prometheus sees them.
+    from tests.test_metrics import scrape, value
+
+    samples = scrape(metrics_port)
+    assert value(samples, "synchro_sync_retries_total", kind="sync_path") >= 1, samples
+    assert value(samples, "synchro_sync_failures_total", kind="sync_path") >= 1, samples
 
 
 def test_run_refuses_a_store_it_cannot_use_before_going_live(
