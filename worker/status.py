@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from worker import metrics
 from worker.dispatch import REDIS_PREFIX
+from worker.stores.modules.names import STORE_FILES, STORE_FILES_LABEL
 
 if TYPE_CHECKING:
     from worker.config import Settings
@@ -325,7 +326,8 @@ def render(report: StatusReport) -> str:
             for k in ("uploaded", "copied", "deleted", "unchanged", "failures")
             if k in info
         )
-        lines.append(f"  {container}: {_ago(info.get('at'))}" + (f" ({what})" if what else ""))
+        shown = STORE_FILES_LABEL if container == STORE_FILES else container
+        lines.append(f"  {shown}: {_ago(info.get('at'))}" + (f" ({what})" if what else ""))
         if info.get("not_served"):
             lines.append(f"    a Synchro server will not serve it: {info['not_served']}")
         lines += [f"    {e}" for e in info.get("errors", [])]

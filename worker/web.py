@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from worker import metrics
 from worker.health import Health
+from worker.stores.modules.names import STORE_FILES, STORE_FILES_LABEL
 
 if TYPE_CHECKING:
     from worker.config import Settings
@@ -165,7 +166,8 @@ def _body(report: StatusReport) -> str:
                    + "".join(f"<th>{c}</th>" for c in cols) + "</tr>")
         for container, info in report.full_passes.items():
             bad = " class=bad" if info.get("failures") else ""
-            out.append(f"<tr{bad}><td>{e(container)}</td><td>{e(_ago(info.get('at')))}</td>"
+            shown = STORE_FILES_LABEL if container == STORE_FILES else container
+            out.append(f"<tr{bad}><td>{e(shown)}</td><td>{e(_ago(info.get('at')))}</td>"
                        + "".join(f"<td>{e(str(info.get(c, '')))}</td>" for c in cols)
                        + "</tr>")
         out.append("</table>")

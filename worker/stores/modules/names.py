@@ -16,6 +16,8 @@ import unicodedata
 #: at the root of the module directory): the root of a ``FileModuleStore``, the container named
 #: by ``MODULESTORE.configRoot`` in a cloud store.  No app folder can have this name.
 STORE_FILES = "/"
+#: How people see it in ``status`` and on the status page.
+STORE_FILES_LABEL = "/ (store files)"
 
 _S3_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _GCS_BUCKET = re.compile(r"^[a-z0-9][a-z0-9._-]*[a-z0-9]$")
