@@ -5,7 +5,9 @@
     python bench/bench_sessions.py memory [-n 1000000 ...]  peak RSS of snapshot/restore CLI runs
 
 Each mode starts its own redis-server (needs ``redis-server`` on PATH) on a free port and
-compares with the raw redis-py peer measured in the same run.
+compares with the raw redis-py peer measured in the same run; ``throughput`` runs each of ours
+next to its raw peer in pairs, who goes first alternating, and prints every pair with the load
+average (ratio per pair, never a best of N).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -158,46 +161,66 @@ def timed(srv: RedisServer, fn, *args):  # type: ignore[no-untyped-def]
 
 
 def throughput(srv: RedisServer, n: int, rounds: int) -> None:
+    """Paired runs: each of ours (snapshot; restore in every conflict mode) next to its raw
+    peer, who goes first alternating from pair to pair and round to round; every pair is
+    printed with the load average, and the ratio is the raw peer's wall time / ours in that
+    pair (never a best of N)."""
     client = srv.client()
     load(client, n)
     store = RedisSessionStore(url=srv.url)
     rows = dump_rows(client)
-    names = {
-        "raw_snap": "snapshot, raw redis-py (SCAN + pipelined MGET/PTTL -> plain JSON lines)",
-        "snap": "snapshot, synchro-sync (zstd + sha256 + fsync + verification re-read)",
-        "raw_rest": "restore, raw redis-py (pipelined SET PX from rows in memory)",
-        "rest": "restore, synchro-sync --on-conflict overwrite (file sha256 check first)",
-        "rest_skip": "restore, synchro-sync --on-conflict skip (SET NX)",
-        "rest_fail": "restore, synchro-sync --on-conflict fail (every id checked first)",
+    modes = {
+        "snapshot": None,
+        "restore overwrite": OnConflict.OVERWRITE,
+        "restore skip": OnConflict.SKIP,
+        "restore fail (default)": OnConflict.FAIL,
     }
-    results: dict[str, list[tuple[float, float, float]]] = {k: [] for k in names}
+    ratios: dict[str, list[float]] = {k: [] for k in modes}
+    print("| round | contender | first | load | raw /s | ours /s | raw client CPU s | "
+          "ours client CPU s | ours redis CPU s | raw/ours wall |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         dest = FolderDestination(Path(tmp) / "snaps")
-        for _ in range(rounds):
-            wall, cpu, scpu, c = timed(srv, raw_snapshot, client, Path(tmp) / "raw.jsonl")
-            assert c == n, c
-            results["raw_snap"].append((wall, cpu, scpu))
-            wall, cpu, scpu, info = timed(srv, take_snapshot, store, dest)
-            assert info.count == n, info.count
-            results["snap"].append((wall, cpu, scpu))
+        info = take_snapshot(store, dest)  # a snapshot for the restores of round 0
+        for rnd in range(rounds):
+            for i, (name, mode) in enumerate(modes.items()):
+
+                def raw(mode: OnConflict | None = mode) -> tuple[float, float, float, Any]:
+                    if mode is None:
+                        return timed(srv, raw_snapshot, client, Path(tmp) / "raw.jsonl")
+                    client.flushdb()
+                    return timed(srv, raw_restore, client, rows)
+
+                def ours(mode: OnConflict | None = mode) -> tuple[float, float, float, Any]:
+                    if mode is None:
+                        return timed(srv, take_snapshot, store, dest)
+                    client.flushdb()
+                    return timed(srv, restore_snapshot, "latest", dest, store, mode)
+
+                load_avg = os.getloadavg()[0]
+                raw_first = (rnd + i) % 2 == 0
+                if raw_first:
+                    r, o = raw(), ours()
+                else:
+                    o, r = ours(), raw()
+                if mode is None:
+                    assert r[3] == n and o[3].count == n, (r[3], o[3])
+                    info = o[3]
+                else:
+                    assert o[3].written == n, o[3]
+                ratios[name].append(r[0] / o[0])
+                print(f"| {rnd} | {name} | {'raw' if raw_first else 'ours'} | {load_avg:.1f} | "
+                      f"{n / r[0]:,.0f} | {n / o[0]:,.0f} | {r[1]:.2f} | {o[1]:.2f} | "
+                      f"{o[2]:.2f} | {r[0] / o[0]:.2f} |", flush=True)
             client.flushdb()
-            wall, cpu, scpu, _ = timed(srv, raw_restore, client, rows)
-            results["raw_rest"].append((wall, cpu, scpu))
-            for key, mode in (("rest", OnConflict.OVERWRITE), ("rest_skip", OnConflict.SKIP),
-                              ("rest_fail", OnConflict.FAIL)):
-                client.flushdb()
-                wall, cpu, scpu, res = timed(srv, restore_snapshot, "latest", dest, store, mode)
-                assert res.written == n, res
-                results[key].append((wall, cpu, scpu))
+            raw_restore(client, rows)  # the data back for the next round's snapshot
         size = (Path(tmp) / "raw.jsonl").stat().st_size
-        print(f"{n} sessions, {size / n:.0f} B/line plain JSON, {info.size / n:.0f} B/session "
-              f"in the snapshot (zstd level 1); best of {rounds} rounds by wall time")
-    best = {k: min(v) for k, v in results.items()}
-    for key, label in names.items():
-        wall, cpu, scpu = best[key]
-        peer = best["raw_snap" if "snap" in key else "raw_rest"][0]
-        print(f"{label}: {n / wall:8.0f}/s  {wall:5.2f} s  client CPU {cpu:5.2f} s  "
-              f"redis CPU {scpu:5.2f} s  ratio to raw {peer / wall:4.2f}")
+    print()
+    print(f"{n} sessions, {size / n:.0f} B/line plain JSON, {info.size / n:.0f} B/session in "
+          f"the snapshot (zstd level 1), {rounds} rounds")
+    for name, rs in ratios.items():
+        print(f"{name}: ratio to raw median {statistics.median(rs):.2f}, "
+              f"min {min(rs):.2f}, max {max(rs):.2f}")
 
 
 def latency(srv: RedisServer, n: int) -> None:
