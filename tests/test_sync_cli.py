@@ -181,6 +181,45 @@ def test_peak_memory_of_a_pass_with_large_files_stays_under_100_mb(tmp_path: Pat
     assert peak_mb <= 100, f"peak RSS {peak_mb:.0f} MB"
 
 
+def test_large_files_to_s3_stream_with_flat_memory(
+    tmp_path: Path, amazon_store_server: Any
+) -> None:
+    """8 files of 40 MiB (320 MiB) to S3 in one pass: each goes up as one streamed PUT (its ETag
+    is the file's MD5: no multipart), all of them at once within the byte budget, and the pass
+    peaks under 100 MB (8 x 64 MiB peaked at 117-126 MB when files went as 8 MiB parts)."""
+    import hashlib
+    import json
+    import uuid
+
+    gnu_time = shutil.which("time") or "/usr/bin/time"
+    if not os.path.exists(gnu_time):
+        pytest.skip("GNU time (Debian package 'time') is not installed")
+    block = os.urandom(1024 * 1024)
+    digests = {}
+    for i in range(8):
+        p = tmp_path / "apps" / "big" / f"f{i}.bin"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        data = block * 40 + bytes([i])
+        p.write_bytes(data)
+        digests[f"big/f{i}.bin"] = hashlib.md5(data).hexdigest()
+    bucket = f"stream-{uuid.uuid4().hex[:8]}"
+    client = amazon_store_server.client()
+    client.create_bucket(Bucket=bucket)
+    env = _env(tmp_path, SYNCHRO__MODULESTORE_SERVICE="PkgCloudModuleStore",
+               SYNCHRO__MODULESTORE=json.dumps(amazon_store_server.settings(bucket=bucket)),
+               SYNCHRO__SYNC__transfers="16")
+    env.pop("SYNCHRO__MODULESTORE__directory")
+    run = subprocess.run([gnu_time, "-f", "peak-kb %M", "synchro-sync", "sync"], env=env,
+                         cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.startswith("uploaded 8,")
+    listed = {o["Key"]: o["ETag"].strip('"')
+              for o in client.list_objects_v2(Bucket=bucket).get("Contents", [])}
+    assert listed == digests
+    peak_mb = int(run.stderr.strip().splitlines()[-1].split()[-1]) / 1024
+    assert peak_mb <= 100, f"peak RSS {peak_mb:.0f} MB"
+
+
 def test_a_missing_single_bucket_is_one_line(tmp_path: Path, amazon_store_server: Any) -> None:
     """With MODULESTORE.bucket naming a bucket that does not exist, a pass of 900 files says so
     once (it was one NoSuchBucket line per file)."""
