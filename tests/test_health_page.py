@@ -24,6 +24,7 @@ import pytest
 from tests.servers.celery_worker import CLI, SyncWorld
 from tests.servers.process import free_port
 from tests.servers.redis_server import REDIS_PASSWORD, RedisServer
+from tests.test_metrics import world_with_sessions
 
 
 def healthz(port: int) -> tuple[int, str]:
@@ -144,21 +145,7 @@ def chromium(*args: str, profile: Path) -> subprocess.CompletedProcess[str]:
 
 
 def test_the_status_page_in_headless_chromium(sync_world: Callable[..., SyncWorld]) -> None:
-    from worker.stores.sessions import open_session_store
-
-    port = free_port()
-    world = sync_world(None, METRICS__port=str(port))
-    sessions_file = world.base / "sessions.json"
-    world.env.update({
-        "SYNCHRO__SESSIONSTORE_SERVICE": "FileSessionStore",
-        "SYNCHRO__SESSIONSTORE__sessionStateFile": str(sessions_file),
-        "SYNCHRO__BACKUP__interval": "1",
-        "SYNCHRO__BACKUP__dest": str(world.base / "snapshots"),
-    })
-    source = open_session_store(f"file:{sessions_file}")
-    for n in range(7):
-        source.create({"user": n}, ttl=3600)
-    source.close()
+    world, port = world_with_sessions(sync_world)
     for app in ("shop", "blog"):
         (world.root / app).mkdir()
         (world.root / app / "index.js").write_text(f"{app} v1")

@@ -55,16 +55,9 @@ def wait_value(port: int, name: str, at_least: float, world: SyncWorld, timeout:
         time.sleep(0.1)
 
 
-def wait_store(world: SyncWorld, relpath: str, expected: bytes | None) -> None:
-    deadline = time.monotonic() + 5
-    while world.read_store(relpath) != expected:
-        assert time.monotonic() < deadline, f"{relpath} not {expected!r:.40}\n{world.logs()}"
-        time.sleep(0.02)
-
-
-def test_run_counts_saves_deletes_passes_and_snapshots(
-    sync_world: Callable[..., SyncWorld],
-) -> None:
+def world_with_sessions(sync_world: Callable[..., SyncWorld]) -> tuple[SyncWorld, int]:
+    """A world served on a metrics port, whose file session store holds 7 sessions backed up
+    every second."""
     from worker.stores.sessions import open_session_store
 
     port = free_port()
@@ -80,6 +73,20 @@ def test_run_counts_saves_deletes_passes_and_snapshots(
     for n in range(7):
         source.create({"user": n}, ttl=3600)
     source.close()
+    return world, port
+
+
+def wait_store(world: SyncWorld, relpath: str, expected: bytes | None) -> None:
+    deadline = time.monotonic() + 5
+    while world.read_store(relpath) != expected:
+        assert time.monotonic() < deadline, f"{relpath} not {expected!r:.40}\n{world.logs()}"
+        time.sleep(0.02)
+
+
+def test_run_counts_saves_deletes_passes_and_snapshots(
+    sync_world: Callable[..., SyncWorld],
+) -> None:
+    world, port = world_with_sessions(sync_world)
     shop = world.root / "shop"
     shop.mkdir()
     (shop / "old.js").write_text("there before")

@@ -299,12 +299,13 @@ def _forget_dead_workers(state: Path) -> None:
     """Remove the folders of workers that ended without cleaning up (``kill -9``)."""
     for folder in state.glob("metrics-*-*"):
         pid = folder.name.split("-")[1]
-        if not pid.isdigit() or _alive(int(pid)):
+        if not pid.isdigit() or pid_alive(int(pid)):
             continue
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process of this pid exists (it may be another user's)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -287,15 +287,7 @@ def _redis_pending(url: str, limit: int) -> tuple[list[str], int]:
 
 
 def _pid_alive(pid: Any) -> bool:
-    if not isinstance(pid, int):
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return isinstance(pid, int) and metrics.pid_alive(pid)
 
 
 def _ago(ts: Any) -> str:
