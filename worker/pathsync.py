@@ -154,7 +154,10 @@ def _delete_locked(ctx: MirrorContext, container: str, key: str) -> PathResult:
             k for k in listing if k not in held and not ctx.rules.ignored_path(container, k)
         ]
         keys += [k for k in ctx.index.load(container, prefix) if k not in listing]
-    known = sum(1 for k in keys if k in listing_keys or ctx.index.get(container, k) is not None)
+    # Every key but the path itself came from the listing or the index: only it may be unknown
+    # to the store (a delete of something never mirrored costs nothing of the budget).
+    unknown = key not in listing_keys and ctx.index.get(container, key) is None
+    known = len(keys) - unknown
     if why := ctx.withhold_live_delete(container, known):
         return PathResult(container, key, "withheld", reason=why)
     with contextlib.suppress(ContainerNotFound):  # nothing of this app in the store
