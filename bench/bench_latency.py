@@ -1,24 +1,31 @@
 """Save-to-visible latency of the live sync, embedded and distributed, against lsyncd in the
 same run (see docs/benchmarks.md, section Live sync).
 
-    python bench/bench_latency.py [--saves 200] [--interval 0.1] [--modes embedded,...]
+    python bench/bench_latency.py [--saves 200] [--interval 0.1] [--modes embedded,...] [--reps 1]
 
 Modes: ``embedded`` (``synchro-sync run``, folder store, the default debounce), ``embedded-d0``
 (debounce 0), ``redis-moto`` (``synchro-sync watch`` + ``celery -A worker worker -c 2`` on a
-private redis-server, the store on a moto S3 server), ``redis-moto-d0``, and the peer, lsyncd,
-in its default ``direct`` and ``rsync`` modes (when ``lsyncd`` is installed).
+private redis-server, the store on a moto S3 server), ``redis-moto-d0``, and the peer, lsyncd
+(when ``lsyncd`` is installed; skipped otherwise): ``lsyncd-direct`` and ``lsyncd-rsync`` at
+lsyncd's own default delay (``default.direct`` 1 s, ``default.rsync`` 15 s), and
+``lsyncd-direct-d0.1``, ``default.direct`` with ``delay = 0.1``: the same delay as our
+``SYNC.debounce`` default, so that row compares like with like.
 
 Method: 20 files in one app, mirrored before measuring.  SAVES saves are made at a steady pace
 (one every INTERVAL seconds, so each file is saved every 20 x INTERVAL seconds), each writing
 ``save K`` plus padding.  A monitor thread reads the store continuously; save K is visible when
 the store holds save K of its file or a later save of the same file (a later save supersedes
 it: the last save wins).  Latency = visible time - the time the save's ``close()`` returned.
+With ``--reps R`` the modes run R times, repetition r in the given order rotated by r (so who
+goes first alternates); every repetition is printed with the one-minute load average taken just
+before its saves began.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import sys
@@ -137,14 +144,17 @@ def start_distributed(target: Target, debounce: float | None, servers: dict[str,
     target.reader = read
 
 
-def start_lsyncd(target: Target, mode: str) -> None:
+def start_lsyncd(target: Target, mode: str, delay: float | None) -> None:
+    """lsyncd ``default.<mode>`` into a folder; ``delay`` None keeps lsyncd's own default."""
     mirror = target.base / "mirror"
     mirror.mkdir()
     conf = target.base / "lsyncd.lua"
     log, status = target.base / "lsyncd.log", target.base / "lsyncd.status"
     conf.write_text(
         f"settings {{ nodaemon = true, logfile = '{log}', statusFile = '{status}' }}\n"
-        f"sync {{ default.{mode}, source = '{target.root}', target = '{mirror}' }}\n"
+        f"sync {{ default.{mode}, source = '{target.root}', target = '{mirror}'"
+        + (f", delay = {delay}" if delay is not None else "")
+        + " }\n"
     )
     target.spawn("lsyncd", ["lsyncd", str(conf)], "", None)
     target.reader = folder_reader(mirror)
@@ -155,11 +165,12 @@ class Result:
     mode: str
     latencies: list[float]
     missing: int
+    load: float = 0.0
 
     def row(self) -> dict[str, Any]:
         lat = sorted(self.latencies)
         if not lat:
-            return {"mode": self.mode, "saves": 0, "missing": self.missing}
+            return {"mode": self.mode, "saves": 0, "missing": self.missing, "load": self.load}
 
         def pct(p: float) -> float:
             return lat[min(len(lat) - 1, int(round(p / 100 * (len(lat) - 1))))]
@@ -168,7 +179,7 @@ class Result:
             "mode": self.mode, "saves": len(lat), "missing": self.missing,
             "p50_ms": round(pct(50) * 1000, 1), "p90_ms": round(pct(90) * 1000, 1),
             "p99_ms": round(pct(99) * 1000, 1), "max_ms": round(lat[-1] * 1000, 1),
-            "mean_ms": round(statistics.fmean(lat) * 1000, 1),
+            "mean_ms": round(statistics.fmean(lat) * 1000, 1), "load": self.load,
         }
 
 
@@ -200,6 +211,7 @@ def measure(target: Target, saves: int, interval: float, tail: float) -> Result:
     thread = threading.Thread(target=monitor, daemon=True)
     thread.start()
     written: dict[int, float] = {}
+    load = round(os.getloadavg()[0], 2)
     start = time.monotonic() + 0.5
     for k in range(saves):
         delay = start + k * interval - time.monotonic()
@@ -221,7 +233,7 @@ def measure(target: Target, saves: int, interval: float, tail: float) -> Result:
     done.set()
     thread.join()
     lat = [visible[k] - written[k] for k in sorted(visible)]
-    return Result(target.name, lat, saves - len(visible))
+    return Result(target.name, lat, saves - len(visible), load)
 
 
 def prepare_tree(target: Target) -> None:
@@ -266,7 +278,10 @@ def run_mode(mode: str, saves: int, interval: float, servers: dict[str, Any]) ->
         elif mode == "redis-moto-d0":
             start_distributed(target, 0.0, servers)
         elif mode in ("lsyncd-direct", "lsyncd-rsync"):
-            start_lsyncd(target, mode.split("-")[1])
+            start_lsyncd(target, mode.split("-")[1], None)
+            tail = 40.0
+        elif mode.startswith("lsyncd-direct-d"):
+            start_lsyncd(target, "direct", float(mode.removeprefix("lsyncd-direct-d")))
             tail = 40.0
         else:
             raise SystemExit(f"unknown mode {mode}")
@@ -284,8 +299,11 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=0.1)
     parser.add_argument(
         "--modes",
-        default="embedded,embedded-d0,redis-moto,redis-moto-d0,lsyncd-direct,lsyncd-rsync",
+        default="embedded,embedded-d0,redis-moto,redis-moto-d0,lsyncd-direct-d0.1,"
+                "lsyncd-direct,lsyncd-rsync",
     )
+    parser.add_argument("--reps", type=int, default=1,
+                        help="repetitions; repetition r runs the modes rotated by r")
     parser.add_argument("--json", help="Write the results to this file too.")
     args = parser.parse_args()
     modes = args.modes.split(",")
@@ -300,18 +318,21 @@ def main() -> None:
         servers = {"redis": start_redis(password=None), "s3": start_s3()}
     rows = []
     try:
-        for mode in modes:
-            row = run_mode(mode, args.saves, args.interval, servers).row()
-            rows.append(row)
-            print(json.dumps(row), flush=True)
+        for rep in range(args.reps):
+            order = modes[rep % len(modes):] + modes[: rep % len(modes)]
+            for mode in order:
+                row = {"rep": rep, **run_mode(mode, args.saves, args.interval, servers).row()}
+                rows.append(row)
+                print(json.dumps(row), flush=True)
     finally:
         for srv in servers.values():
             srv.server.cleanup()
-    print("\n| mode | saves | p50 | p90 | p99 | max | not seen |")
-    print("|---|---|---|---|---|---|---|")
+    print("\n| rep | mode (in the order run) | load | saves | p50 | p90 | p99 | max | not seen |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['mode']} | {r['saves']} | {r.get('p50_ms')} ms | {r.get('p90_ms')} ms | "
-              f"{r.get('p99_ms')} ms | {r.get('max_ms')} ms | {r['missing']} |")
+        print(f"| {r['rep']} | {r['mode']} | {r['load']:.1f} | {r['saves']} | {r.get('p50_ms')} ms"
+              f" | {r.get('p90_ms')} ms | {r.get('p99_ms')} ms | {r.get('max_ms')} ms | "
+              f"{r['missing']} |")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
 
