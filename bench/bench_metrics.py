@@ -25,9 +25,9 @@ sys.path.insert(0, str(REPO))
 
 
 def child(mode: str, calls: int) -> dict[str, float]:
-    from worker import metrics
     from worker.config import load_settings
-    from worker.pass_result import Counts, PassResult, PathResult
+    from worker.mirror.results import Counts, PassResult, PathResult
+    from worker.ops import metrics
 
     work = Path(tempfile.mkdtemp(prefix="bench-metrics-"))
     (work / "apps" / "shop").mkdir(parents=True)

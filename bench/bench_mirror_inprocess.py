@@ -26,7 +26,7 @@ from bench.peers_cmd import PEERS, peer_env  # noqa: E402
 def main() -> int:
     from tests.servers.s3_server import start_s3
     from worker.config import load_settings
-    from worker.passes import MirrorContext
+    from worker.mirror.passes import MirrorContext
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--files", type=int, default=10_000)

@@ -16,7 +16,7 @@ client CPU per file and listing time (best of three listings per round), and our
 (goal >= 0.9).
 
 Large files: ``--files 8 --size-mib 64 --workers 8`` puts N files of S MiB each; ours goes
-through the pass's byte budget (``worker/transfer.py``: at most 32 MiB of content held), and
+through the pass's byte budget (``worker/mirror/transfer.py``: at most 32 MiB of content held), and
 the raw side is each SDK's own transfer manager, tuned: boto3 ``upload_file`` (s3transfer,
 8 MiB parts, 10 threads a file), azure-storage-blob ``upload_blob(max_concurrency=4)`` (8 MiB
 blocks), google-cloud-storage ``upload_from_filename`` (its 100 MiB resumable chunk: one
@@ -240,7 +240,7 @@ def bench_provider(
     try:
         store = server.module_store()
         raw_put, raw_list, raw_mk = (LARGE if args.size_mib else RAW)[provider](server)
-        from worker.transfer import ByteBudget
+        from worker.mirror.transfer import ByteBudget
 
         budget = ByteBudget()
         memory = getattr(store.backend, "upload_memory", lambda size: min(size, 8 << 20))

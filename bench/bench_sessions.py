@@ -32,8 +32,8 @@ sys.path.insert(0, str(REPO))
 import redis  # noqa: E402
 
 from tests.servers.redis_server import RedisServer, start_redis  # noqa: E402
-from worker.snapshot_dest import FolderDestination  # noqa: E402
-from worker.snapshots import restore_snapshot, take_snapshot  # noqa: E402
+from worker.backups.dest import FolderDestination  # noqa: E402
+from worker.backups.snapshots import restore_snapshot, take_snapshot  # noqa: E402
 from worker.stores.sessions.base import OnConflict  # noqa: E402
 from worker.stores.sessions.redis import RedisSessionStore  # noqa: E402
 

@@ -77,7 +77,7 @@ def tree_child(kind: str, root: Path) -> dict[str, Any]:
     from watchdog.events import FileSystemEvent, FileSystemEventHandler
 
     from worker.config import load_settings
-    from worker.watcher import Watcher
+    from worker.live.watcher import Watcher
 
     seen = threading.Event()
     probe = root / "app0" / "mod0" / "part0" / "probe.js"
@@ -294,7 +294,7 @@ def storm_once(
     debounce: float,
     max_delay: float,
 ) -> dict[str, Any]:
-    from worker.watcher import Watcher
+    from worker.live.watcher import Watcher
 
     app, settings = storm_tree(
         work, files, {"SYNC.debounce": debounce, "SYNC.maxDelay": max_delay}
@@ -335,9 +335,9 @@ def storm_once(
 
 def storm_pipeline(work: Path, writes: int, files: int, seconds: float) -> dict[str, Any]:
     """The embedded default end to end: watcher -> LocalDispatcher -> sync_path -> folder."""
-    from worker import jobs
-    from worker.dispatch import LocalDispatcher
-    from worker.watcher import Watcher
+    from worker.live.dispatch import LocalDispatcher
+    from worker.live.watcher import Watcher
+    from worker.queue import jobs
 
     app, settings = storm_tree(work, files, {"STATE_DIR": str(work / "state")})
     mirror = work / "mirror"
@@ -422,7 +422,7 @@ def main() -> None:
                     help="Metrics on (as with METRICS.port set): every hook counts.")
     args = ap.parse_args()
     if args.metrics:
-        from worker import metrics
+        from worker.ops import metrics
 
         metrics.enable()
     print(time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), f"on {os.cpu_count()} cores,",

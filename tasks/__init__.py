@@ -1,7 +1,7 @@
-"""The Celery tasks: thin, plain arguments, the work is in :mod:`worker.jobs`.
+"""The Celery tasks: thin, plain arguments, the work is in :mod:`worker.queue.jobs`.
 
 Every task is idempotent: it syncs the state it finds when it runs, so running it twice, late or
-on two workers changes nothing (the last save wins, see :mod:`worker.app`).
+on two workers changes nothing (the last save wins, see :mod:`worker.queue.app`).
 """
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ from typing import Any
 
 from celery import shared_task
 
-from worker import jobs
-from worker.app import SESSIONS_QUEUE, settings_of
-from worker.dispatch import path_field, pending_key
 from worker.errors import TransientStoreError
+from worker.live.dispatch import path_field, pending_key
+from worker.queue import jobs
+from worker.queue.app import SESSIONS_QUEUE, settings_of
 
 log = logging.getLogger("synchro_sync.tasks")
 
@@ -87,8 +87,8 @@ def scheduled_full_pass(self: Any) -> None:
 
 
 def _clear_pending(settings: Any, container: str, relpath: str) -> None:
-    """Remove the path from the pending hash before reading the file (see worker.dispatch)."""
-    from worker.app import is_redis_url
+    """Remove the path from the pending hash before reading the file (see worker.live.dispatch)."""
+    from worker.queue.app import is_redis_url
 
     if not is_redis_url(settings.BROKER_URL):
         return

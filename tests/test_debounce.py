@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from worker.debounce import Change, Debouncer, Flush
+from worker.live.debounce import Change, Debouncer, Flush
 
 
 class Clock:

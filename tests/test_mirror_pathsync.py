@@ -19,7 +19,7 @@ import pytest
 
 from worker.config import load_settings
 from worker.errors import IntegrityError, UnsafePath
-from worker.passes import MirrorContext
+from worker.mirror.passes import MirrorContext
 
 PROVIDERS = ["file", "amazon"]
 

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from worker.errors import UnsafePath
-from worker.ignore import IgnoreRules
-from worker.index import RACY_NS, IndexEntry, MirrorIndex
-from worker.localtree import LocalFile, resolve_key, scan
-from worker.mirror import plan_container, remote_matches
+from worker.mirror.ignore import IgnoreRules
+from worker.mirror.index import RACY_NS, IndexEntry, MirrorIndex
+from worker.mirror.localtree import LocalFile, resolve_key, scan
+from worker.mirror.plan import plan_container, remote_matches
 from worker.stores.modules.base import ObjectInfo
 
 OLD = 1_600_000_000 * 10**9  # an mtime long before any hash

@@ -15,7 +15,7 @@ from typing import Any
 
 from tests.servers.celery_worker import CLI, SyncWorld
 from worker.config import load_settings
-from worker.passes import MirrorContext, PassResult, _Work
+from worker.mirror.passes import MirrorContext, PassResult, _Work
 
 
 def _context(tmp: Path, server: Any) -> MirrorContext:

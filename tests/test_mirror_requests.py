@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from worker.config import load_settings
-from worker.passes import MirrorContext
+from worker.mirror.passes import MirrorContext
 
 _LINE = re.compile(r'"(GET|PUT|POST|HEAD|DELETE) (\S+) HTTP/1\.[01]"')
 

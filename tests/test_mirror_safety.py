@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from worker.config import load_settings
-from worker.passes import MirrorContext, PassResult, _Work
+from worker.mirror.passes import MirrorContext, PassResult, _Work
 
 SECRET = b"root:x:0:0:outside the module directory\n"
 
@@ -158,7 +158,7 @@ def _many(ctx: MirrorContext, app: str, folders: int = 40, files: int = 5) -> in
 def test_root_renamed_away_during_the_scan_deletes_nothing(
     ctx: MirrorContext, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from worker import localtree
+    from worker.mirror import localtree
 
     app = f"app-{uuid.uuid4().hex[:8]}"
     total = _many(ctx, app)

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from worker.config import load_settings
-from worker.passes import MirrorContext
+from worker.mirror.passes import MirrorContext
 
 BIG = 20 * 1024 * 1024
 
@@ -57,8 +57,8 @@ def build_tree(app: Path, big: bool = True) -> None:
 
 
 def local_tree(app: Path) -> dict[str, str]:
-    from worker.ignore import IgnoreRules
-    from worker.localtree import scan
+    from worker.mirror.ignore import IgnoreRules
+    from worker.mirror.localtree import scan
 
     rules = IgnoreRules(app.parent)
     return {

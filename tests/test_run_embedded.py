@@ -57,8 +57,8 @@ def test_run_scheduled_full_pass_repairs_the_store(sync_world: Callable[..., Syn
 
 
 def test_run_scheduled_backup_prunes_and_restores(sync_world: Callable[..., SyncWorld]) -> None:
-    from worker.snapshot_dest import open_destination
-    from worker.snapshots import list_snapshots, restore_snapshot
+    from worker.backups.dest import open_destination
+    from worker.backups.snapshots import list_snapshots, restore_snapshot
     from worker.stores.sessions import open_session_store
     from worker.stores.sessions.base import OnConflict
 
@@ -132,7 +132,7 @@ def test_run_retries_a_save_the_store_refused(sync_world: Callable[..., SyncWorl
 
     from tests.servers.process import ServerProcess, free_port
     from tests.servers.s3_server import ACCESS_KEY, SECRET_KEY
-    from worker.status import FileStatusStore
+    from worker.coord.status import FileStatusStore
 
     port = free_port()
     store = {"provider": "amazon", "keyId": ACCESS_KEY, "key": SECRET_KEY,

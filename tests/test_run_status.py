@@ -44,9 +44,9 @@ def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
 
 def test_status_distributed(sync_world: Callable[..., SyncWorld], redis_server: RedisServer
                             ) -> None:
-    from worker.app import create_app
     from worker.config import load_settings
-    from worker.dispatch import CeleryDispatcher
+    from worker.live.dispatch import CeleryDispatcher
+    from worker.queue.app import create_app
 
     world = sync_world(redis_db_url(redis_server), **{
         "BACKUP__dest": "snaps", "SESSIONSTORE_SERVICE": "FileSessionStore",
@@ -182,7 +182,7 @@ def test_retry_records_name_the_path_that_was_retried(
 
     from tests.servers.fault_proxy import Fault, FaultProxy
     from tests.servers.s3_server import ACCESS_KEY, SECRET_KEY
-    from worker.status import FileStatusStore
+    from worker.coord.status import FileStatusStore
 
     proxy = FaultProxy(s3_server.endpoint).start()
     try:

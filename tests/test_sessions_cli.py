@@ -24,7 +24,7 @@ from worker.stores.sessions.file import FileSessionStore
 def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """No config.json or SYNCHRO__ variable from the surroundings; no status store of the
     jobs module kept from one test's settings to the next."""
-    from worker import jobs
+    from worker.queue import jobs
 
     monkeypatch.chdir(tmp_path)
     for name in list(os.environ):
@@ -299,8 +299,8 @@ def test_snapshot_of_the_servers_memory_store_says_it_cannot(args: list[str]) ->
 
 
 def test_no_scheduled_backups_of_the_memory_store(tmp_path: Path) -> None:
-    from worker.app import celery_config
     from worker.config import load_settings
+    from worker.queue.app import celery_config
     from worker.stores.sessions import backup_note
 
     memory = load_settings(None, environ={})
@@ -314,8 +314,8 @@ def test_no_scheduled_backups_of_the_memory_store(tmp_path: Path) -> None:
 def test_a_queued_backup_of_the_memory_store_says_why_it_is_not_taken(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from worker import jobs
     from worker.config import load_settings
+    from worker.queue import jobs
 
     settings = load_settings(None, environ={"SYNCHRO__BACKUP__dest": "backups"})
     with caplog.at_level("WARNING"):
@@ -327,8 +327,8 @@ def test_a_queued_backup_of_the_memory_store_says_why_it_is_not_taken(
 def test_scheduled_backup_of_an_empty_store_warns_and_keeps_the_old_ones(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from worker import jobs
     from worker.config import load_settings
+    from worker.queue import jobs
 
     _fill_file(tmp_path / "live.json", 3)
     env = {"SYNCHRO__SESSIONSTORE_SERVICE": "FileSessionStore",
@@ -380,8 +380,8 @@ def test_run_with_the_memory_store_says_once_it_backs_nothing_up(sync_world: Any
 def test_the_worker_s_own_keys_stay_out_of_the_sessions_database(
     own_redis: RedisServer, tmp_path: Path
 ) -> None:
-    from worker import jobs
     from worker.config import load_settings
+    from worker.queue import jobs
 
     sessions_db = own_redis.client(0)
     for i in range(20):

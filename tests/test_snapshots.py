@@ -17,10 +17,8 @@ import pytest
 import zstandard
 
 from tests.servers.redis_server import REDIS_PASSWORD, RedisServer
-from worker.errors import AlreadyExists, CorruptFile, IntegrityError, NotFound, UsageError
-from worker.retry import RetryPolicy
-from worker.snapshot_dest import FolderDestination, open_destination
-from worker.snapshots import (
+from worker.backups.dest import FolderDestination, open_destination
+from worker.backups.snapshots import (
     copy_sessions,
     export_sessions,
     import_sessions,
@@ -29,6 +27,8 @@ from worker.snapshots import (
     restore_snapshot,
     take_snapshot,
 )
+from worker.errors import AlreadyExists, CorruptFile, IntegrityError, NotFound, UsageError
+from worker.retry import RetryPolicy
 from worker.stores.sessions import OnConflict, Session, open_session_store
 from worker.stores.sessions.file import FileSessionStore
 from worker.stores.sessions.memory import MemorySessionStore
@@ -302,7 +302,7 @@ def test_failed_snapshot_is_never_listed_and_leaves_nothing(dest: FolderDestinat
 def test_unverifiable_snapshot_is_not_listed(
     dest: FolderDestination, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import worker.snapshots as snapshots
+    import worker.backups.snapshots as snapshots
 
     source = MemorySessionStore()
     _fill(source, 10)
@@ -325,8 +325,8 @@ def test_unverifiable_snapshot_is_not_listed(
 def test_multi_frame_snapshots_verify_in_parallel_and_catch_damage(
     dest: FolderDestination, monkeypatch: pytest.MonkeyPatch, frame_bytes: int
 ) -> None:
-    import worker.snapshot_format as fmt
-    from worker.snapshots import SnapshotInfo, verify_snapshot
+    import worker.backups.format as fmt
+    from worker.backups.snapshots import SnapshotInfo, verify_snapshot
 
     monkeypatch.setattr(fmt, "FRAME_BYTES", frame_bytes)
     source = MemorySessionStore()
@@ -784,8 +784,8 @@ def test_a_version_1_snapshot_restores_in_the_servers_format(
     id; restored now, every session is the server's {"id": ...} under its bare id."""
     from dataclasses import asdict
 
-    from worker.snapshot_format import SnapshotWriter
-    from worker.snapshots import SnapshotInfo
+    from worker.backups.format import SnapshotWriter
+    from worker.backups.snapshots import SnapshotInfo
     from worker.stores.sessions.lines import encode_batch
 
     sessions = [("old-1", b'{"user":"ana"}', None), ("old-2", b"{}", None),

@@ -1,6 +1,6 @@
 """The watcher against real files in tmp_path, with the real watchdog observers.
 
-The dispatcher is our own interface (``worker.dispatch`` provides the real ones); here a
+The dispatcher is our own interface (``worker.live.dispatch`` provides the real ones); here a
 recording dispatcher stands in so that each test can see exactly which paths were handed off.
 """
 
@@ -21,9 +21,9 @@ from typing import Any
 
 import pytest
 
-from worker import inotify, watcher
 from worker.config import Settings, load_settings
-from worker.watcher import ObserverKind, Watcher
+from worker.live import inotify, watcher
+from worker.live.watcher import ObserverKind, Watcher
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="inotify")
 
@@ -438,7 +438,7 @@ def test_dispatcher_failing_too_long_requests_a_full_pass(
 
 def test_a_dispatcher_that_owes_a_pass_is_not_retried(start: WatcherFactory, root: Path) -> None:
     w, rec = start()
-    rec.answer = False  # worker.dispatch: "not handed off, I owe a full pass"
+    rec.answer = False  # worker.live.dispatch: "not handed off, I owe a full pass"
     (root / "app1" / "main.js").write_text("v2")
     assert settle(w, rec, {"app1/main.js"}) == ["app1/main.js"]
     assert w.stats.refused == 1 and w.stats.submit_failures == 0
@@ -582,7 +582,7 @@ def test_root_behind_a_symlink_and_the_link_moved(tmp_path: Path, root: Path) ->
 
 
 def test_poller_listing_sees_same_size_edits_and_skips_pruned_folders(root: Path) -> None:
-    from worker.poller import listing
+    from worker.live.poller import listing
 
     before = listing(str(root), prune=lambda p: p.endswith("lib"))
     assert set(before) == {str(root / "app1" / "main.js")}
@@ -599,7 +599,7 @@ def test_run_until_signal_stops_on_sigterm_and_hands_off(root: Path, tmp_path: P
     script = f"""
 import sys, threading, time
 from worker.config import load_settings
-from worker.watcher import Watcher
+from worker.live.watcher import Watcher
 
 class FileDispatcher:
     def submit(self, container, relpath):

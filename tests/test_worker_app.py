@@ -22,7 +22,7 @@ _EMPTY_CONFIG.close()
 
 
 def _config(**env: str) -> dict[str, Any]:
-    from worker.app import celery_config
+    from worker.queue.app import celery_config
 
     environ = {"SYNCHRO_CONFIG": _EMPTY_CONFIG.name,
                **{f"SYNCHRO__{k}": v for k, v in env.items()}}
@@ -30,7 +30,7 @@ def _config(**env: str) -> dict[str, Any]:
 
 
 def test_reliability_options() -> None:
-    from worker.app import TIME_LIMITS
+    from worker.queue.app import TIME_LIMITS
 
     conf = _config(BROKER_URL="redis://127.0.0.1:1/0")
     assert conf["task_acks_late"] is True
@@ -81,7 +81,7 @@ def test_default_host_queue_is_per_host() -> None:
 
 def test_importing_the_package_imports_neither_celery_nor_settings(tmp_path: Any) -> None:
     code = (
-        "import sys, worker, worker.config, worker.cli, worker.dispatch, worker.status\n"
+        "import sys, worker, worker.config, worker.cli, worker.live.dispatch, worker.coord.status\n"
         "assert 'celery' not in sys.modules, 'celery imported'\n"
         "assert worker._app is None\n"
     )

@@ -21,8 +21,8 @@ def _count(path: Path, needle: str) -> int:
 def test_scheduled_backup_runs_prunes_and_restores(
     sync_world: Callable[..., SyncWorld], own_redis: RedisServer
 ) -> None:
-    from worker.snapshot_dest import open_destination
-    from worker.snapshots import list_snapshots, restore_snapshot
+    from worker.backups.dest import open_destination
+    from worker.backups.snapshots import list_snapshots, restore_snapshot
     from worker.stores.sessions import open_session_store
     from worker.stores.sessions.base import OnConflict
 

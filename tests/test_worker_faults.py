@@ -160,9 +160,9 @@ def test_task_of_a_killed_pool_process_is_delivered_again(
     import re
     import signal
 
-    from worker.app import create_app
     from worker.config import load_settings
-    from worker.locks import PathLocks
+    from worker.coord.locks import PathLocks
+    from worker.queue.app import create_app
 
     world = sync_world(redis_db_url(redis_server))
     (world.root / "app1").mkdir()

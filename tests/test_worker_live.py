@@ -138,8 +138,8 @@ def test_duplicate_and_late_deliveries_leave_the_current_version(
     sync_world: Callable[..., SyncWorld], redis_server: RedisServer
 ) -> None:
     """The same path sent many times, late (after two more saves): the store has the last."""
-    from worker.app import create_app
     from worker.config import load_settings
+    from worker.queue.app import create_app
 
     world = sync_world(redis_db_url(redis_server))
     _prepare(world, "app1")

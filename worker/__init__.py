@@ -14,11 +14,11 @@ _app: Any = None
 
 
 def __getattr__(name: str) -> Any:
-    # Only "celery": Celery's find_app tries ``worker.app`` first, which is the submodule.
+    # Only "celery": Celery's find_app asks for ``worker.app`` first (none here), then this.
     if name == "celery":
         global _app
         if _app is None:
-            from worker.app import create_app
+            from worker.queue.app import create_app
 
             _app = create_app()
         return _app

@@ -1,7 +1,7 @@
 """``synchro-sync run / watch / worker / beat / status``: running the live sync.
 
 ``run`` is the whole job in one process on the embedded default (no server): the watcher feeds
-an in-process queue (:class:`~worker.dispatch.LocalDispatcher`), the start-up full pass runs
+an in-process queue (:class:`~worker.live.dispatch.LocalDispatcher`), the start-up full pass runs
 first, then live syncs, with the scheduled passes and backups on a timer thread.  With
 ``BROKER_URL`` set, ``watch``, ``worker`` and ``beat`` are separate processes, on any hosts.
 """
@@ -22,13 +22,13 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from worker.cli import EXIT_FAILED, CliState, pass_state
-from worker.cli.embedded import RetryLater, Timers
 from worker.errors import ConfigError, SyncError
-from worker.web import serve
+from worker.live.embedded import RetryLater, Timers
+from worker.ops.web import serve
 
 if TYPE_CHECKING:
     from worker.config import Settings
-    from worker.dispatch import Dispatcher
+    from worker.live.dispatch import Dispatcher
 
 log = logging.getLogger("synchro_sync.run")
 
@@ -80,7 +80,7 @@ def _until_signal() -> Iterator[threading.Event]:
 
 
 def _make_watcher(settings: Settings, dispatcher: Dispatcher) -> Any:
-    from worker.watcher import Watcher
+    from worker.live.watcher import Watcher
 
     return Watcher(settings, dispatcher)
 
@@ -90,9 +90,10 @@ def _make_watcher(settings: Settings, dispatcher: Dispatcher) -> Any:
 
 def run_embedded(settings: Settings, stop: threading.Event, ready: Callable[[], None]) -> None:
     """Watcher + in-process worker + timers until ``stop`` is set (see the module docstring)."""
-    from worker import jobs, pass_log
-    from worker.dispatch import LocalDispatcher
-    from worker.status import record_embedded_queue
+    from worker.coord.status import record_embedded_queue
+    from worker.live.dispatch import LocalDispatcher
+    from worker.mirror import pass_log
+    from worker.queue import jobs
 
     later = RetryLater(settings)
     done = {"paths": 0, "passes": 0}
@@ -248,8 +249,8 @@ def run_command(state: CliState, debounce: float | None, polling: bool | None) -
 @pass_state
 def watch_command(state: CliState, debounce: float | None, polling: bool | None) -> None:
     """The watcher alone: queue every save on BROKER_URL for this host's workers."""
-    from worker.app import create_app
-    from worker.dispatch import CeleryDispatcher
+    from worker.live.dispatch import CeleryDispatcher
+    from worker.queue.app import create_app
 
     settings = state.settings(**_overrides(debounce, polling))
     _need_broker(settings, "watch")
@@ -281,7 +282,7 @@ def worker_command(ctx: click.Context) -> None:
     queue; extra options go to Celery (e.g. `-Q sessions` on a host without the module files,
     `-c 4`, `-P threads`).
     """
-    from worker.app import create_app
+    from worker.queue.app import create_app
 
     state = ctx.ensure_object(CliState)
     settings = state.settings()
@@ -298,7 +299,7 @@ def beat_command(ctx: click.Context) -> None:
 
     Only one beat runs: a second one waits as a standby until the first one's lock expires.
     """
-    from worker.app import create_app
+    from worker.queue.app import create_app
 
     state = ctx.ensure_object(CliState)
     settings = state.settings()
@@ -333,10 +334,10 @@ def _as_default_app(app: Any) -> Any:
 def status_command(state: CliState, as_json: bool, limit: int, check: bool) -> None:
     """Queue depth, pending paths, last full pass per container, last snapshot, recent
     failures and retries.  Exit code 1 if the broker or the status store does not answer."""
-    from worker.status import collect_status, render
+    from worker.coord.status import collect_status, render
 
     if check:
-        from worker.health import check_line
+        from worker.ops.health import check_line
 
         healthy, line = check_line(state.settings())
         click.echo(line)

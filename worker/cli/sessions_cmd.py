@@ -33,7 +33,7 @@ def _store(state: CliState, spec: str | None) -> Any:
 
 
 def _dest(state: CliState, spec: str | None) -> Any:
-    from worker.snapshot_dest import MODULESTORE_SCHEME, open_destination
+    from worker.backups.dest import MODULESTORE_SCHEME, open_destination
 
     if spec is None:
         spec = state.settings().BACKUP.dest
@@ -105,7 +105,7 @@ sessions_group.help = (
 @pass_state
 def export_cmd(state: CliState, spec: str | None, output: str) -> None:
     """Write every live session as JSON lines: {"id", "state", "expires_at"}."""
-    from worker.snapshots import export_sessions
+    from worker.backups.snapshots import export_sessions
 
     store = _store(state, spec)
     started = time.monotonic()
@@ -140,7 +140,7 @@ def import_cmd(state: CliState, file: str, spec: str | None, on_conflict: str) -
     expired are dropped.  FILE may be - for stdin.
     """
     from worker.errors import UsageError
-    from worker.session_transfer import import_sessions, spool_stdin
+    from worker.backups.transfer import import_sessions, spool_stdin
 
     path = spool_stdin(sys.stdin.buffer) if file == "-" else Path(file)
     if not path.is_file():
@@ -171,7 +171,7 @@ def import_cmd(state: CliState, file: str, spec: str | None, on_conflict: str) -
 def snapshot_cmd(state: CliState, spec: str | None, dest: str | None, allow_empty: bool) -> None:
     """Take a snapshot now: stream, compress, verify, then list it."""
     from worker.errors import UsageError
-    from worker.snapshots import take_snapshot
+    from worker.backups.snapshots import take_snapshot
     from worker.stores.sessions import unreachable_reason
     from worker.stores.sessions.base import skipped_summary
 
@@ -204,7 +204,7 @@ def list_cmd(state: CliState, dest: str | None, as_json: bool) -> None:
     import json
     from dataclasses import asdict
 
-    from worker.snapshots import list_snapshots
+    from worker.backups.snapshots import list_snapshots
 
     destination = _dest(state, dest)
     try:
@@ -240,7 +240,7 @@ def restore_cmd(
 
     Expired sessions are dropped; the others keep their absolute expiry.
     """
-    from worker.snapshots import find_snapshot, restore_snapshot
+    from worker.backups.snapshots import find_snapshot, restore_snapshot
 
     destination = _dest(state, dest)
     store = _store(state, spec)
@@ -268,7 +268,7 @@ def restore_cmd(
 @pass_state
 def copy_cmd(state: CliState, src: str, dst: str, on_conflict: str) -> None:
     """Copy every live session from one store to another, expiry kept."""
-    from worker.snapshots import copy_sessions
+    from worker.backups.snapshots import copy_sessions
 
     source = _store(state, src)
     target = _store(state, dst)

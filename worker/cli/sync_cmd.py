@@ -16,7 +16,7 @@ import click
 from worker.cli import EXIT_FAILED, CliState, pass_state
 from worker.config import Settings
 from worker.errors import UsageError
-from worker.passes import MirrorContext, PassResult
+from worker.mirror.passes import MirrorContext, PassResult
 
 
 class _Bar:
@@ -108,7 +108,7 @@ def _print_plan(result: PassResult) -> None:
 
 def _record(settings: Settings, result: PassResult, whole: bool) -> None:
     """``status`` shows this pass's figures per container, as it does ``run``'s passes."""
-    from worker import jobs
+    from worker.queue import jobs
 
     try:
         jobs.record_pass(settings, result, "sync", result.seconds, whole, say=False)

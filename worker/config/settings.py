@@ -96,7 +96,7 @@ class BackupSettings(Strict):
 
 
 class MetricsSettings(Strict):
-    """Metrics, health and the status page (``METRICS`` in config.json); see worker/metrics.py."""
+    """Metrics, health and the status page (``METRICS`` in config.json); see ops/metrics.py."""
 
     #: Port of ``/metrics``, ``/healthz`` and ``/`` served by ``run`` and ``watch``; unset: off.
     port: Port | None = None

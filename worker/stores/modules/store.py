@@ -250,7 +250,7 @@ class ModuleStore:
         """Upload a local file, streaming, verified against its MD5, never visible half-written.
 
         ``source`` is a path, or a file already opened (the mirror opens module files itself,
-        safely: :mod:`worker.safeopen`); an open file is read from its start and left open.
+        safely: :mod:`worker.mirror.safeopen`); an open file is read from its start and left open.
         ``md5_hex`` (the caller's hash of the file, if it has one) saves a read of large files;
         the bytes actually sent are hashed either way.  If the file changes during the upload
         (``fstat`` before and after, or a hash mismatch) the upload is redone.  The returned

@@ -1,9 +1,9 @@
 """Session snapshots: take, verify, list, prune, restore; and copying between stores.
 
 Plain functions (the CLI and the Celery tasks call them).  A snapshot ``<id>`` is two files at
-its destination (:mod:`worker.snapshot_dest`):
+its destination (:mod:`worker.backups.dest`):
 
-* ``<id>.jsonl.zst`` -- the data (:mod:`worker.snapshot_format`), written to a staging file,
+* ``<id>.jsonl.zst`` -- the data (:mod:`worker.backups.format`), written to a staging file,
   published, then **re-read from the destination** to verify count and checksums;
 * ``<id>.manifest.json`` -- written last, only after verification.  Only snapshots with a
   manifest are listed, restored or counted by prune, so a failed or interrupted one never
@@ -25,8 +25,22 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from worker.errors import IntegrityError, NotFound, StoreError, UsageError
-from worker.session_transfer import (
+from worker.backups.dest import SnapshotDestination
+from worker.backups.format import (
+    FORMAT,
+    VERSION,
+    SnapshotReader,
+    SnapshotWriter,
+    check_frames,
+    prefetch,
+)
+from worker.backups.restore import (
+    LocalCopy,
+    check_before_restore,
+    snapshot_batches,
+    verified_batches,
+)
+from worker.backups.transfer import (
     STREAM_RESTARTS,
     Progress,
     copy_sessions,
@@ -35,21 +49,7 @@ from worker.session_transfer import (
     refuse_conflicts,
     write_restartable,
 )
-from worker.snapshot_dest import SnapshotDestination
-from worker.snapshot_format import (
-    FORMAT,
-    VERSION,
-    SnapshotReader,
-    SnapshotWriter,
-    check_frames,
-    prefetch,
-)
-from worker.snapshot_restore import (
-    LocalCopy,
-    check_before_restore,
-    snapshot_batches,
-    verified_batches,
-)
+from worker.errors import IntegrityError, NotFound, StoreError, UsageError
 from worker.stores.sessions.base import (
     BATCH_SIZE,
     OnConflict,

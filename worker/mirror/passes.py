@@ -4,7 +4,7 @@
 holds the store, the index, the root and the ignore rules, so each task pays no start-up cost.
 
 A full pass (``synchro-sync sync``): for every container, scan the tree and list the store once
-(one request per 1,000 keys), plan (:func:`worker.mirror.plan_container`), then run every
+(one request per 1,000 keys), plan (:func:`worker.mirror.plan.plan_container`), then run every
 container's uploads and copies on one pool of ``SYNC.transfers`` threads, then the deletes in
 batches.  Index rows are written in batches from the calling thread.
 """
@@ -23,13 +23,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from worker import apps, localtree, safeopen, transfer
+from worker.coord.locks import PathLocks
 from worker.errors import StoreError, SyncError, UnsafePath
-from worker.ignore import IgnoreRules
-from worker.index import IndexEntry, MirrorIndex, store_identity
-from worker.locks import PathLocks
-from worker.mirror import ContainerPlan, plan_container
-from worker.pass_result import PassResult, PathResult, Progress
+from worker.mirror import apps, localtree, safeopen, transfer
+from worker.mirror.ignore import IgnoreRules
+from worker.mirror.index import IndexEntry, MirrorIndex, store_identity
+from worker.mirror.plan import ContainerPlan, plan_container
+from worker.mirror.results import PassResult, PathResult, Progress
 from worker.stores.modules import STORE_FILES, ContainerNotFound, ModuleStore, ObjectInfo
 
 __all__ = ["MirrorContext", "PassResult", "PathResult", "Progress"]
@@ -471,7 +471,7 @@ class MirrorContext:
         self, container: str, key: str, md5: str | None = None,
         planned: localtree.LocalFile | None = None, relpath: str | None = None,
     ) -> tuple[IndexEntry, int] | None:
-        """Upload the file as it is now (see :func:`worker.transfer.upload_file`)."""
+        """Upload the file as it is now (see :func:`worker.mirror.transfer.upload_file`)."""
         return transfer.upload_file(self, container, key, md5, planned, relpath)
 
     def withhold_live_delete(self, container: str, n: int) -> str:
@@ -501,15 +501,15 @@ class MirrorContext:
         return localtree.tidy(relpath)
 
     def sync_path(self, container: str, relpath: str) -> PathResult:
-        """Sync one path's state as it is now (see :mod:`worker.pathsync`)."""
-        from worker.pathsync import sync_path
+        """Sync one path's state as it is now (see :mod:`worker.mirror.pathsync`)."""
+        from worker.mirror.pathsync import sync_path
 
         return sync_path(self, container, relpath)
 
     def pull(self, containers: list[str] | None = None,
              progress: Progress | None = None) -> PassResult:
-        """Fill the local folder from the store (see :mod:`worker.pull`)."""
-        from worker.pull import pull
+        """Fill the local folder from the store (see :mod:`worker.mirror.pull`)."""
+        from worker.mirror.pull import pull
 
         return pull(self, containers, progress)
 

@@ -18,13 +18,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from worker import localtree
 from worker.errors import IntegrityError, SyncError, UnsafePath
-from worker.index import IndexEntry
+from worker.mirror import localtree
+from worker.mirror.index import IndexEntry
 from worker.stores.modules import STORE_FILES, ObjectInfo, file_md5
 
 if TYPE_CHECKING:
-    from worker.passes import MirrorContext, PassResult, Progress
+    from worker.mirror.passes import MirrorContext, PassResult, Progress
 
 _CHUNK = 1024 * 1024
 
@@ -32,7 +32,7 @@ _CHUNK = 1024 * 1024
 def pull(
     ctx: MirrorContext, containers: list[str] | None, progress: Progress | None = None
 ) -> PassResult:
-    from worker.passes import PassResult
+    from worker.mirror.passes import PassResult
 
     started = time.monotonic()
     result = PassResult()

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from worker import metrics
+from worker.ops import metrics
 
 if TYPE_CHECKING:
     from worker.config import Settings
@@ -117,7 +117,7 @@ def _sample(registry: Any, name: str) -> float:
 def check_line(settings: Settings) -> tuple[bool, str]:
     """``status --check``: (healthy, one line).  The status store and broker answer, ``run``
     runs (embedded), and the local process's ``/healthz`` says ok when ``METRICS.port`` is set."""
-    from worker.status import collect_status
+    from worker.coord.status import collect_status
 
     report = collect_status(settings, limit=0)
     fatal = [p for p in report.problems

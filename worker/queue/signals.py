@@ -1,7 +1,7 @@
 """Celery signal handlers: start-up full pass, one beat at a time, failures into ``status``.
 
-Connected by :func:`worker.app.create_app` for that app only (``sender`` checks), so tests that
-make several apps in one process do not cross wires.
+Connected by :func:`~worker.queue.app.create_app` for that app only (``sender`` checks), so tests
+that make several apps in one process do not cross wires.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import signal
 import threading
 from typing import TYPE_CHECKING, Any
 
-from worker.dispatch import REDIS_PREFIX
+from worker.live.dispatch import REDIS_PREFIX
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -49,7 +49,7 @@ def connect(app: Celery) -> None:
         _record(app, "retries", sender.name, reason, getattr(request, "args", None))
 
     def on_process_shutdown(**_: Any) -> None:
-        from worker import jobs
+        from worker.queue import jobs
 
         jobs.close_context()
 
@@ -62,7 +62,7 @@ def connect(app: Celery) -> None:
 def _startup_full_pass(app: Celery, consumer: Any) -> None:
     """A worker that (re)starts asks for a full pass of its host: work a killed worker held
     is redone now rather than after the broker's visibility timeout."""
-    from worker.app import is_redis_url, settings_of
+    from worker.queue.app import is_redis_url, settings_of
 
     settings = settings_of(app)
     queue = settings.host_queue()
@@ -83,9 +83,9 @@ def _startup_full_pass(app: Celery, consumer: Any) -> None:
 
 
 def _record(app: Celery, kind: str, task: str, error: Any, args: Any) -> None:
-    from worker import jobs
-    from worker.app import settings_of
-    from worker.status import record_failure, record_retry
+    from worker.coord.status import record_failure, record_retry
+    from worker.queue import jobs
+    from worker.queue.app import settings_of
 
     container = path = None
     if isinstance(args, list | tuple) and task == "tasks.sync_path" and len(args) >= 2:
@@ -109,7 +109,7 @@ def hold_beat_lock(app: Celery) -> None:
     dies (its lock expires after :data:`BEAT_LOCK_TTL`).  Without a Redis broker the embedded
     runner is the only scheduler and nothing is needed.
     """
-    from worker.app import is_redis_url, settings_of
+    from worker.queue.app import is_redis_url, settings_of
 
     settings = settings_of(app)
     if not is_redis_url(settings.BROKER_URL):

@@ -1,6 +1,6 @@
 """The Celery app, made from the settings: queues, routes, reliability options, beat schedule.
 
-No task bodies live here (they are in ``tasks/``, thin, and call ``worker.jobs``).  Choices:
+No task bodies live here (they are in ``tasks/``, thin, and call ``worker.queue.jobs``).  Choices:
 
 * **At least once, never stale.** ``task_acks_late`` and ``task_reject_on_worker_lost``: a task is
   acknowledged after it ran, so a worker killed mid-task leaves its message to be delivered again;
@@ -136,7 +136,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_cancel_long_running_tasks_on_connection_loss": False,
         "beat_schedule": schedule,
         "beat_schedule_filename": str(state_dir / "celerybeat-schedule"),
-        "beat_scheduler": "worker.signals:LockedScheduler",
+        "beat_scheduler": "worker.queue.signals:LockedScheduler",
         "beat_max_loop_interval": 5,
         "include": ["tasks"],
     }
@@ -156,10 +156,10 @@ def create_app(settings: Settings | None = None) -> Celery:
     app = Celery("synchro_sync", set_as_current=True)
     app.config_from_object(celery_config(settings))
     app.synchro_settings = settings  # read by the tasks: settings are loaded once per process
-    from worker import signals
+    from worker.queue import signals
 
     signals.connect(app)
-    from worker import metrics
+    from worker.ops import metrics
 
     metrics.connect_worker_signals()  # METRICS.port on a worker: its children's counters
     return app

@@ -1,7 +1,7 @@
 """Opening a file under the module directory without ever leaving it.
 
-The scan (:mod:`worker.localtree`) decides what to mirror from ``lstat`` data; the file is read
-later, and in between any folder on the way may have been swapped for a symlink to ``/etc``.
+The scan (:mod:`~worker.mirror.localtree`) decides what to mirror from ``lstat`` data; the file is
+read later, and in between any folder on the way may have been swapped for a symlink to ``/etc``.
 So a file is never opened by its path string: :func:`open_in_root` walks from a descriptor of
 the root, one component at a time, with ``O_NOFOLLOW`` on each, and checks that what it opened
 is a regular file.  A symlink on the way is refused (:class:`~worker.errors.UnsafePath`); a

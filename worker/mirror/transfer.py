@@ -15,13 +15,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from worker import localtree, safeopen
 from worker.errors import IntegrityError
-from worker.index import IndexEntry
-from worker.mirror import Upload
+from worker.mirror import localtree, safeopen
+from worker.mirror.index import IndexEntry
+from worker.mirror.plan import Upload
 
 if TYPE_CHECKING:
-    from worker.passes import MirrorContext
+    from worker.mirror.passes import MirrorContext
 
 #: Attempts at uploading a file that keeps changing under us.
 CHANGE_ATTEMPTS = 4
@@ -84,7 +84,7 @@ def upload_file(
     """Upload the file as it is now; redo while it changes under the upload.
 
     The file is opened from the root's descriptor without following a symlink out of the root
-    (:mod:`worker.safeopen`), so a folder swapped for a link to ``/etc`` after the scan is
+    (:mod:`worker.mirror.safeopen`), so a folder swapped for a link to ``/etc`` after the scan is
     refused, never read; the content sent is that of the descriptor opened, whose ``fstat``
     is what the scan's hint is checked against.  Returns the index row of exactly the content
     uploaded and its size, or None when the file is gone.  The store never holds a mix: the

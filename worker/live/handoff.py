@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from worker.debounce import Flush
+from worker.live.debounce import Flush
 
 log = logging.getLogger("synchro_sync.watcher")
 
@@ -25,7 +25,7 @@ Key = tuple[str, str]  # (container, relpath)
 
 
 class PathDispatcher(Protocol):
-    """Where debounced paths go (``worker.dispatch`` has the embedded and Celery ones).
+    """Where debounced paths go (``worker.live.dispatch`` has the embedded and Celery ones).
 
     ``submit`` may raise (a broker away): the path is kept and retried, then a full pass is
     asked for.  A ``submit`` that returns ``False`` has taken the path over as a full pass it owes.

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from worker.errors import UnsafePath
-from worker.ignore import IgnoreRules
+from worker.mirror.ignore import IgnoreRules
 from worker.stores.modules.names import STORE_FILES
 
 __all__ = ["STORE_FILES", "LocalFile", "ScanResult", "folder_of", "scan", "store_file_names"]

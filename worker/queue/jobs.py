@@ -26,21 +26,22 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from worker import metrics, pass_log
-from worker.dispatch import REDIS_PREFIX
-from worker.pass_result import PassResult, PathResult
-from worker.retry import RETRY_COUNTER
-from worker.status import (
+from worker.coord.status import (
     StatusStore,
     open_status_store,
     record_failure,
     record_retry,
     record_snapshot,
 )
+from worker.live.dispatch import REDIS_PREFIX
+from worker.mirror import pass_log
+from worker.mirror.results import PassResult, PathResult
+from worker.ops import metrics
+from worker.retry import RETRY_COUNTER
 
 if TYPE_CHECKING:
     from worker.config import Settings
-    from worker.passes import MirrorContext
+    from worker.mirror.passes import MirrorContext
 
 log = logging.getLogger("synchro_sync.jobs")
 
@@ -54,7 +55,7 @@ def mirror_context(settings: Settings) -> MirrorContext:
     global _ctx
     with _ctx_lock:
         if _ctx is None:
-            from worker.passes import MirrorContext
+            from worker.mirror.passes import MirrorContext
 
             _ctx = MirrorContext.from_settings(settings)
         return _ctx
@@ -169,7 +170,7 @@ def record_pass(
     settings: Settings, result: PassResult, reason: str, took: float, whole: bool,
     say: bool = True,
 ) -> None:
-    """See :func:`worker.pass_log.record_pass` (into this process's status store)."""
+    """See :func:`worker.mirror.pass_log.record_pass` (into this process's status store)."""
     pass_log.record_pass(status_store(settings), result, reason, took, whole, say)
     metrics.pass_done(result, took)
 
@@ -180,8 +181,8 @@ def snapshot_sessions(settings: Settings, scheduled: bool = False) -> dict[str, 
     Returns what was done, or None when another snapshot holds the lock.  Pruning runs only
     after the new snapshot was written and verified (``take_snapshot`` raises otherwise).
     """
-    from worker.snapshot_dest import open_destination
-    from worker.snapshots import EmptySource, prune_snapshots, take_snapshot
+    from worker.backups.dest import open_destination
+    from worker.backups.snapshots import EmptySource, prune_snapshots, take_snapshot
     from worker.stores.sessions import open_session_store, unreachable_reason
     from worker.stores.sessions.base import skipped_summary
 
@@ -265,7 +266,7 @@ def host_lock(settings: Settings, name: str, timeout: float) -> Iterator[bool]:
 @contextmanager
 def cluster_lock(settings: Settings, name: str, ttl: float) -> Iterator[bool]:
     """A lock every worker sees: Redis when the broker is Redis, else the host lock; no wait."""
-    from worker.app import is_redis_url
+    from worker.queue.app import is_redis_url
 
     if not is_redis_url(settings.BROKER_URL):
         with host_lock(settings, name, timeout=0) as got:
@@ -290,7 +291,7 @@ def cluster_lock(settings: Settings, name: str, ttl: float) -> Iterator[bool]:
 
 def claim_tick(settings: Settings, name: str, interval: float) -> bool:
     """True for the first scheduled run of ``name`` in (about) half an interval; else False."""
-    from worker.app import is_redis_url
+    from worker.queue.app import is_redis_url
 
     window_ms = max(1, int(interval * 500))
     if is_redis_url(settings.BROKER_URL):

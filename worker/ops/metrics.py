@@ -3,7 +3,7 @@
 Off unless ``METRICS.port`` is set: until :func:`enable` runs every hook below returns at once,
 so a process without metrics pays one global lookup per hook and never imports
 ``prometheus_client``.  ``run`` and ``watch`` serve these (and their live figures: watcher
-events, pending paths) on ``METRICS.port`` (:mod:`worker.web`).
+events, pending paths) on ``METRICS.port`` (:mod:`worker.ops.web`).
 
 Celery workers use prometheus-client's multiprocess mode: the worker's main process points
 ``PROMETHEUS_MULTIPROC_DIR`` at a fresh folder in ``STATE_DIR`` before its pool forks, each
@@ -113,7 +113,7 @@ def enabled() -> bool:
 
 
 def path_synced(settings: Settings, result: Any) -> None:
-    """One ``sync_path`` result (a :class:`~worker.pass_result.PathResult`)."""
+    """One ``sync_path`` result (a :class:`~worker.mirror.results.PathResult`)."""
     m = _M
     if m is None or result is None:
         return
@@ -133,7 +133,7 @@ def path_synced(settings: Settings, result: Any) -> None:
 
 
 def _since_saved(settings: Settings, container: str, key: str) -> float:
-    from worker.localtree import STORE_FILES
+    from worker.mirror.localtree import STORE_FILES
 
     root = Path(settings.APP_ROOT_PATH)
     path = root / key if container == STORE_FILES else root / container / key
@@ -144,11 +144,11 @@ def _since_saved(settings: Settings, container: str, key: str) -> float:
 
 
 def pass_done(result: Any, took: float) -> None:
-    """A full pass's :class:`~worker.pass_result.PassResult`, counted per container."""
+    """A full pass's :class:`~worker.mirror.results.PassResult`, counted per container."""
     m = _M
     if m is None or result is None:
         return
-    from worker.pass_log import per_container
+    from worker.mirror.pass_log import per_container
 
     now = time.time()
     for container, info in per_container(result).items():
@@ -234,7 +234,7 @@ class LiveCollector:
         if callable(local):
             return count + len(local())
         if self.settings.BROKER_URL and self.settings.BROKER_URL.startswith(("redis", "unix")):
-            from worker.status import _redis_pending
+            from worker.coord.status import _redis_pending
 
             # Broker away: /healthz says so; the gauge shows what is known.
             with contextlib.suppress(Exception):
@@ -289,7 +289,7 @@ def worker_init(settings: Settings, files: bool = True) -> None:
 
     registry = CollectorRegistry()
     MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-    from worker.web import serve
+    from worker.ops.web import serve
 
     # A worker of the shared queue alone (-Q sessions) needs no module files.
     serve(settings, registry=registry, role="worker" if files else "worker-sessions")
@@ -332,7 +332,7 @@ def connect_worker_signals() -> None:
     from celery import signals
 
     def on_init(sender: Any = None, **_: Any) -> None:
-        from worker.app import settings_of
+        from worker.queue.app import settings_of
 
         app = getattr(sender, "app", None)
         if app is not None:

@@ -19,8 +19,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from worker import metrics
-from worker.dispatch import REDIS_PREFIX
+from worker.live.dispatch import REDIS_PREFIX
+from worker.ops import metrics
 from worker.stores.modules.names import STORE_FILES, STORE_FILES_LABEL
 
 if TYPE_CHECKING:
@@ -133,7 +133,7 @@ class RedisStatusStore:
 
 
 def open_status_store(settings: Settings) -> StatusStore:
-    from worker.app import is_redis_url
+    from worker.queue.app import is_redis_url
 
     if is_redis_url(settings.BROKER_URL):
         assert settings.BROKER_URL is not None
@@ -214,7 +214,7 @@ class StatusReport:
 
 def collect_status(settings: Settings, limit: int = 10) -> StatusReport:
     """Everything ``status`` shows; a broker that does not answer is reported, not raised."""
-    from worker.app import SESSIONS_QUEUE, is_redis_url
+    from worker.queue.app import SESSIONS_QUEUE, is_redis_url
 
     mode = "distributed" if settings.BROKER_URL else "embedded"
     report = StatusReport(mode=mode)
@@ -274,7 +274,7 @@ def queue_depths(url: str, names: list[str]) -> dict[str, int | None]:
 def _redis_pending(url: str, limit: int) -> tuple[list[str], int]:
     import redis
 
-    from worker.dispatch import pending_key
+    from worker.live.dispatch import pending_key
 
     client = redis.Redis.from_url(url, socket_timeout=3, socket_connect_timeout=2)
     paths: list[str] = []

@@ -18,13 +18,13 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
-from worker import metrics
-from worker.health import Health
+from worker.ops import metrics
+from worker.ops.health import Health
 from worker.stores.modules.names import STORE_FILES, STORE_FILES_LABEL
 
 if TYPE_CHECKING:
     from worker.config import Settings
-    from worker.status import StatusReport
+    from worker.coord.status import StatusReport
 
 log = logging.getLogger("synchro_sync.web")
 
@@ -125,7 +125,7 @@ def serve(settings: Settings, *, role: str, watcher: Any = None, dispatcher: Any
 
 def page(settings: Settings, problem: str | None = None) -> str:
     """What ``status`` shows, as a page that refreshes itself; ``problem``: /healthz's."""
-    from worker.status import collect_status
+    from worker.coord.status import collect_status
 
     try:
         report = collect_status(settings, limit=20)
@@ -138,7 +138,7 @@ def page(settings: Settings, problem: str | None = None) -> str:
 
 
 def _ago(ts: Any) -> str:
-    from worker.status import _ago as ago
+    from worker.coord.status import _ago as ago
 
     return ago(ts)
 

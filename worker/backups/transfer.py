@@ -16,8 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from worker.backups.format import ZSTD_MAGIC, SnapshotReader
 from worker.errors import AlreadyExists, UsageError
-from worker.snapshot_format import ZSTD_MAGIC, SnapshotReader
 from worker.stores.sessions.base import (
     BATCH_SIZE,
     OnConflict,

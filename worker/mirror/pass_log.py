@@ -13,8 +13,8 @@ import threading
 from dataclasses import asdict
 from typing import Any
 
-from worker.pass_result import Counts, PassResult
-from worker.status import StatusStore, forget_full_passes, record_full_pass
+from worker.coord.status import StatusStore, forget_full_passes, record_full_pass
+from worker.mirror.results import Counts, PassResult
 
 log = logging.getLogger("synchro_sync.jobs")
 

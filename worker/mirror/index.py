@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from worker.localtree import LocalFile
+from worker.mirror.localtree import LocalFile
 
 #: Live deletes of a container within one window that always go ahead (a small app's few
 #: files); above this, ``SYNC.maxDeleteShare`` of the container applies.

@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from worker.debounce import Change
+from worker.live.debounce import Change
 
 log = logging.getLogger("synchro_sync.watcher")
 

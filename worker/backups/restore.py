@@ -1,5 +1,5 @@
 """What a restore checks and reads of a snapshot before and while it writes (see
-:func:`worker.snapshots.restore_snapshot`): a local copy whose sha256 matches the manifest,
+:func:`worker.backups.snapshots.restore_snapshot`): a local copy whose sha256 matches the manifest,
 every other checksum of it, then its sessions in batches."""
 
 from __future__ import annotations
@@ -10,14 +10,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from worker.backups.dest import SnapshotDestination
+from worker.backups.format import SnapshotReader, v1_sessions
 from worker.errors import CorruptFile, NotFound
-from worker.snapshot_dest import SnapshotDestination
-from worker.snapshot_format import SnapshotReader, v1_sessions
 from worker.stores.sessions.base import BATCH_SIZE, RawSession
 from worker.stores.sessions.lines import decode_block, decode_ids
 
 if TYPE_CHECKING:
-    from worker.snapshots import SnapshotInfo
+    from worker.backups.snapshots import SnapshotInfo
 
 
 def check_before_restore(path: Path, info: SnapshotInfo, where: str) -> None:

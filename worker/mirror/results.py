@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from worker.mirror import ContainerPlan
+from worker.mirror.plan import ContainerPlan
 
 
 class Progress(Protocol):

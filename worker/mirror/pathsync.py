@@ -1,7 +1,7 @@
 """``sync_path``: what a live-sync task does for one path.
 
 The task syncs the path's state *when it runs*, not what the event said, under a per-path lock
-shared by every worker process on the host (:mod:`worker.locks`), so duplicate and late
+shared by every worker process on the host (:mod:`worker.coord.locks`), so duplicate and late
 deliveries are harmless and the upload that finishes last is of the content current when it
 started (the file is stat'ed again after the upload, and the upload redone if it changed):
 
@@ -21,16 +21,16 @@ import stat
 import time
 from typing import TYPE_CHECKING
 
-from worker import apps, localtree, safeopen
-from worker.index import IndexEntry
+from worker.mirror import apps, localtree, safeopen
+from worker.mirror.index import IndexEntry
 from worker.stores.modules import STORE_FILES, ContainerNotFound
 
 if TYPE_CHECKING:
-    from worker.passes import MirrorContext, PathResult
+    from worker.mirror.passes import MirrorContext, PathResult
 
 
 def sync_path(ctx: MirrorContext, container: str, relpath: str) -> PathResult:
-    from worker.passes import PassResult, PathResult, _Work
+    from worker.mirror.passes import PassResult, PathResult, _Work
 
     disk = ctx.check_path(container, relpath)
     key = localtree.nfc(disk)
@@ -86,7 +86,7 @@ def sync_path(ctx: MirrorContext, container: str, relpath: str) -> PathResult:
 
 
 def _sync_file(ctx: MirrorContext, container: str, key: str, disk: str) -> PathResult:
-    from worker.passes import PathResult
+    from worker.mirror.passes import PathResult
 
     where = f"{container}/{disk}"
     try:
@@ -136,7 +136,7 @@ def _delete(ctx: MirrorContext, container: str, key: str, disk: str) -> PathResu
 
 
 def _delete_locked(ctx: MirrorContext, container: str, key: str) -> PathResult:
-    from worker.passes import PathResult
+    from worker.mirror.passes import PathResult
 
     if _app_folder_empty(ctx, container):
         return PathResult(

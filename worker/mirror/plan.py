@@ -5,7 +5,7 @@ Nothing here touches the disk or the network, so every rule is tested with plain
 How a file is judged (no request per object, no re-reading of unchanged files):
 
 * its local MD5 is known without reading it when the index row still vouches for its stat
-  (:meth:`~worker.index.IndexEntry.vouches_for`); otherwise the planner asks the caller to hash
+  (:meth:`~worker.mirror.index.IndexEntry.vouches_for`); otherwise the planner asks the caller to hash
   it (``to_hash``) -- but only when the answer matters: a key the store does not have is
   uploaded without a hash first (the upload computes it while reading the file once);
 * the store's copy equals the file when the sizes match and either the listing's MD5 equals the
@@ -17,7 +17,7 @@ How a file is judged (no request per object, no re-reading of unchanged files):
   move: same inode in the index, or same size and MD5) is a server-side copy, where the store
   can copy, instead of an upload.
 
-Order of execution (in :mod:`worker.passes`): uploads and copies first, deletes last.
+Order of execution (in :mod:`worker.mirror.passes`): uploads and copies first, deletes last.
 
 ``MirrorContext`` (the interface the live sync uses) is re-exported from here.
 """
@@ -28,12 +28,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from worker.index import RACY_NS, IndexEntry
-from worker.localtree import LocalFile
+from worker.mirror.index import RACY_NS, IndexEntry
+from worker.mirror.localtree import LocalFile
 from worker.stores.modules.base import ObjectInfo
 
 if TYPE_CHECKING:
-    from worker.passes import MirrorContext, PassResult, PathResult
+    from worker.mirror.passes import MirrorContext, PassResult, PathResult
 
 __all__ = [
     "ContainerPlan",
@@ -50,7 +50,7 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     # Lazy, so that importing the pure planner never imports the store machinery.
     if name in ("MirrorContext", "PassResult", "PathResult"):
-        from worker import passes
+        from worker.mirror import passes
 
         return getattr(passes, name)
     raise AttributeError(name)

@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from worker import safeopen
 from worker.errors import UnsafePath
+from worker.mirror import safeopen
 
 PACKAGE_JSON = "package.json"
 #: A package.json larger than this is not read (the server would read it; we need one key).

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from worker.config import Settings
-    from worker.dispatch import LocalDispatcher
+    from worker.live.dispatch import LocalDispatcher
 
 log = logging.getLogger("synchro_sync.run")
 
@@ -40,8 +40,8 @@ class Timers:
             self._thread.join(timeout=60)
 
     def _loop(self) -> None:
-        from worker import jobs
-        from worker.status import record_embedded_queue
+        from worker.coord.status import record_embedded_queue
+        from worker.queue import jobs
 
         now = time.monotonic()
         next_pass = now + self.settings.SYNC.fullPassInterval
@@ -71,8 +71,8 @@ class Timers:
                     log.warning("status not written: %s", exc)
 
     def _record_failure(self, task: str) -> None:
-        from worker import jobs
-        from worker.status import record_failure
+        from worker.coord.status import record_failure
+        from worker.queue import jobs
 
         exc = sys.exc_info()[1]
         with suppress(OSError):
@@ -95,9 +95,9 @@ class RetryLater:
         self._lock = threading.Lock()
 
     def failed(self, container: str, relpath: str, exc: Exception) -> None:
-        from worker import jobs
+        from worker.coord.status import record_failure, record_retry
         from worker.errors import TransientStoreError
-        from worker.status import record_failure, record_retry
+        from worker.queue import jobs
 
         key = (container, relpath)
         with self._lock:
