@@ -25,9 +25,10 @@ sys.path.insert(0, str(REPO))
 
 
 def child(mode: str, calls: int) -> dict[str, float]:
+    from worker import metrics
     from worker.config import load_settings
+    from worker.mirror.pass_log import per_container
     from worker.mirror.results import Counts, PassResult, PathResult
-    from worker.ops import metrics
 
     work = Path(tempfile.mkdtemp(prefix="bench-metrics-"))
     (work / "apps" / "shop").mkdir(parents=True)
@@ -45,7 +46,7 @@ def child(mode: str, calls: int) -> dict[str, float]:
         "path_synced": lambda: metrics.path_synced(settings, upload),
         "coalesced": metrics.coalesced,
         "store_answered": lambda: metrics.store_answered("sync_path", None),
-        "pass_done": lambda: metrics.pass_done(passed, 0.1),
+        "pass_done": lambda: metrics.pass_done(per_container(passed), 0.1),
     }
     out = {}
     for name, hook in hooks.items():

@@ -422,7 +422,7 @@ def main() -> None:
                     help="Metrics on (as with METRICS.port set): every hook counts.")
     args = ap.parse_args()
     if args.metrics:
-        from worker.ops import metrics
+        from worker import metrics
 
         metrics.enable()
     print(time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), f"on {os.cpu_count()} cores,",

@@ -9,12 +9,16 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import redis
 from celery import shared_task
 
+from worker.coord.pending import PendingPaths
+from worker.coord.queues import SESSIONS_QUEUE
+from worker.coord.redis import is_redis_url
+from worker.coord.ticks import claim_tick
 from worker.errors import TransientStoreError
-from worker.live.dispatch import path_field, pending_key
 from worker.queue import jobs
-from worker.queue.app import SESSIONS_QUEUE, settings_of
+from worker.queue.app import settings_of
 
 log = logging.getLogger("synchro_sync.tasks")
 
@@ -47,7 +51,7 @@ def full_pass(self: Any, containers: list[str] | None = None, reason: str = "req
 def snapshot_sessions(self: Any, scheduled: bool = False) -> None:
     """A verified session snapshot to BACKUP.dest, then prune to BACKUP.keep."""
     settings = settings_of(self.app)
-    if scheduled and not jobs.claim_tick(settings, "snapshot", settings.BACKUP.interval):
+    if scheduled and not claim_tick(settings, "snapshot", settings.BACKUP.interval):
         log.info("scheduled snapshot already ran in this interval; skipped")
         return
     jobs.snapshot_sessions(settings, scheduled=scheduled)
@@ -61,7 +65,7 @@ def scheduled_full_pass(self: Any) -> None:
     worker's own host queue if it consumes it.
     """
     settings = settings_of(self.app)
-    if not jobs.claim_tick(settings, "full_pass", settings.SYNC.fullPassInterval):
+    if not claim_tick(settings, "full_pass", settings.SYNC.fullPassInterval):
         log.info("scheduled full pass already sent in this interval; skipped")
         return
     queues: set[str] = set()
@@ -87,26 +91,10 @@ def scheduled_full_pass(self: Any) -> None:
 
 
 def _clear_pending(settings: Any, container: str, relpath: str) -> None:
-    """Remove the path from the pending hash before reading the file (see worker.live.dispatch)."""
-    from worker.queue.app import is_redis_url
-
+    """Remove the path from the pending hash before reading the file (see worker.coord.pending)."""
     if not is_redis_url(settings.BROKER_URL):
         return
-    import redis
-
-    client = _redis_client(settings.BROKER_URL)
     try:
-        client.hdel(pending_key(settings.host_queue()), path_field(container, relpath))
+        PendingPaths(settings.BROKER_URL, settings.host_queue()).clear(container, relpath)
     except redis.RedisError as exc:  # the broker just delivered this task; a blip is harmless
         log.warning("container=%s path=%s pending entry not cleared: %s", container, relpath, exc)
-
-
-_clients: dict[str, Any] = {}
-
-
-def _redis_client(url: str) -> Any:
-    if url not in _clients:
-        import redis
-
-        _clients[url] = redis.Redis.from_url(url, socket_timeout=3, socket_connect_timeout=2)
-    return _clients[url]

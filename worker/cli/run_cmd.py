@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from worker.cli import EXIT_FAILED, CliState, pass_state
+from worker.coord.locks import host_lock
 from worker.errors import ConfigError, SyncError
 from worker.live.embedded import RetryLater, Timers
 from worker.ops.web import serve
@@ -114,7 +115,7 @@ def run_embedded(settings: Settings, stop: threading.Event, ready: Callable[[], 
         done["passes"] += result is not None
         return result
 
-    with jobs.host_lock(settings, "run", timeout=0) as got:
+    with host_lock(settings, "run", timeout=0) as got:
         if not got:
             raise SyncError(f"another `synchro-sync run` uses STATE_DIR {settings.STATE_DIR}")
         record_embedded_queue(jobs.status_store(settings), [])
@@ -334,7 +335,7 @@ def _as_default_app(app: Any) -> Any:
 def status_command(state: CliState, as_json: bool, limit: int, check: bool) -> None:
     """Queue depth, pending paths, last full pass per container, last snapshot, recent
     failures and retries.  Exit code 1 if the broker or the status store does not answer."""
-    from worker.coord.status import collect_status, render
+    from worker.ops.report import collect_status, render
 
     if check:
         from worker.ops.health import check_line

@@ -32,27 +32,16 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
+from worker.coord.pending import PendingPaths
+from worker.coord.redis import is_redis_url
+from worker.errors import SyncError
+
 if TYPE_CHECKING:
     from celery import Celery
 
     from worker.config import Settings
 
 log = logging.getLogger("synchro_sync.dispatch")
-
-#: Key prefix of everything synchro-sync keeps in Redis besides the broker's own keys.
-REDIS_PREFIX = "synchro-sync:"
-#: A pending entry older than this is assumed lost (a killed worker) and the path is sent again.
-PENDING_STALE_SECONDS = 15.0
-
-
-def pending_key(host_queue: str) -> str:
-    """The Redis hash of paths queued for ``host_queue`` whose task has not started."""
-    return f"{REDIS_PREFIX}pending:{host_queue}"
-
-
-def path_field(container: str, relpath: str) -> str:
-    return f"{container}/{relpath}"
-
 
 class Dispatcher(Protocol):
     """What the watcher needs: hand off a path, ask for a full pass, stop."""
@@ -180,8 +169,6 @@ class LocalDispatcher:
                 self.synced += 1
             except Exception as exc:  # one bad path must not stop the queue
                 self.failed += 1
-                from worker.errors import SyncError
-
                 if isinstance(exc, SyncError):  # ours: the message says what and why
                     log.error("container=%s path=%s sync failed: %s", key[0], key[1], exc)
                 else:
@@ -225,7 +212,8 @@ class CeleryDispatcher:
     def __init__(self, app: Celery, settings: Settings) -> None:
         self.app = app
         self.queue = settings.host_queue()
-        self._redis = _pending_client(settings.BROKER_URL)
+        url = settings.BROKER_URL
+        self._pending_paths = PendingPaths(url, self.queue) if url and is_redis_url(url) else None
         self._lock = threading.Lock()
         self._owed: list[str] = []
         self._stop = threading.Event()
@@ -238,7 +226,8 @@ class CeleryDispatcher:
             self._owe("broker unavailable, events dropped")
             return False
         try:
-            if self._redis is not None and not self._claim(container, relpath):
+            pending = self._pending_paths
+            if pending is not None and not pending.claim(container, relpath):
                 self.coalesced += 1
                 return True
             self._send("tasks.sync_path", [container, relpath])
@@ -268,18 +257,6 @@ class CeleryDispatcher:
     def owes_full_pass(self) -> bool:
         return bool(self._owed)
 
-    def _claim(self, container: str, relpath: str) -> bool:
-        """True if this submission must be sent (no fresh pending entry for the path)."""
-        assert self._redis is not None
-        key, fld, now = pending_key(self.queue), path_field(container, relpath), time.time()
-        if self._redis.hsetnx(key, fld, now):
-            return True
-        since = self._redis.hget(key, fld)
-        if since is None or now - float(since) > PENDING_STALE_SECONDS:
-            self._redis.hset(key, fld, now)
-            return True
-        return False
-
     def _send(self, name: str, args: list[Any]) -> None:
         self.app.send_task(name, args=args, queue=self.queue, retry=False)
 
@@ -305,12 +282,3 @@ class CeleryDispatcher:
                 self._owed.clear()
             log.warning("broker is back; full pass queued (%s)", reason)
             return
-
-
-def _pending_client(url: str | None) -> Any:
-    """A Redis client for the pending hash when the broker is Redis; None for RabbitMQ."""
-    if not url or not url.startswith(("redis://", "rediss://", "unix://")):
-        return None
-    import redis
-
-    return redis.Redis.from_url(url, socket_timeout=3, socket_connect_timeout=2)

@@ -14,8 +14,8 @@ dispatcher that keeps failing) it asks the dispatcher for a full pass instead of
 
 On Linux it uses inotify after checking the tree fits in the kernel's limits (see
 :mod:`~worker.live.inotify`), and falls back to polling (:mod:`~worker.live.poller`), with a
-message saying which sysctl to raise, when it does not; ``SYNC.polling`` (or ``polling=True``) asks for polling
-from the start (bind mounts, network filesystems, where inotify sees nothing).
+message saying which sysctl to raise, when it does not; ``SYNC.polling`` (or ``polling=True``)
+asks for polling from the start (bind mounts, network filesystems, where inotify sees nothing).
 """
 
 from __future__ import annotations
@@ -45,12 +45,12 @@ from watchdog.events import (
 )
 from watchdog.observers.api import BaseObserver
 
+from worker import metrics
 from worker.live import inotify
 from worker.live.debounce import Change, Debouncer
 from worker.live.handoff import HandOff, Key, PathDispatcher, WatcherStats
 from worker.live.poller import TreePoller
 from worker.mirror.ignore import SYNCIGNORE, IgnoreRules
-from worker.ops import metrics
 from worker.stores.modules.names import STORE_FILES
 
 if TYPE_CHECKING:

@@ -5,8 +5,8 @@ Nothing here touches the disk or the network, so every rule is tested with plain
 How a file is judged (no request per object, no re-reading of unchanged files):
 
 * its local MD5 is known without reading it when the index row still vouches for its stat
-  (:meth:`~worker.mirror.index.IndexEntry.vouches_for`); otherwise the planner asks the caller to hash
-  it (``to_hash``) -- but only when the answer matters: a key the store does not have is
+  (:meth:`~worker.mirror.index.IndexEntry.vouches_for`); otherwise the planner asks the caller
+  to hash it (``to_hash``) -- but only when the answer matters: a key the store does not have is
   uploaded without a hash first (the upload computes it while reading the file once);
 * the store's copy equals the file when the sizes match and either the listing's MD5 equals the
   file's, or the listing's ETag is the one our own upload of that very MD5 got (the index row);

@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import threading
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from worker.ops import metrics
+from worker import metrics
+from worker.ops.report import collect_status
 
 if TYPE_CHECKING:
     from worker.config import Settings
@@ -117,8 +120,6 @@ def _sample(registry: Any, name: str) -> float:
 def check_line(settings: Settings) -> tuple[bool, str]:
     """``status --check``: (healthy, one line).  The status store and broker answer, ``run``
     runs (embedded), and the local process's ``/healthz`` says ok when ``METRICS.port`` is set."""
-    from worker.coord.status import collect_status
-
     report = collect_status(settings, limit=0)
     fatal = [p for p in report.problems
              if p.startswith(("broker unreachable", "status store", "synchro-sync run is not"))]
@@ -130,9 +131,6 @@ def check_line(settings: Settings) -> tuple[bool, str]:
         return True, f"ok: {report.mode}, broker and status store answer"
     host = settings.METRICS.host
     host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
-    import urllib.error
-    import urllib.request
-
     try:
         with urllib.request.urlopen(f"http://{host}:{port}/healthz", timeout=5) as response:
             return True, response.read().decode(errors="replace").strip()

@@ -11,6 +11,7 @@ seconds (``<meta http-equiv="refresh">``): no script at all.
 
 from __future__ import annotations
 
+import contextlib
 import html
 import logging
 import threading
@@ -18,18 +19,60 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
-from worker.ops import metrics
+from worker import metrics
+from worker.coord.pending import list_pending
+from worker.coord.redis import is_redis_url
 from worker.ops.health import Health
+from worker.ops.report import StatusReport, ago, collect_status
 from worker.stores.modules.names import STORE_FILES, STORE_FILES_LABEL
 
 if TYPE_CHECKING:
     from worker.config import Settings
-    from worker.coord.status import StatusReport
 
 log = logging.getLogger("synchro_sync.web")
 
 #: Seconds between the page's own refreshes.
 PAGE_REFRESH = 5
+
+
+class LiveCollector:
+    """What a watching process knows at scrape time: events seen, coalesced (in the debounce
+    window, or by the broker's pending-path hash), dropped, and the paths waiting."""
+
+    def __init__(self, settings: Settings, watcher: Any, dispatcher: Any) -> None:
+        self.settings = settings
+        self.watcher = watcher
+        self.dispatcher = dispatcher
+
+    def pending(self) -> int:
+        count = len(self.watcher.pending()) if self.watcher is not None else 0
+        local = getattr(self.dispatcher, "pending", None)
+        if callable(local):
+            return count + len(local())
+        if self.settings.BROKER_URL and is_redis_url(self.settings.BROKER_URL):
+            # Broker away: /healthz says so; the gauge shows what is known.
+            with contextlib.suppress(Exception):
+                count += list_pending(self.settings.BROKER_URL, 0)[1]
+        return count
+
+    def collect(self) -> Any:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        coalesced, overflows = metrics.live_counts()
+        stats = getattr(self.watcher, "stats", None)
+        events = int(getattr(stats, "events", 0))
+        merged = coalesced + int(getattr(self.dispatcher, "coalesced", 0))
+        yield CounterMetricFamily(f"{metrics.PREFIX}_watcher_events", "Watcher events seen",
+                                  value=events)
+        yield CounterMetricFamily(f"{metrics.PREFIX}_watcher_events_coalesced",
+                                  "Watcher events merged into a path already waiting",
+                                  value=merged)
+        yield CounterMetricFamily(f"{metrics.PREFIX}_watcher_events_dropped",
+                                  "Watcher event queue overflows (events lost; a full pass "
+                                  "follows)", value=overflows)
+        yield GaugeMetricFamily(f"{metrics.PREFIX}_pending_paths",
+                                "Paths waiting to be synced (debounce window, queue)",
+                                value=self.pending())
 
 
 class _Server(ThreadingHTTPServer):
@@ -74,7 +117,7 @@ class _Handler(BaseHTTPRequestHandler):
         log.debug("%s %s", self.address_string(), format % args)
 
 
-_live: metrics.LiveCollector | None = None
+_live: LiveCollector | None = None
 
 
 def serve(settings: Settings, *, role: str, watcher: Any = None, dispatcher: Any = None,
@@ -94,7 +137,7 @@ def serve(settings: Settings, *, role: str, watcher: Any = None, dispatcher: Any
             registry.unregister(_live)
             _live = None
         if watcher is not None or dispatcher is not None:
-            _live = metrics.LiveCollector(settings, watcher, dispatcher)
+            _live = LiveCollector(settings, watcher, dispatcher)
             registry.register(_live)
     try:
         server = _Server((settings.METRICS.host, port), _Handler)
@@ -125,8 +168,6 @@ def serve(settings: Settings, *, role: str, watcher: Any = None, dispatcher: Any
 
 def page(settings: Settings, problem: str | None = None) -> str:
     """What ``status`` shows, as a page that refreshes itself; ``problem``: /healthz's."""
-    from worker.coord.status import collect_status
-
     try:
         report = collect_status(settings, limit=20)
     except Exception as exc:  # the page says what it can
@@ -135,12 +176,6 @@ def page(settings: Settings, problem: str | None = None) -> str:
     health = (f"<p class=bad>health: {html.escape(problem)}</p>" if problem
               else "<p class=ok>health: ok</p>")
     return _html(f"synchro-sync: {report.mode}", health + _body(report))
-
-
-def _ago(ts: Any) -> str:
-    from worker.coord.status import _ago as ago
-
-    return ago(ts)
 
 
 def _body(report: StatusReport) -> str:
@@ -167,14 +202,14 @@ def _body(report: StatusReport) -> str:
         for container, info in report.full_passes.items():
             bad = " class=bad" if info.get("failures") else ""
             shown = STORE_FILES_LABEL if container == STORE_FILES else container
-            out.append(f"<tr{bad}><td>{e(shown)}</td><td>{e(_ago(info.get('at')))}</td>"
+            out.append(f"<tr{bad}><td>{e(shown)}</td><td>{e(ago(info.get('at')))}</td>"
                        + "".join(f"<td>{e(str(info.get(c, '')))}</td>" for c in cols)
                        + "</tr>")
         out.append("</table>")
     snap = report.snapshot
     out.append("<h2>Last snapshot</h2>")
     if snap:
-        out.append(f"<p>{e(_ago(snap.get('at')))} <code>{e(str(snap.get('id', '')))}</code>: "
+        out.append(f"<p>{e(ago(snap.get('at')))} <code>{e(str(snap.get('id', '')))}</code>: "
                    f"{e(str(snap.get('sessions', '?')))} sessions, kept "
                    f"{e(str(snap.get('kept', '?')))} &rarr; {e(str(snap.get('dest', '')))}</p>")
     else:
@@ -184,7 +219,7 @@ def _body(report: StatusReport) -> str:
         out.append("<table><tr><th>when</th><th>task</th><th>where</th><th>error</th></tr>")
         for f in report.failures:
             where = "/".join(x for x in (f.get("container"), f.get("path")) if x)
-            out.append(f"<tr><td>{e(_ago(f.get('at')))}</td><td>{e(str(f.get('task')))}</td>"
+            out.append(f"<tr><td>{e(ago(f.get('at')))}</td><td>{e(str(f.get('task')))}</td>"
                        f"<td><code>{e(where)}</code></td><td>{e(str(f.get('error')))}</td></tr>")
         out.append("</table>")
     out.append(f"<p>retries: {report.retry_total}</p>")

@@ -29,15 +29,20 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
-    from celery import Celery
+import kombu
+from celery import Celery
+from kombu.transport import redis as kombu_redis
 
+from worker.config import load_settings
+from worker.coord.queues import SESSIONS_QUEUE
+from worker.coord.redis import is_redis_url
+from worker.queue import signals
+from worker.stores.sessions import unreachable_reason
+
+if TYPE_CHECKING:
     from worker.config import Settings
 
 log = logging.getLogger("synchro_sync.app")
-
-#: The shared queue: session work and anything that does not need this host's files.
-SESSIONS_QUEUE = "sessions"
 
 #: (soft, hard) time limits in seconds, per task.
 TIME_LIMITS: dict[str, tuple[float, float]] = {
@@ -54,14 +59,8 @@ BROKER_CONNECT_TIMEOUT = 3.0
 BROKER_SOCKET_TIMEOUT = 10.0
 
 
-def is_redis_url(url: str | None) -> bool:
-    return bool(url) and str(url).startswith(("redis://", "rediss://", "unix://"))
-
-
 def celery_config(settings: Settings) -> dict[str, Any]:
     """The Celery configuration for ``settings`` (pure; tested without a broker)."""
-    import kombu
-
     # kombu ships no type information; its entities are used as plain callables here.
     queue: Any = kombu.Queue  # type: ignore[attr-defined]
     exchange: Any = kombu.Exchange  # type: ignore[attr-defined]
@@ -82,8 +81,6 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "options": {"queue": SESSIONS_QUEUE, "expires": settings.SYNC.fullPassInterval},
         },
     }
-    from worker.stores.sessions import unreachable_reason
-
     if settings.BACKUP.interval > 0 and not unreachable_reason(settings):
         schedule["session-backup"] = {
             "task": "tasks.snapshot_sessions",
@@ -144,11 +141,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
 
 def create_app(settings: Settings | None = None) -> Celery:
     """A Celery app for ``settings`` (loaded from the environment and config file if None)."""
-    from celery import Celery
-
     if settings is None:
-        from worker.config import load_settings
-
         settings = load_settings()
     _guard_redis_restore()
     # Beat opens its schedule file in STATE_DIR before any signal would let us create it.
@@ -156,12 +149,7 @@ def create_app(settings: Settings | None = None) -> Celery:
     app = Celery("synchro_sync", set_as_current=True)
     app.config_from_object(celery_config(settings))
     app.synchro_settings = settings  # read by the tasks: settings are loaded once per process
-    from worker.queue import signals
-
-    signals.connect(app)
-    from worker.ops import metrics
-
-    metrics.connect_worker_signals()  # METRICS.port on a worker: its children's counters
+    signals.connect(app, settings)
     return app
 
 
@@ -187,10 +175,6 @@ def _guard_redis_restore() -> None:
     """
     global _guarded
     if _guarded:
-        return
-    try:
-        from kombu.transport import redis as kombu_redis
-    except ImportError:  # pragma: no cover - redis extra missing
         return
     original: Any = kombu_redis.QoS.restore_unacked
 

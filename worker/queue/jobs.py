@@ -10,15 +10,13 @@ Guards against double runs:
   host's files never run at once, the second waits and then re-checks;
 * a snapshot holds a cluster-wide lock (Redis when the broker is Redis, else the host-local
   lock): a second snapshot started meanwhile is skipped;
-* a scheduled run first claims its tick (:func:`claim_tick`), so that a schedule sent twice (two
-  beats, a restarted beat) runs once per interval.
+* a scheduled run first claims its tick (:func:`worker.coord.ticks.claim_tick`), so that a
+  schedule sent twice (two beats, a restarted beat) runs once per interval.
 """
 
 from __future__ import annotations
 
-import fcntl
 import logging
-import os
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -26,6 +24,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from worker import metrics
+from worker.backups.dest import open_destination
+from worker.backups.snapshots import EmptySource, prune_snapshots, take_snapshot
+from worker.coord.locks import cluster_lock, host_lock
 from worker.coord.status import (
     StatusStore,
     open_status_store,
@@ -33,15 +35,15 @@ from worker.coord.status import (
     record_retry,
     record_snapshot,
 )
-from worker.live.dispatch import REDIS_PREFIX
 from worker.mirror import pass_log
+from worker.mirror.passes import MirrorContext
 from worker.mirror.results import PassResult, PathResult
-from worker.ops import metrics
 from worker.retry import RETRY_COUNTER
+from worker.stores.sessions import open_session_store, unreachable_reason
+from worker.stores.sessions.base import skipped_summary
 
 if TYPE_CHECKING:
     from worker.config import Settings
-    from worker.mirror.passes import MirrorContext
 
 log = logging.getLogger("synchro_sync.jobs")
 
@@ -55,8 +57,6 @@ def mirror_context(settings: Settings) -> MirrorContext:
     global _ctx
     with _ctx_lock:
         if _ctx is None:
-            from worker.mirror.passes import MirrorContext
-
             _ctx = MirrorContext.from_settings(settings)
         return _ctx
 
@@ -172,7 +172,7 @@ def record_pass(
 ) -> None:
     """See :func:`worker.mirror.pass_log.record_pass` (into this process's status store)."""
     pass_log.record_pass(status_store(settings), result, reason, took, whole, say)
-    metrics.pass_done(result, took)
+    metrics.pass_done(pass_log.per_container(result), took)
 
 
 def snapshot_sessions(settings: Settings, scheduled: bool = False) -> dict[str, Any] | None:
@@ -181,11 +181,6 @@ def snapshot_sessions(settings: Settings, scheduled: bool = False) -> dict[str, 
     Returns what was done, or None when another snapshot holds the lock.  Pruning runs only
     after the new snapshot was written and verified (``take_snapshot`` raises otherwise).
     """
-    from worker.backups.dest import open_destination
-    from worker.backups.snapshots import EmptySource, prune_snapshots, take_snapshot
-    from worker.stores.sessions import open_session_store, unreachable_reason
-    from worker.stores.sessions.base import skipped_summary
-
     if why := unreachable_reason(settings):
         log.warning("snapshot not taken: %s", why)
         return None
@@ -227,93 +222,3 @@ def snapshot_sessions(settings: Settings, scheduled: bool = False) -> dict[str, 
     log.info("snapshot %s of %s sessions -> %s (pruned %s%s)", snap.id, snap.count, spec,
              len(pruned), skipped)
     return out
-
-
-# --- locks ----------------------------------------------------------------------------------
-
-
-@contextmanager
-def host_lock(settings: Settings, name: str, timeout: float) -> Iterator[bool]:
-    """An ``fcntl`` lock in ``STATE_DIR/locks``: held by one process of this host at a time.
-
-    Waits up to ``timeout`` seconds (0: do not wait) and yields whether it was taken; the kernel
-    releases it if the process dies, so a ``kill -9`` never leaves it stuck.
-    """
-    folder = Path(settings.STATE_DIR) / "locks"
-    folder.mkdir(parents=True, exist_ok=True)
-    fd = os.open(folder / f"{name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                got = True
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    got = False
-                    break
-                time.sleep(0.05)
-        if timeout > 0 and not got:
-            from worker.errors import SyncError
-
-            raise SyncError(f"lock {name} still held after {timeout:.0f}s")
-        yield got
-    finally:
-        os.close(fd)
-
-
-@contextmanager
-def cluster_lock(settings: Settings, name: str, ttl: float) -> Iterator[bool]:
-    """A lock every worker sees: Redis when the broker is Redis, else the host lock; no wait."""
-    from worker.queue.app import is_redis_url
-
-    if not is_redis_url(settings.BROKER_URL):
-        with host_lock(settings, name, timeout=0) as got:
-            yield got
-        return
-    import redis
-
-    assert settings.BROKER_URL is not None
-    client = redis.Redis.from_url(settings.BROKER_URL, socket_timeout=5, socket_connect_timeout=3)
-    lock = client.lock(f"{REDIS_PREFIX}lock:{name}", timeout=ttl, blocking_timeout=0)
-    got = bool(lock.acquire(blocking=False))
-    try:
-        yield got
-    finally:
-        if got:
-            try:
-                lock.release()
-            except Exception as exc:  # expired meanwhile: the TTL was the safety net
-                log.warning("lock %s: %s", name, exc)
-        client.close()
-
-
-def claim_tick(settings: Settings, name: str, interval: float) -> bool:
-    """True for the first scheduled run of ``name`` in (about) half an interval; else False."""
-    from worker.queue.app import is_redis_url
-
-    window_ms = max(1, int(interval * 500))
-    if is_redis_url(settings.BROKER_URL):
-        import redis
-
-        assert settings.BROKER_URL is not None
-        client = redis.Redis.from_url(
-            settings.BROKER_URL, socket_timeout=5, socket_connect_timeout=3
-        )
-        try:
-            return bool(client.set(f"{REDIS_PREFIX}tick:{name}", str(time.time()),
-                                   nx=True, px=window_ms))
-        finally:
-            client.close()
-    stamp = Path(settings.STATE_DIR) / "locks" / f"tick-{name}"
-    with host_lock(settings, f"tick-{name}", timeout=5.0):
-        try:
-            last = float(stamp.read_text())
-        except (OSError, ValueError):
-            last = 0.0
-        now = time.time()
-        if now - last < window_ms / 1000:
-            return False
-        stamp.write_text(str(now))
-        return True

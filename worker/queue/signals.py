@@ -14,86 +14,102 @@ import signal
 import threading
 from typing import TYPE_CHECKING, Any
 
-from worker.live.dispatch import REDIS_PREFIX
+import redis
+from celery import signals
+from celery.beat import PersistentScheduler
+
+from worker.coord import redis as shared
+from worker.coord.status import record_failure, record_retry
+from worker.ops import exporter
+from worker.queue import jobs
 
 if TYPE_CHECKING:
     from celery import Celery
 
+    from worker.config import Settings
+
 log = logging.getLogger("synchro_sync.worker")
 
-BEAT_LOCK = f"{REDIS_PREFIX}lock:beat"
+BEAT_LOCK = shared.key("lock", "beat")
 #: The beat lock lives this long unless renewed (every third of it) by its holder.
 BEAT_LOCK_TTL = 30.0
 
 
-def connect(app: Celery) -> None:
-    from celery import signals
+def connect(app: Celery, settings: Settings) -> None:
+    """Connect this app's handlers (each checks that the signal is about this app)."""
 
     def on_worker_ready(sender: Any = None, **_: Any) -> None:
         if getattr(sender, "app", None) is not app:
             return
-        _startup_full_pass(app, sender)
+        _startup_full_pass(app, settings)
 
     def on_task_failure(
         sender: Any = None, exception: BaseException | None = None, args: Any = None, **_: Any
     ) -> None:
         if getattr(sender, "app", None) is not app:
             return
-        _record(app, "failures", sender.name, exception, args)
+        _record(settings, "failures", sender.name, exception, args)
 
     def on_task_retry(
         sender: Any = None, request: Any = None, reason: Any = None, **_: Any
     ) -> None:
         if getattr(sender, "app", None) is not app:
             return
-        _record(app, "retries", sender.name, reason, getattr(request, "args", None))
+        _record(settings, "retries", sender.name, reason, getattr(request, "args", None))
 
     def on_process_shutdown(**_: Any) -> None:
-        from worker.queue import jobs
-
         jobs.close_context()
+
+    def on_worker_init(sender: Any = None, **_: Any) -> None:
+        # METRICS.port on a worker: its children's counters, served by the main process.
+        mine: Any = getattr(sender, "app", None)
+        if mine is not app:
+            return
+        try:
+            files = settings.host_queue() in mine.amqp.queues.consume_from
+        except Exception:  # the queues Celery keeps are its own business: assume the files
+            files = True
+        exporter.worker_init(settings, files)
+
+    def on_child_exit(pid: int | None = None, **_: Any) -> None:
+        if pid is not None:
+            exporter.worker_process_exit(pid)
 
     signals.worker_ready.connect(on_worker_ready, weak=False)
     signals.task_failure.connect(on_task_failure, weak=False)
     signals.task_retry.connect(on_task_retry, weak=False)
     signals.worker_process_shutdown.connect(on_process_shutdown, weak=False)
+    signals.worker_init.connect(on_worker_init, weak=False)
+    signals.worker_process_shutdown.connect(on_child_exit, weak=False)
+    signals.worker_shutdown.connect(lambda **_: exporter.worker_shutdown(), weak=False)
 
 
-def _startup_full_pass(app: Celery, consumer: Any) -> None:
+def _startup_full_pass(app: Celery, settings: Settings) -> None:
     """A worker that (re)starts asks for a full pass of its host: work a killed worker held
     is redone now rather than after the broker's visibility timeout."""
-    from worker.queue.app import is_redis_url, settings_of
-
-    settings = settings_of(app)
     queue = settings.host_queue()
     if not settings.BROKER_URL:
         return
     consumed = set(getattr(app.amqp.queues, "consume_from", None) or app.amqp.queues)
     if queue not in consumed:
         return
-    if is_redis_url(settings.BROKER_URL):
-        import redis
-
-        client = redis.Redis.from_url(str(settings.BROKER_URL), socket_timeout=5)
+    if shared.is_redis_url(settings.BROKER_URL):
+        client = shared.client(str(settings.BROKER_URL))
         # Several workers starting together ask once.
-        if not client.set(f"{REDIS_PREFIX}startpass:{queue}", "1", nx=True, px=1500):
+        if not client.set(shared.key("startpass", queue), "1", nx=True, px=1500):
             return
     app.send_task("tasks.full_pass", args=[None, "worker started"], queue=queue)
     log.info("queue=%s worker started: full pass requested", queue)
 
 
-def _record(app: Celery, kind: str, task: str, error: Any, args: Any) -> None:
-    from worker.coord.status import record_failure, record_retry
-    from worker.queue import jobs
-    from worker.queue.app import settings_of
-
+def _record(settings: Settings, kind: str, task: str, error: Any, args: Any) -> None:
     container = path = None
     if isinstance(args, list | tuple) and task == "tasks.sync_path" and len(args) >= 2:
         container, path = str(args[0]), str(args[1])
     if kind == "failures":
         log.error("container=%s path=%s %s failed: %s", container, path, task, error)
     try:
-        store = jobs.status_store(settings_of(app))
+        store = jobs.status_store(settings)
         if kind == "failures":
             record_failure(store, task, f"{error!s}", container, path)
         else:
@@ -102,23 +118,16 @@ def _record(app: Celery, kind: str, task: str, error: Any, args: Any) -> None:
         log.warning("could not record %s: %s", kind, exc)
 
 
-def hold_beat_lock(app: Celery) -> None:
+def hold_beat_lock(settings: Settings) -> None:
     """Block until this beat holds the cluster's beat lock, then keep renewing it.
 
     A second beat started by mistake waits here as a standby and takes over if the first one
     dies (its lock expires after :data:`BEAT_LOCK_TTL`).  Without a Redis broker the embedded
     runner is the only scheduler and nothing is needed.
     """
-    from worker.queue.app import is_redis_url, settings_of
-
-    settings = settings_of(app)
-    if not is_redis_url(settings.BROKER_URL):
+    if not shared.is_redis_url(settings.BROKER_URL):
         return
-    import redis
-
-    client = redis.Redis.from_url(
-        str(settings.BROKER_URL), socket_timeout=5, socket_connect_timeout=3
-    )
+    client = shared.client(str(settings.BROKER_URL))
     lock = client.lock(BEAT_LOCK, timeout=BEAT_LOCK_TTL, thread_local=False)
     if not lock.acquire(blocking=False):
         log.warning("another beat holds %s; waiting as a standby", BEAT_LOCK)
@@ -149,13 +158,7 @@ def hold_beat_lock(app: Celery) -> None:
     threading.Thread(target=renew, name="synchro-sync-beat-lock", daemon=True).start()
 
 
-def _scheduler_base() -> Any:
-    from celery.beat import PersistentScheduler
-
-    return PersistentScheduler
-
-
-class LockedScheduler(_scheduler_base()):  # type: ignore[misc]
+class LockedScheduler(PersistentScheduler):  # type: ignore[misc]
     """Celery's persistent scheduler, opened only once this beat holds the beat lock.
 
     Taking the lock before the schedule file is opened matters: a standby beat on the same
@@ -163,5 +166,5 @@ class LockedScheduler(_scheduler_base()):  # type: ignore[misc]
     """
 
     def setup_schedule(self) -> None:
-        hold_beat_lock(self.app)
+        hold_beat_lock(self.app.synchro_settings)
         super().setup_schedule()

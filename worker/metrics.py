@@ -2,14 +2,9 @@
 
 Off unless ``METRICS.port`` is set: until :func:`enable` runs every hook below returns at once,
 so a process without metrics pays one global lookup per hook and never imports
-``prometheus_client``.  ``run`` and ``watch`` serve these (and their live figures: watcher
-events, pending paths) on ``METRICS.port`` (:mod:`worker.ops.web`).
-
-Celery workers use prometheus-client's multiprocess mode: the worker's main process points
-``PROMETHEUS_MULTIPROC_DIR`` at a fresh folder in ``STATE_DIR`` before its pool forks, each
-child writes its counters there (memory-mapped files, no locks between processes), and the main
-process serves their sum on ``METRICS.port``.  This fits prefork best: a child may be replaced
-at any time, and a push gateway or a per-child port would lose or scatter its counts.
+``prometheus_client`` (a tenth of a second of start-up saved for every CLI command).  ``run``
+and ``watch`` serve these, with their live figures, on ``METRICS.port``; Celery workers serve
+the sum of their children's (:mod:`worker.ops.exporter`, :mod:`worker.ops.web`).
 
 Labels are container names and fixed kinds only: no path, URL, or error text (which may hold a
 secret) is ever a label.
@@ -17,14 +12,13 @@ secret) is ever a label.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
-import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from worker.stores.modules.names import STORE_FILES
 
 if TYPE_CHECKING:
     from worker.config import Settings
@@ -133,8 +127,6 @@ def path_synced(settings: Settings, result: Any) -> None:
 
 
 def _since_saved(settings: Settings, container: str, key: str) -> float:
-    from worker.mirror.localtree import STORE_FILES
-
     root = Path(settings.APP_ROOT_PATH)
     path = root / key if container == STORE_FILES else root / container / key
     try:
@@ -143,15 +135,13 @@ def _since_saved(settings: Settings, container: str, key: str) -> float:
         return 0.0
 
 
-def pass_done(result: Any, took: float) -> None:
-    """A full pass's :class:`~worker.mirror.results.PassResult`, counted per container."""
+def pass_done(per_container: dict[str, dict[str, Any]], took: float) -> None:
+    """A full pass's figures, per container (:func:`worker.mirror.pass_log.per_container`)."""
     m = _M
-    if m is None or result is None:
+    if m is None:
         return
-    from worker.mirror.pass_log import per_container
-
     now = time.time()
-    for container, info in per_container(result).items():
+    for container, info in per_container.items():
         m.passes.labels(container).inc()
         m.pass_seconds.labels(container).observe(took)
         m.pass_last.labels(container).set(now)
@@ -207,6 +197,12 @@ def store_failing() -> tuple[float, str]:
     return time.time() - m.failing_since, m.failing_what
 
 
+def live_counts() -> tuple[int, int]:
+    """(events coalesced, event-queue overflows) counted in this process so far."""
+    m = _M
+    return (m.coalesced, m.overflows) if m is not None else (0, 0)
+
+
 def coalesced() -> None:
     """A watcher event merged into a path already waiting (its debounce window)."""
     if (m := _M) is not None:
@@ -219,91 +215,6 @@ def overflowed() -> None:
         m.overflows += 1
 
 
-class LiveCollector:
-    """What a watching process knows at scrape time: events seen, coalesced (in the debounce
-    window, or by the broker's pending-path hash), dropped, and the paths waiting."""
-
-    def __init__(self, settings: Settings, watcher: Any, dispatcher: Any) -> None:
-        self.settings = settings
-        self.watcher = watcher
-        self.dispatcher = dispatcher
-
-    def pending(self) -> int:
-        count = len(self.watcher.pending()) if self.watcher is not None else 0
-        local = getattr(self.dispatcher, "pending", None)
-        if callable(local):
-            return count + len(local())
-        if self.settings.BROKER_URL and self.settings.BROKER_URL.startswith(("redis", "unix")):
-            from worker.coord.status import _redis_pending
-
-            # Broker away: /healthz says so; the gauge shows what is known.
-            with contextlib.suppress(Exception):
-                count += _redis_pending(self.settings.BROKER_URL, 0)[1]
-        return count
-
-    def collect(self) -> Any:
-        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-
-        m = _M
-        stats = getattr(self.watcher, "stats", None)
-        events = int(getattr(stats, "events", 0))
-        merged = (m.coalesced if m else 0) + int(getattr(self.dispatcher, "coalesced", 0))
-        yield CounterMetricFamily(f"{PREFIX}_watcher_events", "Watcher events seen",
-                                  value=events)
-        yield CounterMetricFamily(f"{PREFIX}_watcher_events_coalesced",
-                                  "Watcher events merged into a path already waiting",
-                                  value=merged)
-        yield CounterMetricFamily(f"{PREFIX}_watcher_events_dropped",
-                                  "Watcher event queue overflows (events lost; a full pass "
-                                  "follows)", value=m.overflows if m else 0)
-        yield GaugeMetricFamily(f"{PREFIX}_pending_paths",
-                                "Paths waiting to be synced (debounce window, queue)",
-                                value=self.pending())
-
-
-# --- Celery workers: multiprocess mode ------------------------------------------------------
-
-_mp_dir: str | None = None
-
-
-def worker_init(settings: Settings, files: bool = True) -> None:
-    """In a worker's main process, before the pool forks: counters of every child go to one
-    folder, served from here."""
-    global _mp_dir
-    if settings.METRICS.port is None or _M is not None:
-        return
-    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        state = Path(settings.STATE_DIR)
-        state.mkdir(parents=True, exist_ok=True)
-        _forget_dead_workers(state)
-        _mp_dir = tempfile.mkdtemp(prefix=f"metrics-{os.getpid()}-", dir=state)
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = _mp_dir
-    # prometheus-client picks its value class when first imported, which a Celery command
-    # plugin (Flower's) may have done already: pick again, before our first metric is made.
-    from prometheus_client import values
-
-    values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
-    enable()
-    from prometheus_client import CollectorRegistry
-    from prometheus_client.multiprocess import MultiProcessCollector
-
-    registry = CollectorRegistry()
-    MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-    from worker.ops.web import serve
-
-    # A worker of the shared queue alone (-Q sessions) needs no module files.
-    serve(settings, registry=registry, role="worker" if files else "worker-sessions")
-
-
-def _forget_dead_workers(state: Path) -> None:
-    """Remove the folders of workers that ended without cleaning up (``kill -9``)."""
-    for folder in state.glob("metrics-*-*"):
-        pid = folder.name.split("-")[1]
-        if not pid.isdigit() or pid_alive(int(pid)):
-            continue
-        shutil.rmtree(folder, ignore_errors=True)
-
-
 def pid_alive(pid: int) -> bool:
     """Whether a process of this pid exists (it may be another user's)."""
     try:
@@ -313,42 +224,3 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def worker_process_exit(pid: int) -> None:
-    if _mp_dir is not None or os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        from prometheus_client import multiprocess
-
-        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
-
-
-def worker_shutdown() -> None:
-    if _mp_dir is not None:
-        shutil.rmtree(_mp_dir, ignore_errors=True)
-
-
-def connect_worker_signals() -> None:
-    """Hook the multiprocess setup into Celery's worker signals (called by create_app)."""
-    from celery import signals
-
-    def on_init(sender: Any = None, **_: Any) -> None:
-        from worker.queue.app import settings_of
-
-        app = getattr(sender, "app", None)
-        if app is not None:
-            settings = settings_of(app)
-            try:
-                files = settings.host_queue() in app.amqp.queues.consume_from
-            except Exception:  # the queues Celery keeps are its own business: assume the files
-                files = True
-            worker_init(settings, files)
-
-    def on_child_exit(pid: int | None = None, **_: Any) -> None:
-        if pid is not None:
-            worker_process_exit(pid)
-
-    signals.worker_init.connect(on_init, weak=False, dispatch_uid="synchro-metrics-init")
-    signals.worker_process_shutdown.connect(on_child_exit, weak=False,
-                                            dispatch_uid="synchro-metrics-child")
-    signals.worker_shutdown.connect(lambda **_: worker_shutdown(), weak=False,
-                                    dispatch_uid="synchro-metrics-shutdown")
