@@ -27,11 +27,13 @@ REPO = Path(__file__).resolve().parents[1]
 NODE_DIR = REPO / "tests" / "node"
 NODE_MODULES = REPO / ".test-servers" / "node" / "node_modules"
 
+pytestmark = pytest.mark.node
+
 
 def node(script: str, *args: str, stdin: str | None = None) -> Any:
     """Run a Node script of tests/node with the server's client libraries; its JSON output."""
     exe = shutil.which("node")
-    assert exe, "node is not installed (Node 20: see TESTING.md)"
+    assert exe, "node is not installed (Node 20: see docs/testing.md)"
     assert (NODE_MODULES / "redis").is_dir(), (
         f"{NODE_MODULES} has no redis client: run scripts/install-test-servers"
     )

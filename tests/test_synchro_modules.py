@@ -26,10 +26,13 @@ NODE_MODULES = REPO / ".test-servers" / "node" / "node_modules"
 READER = REPO / "tests" / "node" / "synchro_modules.js"
 APPS_JSON = '{"hello": "hello-app", "ünïcode": "ok"}\n'
 
-pytestmark = pytest.mark.skipif(
-    not (NODE_MODULES / "pkgcloud").is_dir() or shutil.which("node") is None,
-    reason="scripts/install-test-servers installs node's pkgcloud",
-)
+pytestmark = [
+    pytest.mark.node,
+    pytest.mark.skipif(
+        not (NODE_MODULES / "pkgcloud").is_dir() or shutil.which("node") is None,
+        reason="scripts/install-test-servers installs node's pkgcloud",
+    ),
+]
 
 
 def _md5(data: bytes) -> str:

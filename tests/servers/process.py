@@ -22,6 +22,35 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 TEST_SERVERS = REPO / ".test-servers"
 
+#: The node id of the ``unit`` test running now (set by tests/conftest.py), else None: a
+#: unit test starts no server, so :meth:`ServerProcess.start` refuses to.
+UNIT_TEST: str | None = None
+
+
+def wait_for(predicate: Callable[[], object], timeout: float, what: str,
+             interval: float = 0.02, details: Callable[[], str] | None = None) -> float:
+    """Poll ``predicate`` until it returns something true; the seconds that took.  Fails the
+    test after ``timeout`` seconds with ``what`` (what was awaited) and ``details()`` (a log's
+    tail, the last state seen)."""
+    started = time.monotonic()
+    deadline = started + timeout
+    while True:
+        if predicate():
+            return time.monotonic() - started
+        if time.monotonic() >= deadline:
+            extra = f"\n{details()}" if details is not None else ""
+            raise AssertionError(f"not within {timeout}s: {what}{extra}")
+        time.sleep(interval)
+
+
+def clean_environ(**extra: str) -> dict[str, str]:
+    """This process's environment without any ``SYNCHRO*`` variable (the caller's settings,
+    ``SYNCHRO_CONFIG`` included), plus ``extra``: for a subprocess that must see only the
+    settings its test gives it (the ``clean_env`` fixture does the same in-process)."""
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("SYNCHRO")}
+    env.update(extra)
+    return env
+
 
 def free_port() -> int:
     for _ in range(50):
@@ -56,6 +85,11 @@ class ServerProcess:
         return self.workdir / f"{self.name}.log"
 
     def start(self, timeout: float = 30.0) -> ServerProcess:
+        if UNIT_TEST is not None:
+            raise RuntimeError(
+                f"{UNIT_TEST} is marked unit but starts {self.name}: name the fixture or "
+                "parameter that starts it in tests/conftest.py (SERVER_FIXTURES, SERVER_PARAMS)"
+            )
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 list(self.argv),
