@@ -1,0 +1,70 @@
+"""One retry policy per kind (worker.retry): the Celery tasks and the embedded queue use the same
+outage policy; the store policy retries transient errors only."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from celery.utils.time import get_exponential_backoff_interval
+
+from worker.errors import AccessDenied, TransientStoreError
+from worker.live.embedded import RetryLater
+from worker.retry import OUTAGE_RETRY, STORE_RETRY, OutagePolicy, RetryPolicy
+
+
+def test_every_celery_task_that_touches_a_store_takes_the_outage_policy() -> None:
+    import tasks
+
+    expected = OUTAGE_RETRY.celery_options()
+    for task in (tasks.sync_path, tasks.full_pass, tasks.snapshot_sessions):
+        assert task.autoretry_for == expected["autoretry_for"], task.name
+        assert task.retry_backoff == OUTAGE_RETRY.first_delay, task.name
+        assert task.retry_backoff_max == OUTAGE_RETRY.max_delay, task.name
+        assert task.retry_jitter is OUTAGE_RETRY.jitter, task.name
+        assert task.max_retries == OUTAGE_RETRY.attempts, task.name
+
+
+def test_the_embedded_queue_retries_under_the_same_policy() -> None:
+    assert RetryLater.policy is OUTAGE_RETRY
+
+
+@pytest.mark.parametrize("attempt", range(1, 10))
+def test_celery_countdowns_and_ours_have_the_same_bound(attempt: int) -> None:
+    """Celery counts retries from 0; our attempts from 1: the same nominal countdown."""
+    policy = OUTAGE_RETRY
+    celery_nominal = get_exponential_backoff_interval(
+        policy.first_delay, attempt - 1, policy.max_delay, full_jitter=False
+    )
+    assert policy.nominal(attempt) == celery_nominal
+    random.seed(attempt)
+    draws = [policy.delay(attempt) for _ in range(50)]
+    assert all(0 <= d <= celery_nominal for d in draws)
+    assert len(set(draws)) > 1  # jittered: the countdowns of one outage spread out
+
+
+def test_without_jitter_the_countdown_doubles_to_its_cap() -> None:
+    policy = OutagePolicy(attempts=5, first_delay=2, max_delay=10, jitter=False)
+    assert [policy.delay(n) for n in range(1, 6)] == [2.0, 4.0, 8.0, 10.0, 10.0]
+
+
+def test_the_store_policy_retries_transient_errors_and_not_others() -> None:
+    calls: list[str] = []
+
+    def flaky() -> str:
+        calls.append("x")
+        if len(calls) < 3:
+            raise TransientStoreError("try again")
+        return "ok"
+
+    fast = RetryPolicy(attempts=5, max_seconds=5, initial=0.001, max_wait=0.002)
+    assert fast.call(flaky) == "ok" and len(calls) == 3
+
+    def broken() -> None:
+        calls.append("p")
+        raise AccessDenied("no such bucket")
+
+    with pytest.raises(AccessDenied):
+        fast.call(broken)
+    assert calls.count("p") == 1
+    assert STORE_RETRY.attempts >= 2
