@@ -16,21 +16,15 @@ from worker.coord.pending import PendingPaths
 from worker.coord.queues import SESSIONS_QUEUE
 from worker.coord.redis import is_redis_url
 from worker.coord.ticks import claim_tick
-from worker.errors import TransientStoreError
 from worker.queue import jobs
 from worker.queue.app import settings_of
+from worker.retry import OUTAGE_RETRY
 
 log = logging.getLogger("synchro_sync.tasks")
 
-# Celery-level retry is for outages longer than the store retry policy rides out; countdowns
-# stay well below the broker's visibility timeout.
-_OUTAGE_RETRY: dict[str, Any] = {
-    "autoretry_for": (TransientStoreError,),
-    "retry_backoff": 5,
-    "retry_backoff_max": 300,
-    "retry_jitter": True,
-    "max_retries": 8,
-}
+# Celery-level retry is for outages longer than the store retry policy rides out (one policy
+# for both, worker.retry); countdowns stay well below the broker's visibility timeout.
+_OUTAGE_RETRY = OUTAGE_RETRY.celery_options()
 
 
 @shared_task(name="tasks.sync_path", bind=True, **_OUTAGE_RETRY)  # type: ignore[untyped-decorator]

@@ -1,13 +1,20 @@
-"""The tenacity retry policies, defined once and applied at the store boundary.
+"""The retry policies, one per kind, defined here once.
 
-Only :class:`~worker.errors.TransientStoreError` is retried.  Every retry is logged with the
-store, container and key it concerns.  SDK-level retries are turned down in each provider so
-the layers do not multiply.
+* :data:`STORE_RETRY` (a :class:`RetryPolicy`, tenacity): every call to a store, retried in
+  place for up to a minute.  Only :class:`~worker.errors.TransientStoreError` is retried; every
+  retry is logged with the store, container and key it concerns.  SDK-level retries are turned
+  down in each provider so the layers do not multiply.
+* :data:`OUTAGE_RETRY` (an :class:`OutagePolicy`): a whole task whose store stayed away longer
+  than that is run again later, with an exponential, jittered countdown.  The Celery tasks take
+  it as their ``autoretry`` options (:meth:`OutagePolicy.celery_options`); the embedded queue of
+  ``synchro-sync run`` resubmits a path after :meth:`OutagePolicy.delay`.  After the last
+  attempt the next full pass finds what is left.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -98,7 +105,38 @@ class _RetryCounter:
 
 RETRY_COUNTER = _RetryCounter()
 
+@dataclass(frozen=True)
+class OutagePolicy:
+    """A task run again after an outage: ``first_delay`` seconds doubling up to ``max_delay``
+    (whole seconds, as Celery counts them), at most ``attempts`` times; with ``jitter`` each
+    countdown is drawn from [0, nominal] (as Celery's ``retry_jitter`` does) so that many
+    retries after one outage spread out."""
+
+    attempts: int = 8
+    first_delay: int = 2
+    max_delay: int = 120
+    jitter: bool = True
+
+    def nominal(self, attempt: int) -> float:
+        """The countdown before retry number ``attempt`` (1-based), before jitter."""
+        return float(min(self.first_delay * 2 ** (max(attempt, 1) - 1), self.max_delay))
+
+    def delay(self, attempt: int) -> float:
+        nominal = self.nominal(attempt)
+        return random.uniform(0, nominal) if self.jitter else nominal
+
+    def celery_options(self) -> dict[str, Any]:
+        """The same policy as Celery task options (``autoretry_for`` and its backoff)."""
+        return {
+            "autoretry_for": (TransientStoreError,),
+            "retry_backoff": self.first_delay,
+            "retry_backoff_max": self.max_delay,
+            "retry_jitter": self.jitter,
+            "max_retries": self.attempts,
+        }
+
+
 #: Network calls to stores (module stores, Redis session stores).
 STORE_RETRY = RetryPolicy()
-#: Long operations (a whole snapshot batch) that may ride out a short outage.
-OUTAGE_RETRY = RetryPolicy(attempts=10, max_seconds=120.0, initial=0.2, max_wait=10.0)
+#: A task (a path, a pass, a snapshot) whose store stayed away longer than STORE_RETRY rides out.
+OUTAGE_RETRY = OutagePolicy()

@@ -11,6 +11,8 @@ from collections.abc import Callable
 from contextlib import suppress
 from typing import TYPE_CHECKING
 
+from worker.retry import OUTAGE_RETRY
+
 if TYPE_CHECKING:
     from worker.config import Settings
     from worker.live.dispatch import LocalDispatcher
@@ -80,13 +82,12 @@ class Timers:
 
 
 class RetryLater:
-    """The embedded counterpart of the tasks' Celery retry: a path whose sync failed with a
-    transient store error is submitted again after a backoff (2 s, doubling up to 60 s, at most
-    8 times; after that the next full pass finds it).  Every failure goes to ``status``."""
+    """The embedded counterpart of the tasks' Celery retry, under the same policy
+    (:data:`worker.retry.OUTAGE_RETRY`): a path whose sync failed with a transient store error
+    is submitted again after its countdown; after the last attempt the next full pass finds it.
+    Every failure goes to ``status``."""
 
-    attempts_max = 8
-    first_delay = 2.0
-    max_delay = 60.0
+    policy = OUTAGE_RETRY
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -103,7 +104,7 @@ class RetryLater:
         with self._lock:
             attempt = self._attempts.get(key, 0) + 1
             self._attempts[key] = attempt
-        again = isinstance(exc, TransientStoreError) and attempt <= self.attempts_max
+        again = isinstance(exc, TransientStoreError) and attempt <= self.policy.attempts
         try:
             store = jobs.status_store(self.settings)
             record_failure(store, "sync_path", str(exc), container, relpath)
@@ -112,8 +113,8 @@ class RetryLater:
         except OSError as err:
             log.warning("status not written: %s", err)
         if again and self.submit is not None:
-            delay = min(self.first_delay * 2 ** (attempt - 1), self.max_delay)
-            log.warning("container=%s path=%s retry %d in %.0fs", container, relpath, attempt,
+            delay = self.policy.delay(attempt)
+            log.warning("container=%s path=%s retry %d in %.1fs", container, relpath, attempt,
                         delay)
             timer = threading.Timer(delay, self.submit, args=(container, relpath))
             timer.daemon = True
