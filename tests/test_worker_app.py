@@ -7,12 +7,11 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from typing import Any
 
 from tests.servers.celery_worker import SyncWorld
-from tests.servers.process import REPO, ServerProcess
+from tests.servers.process import REPO, ServerProcess, wait_for
 from tests.servers.redis_server import RedisServer
 from worker.config import load_settings
 
@@ -128,10 +127,10 @@ def test_celery_beat_command_runs_as_it_is(
     world.procs.append(beat)
     world.base.joinpath("logs").mkdir(exist_ok=True)
     world.restart(beat)
-    deadline = time.monotonic() + 10  # the file is opened right after the lock is taken
-    while not any(p.name.startswith("celerybeat-schedule") for p in world.state.iterdir()):
-        assert time.monotonic() < deadline, beat.tail()
-        time.sleep(0.05)
+    wait_for(  # the file is opened right after the lock is taken
+        lambda: any(p.name.startswith("celerybeat-schedule") for p in world.state.iterdir()),
+        10, "celerybeat-schedule in STATE_DIR", details=beat.tail,
+    )
 
 
 def test_worker_command_passes_options_to_celery(
@@ -152,5 +151,6 @@ def test_worker_command_passes_options_to_celery(
     world.restart(proc)
     log = proc.log_path.read_text()
     assert ".> sessions" in log and f".> {world.host_queue}" not in log
-    # Not consuming the host queue, it does not ask for a start-up pass of files it lacks.
+    # Not consuming the host queue, it does not ask for a start-up pass of files it lacks
+    # (the request is made by a worker_ready handler, which Celery runs before "ready.").
     assert "worker started: full pass requested" not in log
