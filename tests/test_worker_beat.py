@@ -3,12 +3,21 @@ beat processes; prune to BACKUP.keep; a restore gives back the sessions; a secon
 
 from __future__ import annotations
 
-import time
+import re
 from collections.abc import Callable
 from pathlib import Path
 
 from tests.servers.celery_worker import SyncWorld
+from tests.servers.process import wait_for
 from tests.servers.redis_server import RedisServer
+
+#: What beat logs for each backup it sends, and the worker for each it has finished.
+SENT = "Sending due task session-backup (tasks.snapshot_sessions)"
+DONE = re.compile(r"Task tasks\.snapshot_sessions\[[-0-9a-f]+\] succeeded in ")
+
+
+def _done(path: Path) -> int:
+    return len(DONE.findall(path.read_text(errors="replace")))
 
 
 def _count(path: Path, needle: str) -> int:
@@ -46,20 +55,22 @@ def test_scheduled_backup_runs_prunes_and_restores(
     worker = world.start_worker("w1", concurrency=1)
     beat = world.start_beat("beat1")
     standby = world.start_beat("beat2", ready="waiting as a standby")
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and _count(worker.log_path, "snapshot 2") < 5:
-        time.sleep(0.2)
-    # One scheduler: the standby has sent nothing so far.
+    # "snapshot <id> of N sessions", ids are dates
+    wait_for(lambda: _count(worker.log_path, "snapshot 2") >= 5, 30, "5 scheduled snapshots",
+             details=world.logs)
+    # One scheduler: the standby has sent nothing while the other sent those five.
     assert "beat lock taken" not in standby.tail(200)
     assert "Sending due task" not in standby.tail(200)
     beat.stop()  # an orderly stop hands the lock over at once
-    deadline = time.monotonic() + 5
-    while "beat lock taken" not in standby.tail(200):
-        assert time.monotonic() < deadline, standby.tail()
-        time.sleep(0.1)
+    wait_for(lambda: "beat lock taken" in standby.tail(200), 5, "the standby takes the lock",
+             details=standby.tail)
     standby.stop()
-    time.sleep(1.5)  # the last one sent finishes
-    taken = _count(worker.log_path, "snapshot 2")  # "snapshot <id> of N sessions", ids are dates
+    # Every backup either beat sent has finished (and pruned) before the folder is read.
+    sent = _count(beat.log_path, SENT) + _count(standby.log_path, SENT)
+    wait_for(lambda: _done(worker.log_path) >= sent, 30,
+             f"the worker finishes the {sent} backups sent", details=world.logs)
+    assert _done(worker.log_path) == sent, worker.tail()  # none failed, none twice
+    taken = _count(worker.log_path, "snapshot 2")
     assert taken >= 5, worker.tail()
 
     snaps = list_snapshots(open_destination(str(world.base / dest)))
@@ -90,10 +101,7 @@ def test_scheduled_full_pass_reaches_the_host_queue(
     (world.mirror / "app1" / "a.txt").write_text("tampered")
     world.wait_equal(20)  # interval 1 s + the fan-out's 2 s broadcast + the pass, under load
     # The pass logs its summary after its last write: the store can be equal a moment earlier.
-    deadline = time.monotonic() + 10
+    wait_for(lambda: "full pass (scheduled) done" in worker.log_path.read_text(), 10,
+             "the scheduled pass's summary", details=worker.tail)
     log = worker.log_path.read_text()
-    while "full pass (scheduled) done" not in log and time.monotonic() < deadline:
-        time.sleep(0.05)
-        log = worker.log_path.read_text()
     assert f"queue={world.host_queue} scheduled full pass sent" in log
-    assert "full pass (scheduled) done" in log
