@@ -18,7 +18,9 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
+from worker.config import load_settings
 from worker.errors import NotFound, StoreError, UsageError
+from worker.stores.modules import open_module_store
 
 if TYPE_CHECKING:
     from worker.config import Settings
@@ -76,11 +78,7 @@ def open_destination(spec: str, settings: Settings | None = None) -> SnapshotDes
         if not container:
             raise UsageError(f"destination {spec!r}: modulestore: needs a container name")
         if settings is None:
-            from worker.config import load_settings
-
             settings = load_settings()
-        from worker.stores.modules import open_module_store
-
         return ModuleStoreDestination(open_module_store(settings), container)
     if not spec:
         raise UsageError("an empty snapshot destination; give a folder or modulestore:CONTAINER")

@@ -19,10 +19,7 @@ import hashlib
 import json
 import queue
 import threading
-from collections import deque
 from collections.abc import Generator, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import IO, Any, BinaryIO, TypeVar
 
 import zstandard
@@ -44,7 +41,7 @@ READ_SIZE = 1 << 20
 #: Session lines per zstd frame (uncompressed); verification holds two frames at a time.
 FRAME_BYTES = 4 << 20
 #: Enough of the end of a stream to hold its trailer line.
-_TAIL = 1 << 16
+TAIL = 1 << 16
 T = TypeVar("T")
 
 
@@ -206,7 +203,7 @@ class SnapshotReader:
                 raise CorruptFile("no header line (empty or truncated snapshot)", key=self.name)
             buf += chunk
         line, _, self._pending = buf.partition(b"\n")
-        header = _parse_json(line, self.name, "header")
+        header = parse_json_line(line, self.name, "header")
         if header.get("format") != FORMAT:
             raise CorruptFile(f"not a {FORMAT} file", key=self.name)
         if header.get("version") not in READS:
@@ -240,7 +237,7 @@ class SnapshotReader:
     def _finish(self, last: bytes) -> None:
         if not last.endswith(b"\n"):
             raise CorruptFile("truncated: the trailer line is missing", key=self.name)
-        trailer = _parse_json(last[:-1], self.name, "trailer")
+        trailer = parse_json_line(last[:-1], self.name, "trailer")
         if trailer.get("end") is not True or not isinstance(trailer.get("count"), int):
             raise CorruptFile("truncated: the last line is not the trailer", key=self.name)
         self.trailer = trailer
@@ -264,7 +261,7 @@ class SnapshotReader:
         newlines = tail.count(b"\n")
         while chunk := self._read():
             newlines += chunk.count(b"\n")
-            tail = chunk[-_TAIL:] if len(chunk) >= _TAIL else (tail + chunk)[-_TAIL:]
+            tail = chunk[-TAIL:] if len(chunk) >= TAIL else (tail + chunk)[-TAIL:]
         end = len(tail) - 1 if tail.endswith(b"\n") else len(tail)
         cut = tail.rfind(b"\n", 0, end) + 1
         if cut == 0 and newlines > 1:
@@ -334,88 +331,11 @@ def prefetch(batches: Iterator[T], depth: int = 4) -> Generator[T, None, None]:
         thread.join()
 
 
-@dataclass
-class FrameCheck:
-    """What :func:`check_frames` read back."""
-
-    count: int
-    header: dict[str, Any]
-    trailer: dict[str, Any]
-    file_sha256: str
-    size: int
-
-
-def check_frames(source: BinaryIO, frames: list[int], name: str) -> FrameCheck:
-    """Re-read a snapshot frame by frame (``frames``: compressed end offsets, as written):
-    hash the stored bytes in order, and decompress and count frames on two threads (zstd
-    releases the GIL), two frames in flight.  Every frame must decompress completely (zstd
-    checks its content checksum); the first starts with the header, the last ends with the
-    trailer.  Memory: two frames at a time."""
-    digest = hashlib.sha256()
-    newlines = 0
-    head = tail = b""
-    size = 0
-
-    def inflate(data: bytes, first: bool, last: bool) -> tuple[int, bytes, bytes]:
-        dobj = zstandard.ZstdDecompressor().decompressobj()
-        try:
-            out = dobj.decompress(data)
-        except zstandard.ZstdError as exc:
-            raise CorruptFile(f"not a readable zstd stream: {exc}", key=name) from None
-        if not dobj.eof or dobj.unused_data:
-            raise CorruptFile("a zstd frame is truncated or out of place", key=name)
-        return (out.count(b"\n"), out[: out.find(b"\n") + 1] if first else b"",
-                out[-_TAIL:] if last else b"")
-
-    with ThreadPoolExecutor(2, thread_name_prefix="snapshot-verify") as pool:
-        pending: deque[Future[tuple[int, bytes, bytes]]] = deque()
-
-        def collect() -> None:
-            nonlocal newlines, head, tail
-            n, first_line, end = pending.popleft().result()
-            newlines += n
-            head = head or first_line
-            tail = end or tail
-
-        for i, end_offset in enumerate(frames):
-            data = _read_exactly(source, end_offset - size)
-            if len(data) != end_offset - size:
-                raise CorruptFile("truncated: shorter than its manifest says", key=name)
-            digest.update(data)
-            size = end_offset
-            pending.append(pool.submit(inflate, data, i == 0, i == len(frames) - 1))
-            if len(pending) >= 2:
-                collect()
-        while pending:
-            collect()
-    if source.read(1):
-        raise CorruptFile("longer than its manifest says", key=name)
-    if not head.endswith(b"\n") or not tail.endswith(b"\n"):
-        raise CorruptFile("no header or no trailer line", key=name)
-    header = _parse_json(head[:-1], name, "header")
-    trailer = _parse_json(tail[tail.rfind(b"\n", 0, len(tail) - 1) + 1 : -1], name, "trailer")
-    if trailer.get("end") is not True or not isinstance(trailer.get("count"), int):
-        raise CorruptFile("truncated: the last line is not the trailer", key=name)
-    return FrameCheck(newlines - 2, header, trailer, digest.hexdigest(), size)
-
-
-def _read_exactly(source: BinaryIO, n: int) -> bytes:
-    """``n`` bytes, or fewer only at the end: a network stream may return less per read."""
-    parts = []
-    while n > 0:
-        chunk = source.read(min(n, READ_SIZE))
-        if not chunk:
-            break
-        parts.append(chunk)
-        n -= len(chunk)
-    return b"".join(parts)
-
-
 def _json_line(obj: dict[str, Any]) -> bytes:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
 
 
-def _parse_json(line: bytes, name: str, what: str) -> dict[str, Any]:
+def parse_json_line(line: bytes, name: str, what: str) -> dict[str, Any]:
     try:
         obj = json.loads(line)
     except (json.JSONDecodeError, UnicodeDecodeError):

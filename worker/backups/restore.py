@@ -8,16 +8,13 @@ import hashlib
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from worker.backups.dest import SnapshotDestination
 from worker.backups.format import SnapshotReader, v1_sessions
+from worker.backups.manifest import SnapshotInfo
 from worker.errors import CorruptFile, NotFound
 from worker.stores.sessions.base import BATCH_SIZE, RawSession
 from worker.stores.sessions.lines import decode_block, decode_ids
-
-if TYPE_CHECKING:
-    from worker.backups.snapshots import SnapshotInfo
 
 
 def check_before_restore(path: Path, info: SnapshotInfo, where: str) -> None:

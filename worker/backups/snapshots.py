@@ -16,12 +16,9 @@ with the number of sessions.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import secrets
-from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +28,18 @@ from worker.backups.format import (
     VERSION,
     SnapshotReader,
     SnapshotWriter,
-    check_frames,
     prefetch,
+)
+from worker.backups.manifest import (
+    DATA_SUFFIX,
+    LATEST,
+    MANIFEST_SUFFIX,
+    SnapshotInfo,
+    find_snapshot,
+    list_snapshots,
+    manifest_bytes,
+    new_snapshot_id,
+    now_iso,
 )
 from worker.backups.restore import (
     LocalCopy,
@@ -49,15 +56,14 @@ from worker.backups.transfer import (
     refuse_conflicts,
     write_restartable,
 )
-from worker.errors import IntegrityError, NotFound, StoreError, UsageError
+from worker.backups.verify import check_frames
+from worker.errors import IntegrityError, StoreError, UsageError
 from worker.stores.sessions.base import (
     BATCH_SIZE,
     OnConflict,
     SessionStore,
     StreamRestarted,
     WriteResult,
-    iso_to_ms,
-    now_epoch_ms,
     skipped_summary,
 )
 from worker.stores.sessions.lines import encode_batch
@@ -76,53 +82,12 @@ __all__ = [
     "verify_snapshot",
 ]
 
-DATA_SUFFIX = ".jsonl.zst"
-MANIFEST_SUFFIX = ".manifest.json"
-LATEST = "latest"
-
 log = logging.getLogger("synchro_sync.snapshots")
-
-
-@dataclass(frozen=True)
-class SnapshotInfo:
-    """What a manifest records about one verified snapshot."""
-
-    id: str
-    count: int
-    size: int
-    sha256: str
-    file_sha256: str
-    started_at: str
-    ended_at: str
-    source: str
-    format: str = FORMAT
-    version: int = VERSION
-    #: Compressed end offset of each zstd frame (absent in a manifest without them).
-    frames: list[int] | None = None
-    #: Keys of the source passed over because they are not sessions, by reason.
-    skipped: dict[str, int] | None = None
-
-    @property
-    def data_name(self) -> str:
-        return self.id + DATA_SUFFIX
-
-    @property
-    def age_seconds(self) -> float:
-        return max(0.0, (now_epoch_ms() - iso_to_ms(self.ended_at)) / 1000)
 
 
 @dataclass
 class RestoreResult(WriteResult):
     snapshot: str = ""
-
-
-def _now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def new_snapshot_id() -> str:
-    now = datetime.now(UTC)
-    return f"{now:%Y%m%dT%H%M%S}.{now.microsecond // 1000:03d}Z-{secrets.token_hex(2)}"
 
 
 # --- take ---------------------------------------------------------------------------------
@@ -145,7 +110,7 @@ def take_snapshot(
     and the partial data is removed.  A source without sessions raises :class:`EmptySource`
     (naming what it skipped) and keeps nothing, unless ``allow_empty``."""
     snap_id = new_snapshot_id()
-    started = _now_iso()
+    started = now_iso()
     header = {
         "format": FORMAT,
         "version": VERSION,
@@ -178,11 +143,11 @@ def take_snapshot(
         published = True
         info = SnapshotInfo(
             id=snap_id, count=writer.count, size=size, sha256=lines_sha, file_sha256=file_sha,
-            started_at=started, ended_at=_now_iso(), source=source.describe(),
+            started_at=started, ended_at=now_iso(), source=source.describe(),
             frames=writer.frames, skipped=skipped or None,
         )
         verify_snapshot(dest, info)
-        dest.write_small(snap_id + MANIFEST_SUFFIX, _manifest_bytes(info))
+        dest.write_small(snap_id + MANIFEST_SUFFIX, manifest_bytes(info))
         return info
     except BaseException:
         dest.discard(staging)
@@ -206,7 +171,7 @@ def _write_data(
                 writer.write_block(encode_batch(batch), len(batch))
                 if progress:
                     progress(len(batch))
-            sums = writer.finish({"end": True, "ended_at": _now_iso()})
+            sums = writer.finish({"end": True, "ended_at": now_iso()})
         finally:
             writer.abort()
         out.flush()
@@ -251,43 +216,7 @@ def verify_snapshot(dest: SnapshotDestination, info: SnapshotInfo) -> None:
         )
 
 
-def _manifest_bytes(info: SnapshotInfo) -> bytes:
-    return json.dumps(asdict(info), indent=1).encode() + b"\n"
-
-
 # --- list and prune -----------------------------------------------------------------------
-
-
-def list_snapshots(dest: SnapshotDestination) -> list[SnapshotInfo]:
-    """Verified snapshots at ``dest``, oldest first.  An unreadable manifest is skipped."""
-    names = dict(dest.names())
-    infos = []
-    for name in names:
-        if not name.endswith(MANIFEST_SUFFIX):
-            continue
-        try:
-            data = json.loads(dest.read_small(name))
-            info = SnapshotInfo(**data)
-        except (ValueError, TypeError, NotFound):
-            continue
-        if info.data_name in names:
-            infos.append(info)
-    return sorted(infos, key=lambda i: i.id)
-
-
-def find_snapshot(dest: SnapshotDestination, snapshot: str) -> SnapshotInfo:
-    infos = list_snapshots(dest)
-    if not infos:
-        raise NotFound("no snapshots here", store=dest.describe())
-    if snapshot == LATEST:
-        return infos[-1]
-    for info in infos:
-        if info.id == snapshot:
-            return info
-    raise NotFound(
-        f"no snapshot {snapshot!r} (newest: {infos[-1].id}; see `sessions list`)",
-        store=dest.describe(),
-    )
 
 
 def prune_snapshots(dest: SnapshotDestination, keep: int) -> list[str]:
