@@ -13,8 +13,9 @@ import pytest
 from worker.errors import UnsafePath
 from worker.mirror.ignore import IgnoreRules
 from worker.mirror.index import RACY_NS, IndexEntry, MirrorIndex
-from worker.mirror.localtree import LocalFile, resolve_key, scan
-from worker.mirror.plan import plan_container, remote_matches
+from worker.mirror.localtree import LocalFile, ScanResult, resolve_key, scan, walk
+from worker.mirror.plan import OutOfOrder, merge, plan_container, remote_matches
+from worker.mirror.stream import KeySpool
 from worker.stores.modules.base import ObjectInfo
 
 OLD = 1_600_000_000 * 10**9  # an mtime long before any hash
@@ -165,7 +166,7 @@ def test_default_and_user_ignores(tmp_path: Path) -> None:
     (tmp_path / ".syncignore").write_text("/app/build/\n")
     (app / ".syncignore").write_text("*.log\n")
     rules = IgnoreRules(tmp_path, ["*.tmp"])
-    keys = sorted(f.key for f in scan(tmp_path, "app", rules).files)
+    keys = sorted(f.key for f in scan(tmp_path, "app", rules)[0])
     assert keys == ["index.js", "keep/c.js"]
     assert rules.ignored_path("app", "node_modules/a/b.js")
     assert not rules.ignored_path("app", "src/node_modules.js")
@@ -183,13 +184,54 @@ def test_scan_nfc_symlinks_and_bad_names(tmp_path: Path) -> None:
     os.symlink(tmp_path, app / "dir-out")
     os.symlink(app / "missing", app / "dangling")
     (app / b"bad-\xff.js".decode("utf-8", "surrogateescape")).write_bytes(b"b")
-    result = scan(root.resolve(), "app", IgnoreRules(root))
-    by_key = {f.key: f for f in result.files}
+    files, result = scan(root.resolve(), "app", IgnoreRules(root))
+    by_key = {f.key: f for f in files}
     assert set(by_key) == {unicodedata.normalize("NFC", nfd), "in.js", "link-in.js"}
     assert by_key["link-in.js"].size == len(b"inside")
     text = "\n".join(result.problems)
     assert "link-out.txt" in text and "dir-out" in text and "dangling" in text
     assert "not valid UTF-8" in text
+
+
+def test_walk_yields_keys_in_the_stores_order(tmp_path: Path) -> None:
+    """Bytewise UTF-8 of the whole key, as S3 and the others list: a folder "a" sorts as "a/",
+    after the file "a-b" and before "a0" (os.walk's order per folder would not)."""
+    root = tmp_path / "root"
+    names = ["a-b", "a/x.js", "a/y/z.js", "a0", "a.js", "A.js", "a b", "é.js", "z/é/1",
+             "z/e/1", "}", "b/" + "\U0001f600.js", "b/\uffff.js", "!"]
+    for name in names:
+        _touch(root / "app" / name)
+    nfd = unicodedata.normalize("NFD", "ü/k.js")
+    _touch(root / "app" / nfd)
+    result = ScanResult()
+    keys = [f.key for f in walk(root.resolve(), "app", IgnoreRules(root), result)]
+    expected = sorted([*names, unicodedata.normalize("NFC", nfd)],
+                      key=lambda k: k.encode("utf-8"))
+    assert keys == expected
+    assert not result.problems
+
+
+def test_merge_pairs_keys_and_refuses_unsorted_streams() -> None:
+    row = entry(lf("b"), "m")
+    merged = list(merge([lf("a"), lf("b")], [("b", row), ("c", row)], [obj("a"), obj("d")]))
+    assert [(k, f is not None, e is not None, r is not None) for k, f, e, r in merged] == [
+        ("a", True, False, True), ("b", True, True, False), ("c", False, True, False),
+        ("d", False, False, True),
+    ]
+    with pytest.raises(OutOfOrder, match="store listing"):
+        list(merge([lf("a")], [], [obj("b"), obj("a-b")]))
+    with pytest.raises(OutOfOrder, match="index"):
+        list(merge([], [("x", row), ("x", row)], []))
+
+
+def test_key_spool_keeps_order_past_its_memory_batch() -> None:
+    spool = KeySpool(batch=3)
+    for i in range(10):
+        spool.add(f"k{i}")
+    assert len(spool) == 10
+    assert [k for batch in spool.batches() for k in batch] == [f"k{i}" for i in range(10)]
+    assert max(len(b) for b in spool.batches()) == 3
+    spool.close()
 
 
 @pytest.mark.parametrize("bad", ["../x", "a/../../x", "/etc/passwd", "a\\b", "a\x00b", ".."])

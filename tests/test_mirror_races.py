@@ -15,7 +15,7 @@ from typing import Any
 
 from tests.servers.celery_worker import CLI, SyncWorld
 from worker.config import load_settings
-from worker.mirror.passes import MirrorContext, PassResult, _Work
+from worker.mirror.passes import MirrorContext, PassResult
 
 
 def _context(tmp: Path, server: Any) -> MirrorContext:
@@ -45,7 +45,8 @@ def test_deleted_truncated_appended_between_listing_and_upload(
     (base / "big.bin").write_bytes(os.urandom(9 * 1024 * 1024))  # in parts
     ctx = _context(tmp_path, amazon_store_server)
     try:
-        plan, _exists, _warnings = ctx.plan(app)
+        stream = ctx.plan(app)
+        stream.materialise()  # walked and merged now, sent after the changes below
         ctx.store.ensure_container(app)
         (base / "gone.js").unlink()
         (base / "short.js").write_bytes(b"cut")
@@ -54,7 +55,7 @@ def test_deleted_truncated_appended_between_listing_and_upload(
         with open(base / "big.bin", "r+b") as f:
             f.truncate(5 * 1024 * 1024)
         result = PassResult()
-        ctx.execute([_Work(plan, rows=dict(plan.refresh))], result)
+        ctx.execute([stream], result)
         stored = {i.key: ctx.store.read_bytes(app, i.key) for i in ctx.store.list(app)}
         local = {p.name: p.read_bytes() for p in base.iterdir()}
         # What was sent is exactly what the file held when it was sent: never a mix.

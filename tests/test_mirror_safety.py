@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from worker.config import load_settings
-from worker.mirror.passes import MirrorContext, PassResult, _Work
+from worker.mirror.passes import MirrorContext, PassResult
 
 SECRET = b"root:x:0:0:outside the module directory\n"
 
@@ -51,11 +51,12 @@ def _objects(ctx: MirrorContext, app: str) -> dict[str, bytes]:
 
 def _plan_then(ctx: MirrorContext, app: str, swap: Any) -> PassResult:
     """Plan the container, change the tree as an attacker would, then execute the plan."""
-    plan, _exists, _warnings = ctx.plan(app)
+    stream = ctx.plan(app)
+    stream.materialise()  # the walk and the merge happen now, the sends after the swap
     ctx.store.ensure_container(app)
     swap()
     result = PassResult()
-    ctx.execute([_Work(plan, rows=dict(plan.refresh))], result)
+    ctx.execute([stream], result)
     return result
 
 

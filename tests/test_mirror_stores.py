@@ -63,7 +63,7 @@ def local_tree(app: Path) -> dict[str, str]:
     rules = IgnoreRules(app.parent)
     return {
         f.key: md5((app / f.relpath).read_bytes())
-        for f in scan(app.parent.resolve(), app.name, rules).files
+        for f in scan(app.parent.resolve(), app.name, rules)[0]
     }
 
 

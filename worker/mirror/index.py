@@ -25,7 +25,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,9 @@ from worker.mirror.localtree import LocalFile
 #: Live deletes of a container within one window that always go ahead (a small app's few
 #: files); above this, ``SYNC.maxDeleteShare`` of the container applies.
 LIVE_DELETE_FLOOR = 5
+
+#: Index rows read per query by :meth:`MirrorIndex.rows`.
+ROWS_PAGE = 1000
 
 #: A file whose mtime is within this of the moment it was hashed is re-hashed next time.
 RACY_NS = 2_000_000_000
@@ -142,6 +145,26 @@ class MirrorIndex:
         with self._lock:
             rows = self._db.execute(sql, args).fetchall()
         return {r[0]: IndexEntry(*r[1:]) for r in rows}
+
+    def rows(self, container: str, prefix: str = "") -> Iterator[tuple[str, IndexEntry]]:
+        """The rows of ``container`` under ``prefix`` in key order (SQLite's BINARY order of
+        the UTF-8 text: the store's), read a page at a time so a million rows are never held
+        and the connection is free between pages for the writes of the same pass."""
+        end = prefix + "\U0010ffff"
+        after, op = prefix, ">="
+        while True:
+            with self._lock:
+                page = self._db.execute(
+                    "SELECT key, size, mtime_ns, ctime_ns, inode, md5, etag, hashed_ns FROM "
+                    f"entries WHERE store=? AND container=? AND key {op} ? AND key < ? "
+                    "ORDER BY key LIMIT ?",
+                    (self.store, container, after, end, ROWS_PAGE),
+                ).fetchall()
+            for r in page:
+                yield r[0], IndexEntry(*r[1:])
+            if len(page) < ROWS_PAGE:
+                return
+            after, op = page[-1][0], ">"
 
     def get(self, container: str, key: str) -> IndexEntry | None:
         with self._lock:

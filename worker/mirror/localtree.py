@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import stat
 import unicodedata
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,7 +26,9 @@ from worker.errors import UnsafePath
 from worker.mirror.ignore import IgnoreRules
 from worker.stores.modules.names import STORE_FILES
 
-__all__ = ["STORE_FILES", "LocalFile", "ScanResult", "folder_of", "scan", "store_file_names"]
+__all__ = [
+    "STORE_FILES", "LocalFile", "ScanResult", "folder_of", "scan", "store_file_names", "walk",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,16 +62,33 @@ class LocalFile:
         )
 
 
+#: Problems kept by name per scan; past this they are counted (a tree of a million bad names
+#: must not become a million lines).
+MAX_PROBLEMS = 200
+
+
 @dataclass
 class ScanResult:
-    """Files of one container (or one folder of it), plus what was skipped and why."""
+    """What a walk of one container (or one folder of it) skipped and why (the files themselves
+    are yielded by :func:`walk`, never held)."""
 
-    files: list[LocalFile] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    #: Problems past :data:`MAX_PROBLEMS`, counted only.
+    more_problems: int = 0
     ignored: int = 0
     #: Keys, and folder prefixes ending in '/', that vanished or could not be read during the
     #: scan: what the store holds under them is not known to be gone, so it is never deleted.
     unsure: set[str] = field(default_factory=set)
+
+    def problem(self, line: str) -> None:
+        if len(self.problems) < MAX_PROBLEMS:
+            self.problems.append(line)
+        else:
+            self.more_problems += 1
+
+    def warnings(self) -> list[str]:
+        more = [f"and {self.more_problems} more such problems"] if self.more_problems else []
+        return [*self.problems, *more]
 
     def is_unsure(self, key: str) -> bool:
         """Whether ``key`` is, or lies under, something the scan could not see."""
@@ -149,41 +169,82 @@ def scan(
     rules: IgnoreRules,
     prefix: str = "",
     disk_prefix: str | None = None,
-) -> ScanResult:
-    """Walk ``root/container[/prefix]`` and return its mirrored files (``root`` resolved).
-
-    ``prefix`` is a folder's key ending in '/'; ``disk_prefix`` its spelling on disk if other.
-    """
+) -> tuple[list[LocalFile], ScanResult]:
+    """Every file of :func:`walk` in a list, with what was skipped (for small folders)."""
     result = ScanResult()
-    seen: set[str] = set()
+    return list(walk(root, container, rules, result, prefix, disk_prefix)), result
+
+
+def walk(
+    root: Path,
+    container: str,
+    rules: IgnoreRules,
+    result: ScanResult,
+    prefix: str = "",
+    disk_prefix: str | None = None,
+) -> Iterator[LocalFile]:
+    """The mirrored files of ``root/container[/prefix]`` (``root`` resolved), in key order.
+
+    Key order is the store's: the bytewise UTF-8 order of the whole key (Python's order of the
+    NFC strings), so a folder ``a`` sorts as ``a/`` (after a file ``a-b``, before ``a0``).  One
+    folder's entries are held at a time per level, never the tree.  What is skipped goes to
+    ``result``.  ``prefix`` is a folder's key ending in '/'; ``disk_prefix`` its spelling on
+    disk if other.
+    """
     disk = prefix if disk_prefix is None else disk_prefix
     base = folder_of(root, container)
     start = base / disk if disk else base
-    stack: list[tuple[str, str, str]] = [(str(start), prefix, disk)]
+    stack = [iter(_folder(root, container, rules, str(start), prefix, disk, result))]
     while stack:
-        folder, key_prefix, disk_prefix = stack.pop()
-        try:
-            it = os.scandir(folder)
-        except (FileNotFoundError, NotADirectoryError):
-            result.unsure.add(key_prefix)  # vanished while we looked: not known to be empty
-            continue
-        except OSError as exc:
-            result.problems.append(
-                f"{container}/{key_prefix}: cannot list folder: {exc.strerror or exc}"
+        item = next(stack[-1], None)
+        if item is None:
+            stack.pop()
+        elif isinstance(item, LocalFile):
+            yield item
+        else:
+            stack.append(iter(_folder(root, container, rules, *item, result)))
+
+
+#: A sub-folder to walk: (path, key prefix, disk prefix).
+_Sub = tuple[str, str, str]
+
+
+def _folder(
+    root: Path, container: str, rules: IgnoreRules, folder: str, key_prefix: str,
+    disk_prefix: str, result: ScanResult,
+) -> list[LocalFile | _Sub]:
+    """One folder's files and sub-folders, sorted as their keys sort."""
+    found: list[tuple[str, str, LocalFile | _Sub]] = []
+    try:
+        it = os.scandir(folder)
+    except (FileNotFoundError, NotADirectoryError):
+        result.unsure.add(key_prefix)  # vanished while we looked: not known to be empty
+        return []
+    except OSError as exc:
+        result.problem(f"{container}/{key_prefix}: cannot list folder: {exc.strerror or exc}")
+        result.unsure.add(key_prefix)
+        return []
+    try:
+        with it:
+            for entry in it:
+                _visit(root, container, rules, entry, key_prefix, disk_prefix, found, result)
+    except OSError as exc:  # the listing broke off midway
+        result.problem(f"{container}/{key_prefix}: cannot list folder: {exc.strerror or exc}")
+        result.unsure.add(key_prefix)
+    found.sort(key=lambda entry: (entry[0], entry[1]))
+    out: list[LocalFile | _Sub] = []
+    last = None
+    for name, _disk, item in found:
+        if name == last:  # two names the same after NFC: the first (by disk name) is kept
+            key = key_prefix + name.rstrip("/")
+            result.problem(
+                f"{container}/{key}: two local names are the same after Unicode normalisation; "
+                "only one is mirrored"
             )
-            result.unsure.add(key_prefix)
             continue
-        try:
-            with it:
-                for entry in it:
-                    _visit(root, container, rules, entry, key_prefix, disk_prefix, stack, seen,
-                           result)
-        except OSError as exc:  # the listing broke off midway
-            result.problems.append(
-                f"{container}/{key_prefix}: cannot list folder: {exc.strerror or exc}"
-            )
-            result.unsure.add(key_prefix)
-    return result
+        last = name
+        out.append(item)
+    return out
 
 
 def folder_id(path: Path) -> tuple[int, int] | None:
@@ -202,20 +263,22 @@ def _visit(
     entry: os.DirEntry[str],
     key_prefix: str,
     disk_prefix: str,
-    stack: list[tuple[str, str, str]],
-    seen: set[str],
+    found: list[tuple[str, str, LocalFile | _Sub]],
     result: ScanResult,
 ) -> None:
+    """One folder entry: a file to mirror or a folder to walk goes to ``found`` with the name
+    it sorts by (a folder's with a trailing '/'), anything else to ``result``."""
     name = entry.name
     try:
         name.encode("utf-8")
     except UnicodeEncodeError:
-        result.problems.append(
+        result.problem(
             f"{container}/{key_prefix}{name.encode('utf-8', 'surrogateescape')!r}: "
             "name is not valid UTF-8; a store cannot hold it, skipped"
         )
         return
-    key = key_prefix + nfc(name)
+    clean = nfc(name)
+    key = key_prefix + clean
     try:
         st = entry.stat(follow_symlinks=False)
     except (FileNotFoundError, NotADirectoryError):
@@ -223,7 +286,7 @@ def _visit(
         result.unsure.add(key + "/")
         return
     except OSError as exc:
-        result.problems.append(f"{container}/{key}: cannot stat: {exc.strerror or exc}")
+        result.problem(f"{container}/{key}: cannot stat: {exc.strerror or exc}")
         result.unsure.update((key, key + "/"))
         return
     mode = st.st_mode
@@ -233,7 +296,7 @@ def _visit(
         if rules.ignored(container, key, is_dir=True):
             result.ignored += 1
         else:
-            stack.append((entry.path, key + "/", disk_prefix + name + "/"))
+            found.append((clean + "/", name, (entry.path, key + "/", disk_prefix + name + "/")))
         return
     if rules.ignored(container, key):
         result.ignored += 1
@@ -241,23 +304,16 @@ def _visit(
     if stat.S_ISLNK(mode):
         resolved = _symlink_target(root, entry.path)
         if resolved is None:
-            result.problems.append(
+            result.problem(
                 f"{container}/{key}: symlink leads outside the module directory, to a folder, "
                 "or nowhere; not followed"
             )
             return
         st = resolved
     elif not stat.S_ISREG(mode):
-        result.problems.append(f"{container}/{key}: not a regular file, skipped")
+        result.problem(f"{container}/{key}: not a regular file, skipped")
         return
-    if key in seen:
-        result.problems.append(
-            f"{container}/{key}: two local names are the same after Unicode normalisation; "
-            "only one is mirrored"
-        )
-        return
-    seen.add(key)
-    result.files.append(LocalFile.from_stat(key, st, disk_prefix + name))
+    found.append((clean, name, LocalFile.from_stat(key, st, disk_prefix + name)))
 
 
 def _symlink_target(root: Path, path: str) -> os.stat_result | None:

@@ -1,53 +1,39 @@
-"""Executing mirror plans against a module store: the full pass, and the shared context.
+"""The mirror's context and its full pass.
 
 :class:`MirrorContext` is built once per worker process (``MirrorContext.from_settings``): it
 holds the store, the index, the root and the ignore rules, so each task pays no start-up cost.
 
-A full pass (``synchro-sync sync``): for every container, scan the tree and list the store once
-(one request per 1,000 keys), plan (:func:`worker.mirror.plan.plan_container`), then run every
-container's uploads and copies on one pool of ``SYNC.transfers`` threads, then the deletes in
-batches.  Index rows are written in batches from the calling thread.
+A full pass (``synchro-sync sync``): every container is a
+:class:`~worker.mirror.stream.ContainerStream` (the tree walked in key order, merged with the
+index rows and the store's listing, one listing request per 1,000 keys), a few merged at once;
+what they yield goes to one pool of ``SYNC.transfers`` threads as it comes
+(:mod:`worker.mirror.execute`), then the deletes in batches.  Memory does not grow with the
+tree: no list of its files, rows or objects is ever made.
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from worker.coord.locks import PathLocks
 from worker.errors import StoreError, SyncError, UnsafePath
-from worker.mirror import apps, localtree, safeopen, transfer
+from worker.mirror import apps, execute, localtree, transfer
+from worker.mirror.execute import Gate
 from worker.mirror.ignore import IgnoreRules
 from worker.mirror.index import IndexEntry, MirrorIndex, store_identity
-from worker.mirror.plan import ContainerPlan, plan_container
 from worker.mirror.results import PassResult, PathResult, Progress
+from worker.mirror.stream import ContainerStream
 from worker.stores.modules import STORE_FILES, ContainerNotFound, ModuleStore, ObjectInfo
 
 __all__ = ["MirrorContext", "PassResult", "PathResult", "Progress"]
 
 log = logging.getLogger("synchro_sync.mirror")
-
-#: Index rows are committed in batches of this size during a pass.
-INDEX_BATCH = 1000
-
-
-@dataclass
-class _Work:
-    """One container's plan being executed."""
-
-    plan: ContainerPlan
-    rows: dict[str, IndexEntry] = field(default_factory=dict)
-    allow_deletes: bool = True
-
 
 class MirrorContext:
     """Store, index, root and ignore rules of one worker process (see the module docstring)."""
@@ -154,84 +140,37 @@ class MirrorContext:
 
     def plan(
         self, container: str, prefix: str = "", *, guard_empty: bool = True,
-        disk_prefix: str | None = None,
-    ) -> tuple[ContainerPlan, bool, list[str]]:
-        """Plan one container (or the folder ``prefix``, ending in '/').
+        disk_prefix: str | None = None, record: bool = False,
+    ) -> ContainerStream:
+        """One container (or the folder ``prefix``, ending in '/') as a stream, its listing
+        started (``stream.exists`` says whether the container exists)."""
+        stream = ContainerStream(self, container, prefix, guard_empty=guard_empty,
+                                 disk_prefix=disk_prefix, record=record)
+        stream.open()
+        return stream
 
-        Returns the plan, whether the container exists in the store, and warnings.
-        """
-        folder = localtree.folder_of(self.root, container)
-        source = localtree.folder_id(folder)
-        scan = localtree.scan(self.root, container, self.rules, prefix, disk_prefix)
-        if source is None or localtree.folder_id(folder) != source:
-            scan.unsure.add("")  # the app folder (or the root) moved away during the scan
-        index = self.index.load(container, prefix)
-        remote = self.listing(container, prefix)
-        exists = remote is not None
-        remote = remote or {}
-        local_keys = {f.key for f in scan.files}
-        # Objects that are not in the tree but are ignored there, lie where the scan could not
-        # see, or that ``pull`` could not bring here (held), are never deleted.
-        held = self.index.held(container, prefix)
-        kept = [k for k in held if k in remote and k not in local_keys]
-        for key in [k for k in remote if k not in local_keys]:
-            if key in held or self.rules.ignored_path(container, key) or scan.is_unsure(key):
-                del remote[key]
-        if exists and len(kept) < len(held):
-            self.index.release(container, [k for k in held if k not in kept])
-        if scan.unsure:
-            index = {k: v for k, v in index.items() if k in local_keys or not scan.is_unsure(k)}
-        can_copy = self.store.supports_server_side_copy
-        now = time.time_ns()
-        plan = plan_container(container, scan.files, index, remote, can_copy=can_copy, now_ns=now)
-        if plan.to_hash:
-            where = {f.key: f.relpath for f in scan.files}
-            hashes = self._hash(container, [where[k] for k in plan.to_hash])
-            hashes = {localtree.nfc(k): v for k, v in hashes.items()}
-            plan = plan_container(
-                container, scan.files, index, remote, hashes, can_copy=can_copy, now_ns=now
-            )
-            # A file that vanished while hashed is left for the next pass.
-            missing = set(plan.to_hash)
-            plan.uploads = [u for u in plan.uploads if u.file.key not in missing]
-            plan.to_hash = []
-        if plan.empty_source and not guard_empty:
-            plan.deletes = sorted(remote)
-            plan.empty_source = False
-        plan.source = source
-        warnings = list(scan.problems)
-        if scan.unsure:
-            warnings.append(_unsure_warning(container, prefix, scan.unsure))
-        if kept:
-            warnings.append(
-                f"{container}/{prefix}: kept {len(kept)} object(s) in the store that pull could "
-                f"not bring into this folder (e.g. {kept[0]!r}: {held[kept[0]]}); never deleted"
-            )
-        if plan.empty_source and container != STORE_FILES:
-            warnings.append(
-                f"{container}/{prefix}: the local folder is empty; deleted nothing in the store"
-            )
-        return plan, exists, warnings
+    def execute(
+        self, streams: list[ContainerStream], result: PassResult,
+        progress: Progress | None = None, *, gate: Gate | None = None,
+        dry_run: bool = False,
+    ) -> None:
+        """Send what the streams yield, then their deletes (see :mod:`worker.mirror.execute`)."""
+        execute.execute(self, streams, result, progress, gate=gate, dry_run=dry_run,
+                        ensure=None if dry_run else self._ensure, threads=self.plan_threads)
 
-    def _hash(self, container: str, keys: list[str]) -> dict[str, str]:
-        """MD5 of each file (a new host's first pass hashes the whole tree), in a few slices
-        so that 10,000 small files are not 10,000 futures."""
+    def _ensure(self, stream: ContainerStream) -> Callable[[], None] | None:
+        """What creates a missing container before its first send (None: it exists)."""
+        if stream.exists:
+            return None
 
-        def some(chunk: list[str]) -> dict[str, str]:
-            out = {}
-            for key in chunk:
-                # A file that cannot be read is left out of the plan; the upload reports why.
-                with contextlib.suppress(OSError, UnsafePath):
-                    out[key] = safeopen.md5(self.root, f"{container}/{key}")
-            return out
+        def make() -> None:
+            try:
+                self.store.ensure_container(stream.container)
+            except StoreError as exc:
+                raise StoreError(f"cannot create the container: {exc}") from exc
+            stream.exists = True
 
-        threads = min(self.transfers, 8)
-        step = max(1, min(256, -(-len(keys) // threads)))
-        hashed: dict[str, str] = {}
-        with ThreadPoolExecutor(threads) as pool:
-            for part in pool.map(some, [keys[i : i + step] for i in range(0, len(keys), step)]):
-                hashed.update(part)
-        return hashed
+        return make
 
     # --- the full pass ---------------------------------------------------------------------
 
@@ -248,7 +187,6 @@ class MirrorContext:
         self.rules.reload()
         local = self.local_containers()
         names = containers if containers else local
-        works: list[_Work] = []
         wanted: list[str] = []
         for name in (localtree.nfc(n) for n in names):
             if name not in local:
@@ -266,33 +204,21 @@ class MirrorContext:
         if not containers:
             self._add_store_files(wanted, result)
 
-        def plan_one(name: str) -> tuple[ContainerPlan, bool, list[str]] | StoreError:
+        def open_one(name: str) -> ContainerStream | StoreError:
             try:
-                return self.plan(name)
+                return self.plan(name, record=dry_run)
             except StoreError as exc:  # other errors (configuration, SDK missing) end the pass
                 return exc
 
-        # Containers are planned side by side: one's listing overlaps another's scan.
+        # Listings start side by side (a first page each).
         with ThreadPoolExecutor(max(1, min(len(wanted), self.plan_threads))) as pool:
-            planned = list(pool.map(plan_one, wanted))
-        for name, outcome in zip(wanted, planned, strict=True):
+            opened = list(pool.map(open_one, wanted))
+        streams: list[ContainerStream] = []
+        for name, outcome in zip(wanted, opened, strict=True):
             result.containers.append(name)
             if isinstance(outcome, StoreError):
                 result.failures.append(f"{name}: {outcome}")
-                continue
-            plan, exists, warnings = outcome
-            result.warnings += warnings
-            result.plans.append(plan)
-            work = _Work(plan, rows=dict(plan.refresh))
-            share = plan.delete_share()
-            if plan.deletes and share > self.max_delete_share and not force:
-                work.allow_deletes = False
-                result.withheld.append(
-                    f"{name}: would delete {len(plan.deletes)} of {plan.remote_count} objects "
-                    f"({share:.0%} > SYNC.maxDeleteShare {self.max_delete_share:.0%}); "
-                    "nothing deleted, use --force"
-                )
-            if not exists and self.store.bucket is not None:
+            elif not outcome.exists and self.store.bucket is not None:
                 # The one bucket every container lives in is missing: one line for the pass,
                 # not one failed upload per file.
                 missing = (
@@ -302,20 +228,20 @@ class MirrorContext:
                 )
                 if missing not in result.failures:
                     result.failures.append(missing)
-                continue
-            if not exists and (plan.uploads or plan.copies) and not dry_run:
-                try:
-                    self.store.ensure_container(name)
-                except StoreError as exc:
-                    result.failures.append(f"{name}: cannot create the container: {exc}")
-                    continue
-            works.append(work)
-            result.of(name).unchanged = plan.unchanged
-        result.unchanged = sum(w.plan.unchanged for w in works)
-        if dry_run:
-            result.seconds = time.monotonic() - started
-            return result
-        self.execute(works, result, progress)
+            else:
+                streams.append(outcome)
+
+        def gate(stream: ContainerStream) -> str:
+            share = stream.delete_share()
+            if share <= self.max_delete_share or force:
+                return ""
+            return (
+                f"{stream.container}: would delete {stream.delete_count()} of "
+                f"{stream.remote_count} objects ({share:.0%} > SYNC.maxDeleteShare "
+                f"{self.max_delete_share:.0%}); nothing deleted, use --force"
+            )
+
+        self.execute(streams, result, progress, gate=gate, dry_run=dry_run)
         result.seconds = time.monotonic() - started
         return result
 
@@ -354,118 +280,6 @@ class MirrorContext:
                 f"{len(names)} store file(s) at the root of {self.root} ({shown}) are not "
                 "mirrored: set MODULESTORE.configRoot to the container the server reads them from"
             )
-
-    def execute(
-        self, works: list[_Work], result: PassResult, progress: Progress | None = None
-    ) -> None:
-        """Uploads and copies of every plan on one pool, then deletes, then the index."""
-        if progress is not None:
-            files = sum(len(w.plan.uploads) + len(w.plan.copies) for w in works)
-            progress.planned(files, sum(w.plan.upload_bytes for w in works))
-        jobs: list[tuple[_Work, Callable[[], tuple[str, IndexEntry | None, int]]]] = []
-        for w in works:
-            c = w.plan.container
-            for cp in w.plan.copies:
-                jobs.append((w, _bind(transfer.copy, self, c, cp.src, cp.file, cp.md5)))
-            for up in w.plan.uploads:
-                jobs.append((w, _bind(transfer.upload, self, c, up)))
-        self._run(jobs, result, progress)
-        # Deletes come after every upload; containers' delete batches go out side by side.
-        with ThreadPoolExecutor(max(1, min(len(works), 8))) as pool:
-            for w, (deleted, failure) in zip(works, pool.map(self._finish, works), strict=True):
-                result.deleted += deleted
-                result.of(w.plan.container).deleted += deleted
-                if failure:
-                    result.failures.append(failure)
-
-    def _run(
-        self,
-        jobs: list[tuple[_Work, Callable[[], tuple[str, IndexEntry | None, int]]]],
-        result: PassResult,
-        progress: Progress | None,
-    ) -> None:
-        if not jobs:
-            return
-        # Results come back through a queue filled by done-callbacks: the calling thread
-        # sleeps on one lock instead of re-arming waiters on every pending future.
-        results: queue.SimpleQueue[tuple[Future[Any], _Work]] = queue.SimpleQueue()
-        in_flight = 0
-        # Keep a bounded number of jobs in flight so memory does not grow with the tree.
-        limit = self.transfers * 4
-        with ThreadPoolExecutor(self.transfers, thread_name_prefix="synchro-put") as pool:
-            for work, fn in jobs:
-                while in_flight >= limit:
-                    self._collect(*results.get(), result, progress)
-                    in_flight -= 1
-                fut = pool.submit(fn)
-                fut.add_done_callback(functools.partial(_done, results, work))
-                in_flight += 1
-            while in_flight:
-                self._collect(*results.get(), result, progress)
-                in_flight -= 1
-
-    def _collect(
-        self,
-        fut: Future[tuple[str, IndexEntry | None, int]],
-        work: _Work,
-        result: PassResult,
-        progress: Progress | None,
-    ) -> None:
-        c = work.plan.container
-        try:
-            key, row, nbytes = fut.result()
-        except (SyncError, OSError) as exc:
-            result.failures.append(f"{c}: {exc}")
-            work.allow_deletes = False  # never delete after a failed upload (a rename's source)
-            return
-        if row is None:
-            result.warnings.append(f"{c}/{key}: gone before it was sent; left to the next pass")
-        else:
-            work.rows[key] = row
-            if len(work.rows) >= INDEX_BATCH:
-                self.index.put_many(c, work.rows)
-                work.rows = {}
-            mine = result.of(c)
-            if nbytes >= 0:
-                result.uploaded += 1
-                result.bytes += nbytes
-                mine.uploaded += 1
-                mine.bytes += nbytes
-            else:
-                result.copied += 1
-                mine.copied += 1
-        if progress is not None:
-            progress.advance(1, max(nbytes, 0))
-
-    def _finish(self, work: _Work) -> tuple[int, str | None]:
-        """Write the container's index rows, then its deletes: (deleted, failure)."""
-        plan = work.plan
-        c = plan.container
-        self.index.put_many(c, work.rows)
-        work.rows = {}
-        deleted, failure = 0, None
-        if plan.deletes and work.allow_deletes and (
-            plan.source is None
-            or localtree.folder_id(localtree.folder_of(self.root, c)) != plan.source
-        ):
-            # Checked again just before deleting: the root renamed away or remounted after the
-            # scan must not read as "every file was deleted".
-            return 0, (
-                f"{c}: the folder {localtree.folder_of(self.root, c)} is gone or was replaced "
-                "during the pass; "
-                f"deleted nothing ({len(plan.deletes)} deletes left for the next pass)"
-            )
-        if plan.deletes and work.allow_deletes:
-            try:
-                self.store.delete(c, plan.deletes)
-            except SyncError as exc:
-                failure = f"{c}: delete failed: {exc}"
-            else:
-                deleted = len(plan.deletes)
-                self.index.forget(c, plan.deletes)
-        gone = set(plan.deletes)
-        self.index.forget(c, [k for k in plan.forget if k not in gone])
-        return deleted, failure
 
     def upload_file(
         self, container: str, key: str, md5: str | None = None,
@@ -514,16 +328,6 @@ class MirrorContext:
         return pull(self, containers, progress)
 
 
-def _unsure_warning(container: str, prefix: str, unsure: set[str]) -> str:
-    where = sorted(unsure)
-    first = ", ".join(f"{container}/{u}" for u in where[:3])
-    more = f" and {len(where) - 3} more" if len(where) > 3 else ""
-    return (
-        f"{container}/{prefix}: {len(where)} path(s) vanished or could not be read during the "
-        f"scan ({first}{more}); nothing under them was deleted"
-    )
-
-
 def _background(fn: Callable[..., ModuleStore], *args: Any) -> Future[ModuleStore]:
     fut: Future[ModuleStore] = Future()
 
@@ -535,12 +339,3 @@ def _background(fn: Callable[..., ModuleStore], *args: Any) -> Future[ModuleStor
 
     threading.Thread(target=run, name="synchro-open-store", daemon=True).start()
     return fut
-
-
-def _done(results: queue.SimpleQueue[tuple[Future[Any], _Work]], work: _Work,
-          fut: Future[Any]) -> None:
-    results.put((fut, work))
-
-
-def _bind(fn: Callable[..., Any], *args: Any) -> Callable[[], Any]:
-    return lambda: fn(*args)

@@ -21,17 +21,17 @@ import stat
 import time
 from typing import TYPE_CHECKING
 
+from worker.errors import SyncError
 from worker.mirror import apps, localtree, safeopen
 from worker.mirror.index import IndexEntry
+from worker.mirror.results import PassResult, PathResult
 from worker.stores.modules import STORE_FILES, ContainerNotFound
 
 if TYPE_CHECKING:
-    from worker.mirror.passes import MirrorContext, PathResult
+    from worker.mirror.passes import MirrorContext
 
 
 def sync_path(ctx: MirrorContext, container: str, relpath: str) -> PathResult:
-    from worker.mirror.passes import PassResult, PathResult, _Work
-
     disk = ctx.check_path(container, relpath)
     key = localtree.nfc(disk)
     container = localtree.nfc(container)
@@ -55,23 +55,16 @@ def sync_path(ctx: MirrorContext, container: str, relpath: str) -> PathResult:
         if st is None:
             return PathResult(container, key, "skipped", reason="app folder missing")
         prefix = key + "/" if key else ""
-        plan, exists, _warnings = ctx.plan(
+        stream = ctx.plan(
             container, prefix, guard_empty=not key, disk_prefix=disk + "/" if disk else ""
         )
-        if not exists and (plan.uploads or plan.copies):
-            ctx.store.ensure_container(container)
         result = PassResult()
-        work = _Work(plan, rows=dict(plan.refresh))
-        withheld = ctx.withhold_live_delete(container, len(plan.deletes)) if plan.deletes else ""
-        if withheld:
-            work.allow_deletes = False
-        ctx.execute([work], result)
-        if withheld:
+        ctx.execute([stream], result,
+                    gate=lambda s: ctx.withhold_live_delete(container, s.delete_count()))
+        if result.withheld:
             return PathResult(container, key, "withheld", uploaded=result.uploaded,
-                              bytes=result.bytes, reason=withheld)
+                              bytes=result.bytes, reason=result.withheld[0])
         if result.failures:
-            from worker.errors import SyncError
-
             raise SyncError("; ".join(result.failures))
         return PathResult(
             container, key, "folder", uploaded=result.uploaded + result.copied,
@@ -86,8 +79,6 @@ def sync_path(ctx: MirrorContext, container: str, relpath: str) -> PathResult:
 
 
 def _sync_file(ctx: MirrorContext, container: str, key: str, disk: str) -> PathResult:
-    from worker.mirror.passes import PathResult
-
     where = f"{container}/{disk}"
     try:
         now = localtree.LocalFile.from_stat(key, safeopen.stat_file(ctx.root, where), disk)
@@ -136,8 +127,6 @@ def _delete(ctx: MirrorContext, container: str, key: str, disk: str) -> PathResu
 
 
 def _delete_locked(ctx: MirrorContext, container: str, key: str) -> PathResult:
-    from worker.mirror.passes import PathResult
-
     if _app_folder_empty(ctx, container):
         return PathResult(
             container, key, "skipped", reason="app folder missing or empty; nothing deleted"
