@@ -675,7 +675,7 @@ def test_config_file_size_is_capped_quickly(tmp_path: Path) -> None:
 def test_missing_sdk_hint_works_from_a_checkout(tmp_path: Path) -> None:
     code = (
         "import sys; sys.modules['azure'] = None\n"
-        "from worker.registry import module_backend_class\n"
+        "from worker.stores.registry import module_backend_class\n"
         "try:\n    module_backend_class('azure')\n"
         "except Exception as e:\n    print(e)\n"
     )

@@ -32,8 +32,8 @@ class CloudStoreServer:
     ) -> Any:
         """A ModuleStore on this server (or on ``endpoint``, a fault proxy in front of it)."""
         from worker.config import PROVIDER_CONFIGS
-        from worker.registry import module_backend_class
         from worker.stores.modules import ModuleStore
+        from worker.stores.registry import module_backend_class
 
         config = PROVIDER_CONFIGS[self.provider](**self.settings(endpoint, bucket))
         extra = {"timeout": timeout} if timeout else {}

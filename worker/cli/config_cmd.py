@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 import click
@@ -12,6 +13,8 @@ from rich.text import Text
 from worker.cli import EXIT_FAILED, CliState, pass_state
 from worker.config import Settings, effective_items
 from worker.errors import SyncError
+from worker.stores.modules import open_module_store
+from worker.stores.sessions import open_session_store
 
 
 @click.group("config")
@@ -31,8 +34,6 @@ def show(state: CliState, as_json: bool) -> None:
     settings = state.settings()
     rows = effective_items(settings)
     if as_json:
-        import json
-
         for row in rows:
             click.echo(json.dumps(row._asdict()))
         return
@@ -65,9 +66,6 @@ def check(state: CliState) -> None:
 
 
 def _probes(settings: Settings) -> list[tuple[str, Callable[[], str]]]:
-    from worker.stores.modules import open_module_store
-    from worker.stores.sessions import open_session_store
-
     def session_probe() -> str:
         store = open_session_store(settings)
         try:

@@ -8,17 +8,40 @@ progress line on a terminal; every command ends with a one-line summary.
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import click
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
+from worker.backups.dest import MODULESTORE_SCHEME, open_destination
+from worker.backups.snapshots import (
+    copy_sessions,
+    export_sessions,
+    find_snapshot,
+    list_snapshots,
+    restore_snapshot,
+    take_snapshot,
+)
+from worker.backups.transfer import import_sessions, spool_stdin
 from worker.cli import CliState, pass_state
-from worker.stores.sessions import SPEC_HELP, OnConflict, open_session_store
+from worker.errors import UsageError
+from worker.stores.sessions import SPEC_HELP, OnConflict, open_session_store, unreachable_reason
+from worker.stores.sessions.base import skipped_summary
 
 CONFLICT = click.Choice([m.value for m in OnConflict])
 DEST_HELP = "Folder or modulestore:CONTAINER (default: the BACKUP.dest setting)."
@@ -33,8 +56,6 @@ def _store(state: CliState, spec: str | None) -> Any:
 
 
 def _dest(state: CliState, spec: str | None) -> Any:
-    from worker.backups.dest import MODULESTORE_SCHEME, open_destination
-
     if spec is None:
         spec = state.settings().BACKUP.dest
     needs_settings = spec.startswith(MODULESTORE_SCHEME)
@@ -47,16 +68,6 @@ def _progress(label: str, total: int | None = None) -> Iterator[Callable[[int], 
     if not sys.stderr.isatty():
         yield lambda n: None
         return
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        SpinnerColumn,
-        TextColumn,
-        TimeElapsedColumn,
-    )
-
     columns: list[Any] = [SpinnerColumn(), TextColumn("{task.description}")]
     if total is not None:
         columns.append(BarColumn())
@@ -67,11 +78,33 @@ def _progress(label: str, total: int | None = None) -> Iterator[Callable[[int], 
         yield lambda n: progress.advance(task, n)
 
 
+class _Run:
+    """The seconds a command has taken so far, for its summary line."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+
+    def took(self) -> str:
+        return f"in {time.monotonic() - self.started:.1f} s"
+
+
+@contextmanager
+def _running(
+    label: str, *resources: Any, total: Callable[[], int] | None = None
+) -> Iterator[Callable[[int], None]]:
+    """The progress line of one command's work (out of ``total()`` sessions, if given);
+    ``resources`` (stores, destinations) are closed after it, whatever happened."""
+    try:
+        with _progress(label, total() if total is not None else None) as progress:
+            yield progress
+    finally:
+        for resource in resources:
+            resource.close()
+
+
 def _not_sessions(store: Any) -> str:
     """``, keys skipped: 3 (2 not JSON, ...)`` when the source held keys that are not
     sessions, else nothing."""
-    from worker.stores.sessions.base import skipped_summary
-
     skipped = getattr(store, "skipped", None)
     return f", keys skipped: {skipped_summary(skipped)}" if skipped else ""
 
@@ -105,25 +138,20 @@ sessions_group.help = (
 @pass_state
 def export_cmd(state: CliState, spec: str | None, output: str) -> None:
     """Write every live session as JSON lines: {"id", "state", "expires_at"}."""
-    from worker.backups.snapshots import export_sessions
-
     store = _store(state, spec)
-    started = time.monotonic()
-    try:
-        with _progress("exporting") as progress:
-            if output == "-":
-                count = export_sessions(store, sys.stdout.buffer, progress=progress)
-                sys.stdout.buffer.flush()
-            else:
-                with open(output, "wb") as out:
-                    count = export_sessions(store, out, progress=progress)
-    finally:
-        store.close()
+    run = _Run()
+    with _running("exporting", store) as progress:
+        if output == "-":
+            count = export_sessions(store, sys.stdout.buffer, progress=progress)
+            sys.stdout.buffer.flush()
+        else:
+            with open(output, "wb") as out:
+                count = export_sessions(store, out, progress=progress)
     where = "stdout" if output == "-" else output
     skipped = _not_sessions(store)
     click.echo(
         f"exported {count} sessions from {store.describe()} to {where}"
-        f"{' (' + skipped[2:] + ')' if skipped else ''} in {time.monotonic() - started:.1f} s",
+        f"{' (' + skipped[2:] + ')' if skipped else ''} {run.took()}",
         err=True,
     )
 
@@ -139,24 +167,20 @@ def import_cmd(state: CliState, file: str, spec: str | None, on_conflict: str) -
     The whole file is checked first: a bad line means nothing is written.  Sessions already
     expired are dropped.  FILE may be - for stdin.
     """
-    from worker.errors import UsageError
-    from worker.backups.transfer import import_sessions, spool_stdin
-
     path = spool_stdin(sys.stdin.buffer) if file == "-" else Path(file)
     if not path.is_file():
         raise UsageError(f"no such file: {file}")
     store = _store(state, spec)
-    started = time.monotonic()
+    run = _Run()
     try:
-        with _progress("importing") as progress:
+        with _running("importing", store) as progress:
             result = import_sessions(store, path, OnConflict(on_conflict), progress=progress)
     finally:
-        store.close()
         if file == "-":
             path.unlink(missing_ok=True)
     click.echo(
         f"imported {result.written} sessions into {store.describe()} ({result.skipped} "
-        f"skipped, {result.expired} expired dropped) in {time.monotonic() - started:.1f} s"
+        f"skipped, {result.expired} expired dropped) {run.took()}"
     )
 
 
@@ -170,28 +194,19 @@ def import_cmd(state: CliState, file: str, spec: str | None, on_conflict: str) -
 @pass_state
 def snapshot_cmd(state: CliState, spec: str | None, dest: str | None, allow_empty: bool) -> None:
     """Take a snapshot now: stream, compress, verify, then list it."""
-    from worker.errors import UsageError
-    from worker.backups.snapshots import take_snapshot
-    from worker.stores.sessions import unreachable_reason
-    from worker.stores.sessions.base import skipped_summary
-
     if spec is None or spec.strip() == "memory:":
         why = unreachable_reason(state.settings() if spec is None else None)
         if why:
             raise UsageError(f"sessions snapshot: {why}; nothing to snapshot (see --from)")
     store = _store(state, spec)
     destination = _dest(state, dest)
-    started = time.monotonic()
-    try:
-        with _progress("snapshot") as progress:
-            info = take_snapshot(store, destination, progress=progress, allow_empty=allow_empty)
-    finally:
-        store.close()
-        destination.close()
+    run = _Run()
+    with _running("snapshot", store, destination) as progress:
+        info = take_snapshot(store, destination, progress=progress, allow_empty=allow_empty)
     skipped = f"; keys skipped: {skipped_summary(info.skipped)}" if info.skipped else ""
     click.echo(
         f"snapshot {info.id}: {info.count} sessions, {_mb(info.size)}, verified{skipped}, "
-        f"in {time.monotonic() - started:.1f} s -> {destination.describe()}"
+        f"{run.took()} -> {destination.describe()}"
     )
 
 
@@ -201,11 +216,6 @@ def snapshot_cmd(state: CliState, spec: str | None, dest: str | None, allow_empt
 @pass_state
 def list_cmd(state: CliState, dest: str | None, as_json: bool) -> None:
     """List verified snapshots, oldest first, with age, count and size."""
-    import json
-    from dataclasses import asdict
-
-    from worker.backups.snapshots import list_snapshots
-
     destination = _dest(state, dest)
     try:
         infos = list_snapshots(destination)
@@ -240,24 +250,18 @@ def restore_cmd(
 
     Expired sessions are dropped; the others keep their absolute expiry.
     """
-    from worker.backups.snapshots import find_snapshot, restore_snapshot
-
     destination = _dest(state, dest)
     store = _store(state, spec)
-    started = time.monotonic()
-    try:
-        total = find_snapshot(destination, snapshot).count
-        with _progress("restoring", total) as progress:
-            result = restore_snapshot(
-                snapshot, destination, store, OnConflict(on_conflict), progress=progress
-            )
-    finally:
-        store.close()
-        destination.close()
+    run = _Run()
+    with _running(
+        "restoring", store, destination, total=lambda: find_snapshot(destination, snapshot).count
+    ) as progress:
+        result = restore_snapshot(
+            snapshot, destination, store, OnConflict(on_conflict), progress=progress
+        )
     click.echo(
         f"restored {result.snapshot} into {store.describe()}: {result.written} written, "
-        f"{result.skipped} skipped, {result.expired} expired dropped, "
-        f"in {time.monotonic() - started:.1f} s"
+        f"{result.skipped} skipped, {result.expired} expired dropped, {run.took()}"
     )
 
 
@@ -268,21 +272,15 @@ def restore_cmd(
 @pass_state
 def copy_cmd(state: CliState, src: str, dst: str, on_conflict: str) -> None:
     """Copy every live session from one store to another, expiry kept."""
-    from worker.backups.snapshots import copy_sessions
-
     source = _store(state, src)
     target = _store(state, dst)
-    started = time.monotonic()
-    try:
-        with _progress("copying") as progress:
-            result = copy_sessions(source, target, OnConflict(on_conflict), progress=progress)
-    finally:
-        source.close()
-        target.close()
+    run = _Run()
+    with _running("copying", source, target) as progress:
+        result = copy_sessions(source, target, OnConflict(on_conflict), progress=progress)
     click.echo(
         f"copied {result.written} sessions from {source.describe()} to {target.describe()} "
         f"({result.skipped} skipped, {result.expired} expired dropped{_not_sessions(source)}) "
-        f"in {time.monotonic() - started:.1f} s"
+        f"{run.took()}"
     )
 
 

@@ -28,7 +28,9 @@ from worker.config.messages import (
     section_origin,
     to_config_error,
 )
-from worker.config.settings import SERVER_SETTINGS, Settings
+from worker.config.server import SERVER_SETTINGS
+from worker.config.settings import Settings
+from worker.config.shared_redis import refuse_shared_redis
 from worker.config.show import shown
 from worker.config.sources import (
     Layer,
@@ -47,6 +49,7 @@ from worker.config.stores import (
     FileModuleStoreConfig,
 )
 from worker.errors import ConfigError
+from worker.stores.registry import missing_credentials
 
 Path_ = tuple[str, ...]
 
@@ -114,8 +117,6 @@ def load_settings(
         )
         _check_credentials(provider, settings)
     settings._passed_through = passed
-    from worker.stores.sessions import refuse_shared_redis
-
     refuse_shared_redis(settings)  # the worker's keys never go into the sessions' database
     return settings
 
@@ -282,8 +283,6 @@ def _pick_provider(cfg: Any, origins: Mapping[Path_, str]) -> str:
 
 def _check_credentials(provider: str, settings: Settings) -> None:
     """No credentials at all for a cloud provider: one line now, before any request."""
-    from worker.registry import missing_credentials
-
     found = missing_credentials(provider, settings.module_store)
     if found:
         field, problem = found

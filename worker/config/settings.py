@@ -11,6 +11,7 @@ import socket
 from pathlib import PurePath
 from typing import Annotated, Any, Literal
 
+import pathspec
 from pydantic import BeforeValidator, Field, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -26,23 +27,10 @@ from worker.config.fields import (
     check_url,
     masked_repr_args,
 )
+from worker.config.server import STORE_PACKAGE
 from worker.config.stores import ModuleStoreConfig, SessionStoreConfig
 
 Path_ = tuple[str, ...]
-
-#: Top-level settings the Synchro server reads (synchro-config.js, app.js, synchro-api) that the
-#: worker does not use.  Any other UPPER_CASE name not close to one of the worker's is taken as
-#: the server's too: an app may read its own through ``Synchro.getConfig``.
-SERVER_SETTINGS = (
-    "CLIENT_VERSION", "PROTOCOL", "HOST", "PORT", "NOFORK", "DEBUG_BASE_PORT",
-    "HEALTH_CHECK_PATH", "API_PATH_PREFIX", "APP_PATH_PREFIX", "APPS", "NOSTUDIO",
-    "STUDIO_USERS", "STUDIO_PATH_PREFIX", "STUDIO_NOAUTH", "STUDIO_TITLE", "STUDIO_SUBTITLE",
-    "API_URI_BASE", "APP_RESOURCE_PREFIX", "SERVER_URL_BASE", "STATIC_CACHE_MAXAGE",
-    "LOG4JS_CONFIG", "NO_SYNCDEPS", "SSL_KEY", "SSL_CERT", "SSL_KEY_PATH", "SSL_CERT_PATH",
-)
-
-#: The package the server loads its stores from; the worker implements synchro-api's only.
-STORE_PACKAGE = "synchro-api"
 
 BROKER_SCHEMES = ("redis", "rediss", "redis+socket", "sentinel", "amqp", "amqps", "pyamqp")
 
@@ -73,8 +61,6 @@ class SyncSettings(Strict):
     @field_validator("ignore")
     @classmethod
     def _patterns(cls, patterns: list[str]) -> list[str]:
-        import pathspec
-
         for n, pattern in enumerate(patterns, 1):
             try:
                 pathspec.GitIgnoreSpec.from_lines([pattern])

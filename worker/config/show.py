@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from pydantic import SecretStr
 
+from worker.config.server import SERVER_SETTINGS
 from worker.config.sources import leaves
 
 if TYPE_CHECKING:
@@ -109,8 +110,6 @@ def effective_items(settings: Settings) -> list[Row]:
 
 
 def _server_note(key: str) -> str:
-    from worker.config.settings import SERVER_SETTINGS
-
     note = "the Synchro server's; left alone"
     if key in SERVER_SETTINGS:
         return note

@@ -9,6 +9,7 @@ whether its credential chain has anything to offer when the configuration gives 
 from __future__ import annotations
 
 import importlib
+from dataclasses import dataclass
 from typing import Any
 
 from worker.errors import MissingDependency
@@ -64,14 +65,32 @@ def module_backend_class(provider: str) -> Any:
     return load(target, extra)
 
 
-_AWS_CHAIN = (
-    "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, ~/.aws/credentials and ~/.aws/config, "
-    "container and instance roles"
-)
-_GOOGLE_CHAIN = (
-    "GOOGLE_APPLICATION_CREDENTIALS, gcloud's application default credentials, "
-    "the metadata server"
-)
+@dataclass(frozen=True)
+class _Chain:
+    """A provider whose SDK has a credential chain of its own: used when none of ``given``
+    is set; ``setting`` is the one to name when the chain finds nothing either."""
+
+    given: tuple[str, ...]
+    module: str
+    setting: str
+    nothing: str
+
+
+_CHAINS = {
+    "amazon": _Chain(
+        ("keyId", "key"), "worker.stores.modules.s3", "keyId",
+        "no credentials: set MODULESTORE.keyId and MODULESTORE.key (the key best in "
+        "SYNCHRO__MODULESTORE__key), or give them to the AWS credential chain "
+        "(tried: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, ~/.aws/credentials and "
+        "~/.aws/config, container and instance roles); none found",
+    ),
+    "google": _Chain(
+        ("keyFilename", "endpoint"), "worker.stores.modules.gcs", "keyFilename",
+        "no credentials: set MODULESTORE.keyFilename (a service-account key file), or "
+        "application default credentials (tried: GOOGLE_APPLICATION_CREDENTIALS, gcloud's "
+        "application default credentials, the metadata server); none found",
+    ),
+}
 
 
 def missing_credentials(provider: str, config: Any) -> tuple[str, str] | None:
@@ -79,22 +98,14 @@ def missing_credentials(provider: str, config: Any) -> tuple[str, str] | None:
     and none in the SDK's own chain; None when there are some (or the SDK is not installed:
     opening the backend then names the extra).  Pairs and required keys are the config
     model's business; this covers what only the SDK knows."""
-    if provider == "amazon" and not (config.keyId or config.key):
-        problem = _chain_problem("worker.stores.modules.s3")
-        if problem is not None:
-            return "keyId", problem or (
-                "no credentials: set MODULESTORE.keyId and MODULESTORE.key (the key best in "
-                f"SYNCHRO__MODULESTORE__key), or give them to the AWS credential chain "
-                f"(tried: {_AWS_CHAIN}); none found"
-            )
-    if provider == "google" and not (config.keyFilename or config.endpoint):
-        problem = _chain_problem("worker.stores.modules.gcs")
-        if problem is not None:
-            return "keyFilename", problem or (
-                "no credentials: set MODULESTORE.keyFilename (a service-account key file), or "
-                f"application default credentials (tried: {_GOOGLE_CHAIN}); none found"
-            )
-    return None
+    chain = _CHAINS.get(provider)
+    if chain is None or any(getattr(config, name) for name in chain.given):
+        return None
+    problem = _chain_problem(chain.module)
+    if problem is None:
+        return None
+    return chain.setting, problem or chain.nothing
+
 
 def _chain_problem(module_name: str) -> str | None:
     """Ask a provider module (the only place its SDK is imported) whether its SDK's own

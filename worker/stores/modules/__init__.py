@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from worker.stores.modules.base import ContainerNotFound, ObjectInfo, SourceChanged
 from worker.stores.modules.names import STORE_FILES
 from worker.stores.modules.store import ModuleStore, file_md5
+from worker.stores.registry import module_backend_class
 
 if TYPE_CHECKING:
     from worker.config import Settings
@@ -30,8 +31,6 @@ __all__ = [
 def open_backend(provider: str, config: Any) -> Any:
     """The backend for ``provider`` (``file`` or a PkgCloudModuleStore provider) from its
     validated configuration; a missing SDK is MissingDependency naming the extra."""
-    from worker.registry import module_backend_class
-
     return module_backend_class(provider).from_config(config)
 
 

@@ -52,6 +52,7 @@ from worker.stores.modules.base import (
     crc32_of,
 )
 from worker.stores.modules.http import tune_session
+from worker.stores.modules.reader import MappedReader
 
 #: Blocks of one file staged at once (each held in memory while on the wire).
 BLOCKS_IN_FLIGHT = 4
@@ -207,7 +208,7 @@ class AzureBackend:
             downloader = self.service.get_blob_client(bucket, key).download_blob(
                 max_concurrency=1, timeout=self.timeout, **kwargs
             )
-        reader = _MappedReader(downloader, self, bucket, key)
+        reader = MappedReader(downloader, lambda: self._errors(bucket, key))
         reader.version = downloader.properties.etag
         reader.size = int(downloader.properties.size or 0)
         return cast(BinaryIO, reader)
@@ -323,34 +324,6 @@ class AzureBackend:
 
     def close(self) -> None:
         self.service.close()
-
-
-class _MappedReader:
-    """A StorageStreamDownloader read as a file, with its errors mapped."""
-
-    version: str | None = None
-    size: int = 0
-
-    def __init__(self, downloader: Any, backend: AzureBackend, bucket: str, key: str) -> None:
-        self._downloader = downloader
-        self._backend = backend
-        self._where = (bucket, key)
-
-    def read(self, n: int = -1) -> bytes:
-        with self._backend._errors(*self._where):
-            return bytes(self._downloader.read(n if n is not None and n >= 0 else -1))
-
-    def close(self) -> None:
-        pass
-
-    def readable(self) -> bool:
-        return True
-
-    def __enter__(self) -> _MappedReader:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def _md5_mismatch(exc: Exception) -> bool:

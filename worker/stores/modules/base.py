@@ -26,7 +26,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO, ClassVar, Protocol, TypeVar
 
@@ -76,6 +76,30 @@ def crc32_of(md5_hex: str) -> int | None:
     recently (a function of the content, so true whichever file it came from)."""
     with _crcs_lock:
         return _crcs.get(md5_hex)
+
+
+def checked_parts(body: BinaryIO, size: int, part: int, md5_hex: str) -> Iterator[bytes]:
+    """``size`` bytes of ``body`` in parts of at most ``part`` bytes, for an upload in parts.
+    After the last part (before the caller commits the upload): :class:`SourceChanged` unless
+    every byte was there and they are the content ``md5_hex`` names, checked by CRC-32 when
+    :func:`stream_md5` hashed that content just before, else by MD5."""
+    want_crc = crc32_of(md5_hex)
+    whole = hashlib.md5(usedforsecurity=False) if want_crc is None else None
+    crc = 0
+    remaining = size
+    while remaining > 0:
+        chunk = body.read(min(part, remaining))
+        if not chunk:
+            break
+        remaining -= len(chunk)
+        if whole is None:
+            crc = zlib.crc32(chunk, crc)
+        else:
+            whole.update(chunk)
+        yield chunk
+    same = crc == want_crc if whole is None else whole.hexdigest() == md5_hex
+    if remaining or not same:
+        raise SourceChanged("the local file changed during the upload")
 
 
 @dataclass(frozen=True, slots=True)

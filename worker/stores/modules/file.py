@@ -17,7 +17,7 @@ import os
 import shutil
 import stat
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO, ClassVar
 
@@ -216,12 +216,8 @@ class FileBackend:
         path = self._path(bucket, key)
         if not self._bucket(bucket).is_dir():
             raise ContainerNotFound("no such container", store=self.name, container=bucket, key=key)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=_TMP, dir=path.parent)
-        except OSError as exc:
-            raise self._error(exc, bucket, key) from exc
-        try:
+
+        def write(fd: int, tmp: str) -> None:
             digest = hashlib.md5(usedforsecurity=False)
             with os.fdopen(fd, "wb") as out:
                 remaining = size
@@ -237,9 +233,28 @@ class FileBackend:
                     "content changed while it was written", store=self.name, container=bucket,
                     key=key,
                 )
+
+        st = self._replace(path, write, md5_hex, bucket, key)
+        return ObjectInfo(key, size, st.st_mtime, md5_hex, f"{st.st_mtime_ns:x}-{size:x}")
+
+    def _replace(
+        self, path: Path, write: Callable[[int, str], None], md5_hex: str | None, bucket: str,
+        key: str,
+    ) -> os.stat_result:
+        """Write ``path`` anew: ``write(fd, name)`` fills a temporary file beside it (and
+        closes ``fd``), which gets mode 0644 and the MD5 xattr, then replaces ``path``.  A
+        failure leaves ``path`` as it was and no temporary file; OSError becomes StoreError."""
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=_TMP, dir=path.parent)
+        except OSError as exc:
+            raise self._error(exc, bucket, key) from exc
+        try:
+            write(fd, tmp)
             os.chmod(tmp, 0o644)
             st = os.stat(tmp)
-            _write_md5(tmp, md5_hex, st.st_mtime_ns)
+            if md5_hex is not None:
+                _write_md5(tmp, md5_hex, st.st_mtime_ns)
             os.replace(tmp, path)
         except BaseException as exc:
             with contextlib.suppress(OSError):
@@ -247,7 +262,7 @@ class FileBackend:
             if isinstance(exc, OSError):
                 raise self._error(exc, bucket, key) from exc
             raise
-        return ObjectInfo(key, size, st.st_mtime, md5_hex, f"{st.st_mtime_ns:x}-{size:x}")
+        return st
 
     def delete_many(self, bucket: str, keys: Iterable[str]) -> None:
         base = self._bucket(bucket)
@@ -274,28 +289,17 @@ class FileBackend:
         src = self._path(bucket, src_key)
         dst = self._path(bucket, dst_key)
         try:
-            st = os.stat(src)
-            md5 = _read_md5(str(src), st.st_mtime_ns)
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=_TMP, dir=dst.parent)
-            os.close(fd)
+            md5 = _read_md5(str(src), os.stat(src).st_mtime_ns)
         except OSError as exc:
             raise self._error(exc, bucket, src_key) from exc
-        try:
+
+        def write(fd: int, tmp: str) -> None:
+            os.close(fd)
             shutil.copyfile(src, tmp)
-            os.chmod(tmp, 0o644)
-            tst = os.stat(tmp)
-            if md5 is not None:
-                _write_md5(tmp, md5, tst.st_mtime_ns)
-            os.replace(tmp, dst)
-        except BaseException as exc:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            if isinstance(exc, OSError):
-                raise self._error(exc, bucket, src_key) from exc
-            raise
-        etag = f"{tst.st_mtime_ns:x}-{tst.st_size:x}"
-        return ObjectInfo(dst_key, tst.st_size, tst.st_mtime, md5, etag)
+
+        st = self._replace(dst, write, md5, bucket, src_key)
+        etag = f"{st.st_mtime_ns:x}-{st.st_size:x}"
+        return ObjectInfo(dst_key, st.st_size, st.st_mtime, md5, etag)
 
     def close(self) -> None:
         pass

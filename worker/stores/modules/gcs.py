@@ -22,11 +22,14 @@ from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import Any, BinaryIO, ClassVar, cast
 
+import google.auth
 import requests
 from google.api_core import exceptions as gexc
 from google.auth.credentials import AnonymousCredentials
-from google.auth.exceptions import RefreshError, TransportError
+from google.auth.exceptions import DefaultCredentialsError, RefreshError, TransportError
+from google.auth.transport.requests import AuthorizedSession
 from google.cloud import storage
+from google.oauth2 import service_account
 from google.resumable_media import common as media_common
 
 from worker.errors import (
@@ -49,6 +52,7 @@ from worker.stores.modules.base import (
     VerifyingReader,
 )
 from worker.stores.modules.http import tune_session
+from worker.stores.modules.reader import MappedReader
 
 _TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
 _SCOPE = "https://www.googleapis.com/auth/devstorage.read_write"
@@ -86,8 +90,6 @@ class GCSBackend:
     ) -> GCSBackend:
         options = {"api_endpoint": config.endpoint} if config.endpoint else None
         if config.keyFilename:
-            from google.oauth2 import service_account
-
             credentials: Any = service_account.Credentials.from_service_account_file(  # type: ignore[no-untyped-call]
                 config.keyFilename, scopes=[_SCOPE]
             )
@@ -96,8 +98,6 @@ class GCSBackend:
             credentials = AnonymousCredentials()  # type: ignore[no-untyped-call]
             project = config.projectId or "synchro-sync"
         else:
-            import google.auth
-
             credentials, found = google.auth.default(scopes=[_SCOPE])
             project = config.projectId or found
         http = _session(credentials, pool, config.endpoint or "https://storage.googleapis.com")
@@ -224,7 +224,7 @@ class GCSBackend:
             reader = blob.open("rb", chunk_size=PART_SIZE, retry=None)
             if offset:
                 reader.seek(offset)
-        mapped = _MappedReader(reader, self, bucket, key)
+        mapped = MappedReader(reader, lambda: self._errors(bucket, key))
         mapped.version, mapped.size = str(blob.generation), int(blob.size or 0)
         return cast(BinaryIO, mapped)
 
@@ -288,38 +288,8 @@ def _session(credentials: Any, pool: int, endpoint: str) -> requests.Session:
     if isinstance(credentials, AnonymousCredentials):
         session = requests.Session()
     else:
-        from google.auth.transport.requests import AuthorizedSession
-
         session = AuthorizedSession(credentials)  # type: ignore[no-untyped-call]
     return tune_session(session, endpoint, pool)
-
-
-class _MappedReader:
-    """A BlobReader whose errors (a reset mid-body, say) are mapped to worker.errors."""
-
-    version: str | None = None
-    size: int = 0
-
-    def __init__(self, reader: Any, backend: GCSBackend, bucket: str, key: str) -> None:
-        self._reader = reader
-        self._backend = backend
-        self._where = (bucket, key)
-
-    def read(self, n: int = -1) -> bytes:
-        with self._backend._errors(*self._where):
-            return bytes(self._reader.read(n))
-
-    def close(self) -> None:
-        self._reader.close()
-
-    def readable(self) -> bool:
-        return True
-
-    def __enter__(self) -> _MappedReader:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def _info(blob: Any) -> ObjectInfo:
@@ -338,9 +308,6 @@ def _info(blob: Any) -> ObjectInfo:
 
 def credential_chain_problem() -> str | None:
     """None when Google's application default credentials are found; "" when they are not."""
-    import google.auth
-    from google.auth.exceptions import DefaultCredentialsError
-
     try:
         google.auth.default()
     except DefaultCredentialsError:

@@ -1,11 +1,12 @@
 """Readers: streaming reads that survive a broken transfer (reopened where they stopped, same
-version), and an iterator of chunks read as a file."""
+version), an SDK's streaming reader or an iterator of chunks read as a file with the
+provider's errors mapped."""
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from worker.errors import TransientStoreError
 
@@ -13,7 +14,27 @@ if TYPE_CHECKING:
     from worker.stores.modules.store import ModuleStore
 
 
-class ResumingReader:
+#: What a provider's ``_errors(bucket, key)`` gives: its exceptions mapped to worker.errors.
+Errors = Callable[[], contextlib.AbstractContextManager[None]]
+
+
+class FileLike:
+    """What every reader here shares with a binary file opened for reading."""
+
+    def close(self) -> None:
+        pass
+
+    def readable(self) -> bool:
+        return True
+
+    def __enter__(self) -> FileLike:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class ResumingReader(FileLike):
     """A backend reader that, on a transient error, reopens at the current offset (same
     version) under the store's retry policy."""
 
@@ -65,17 +86,29 @@ class ResumingReader:
     def close(self) -> None:
         self._drop()
 
-    def readable(self) -> bool:
-        return True
 
-    def __enter__(self) -> ResumingReader:
-        return self
+class MappedReader(FileLike):
+    """An SDK's streaming reader (anything with ``read(n)``) read as a file, its exceptions
+    (a reset mid-body, say) mapped by ``errors()``; ``close`` closes it if it can be."""
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    version: str | None = None
+    size: int = 0
+
+    def __init__(self, source: Any, errors: Errors) -> None:
+        self._source = source
+        self._errors = errors
+
+    def read(self, n: int | None = -1) -> bytes:
+        with self._errors():
+            return bytes(self._source.read(n if n is not None and n >= 0 else -1))
+
+    def close(self) -> None:
+        close = getattr(self._source, "close", None)
+        if close is not None:
+            close()
 
 
-class ChunkReader:
+class ChunkReader(FileLike):
     """An iterator of byte chunks read as a file; ``errors()`` maps the SDK's exceptions
     raised while it is consumed (a reset mid-body becomes a transient error)."""
 
@@ -85,7 +118,7 @@ class ChunkReader:
     def __init__(
         self,
         chunks: Iterable[bytes],
-        errors: Callable[[], contextlib.AbstractContextManager[None]],
+        errors: Errors,
         on_close: Callable[[], object] | None = None,
     ) -> None:
         self._source = chunks
@@ -111,12 +144,3 @@ class ChunkReader:
         close = self._on_close or getattr(self._source, "close", None)
         if close is not None:
             close()
-
-    def readable(self) -> bool:
-        return True
-
-    def __enter__(self) -> ChunkReader:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

@@ -20,81 +20,34 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import hashlib
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Any, BinaryIO, ClassVar, cast
 
 import botocore.exceptions as bce
 import botocore.session
+from botocore.config import Config
 
-from worker.errors import (
-    AccessDenied,
-    AlreadyExists,
-    IntegrityError,
-    InvalidName,
-    NotFound,
-    StoreError,
-    TransientStoreError,
-)
 from worker.stores.modules import names
 from worker.stores.modules.base import (
     PART_SIZE,
-    ContainerNotFound,
     ObjectInfo,
     Page,
     Runner,
     SourceChanged,
 )
 from worker.stores.modules.reader import ChunkReader
+from worker.stores.modules.s3_errors import error_class, mapped_errors
+from worker.stores.modules.s3_multipart import put_multipart, strip_etag
 from worker.stores.modules.s3_put import STREAM_BUFFER, FastPut, StaticCredentials
+from worker.stores.registry import load
 
 #: Files up to this size go up as one streamed PUT on the light path (S3 takes up to 5 GiB in
 #: one request); larger ones as a multipart upload.
 STREAM_PUT_LIMIT = 5 * 1024**3
 
-_NOT_FOUND = {"NoSuchKey", "404", "NotFound", "NoSuchUpload", "NoSuchVersion"}
-_DENIED = {
-    "AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AllAccessDisabled",
-    "AccountProblem", "InvalidToken", "ExpiredToken", "Forbidden",
-}
-_EXISTS = {"BucketAlreadyExists", "BucketAlreadyOwnedByYou"}
-_TRANSIENT = {
-    "SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "RequestTimeTooSkewed",
-    "InternalError", "ServiceUnavailable", "BadDigest", "RequestLimitExceeded",
-    "OperationAborted", "TooManyRequests", "503", "500", "502", "504",
-}
-_INVALID = {"InvalidBucketName", "KeyTooLongError", "InvalidObjectName"}
-_NETWORK = (
-    bce.EndpointConnectionError,
-    bce.ConnectionClosedError,
-    bce.ReadTimeoutError,
-    bce.ConnectTimeoutError,
-    bce.ResponseStreamingError,
-    bce.IncompleteReadError,
-    bce.HTTPClientError,
-)
-
-
-def error_class(code: str, status: int) -> type[StoreError]:
-    """The worker.errors type for an S3 error code / HTTP status (the provider's one table)."""
-    if code == "NoSuchBucket":
-        return ContainerNotFound
-    if code in _NOT_FOUND:
-        return NotFound
-    if code in _DENIED or status == 403:
-        return AccessDenied
-    if code in _EXISTS:
-        return AlreadyExists
-    if code in _TRANSIENT or status in (429, 500, 502, 503, 504):
-        return TransientStoreError
-    if code in _INVALID:
-        return InvalidName
-    if code == "PreconditionFailed" or status == 412:
-        return IntegrityError  # If-Match on a resumed read: the object was replaced
-    return StoreError
-
+__all__ = ["STREAM_PUT_LIMIT", "S3Backend", "credential_chain_problem", "error_class"]
 
 class S3Backend:
     """S3 through one shared boto3 client."""
@@ -134,15 +87,12 @@ class S3Backend:
         secret = config.key.get_secret_value() if config.key is not None else None
 
         def make_session() -> Any:
-            import boto3
-
-            return boto3.session.Session(
+            # boto3 (~0.1 s to import) only when the client is built: see the module doc.
+            return load("boto3.session:Session", "amazon")(
                 aws_access_key_id=config.keyId, aws_secret_access_key=secret
             )
 
         def make_client(session: Any = None) -> Any:
-            from botocore.config import Config
-
             botocore_config = Config(
                 region_name=config.region,
                 retries={"total_max_attempts": 1, "mode": "standard"},
@@ -172,26 +122,11 @@ class S3Backend:
 
     # --- errors ----------------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def _errors(self, bucket: str | None = None, key: str | None = None) -> Iterator[None]:
-        """The one place botocore's exceptions become worker.errors."""
-        try:
-            yield
-        except bce.ClientError as exc:
-            err = exc.response.get("Error", {})
-            code = str(err.get("Code", ""))
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-            message = f"{code or status}: {err.get('Message') or exc}"
-            cls = error_class(code, status)
-            raise cls(message, store=self.name, container=bucket, key=key) from exc
-        except (bce.NoCredentialsError, bce.PartialCredentialsError) as exc:
-            raise AccessDenied(str(exc), store=self.name, container=bucket, key=key) from exc
-        except _NETWORK as exc:
-            raise TransientStoreError(
-                f"{type(exc).__name__}: {exc}", store=self.name, container=bucket, key=key
-            ) from exc
-        except bce.BotoCoreError as exc:
-            raise StoreError(str(exc), store=self.name, container=bucket, key=key) from exc
+    def _errors(
+        self, bucket: str | None = None, key: str | None = None
+    ) -> contextlib.AbstractContextManager[None]:
+        """The one place botocore's exceptions become worker.errors (:mod:`.s3_errors`)."""
+        return mapped_errors(bucket, key)
 
     # --- names -----------------------------------------------------------------------------
 
@@ -263,7 +198,7 @@ class S3Backend:
         reader = ChunkReader(
             body.iter_chunks(1024 * 1024), lambda: self._errors(bucket, key), body.close
         )
-        reader.version = _strip(resp.get("ETag"))
+        reader.version = strip_etag(resp.get("ETag"))
         reader.size = offset + int(resp.get("ContentLength", 0))
         return cast(BinaryIO, reader)
 
@@ -275,7 +210,7 @@ class S3Backend:
                 # One request streamed from the file (retried whole, from byte 0).
                 etag = run(self.fast.put_stream, bucket, key, body, size, md5_hex)
                 return ObjectInfo(key, size, time.time(), md5_hex, etag)
-            return self._put_multipart(bucket, key, body, size, md5_hex, run)
+            return put_multipart(self.client, bucket, key, body, size, md5_hex, run)
         data = body.read(size)
         if len(data) != size:
             raise SourceChanged("the local file is shorter than it was", store=self.name)
@@ -287,7 +222,7 @@ class S3Backend:
                 Bucket=bucket, Key=key, Body=data, ContentMD5=_b64(md5_hex),
                 ContentType=names.content_type(key),
             )
-        etag = _strip(resp.get("ETag"))
+        etag = strip_etag(resp.get("ETag"))
         return ObjectInfo(key, size, time.time(), md5_hex, etag)
 
     def upload_memory(self, size: int) -> int:
@@ -298,86 +233,6 @@ class S3Backend:
         if self.fast is not None and size <= self.stream_put_limit:
             return STREAM_BUFFER
         return PART_SIZE
-
-    def _put_multipart(
-        self, bucket: str, key: str, body: BinaryIO, size: int, md5_hex: str, run: Runner
-    ) -> ObjectInfo:
-        def create() -> str:
-            with self._errors(bucket, key):
-                return str(self.client.create_multipart_upload(
-                    Bucket=bucket, Key=key, ContentType=names.content_type(key)
-                )["UploadId"])
-
-        upload_id = run(create)
-        whole = hashlib.md5(usedforsecurity=False)
-        part_md5s: list[bytes] = []
-        parts: list[dict[str, Any]] = []
-        try:
-            remaining = size
-            while remaining > 0:
-                chunk = body.read(min(PART_SIZE, remaining))
-                if not chunk:
-                    break
-                remaining -= len(chunk)
-                whole.update(chunk)
-                digest = hashlib.md5(chunk, usedforsecurity=False)
-                number = len(parts) + 1
-                etag = run(self._upload_part, bucket, key, upload_id, number, chunk, digest)
-                part_md5s.append(digest.digest())
-                parts.append({"PartNumber": number, "ETag": etag})
-            if remaining or whole.hexdigest() != md5_hex:
-                raise SourceChanged(
-                    "the local file changed during the upload", store=self.name,
-                    container=bucket, key=key,
-                )
-            expected = hashlib.md5(b"".join(part_md5s), usedforsecurity=False).hexdigest()
-            expected += f"-{len(parts)}"
-            etag = run(self._complete, bucket, key, upload_id, parts, expected)
-        except BaseException:
-            with contextlib.suppress(Exception), self._errors(bucket, key):
-                self.client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
-            raise
-        return ObjectInfo(key, size, time.time(), md5_hex, etag)
-
-    def _upload_part(
-        self, bucket: str, key: str, upload_id: str, number: int, chunk: bytes, digest: Any
-    ) -> str:
-        with self._errors(bucket, key):
-            resp = self.client.upload_part(
-                Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=chunk,
-                ContentMD5=base64.b64encode(digest.digest()).decode(),
-            )
-        etag = _strip(resp.get("ETag"))
-        if etag != digest.hexdigest():
-            raise TransientStoreError(
-                f"part {number} came back with ETag {etag}, sent {digest.hexdigest()}",
-                store=self.name, container=bucket, key=key,
-            )
-        return f'"{etag}"'
-
-    def _complete(
-        self, bucket: str, key: str, upload_id: str, parts: list[dict[str, Any]], expected: str
-    ) -> str:
-        try:
-            with self._errors(bucket, key):
-                resp = self.client.complete_multipart_upload(
-                    Bucket=bucket, Key=key, UploadId=upload_id,
-                    MultipartUpload={"Parts": parts},
-                )
-            etag = _strip(resp.get("ETag"))
-        except NotFound:
-            # A retry after a completion whose response was lost: the upload is gone because
-            # it was completed.  The object's ETag tells whether it is ours.
-            with self._errors(bucket, key):
-                etag = _strip(self.client.head_object(Bucket=bucket, Key=key).get("ETag"))
-            if etag != expected:
-                raise
-        if etag != expected:
-            raise StoreError(
-                f"multipart ETag {etag} does not match the parts sent ({expected})",
-                store=self.name, container=bucket, key=key,
-            )
-        return etag
 
     def delete_many(self, bucket: str, keys: Iterable[str]) -> None:
         batch = list(keys)
@@ -412,7 +267,7 @@ class S3Backend:
                 Bucket=bucket, Key=dst_key, CopySource={"Bucket": bucket, "Key": src_key}
             )
             head = self.client.head_object(Bucket=bucket, Key=dst_key)
-        etag = _strip(resp.get("CopyObjectResult", {}).get("ETag")) or _strip(head.get("ETag"))
+        etag = strip_etag(resp.get("CopyObjectResult", {}).get("ETag") or head.get("ETag"))
         return _info(dst_key, head["ContentLength"], head["LastModified"].timestamp(), etag)
 
     def close(self) -> None:
@@ -422,16 +277,12 @@ class S3Backend:
             self._client.close()
 
 
-def _strip(etag: str | None) -> str | None:
-    return etag.strip('"') if etag else None
-
-
 def _b64(md5_hex: str) -> str:
     return base64.b64encode(bytes.fromhex(md5_hex)).decode()
 
 
 def _info(key: str, size: int, modified: float, etag: str | None) -> ObjectInfo:
-    etag = _strip(etag)
+    etag = strip_etag(etag)
     # A plain PUT's ETag is the MD5 of the content; a multipart one ends in "-<parts>".
     md5 = etag if etag and len(etag) == 32 and "-" not in etag else None
     return ObjectInfo(key, size, modified, md5, etag)

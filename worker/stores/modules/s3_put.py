@@ -28,6 +28,7 @@ import ssl
 import threading
 import xml.etree.ElementTree as ET
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from types import SimpleNamespace
@@ -41,6 +42,7 @@ from botocore.credentials import Credentials
 from worker.errors import StoreError, TransientStoreError
 from worker.stores.modules import names
 from worker.stores.modules.base import SourceChanged, crc32_of
+from worker.stores.modules.s3_errors import error_class
 
 _CODE = re.compile(rb"<Code>([^<]+)</Code>")
 _NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
@@ -138,32 +140,57 @@ class FastPut:
         if conn is not None:
             conn.close()
 
-    def put(self, bucket: str, key: str, data: bytes, md5_hex: str) -> str | None:
-        """PUT ``data``; returns the ETag (unquoted).  Raises worker.errors on failure."""
-        host, path = self._target(bucket, key)
-        headers = self.sign(
-            "PUT", host, path,
-            {"Content-MD5": base64.b64encode(bytes.fromhex(md5_hex)).decode(),
-             "Content-Length": str(len(data)), "Content-Type": names.content_type(key)},
-            data,
-        )
+    def _request(
+        self, host: str, bucket: str, key: str,
+        send: Callable[[http.client.HTTPConnection], None],
+    ) -> tuple[http.client.HTTPResponse, bytes]:
+        """One request on this thread's keep-alive connection to ``host``: ``send(conn)``
+        sends it, the reply is read whole.  A broken connection is dropped and raised as
+        :class:`TransientStoreError` (no retry here: the store's one policy retries and logs
+        it); so is one whose request ``send`` cut short (:class:`SourceChanged`: a request
+        short of its ``Content-Length`` stores nothing)."""
         conn = self._connection(host)
         try:
-            conn.request("PUT", path, body=data, headers=headers)
+            send(conn)
             resp = conn.getresponse()
-            body = resp.read()
+            data = resp.read()
+        except SourceChanged as exc:
+            self._drop(host)
+            exc.store, exc.container, exc.key = "amazon", bucket, key
+            raise
         except (OSError, http.client.HTTPException) as exc:
-            # No retry here: the store's one retry policy retries (and logs) it.
             self._drop(host)
             raise TransientStoreError(
-                f"{type(exc).__name__}: {exc}", store="amazon", container=bucket, key=key
+                f"{type(exc).__name__}: {exc}", store="amazon", container=bucket, key=key or None
             ) from exc
         if resp.will_close:
             self._drop(host)
-        if resp.status == 200:
-            etag = resp.getheader("ETag")
-            return etag.strip('"') if etag else None
-        raise _error(resp.status, body, bucket, key)
+        return resp, data
+
+    def _put_headers(
+        self, host: str, path: str, key: str, size: int, md5_hex: str, data: bytes | None
+    ) -> dict[str, str]:
+        """Signed headers of a PutObject of ``size`` bytes: ``data``, or (None) a body
+        streamed from a file, signed as ``UNSIGNED-PAYLOAD``."""
+        return self.sign(
+            "PUT", host, path,
+            {"Content-MD5": base64.b64encode(bytes.fromhex(md5_hex)).decode(),
+             "Content-Length": str(size), "Content-Type": names.content_type(key)},
+            b"" if data is None else data, unsigned_payload=data is None,
+        )
+
+    def put(self, bucket: str, key: str, data: bytes, md5_hex: str) -> str | None:
+        """PUT ``data``; returns the ETag (unquoted).  Raises worker.errors on failure."""
+        host, path = self._target(bucket, key)
+        headers = self._put_headers(host, path, key, len(data), md5_hex, data)
+
+        def send(conn: http.client.HTTPConnection) -> None:
+            conn.request("PUT", path, body=data, headers=headers)
+
+        resp, body = self._request(host, bucket, key, send)
+        if resp.status != 200:
+            raise _error(resp.status, body, bucket, key)
+        return _etag(resp)
 
     def put_stream(
         self, bucket: str, key: str, body: BinaryIO, size: int, md5_hex: str
@@ -180,20 +207,15 @@ class FastPut:
         ETag; raises worker.errors on failure.
         """
         host, path = self._target(bucket, key)
-        headers = self.sign(
-            "PUT", host, path,
-            {"Content-MD5": base64.b64encode(bytes.fromhex(md5_hex)).decode(),
-             "Content-Length": str(size), "Content-Type": names.content_type(key)},
-            b"", unsigned_payload=True,
-        )
-        buf = bytearray(max(1, min(STREAM_BUFFER, size)))
-        view = memoryview(buf)
-        want_crc = crc32_of(md5_hex)
-        digest = hashlib.md5(usedforsecurity=False) if want_crc is None else None
-        crc = 0
-        body.seek(0)
-        conn = self._connection(host)
-        try:
+        headers = self._put_headers(host, path, key, size, md5_hex, None)
+
+        def send(conn: http.client.HTTPConnection) -> None:
+            buf = bytearray(max(1, min(STREAM_BUFFER, size)))
+            view = memoryview(buf)
+            want_crc = crc32_of(md5_hex)
+            digest = hashlib.md5(usedforsecurity=False) if want_crc is None else None
+            crc = 0
+            body.seek(0)
             conn.putrequest("PUT", path, skip_accept_encoding=True)
             for name, value in headers.items():
                 conn.putheader(name, value)
@@ -214,23 +236,11 @@ class FastPut:
                     raise SourceChanged("the local file changed during the upload")
                 conn.send(block)
                 sent += n
-            resp = conn.getresponse()
-            data = resp.read()
-        except SourceChanged as exc:
-            self._drop(host)  # the request stays short of its length: nothing is stored
-            exc.store, exc.container, exc.key = "amazon", bucket, key
-            raise
-        except (OSError, http.client.HTTPException) as exc:
-            self._drop(host)
-            raise TransientStoreError(
-                f"{type(exc).__name__}: {exc}", store="amazon", container=bucket, key=key
-            ) from exc
-        if resp.will_close:
-            self._drop(host)
+
+        resp, data = self._request(host, bucket, key, send)
         if resp.status != 200:
             raise _error(resp.status, data, bucket, key)
-        etag = resp.getheader("ETag")
-        etag = etag.strip('"') if etag else None
+        etag = _etag(resp)
         if etag is not None and etag != md5_hex:
             raise TransientStoreError(
                 f"S3 stored ETag {etag} for a body with MD5 {md5_hex}",
@@ -252,19 +262,12 @@ class FastPut:
             method, host, path, {**(headers or {}), "Content-Length": str(len(body))}, body,
             query=query,
         )
-        conn = self._connection(host)
-        try:
-            conn.request(method, f"{path}?{query}" if query else path, body=body or None,
-                         headers=signed)
-            resp = conn.getresponse()
-            data = resp.read()
-        except (OSError, http.client.HTTPException) as exc:
-            self._drop(host)
-            raise TransientStoreError(
-                f"{type(exc).__name__}: {exc}", store="amazon", container=bucket, key=key or None
-            ) from exc
-        if resp.will_close:
-            self._drop(host)
+        target = f"{path}?{query}" if query else path
+
+        def send(conn: http.client.HTTPConnection) -> None:
+            conn.request(method, target, body=body or None, headers=signed)
+
+        resp, data = self._request(host, bucket, key, send)
         return resp.status, data
 
     def list_page(
@@ -320,14 +323,17 @@ class FastPut:
             conn.close()
 
 
+def _etag(resp: http.client.HTTPResponse) -> str | None:
+    etag = resp.getheader("ETag")
+    return etag.strip('"') if etag else None
+
+
 def _xml(text: str) -> str:
     return (text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
             .replace('"', "&quot;").replace("'", "&apos;").replace("\r", "&#13;"))
 
 
 def _error(status: int, body: bytes, bucket: str, key: str) -> StoreError:
-    from worker.stores.modules.s3 import error_class  # one error table for the provider
-
     m = _CODE.search(body)
     code = m.group(1).decode() if m else str(status)
     return error_class(code, status)(

@@ -29,6 +29,7 @@ import uuid
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any, BinaryIO, ClassVar, cast
+from urllib.parse import quote
 
 import requests
 import urllib3
@@ -53,6 +54,7 @@ from worker.stores.modules.base import (
     Page,
     Runner,
     SourceChanged,
+    checked_parts,
 )
 from worker.stores.modules.http import tune_session
 from worker.stores.modules.reader import ChunkReader
@@ -242,29 +244,19 @@ class SwiftBackend:
         upload = f"{key}/{uuid.uuid4().hex[:16]}"
         run(self._ensure_segments, bucket, segments)
         manifest: list[dict[str, Any]] = []
-        whole = hashlib.md5(usedforsecurity=False)
-        remaining = size
         try:
-            while remaining > 0:
-                chunk = body.read(min(PART_SIZE, remaining))
-                if not chunk:
-                    break
-                remaining -= len(chunk)
-                whole.update(chunk)
+            for chunk in checked_parts(body, size, PART_SIZE, md5_hex):
                 part_md5 = hashlib.md5(chunk, usedforsecurity=False).hexdigest()
                 name = f"{upload}/{len(manifest):08d}"
                 run(self._put_segment, segments, name, chunk, part_md5, bucket, key)
                 manifest.append({"path": f"/{segments}/{name}", "etag": part_md5,
                                  "size_bytes": len(chunk)})
-            if remaining or whole.hexdigest() != md5_hex:
-                raise SourceChanged(
-                    "the local file changed during the upload", store=self.name,
-                    container=bucket, key=key,
-                )
             etag = run(self._put_manifest, bucket, key, manifest)
-        except BaseException:
+        except BaseException as exc:
             with contextlib.suppress(Exception):
                 self._purge_segments(segments, [upload + "/"])
+            if isinstance(exc, SourceChanged):
+                exc.store, exc.container, exc.key = self.name, bucket, key
             raise
         # Segments of earlier uploads of this key are garbage now.
         with contextlib.suppress(StoreError):
@@ -303,8 +295,6 @@ class SwiftBackend:
             self._purge_segments(bucket + SEGMENTS_SUFFIX, [k + "/" for k in batch])
 
     def _bulk_delete(self, container: str, keys: list[str]) -> None:
-        from urllib.parse import quote
-
         body = "\n".join(quote(f"/{container}/{k}") for k in keys).encode()
         result: dict[str, Any] = {}
         with self._errors(container):

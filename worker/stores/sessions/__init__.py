@@ -7,9 +7,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
+from urllib.parse import urlsplit
 
+from worker.config import FileSessionStoreConfig, RedisSessionStoreConfig, Settings, mask_url
+from worker.config.shared_redis import redis_location, refuse_shared_redis
 from worker.errors import UsageError
+from worker.stores.registry import session_store_class
 from worker.stores.sessions.base import (
     BATCH_SIZE,
     OnConflict,
@@ -18,9 +22,6 @@ from worker.stores.sessions.base import (
     SessionStore,
     WriteResult,
 )
-
-if TYPE_CHECKING:
-    from worker.config import Settings
 
 __all__ = [
     "BATCH_SIZE",
@@ -42,8 +43,6 @@ SPEC_HELP = "memory:, file:PATH, redis://[:password@]host:port[/db] or rediss://
 
 def parse_store_spec(spec: str) -> tuple[str, dict[str, Any]]:
     """A command-line store spec -> (service name, constructor arguments); UsageError if bad."""
-    from urllib.parse import urlsplit
-
     text = spec.strip()
     if text == "memory:":
         return "MemorySessionStore", {}
@@ -74,13 +73,9 @@ def open_session_store(source: str | Settings, **kwargs: Any) -> Any:
     Extra keyword arguments go to the store's constructor (e.g. ``retry=`` for Redis).
     Returns an object implementing :class:`SessionStore`.
     """
-    from worker.registry import session_store_class
-
     if isinstance(source, str):
         service, args = parse_store_spec(source)
         return session_store_class(service)(**args, **kwargs)
-    from worker.config import FileSessionStoreConfig, RedisSessionStoreConfig
-
     cfg = source.session_store
     cls = session_store_class(source.SESSIONSTORE_SERVICE)
     if isinstance(cfg, RedisSessionStoreConfig):
@@ -109,72 +104,7 @@ def backup_note(settings: Settings) -> str | None:
     return None
 
 
-_LOOPBACK = {"localhost", "127.0.0.1", "::1", "0.0.0.0"}
-
-
-def redis_location(url: str, db: int = 0) -> tuple[str, str, int] | None:
-    """``(host, port, db)`` of a Redis URL (``("unix", path, db)`` for a socket), loopback
-    names made equal; None when it is not a Redis URL or cannot be read."""
-    from urllib.parse import parse_qs, urlsplit
-
-    try:
-        parts = urlsplit(url)
-        if parts.scheme == "unix":
-            query = parse_qs(parts.query)
-            return ("unix", parts.path, int(query.get("db", [db])[0]))
-        if parts.scheme not in ("redis", "rediss"):
-            return None
-        host = (parts.hostname or "localhost").lower()
-        path = parts.path.strip("/")
-        return (
-            "loopback" if host in _LOOPBACK else host,
-            str(parts.port or 6379),
-            int(path) if path else db,
-        )
-    except ValueError:
-        return None
-
-
-def refuse_shared_redis(settings: Settings) -> None:
-    """A ConfigError when BROKER_URL (where the worker keeps its locks, status, pending
-    paths and queues) is the session store's Redis database: the session store holds the
-    server's sessions under their bare ids, and nothing of the worker's may go in there."""
-    from worker.config import RedisSessionStoreConfig
-    from worker.errors import ConfigError
-
-    cfg = settings.session_store
-    if not isinstance(cfg, RedisSessionStoreConfig) or not settings.BROKER_URL:
-        return
-    broker = redis_location(settings.BROKER_URL)
-    if cfg.url:
-        sessions = redis_location(cfg.url, cfg.db)
-    else:
-        host = cfg.host.lower()
-        sessions = ("loopback" if host in _LOOPBACK else host, str(cfg.port), cfg.db)
-    if broker is None or broker != sessions:
-        return
-    from urllib.parse import urlsplit
-
-    shown = urlsplit(settings.BROKER_URL).hostname or "localhost"
-    place = f"{broker[1]}" if broker[0] == "unix" else f"{shown}:{broker[1]}"
-    origins = [settings.origin("SESSIONSTORE", key) for key in ("url", "host", "port", "db")]
-    origin = next((o for o in origins if o != "default"), None)
-    where = f"SESSIONSTORE ({origin})" if origin else (
-        f"SESSIONSTORE_SERVICE RedisSessionStore ({settings.origin('SESSIONSTORE_SERVICE')}) "
-        "with its default host, port and db"
-    )
-    raise ConfigError(
-        "BROKER_URL",
-        settings.origin("BROKER_URL"),
-        f"is the Redis database of the session store, {where}: {place} db {broker[2]}; the "
-        "worker's own keys (locks, status, pending paths, queues) must not go into the "
-        "sessions' database: give one of the two another database number",
-    )
-
-
 def _masked(spec: str) -> str:
-    from worker.config import mask_url
-
     try:
         return mask_url(spec) if "://" in spec else spec
     except ValueError:

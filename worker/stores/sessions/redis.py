@@ -40,7 +40,6 @@ from typing import Any, ClassVar, TypeVar
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import redis
-import redis.exceptions as rexc
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -71,7 +70,6 @@ from worker.stores.sessions.redis_support import (
     WRITE_LUA,
     glob_escape,
     mapped_errors,
-    scripting_refused,
 )
 from worker.stores.sessions.redis_writes import RedisWrites
 
@@ -209,11 +207,7 @@ class RedisSessionStore(RedisWrites):
             text = session_json(sid, state)
             key = self._key(sid)
 
-            def setnx(key: bytes = key, text: bytes = text) -> Any:
-                if expires_ms is None:
-                    return self.client.set(key, text, nx=True)
-                return self.client.set(key, text, nx=True, pxat=expires_ms)
-
+            setnx = partial(self.client.set, key, text, nx=True, pxat=expires_ms)
             if self._call(setnx, "create"):
                 return Session(sid, state, ms_to_datetime(expires_ms))
         raise StoreError("could not find a free session id", store=self.describe())
@@ -230,10 +224,7 @@ class RedisSessionStore(RedisWrites):
         if expires_ms is not None and expires_ms <= now_epoch_ms():
             self._call(lambda: self.client.delete(key), f"put {sid}")
             return
-        if expires_ms is None:
-            self._call(lambda: self.client.set(key, text), f"put {sid}")
-        else:
-            self._call(lambda: self.client.set(key, text, pxat=expires_ms), f"put {sid}")
+        self._call(partial(self.client.set, key, text, pxat=expires_ms), f"put {sid}")
 
     def delete(self, session_id: str) -> bool:
         key = self._key(session_id)
@@ -299,48 +290,40 @@ class RedisSessionStore(RedisWrites):
 
     def _get_one(self, key: bytes) -> list[Any]:
         """[value, expiry] of one key: one EVALSHA (a pipeline costs ~40 us more here)."""
-        if self._scripts:
-            try:
-                res: list[Any] = self.client.evalsha(self._get_sha, 1, key)  # type: ignore[no-untyped-call]
-                return res
-            except rexc.NoScriptError:
-                self.client.script_load(GET_LUA)  # type: ignore[no-untyped-call]
-                return self._get_one(key)
-            except rexc.ResponseError as exc:
-                if not scripting_refused(exc):
-                    raise
-                self._scripts = False
-        return self._fetch([key])[0]
+        def script() -> list[Any]:
+            return list(self.client.evalsha(self._get_sha, 1, key))  # type: ignore[no-untyped-call]
+
+        return self._scripted(script, lambda: self._fetch([key])[0], load=GET_LUA)
 
     def _fetch(
         self, keys: list[bytes], scan: int | None = None, count: int = BATCH_SIZE
     ) -> tuple[list[Any], tuple[int, list[bytes]] | None]:
         """One round trip: [value1, expiry1, value2, expiry2, ...] for ``keys`` (expiry in
         epoch ms, -1 none, -2 missing key), and the SCAN page at cursor ``scan`` if given."""
+        return self._scripted(
+            partial(self._fetch_once, keys, scan, count, True),
+            partial(self._fetch_once, keys, scan, count, False),
+            load=EXPIRY_LUA,
+        )
+
+    def _fetch_once(
+        self, keys: list[bytes], scan: int | None, count: int, scripted: bool
+    ) -> tuple[list[Any], tuple[int, list[bytes]] | None]:
         pipe = self.client.pipeline(transaction=False)
         if keys:
             pipe.mget(keys)
-            if self._scripts:
+            if scripted:
                 pipe.evalsha(self._expiry_sha, len(keys), *keys)
             else:
                 for key in keys:
                     pipe.pttl(key)
         if scan is not None:
             pipe.scan(scan, match=self._match, count=count)
-        try:
-            replies = pipe.execute()
-        except rexc.NoScriptError:  # new or restarted server: load it, once
-            self.client.script_load(EXPIRY_LUA)  # type: ignore[no-untyped-call]
-            return self._fetch(keys, scan, count)
-        except rexc.ResponseError as exc:
-            if not (self._scripts and scripting_refused(exc)):
-                raise
-            self._scripts = False
-            return self._fetch(keys, scan, count)
+        replies = pipe.execute()
         page = replies.pop() if scan is not None else None
         if not keys:
             return [], page
-        if self._scripts:
+        if scripted:
             values, expiries = replies
         else:
             values, ttls = replies[0], replies[1:]

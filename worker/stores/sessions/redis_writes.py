@@ -57,22 +57,37 @@ class RedisWrites:
     def _key(self, session_id: str) -> bytes:
         raise NotImplementedError
 
+    def _scripted(
+        self, script: Callable[[], T], commands: Callable[[], T], load: str | None = None
+    ) -> T:
+        """``script()`` while the server runs our scripts, else ``commands()`` (the same
+        work as plain commands).  A server that refuses scripting is remembered; one that
+        does not know the script (new, restarted) gets ``load`` loaded and is asked again."""
+        if self._scripts:
+            try:
+                return script()
+            except rexc.NoScriptError:
+                if load is None:
+                    raise
+                self.client.script_load(load)  # type: ignore[no-untyped-call]
+                return self._scripted(script, commands)
+            except rexc.ResponseError as exc:
+                if not scripting_refused(exc):
+                    raise
+                self._scripts = False
+        return commands()
+
     def existing(self, ids: Sequence[str]) -> list[str]:
         keys = [self._key(sid) for sid in ids]
 
-        def probe() -> list[Any]:
-            if self._scripts:
-                try:
-                    found: list[Any] = self._exists_script(keys=keys)
-                    return found
-                except rexc.ResponseError as exc:
-                    if not scripting_refused(exc):
-                        raise
-                    self._scripts = False
+        def pipelined() -> list[Any]:
             pipe = self.client.pipeline(transaction=False)
             for key in keys:
                 pipe.exists(key)
             return pipe.execute()
+
+        def probe() -> list[Any]:
+            return self._scripted(lambda: list(self._exists_script(keys=keys)), pipelined)
 
         found = self._call(probe, f"check {len(keys)} ids")
         return [sid for sid, hit in zip(ids, found, strict=True) if hit]
@@ -143,26 +158,25 @@ class RedisWrites:
     def _send(self, live: Sequence[RawSession], nx: bool) -> list[Any]:
         """SET each session (NX unless overwriting) with its PXAT; one truthy reply each."""
         prefix = self._bprefix
-        if self._scripts:
+
+        def script() -> list[Any]:
             keys = [prefix + sid.encode() for sid, _, _ in live]
             args: list[Any] = [b"1" if nx else b"0"]
             for _, text, expires_ms in live:
                 args.append(text)
                 args.append(b"" if expires_ms is None else expires_ms)
-            try:
-                replies: list[Any] = self._write_script(keys=keys, args=args)
-                return replies
-            except rexc.ResponseError as exc:
-                if not scripting_refused(exc):
-                    raise
-                self._scripts = False
-        pipe = self.client.pipeline(transaction=False)
-        command = pipe.execute_command
-        for sid, text, expires_ms in live:
-            cmd: list[Any] = ["SET", prefix + sid.encode(), text]
-            if expires_ms is not None:
-                cmd += ["PXAT", expires_ms]
-            if nx:
-                cmd.append("NX")
-            command(*cmd)  # type: ignore[no-untyped-call]
-        return pipe.execute()
+            return list(self._write_script(keys=keys, args=args))
+
+        def pipelined() -> list[Any]:
+            pipe = self.client.pipeline(transaction=False)
+            command = pipe.execute_command
+            for sid, text, expires_ms in live:
+                cmd: list[Any] = ["SET", prefix + sid.encode(), text]
+                if expires_ms is not None:
+                    cmd += ["PXAT", expires_ms]
+                if nx:
+                    cmd.append("NX")
+                command(*cmd)  # type: ignore[no-untyped-call]
+            return pipe.execute()
+
+        return self._scripted(script, pipelined)
