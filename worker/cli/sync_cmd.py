@@ -17,6 +17,7 @@ from worker.cli import EXIT_FAILED, CliState, pass_state
 from worker.config import Settings
 from worker.errors import UsageError
 from worker.mirror.passes import MirrorContext, PassResult
+from worker.queue import jobs
 
 
 class _Bar:
@@ -108,8 +109,6 @@ def _print_plan(result: PassResult) -> None:
 
 def _record(settings: Settings, result: PassResult, whole: bool) -> None:
     """``status`` shows this pass's figures per container, as it does ``run``'s passes."""
-    from worker.queue import jobs
-
     try:
         jobs.record_pass(settings, result, "sync", result.seconds, whole, say=False)
     except Exception as exc:  # status is best effort: the pass itself is done
