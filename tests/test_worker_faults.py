@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tests.servers.celery_worker import SyncWorld, redis_db_url
+from tests.servers.process import wait_for
 from tests.servers.redis_server import RedisServer
 from tests.servers.s3_server import S3Server
 
@@ -32,7 +33,7 @@ def _burst(root: Path, changes: int, files: int, seed: int,
             path.write_text(f"{n} change {i} " + "x" * rnd.randrange(2000))
         if at and i in at:
             at[i]()
-        time.sleep(pause)
+        time.sleep(pause)  # a burst spread over time, as an editor's saves are: pacing only
 
 
 def test_kill_9_worker_in_a_burst_of_500_changes_then_restart(
@@ -69,11 +70,14 @@ def test_broker_stopped_10s_during_edits(
     writer = threading.Thread(
         target=_burst, args=(world.root / "app1", 700, 80, 2), kwargs={"pause": 0.02}
     )
+    synced = _count(world.base / "logs" / "w1.log", "synced in")
     writer.start()  # about 14 s of edits
-    time.sleep(2)
+    # The broker goes down while the burst is being synced, not before it has started.
+    wait_for(lambda: _count(world.base / "logs" / "w1.log", "synced in") >= synced + 5, 10,
+             "the worker syncing the burst's first edits", details=world.logs)
     own_redis.stop()
     stopped = time.monotonic()
-    time.sleep(10)
+    time.sleep(10)  # the outage under test: the broker stays down 10 s while edits go on
     own_redis.start()
     assert time.monotonic() - stopped >= 10
     writer.join()
@@ -97,9 +101,11 @@ def _edits_never_go_back(world: SyncWorld, app_name: str, files: int, edits: int
 
     seen: dict[int, list[int]] = {n: [0] for n in range(files)}
     stop = threading.Event()
+    sweeps = [0]
 
     def observe() -> None:
         while not stop.is_set():
+            sweeps[0] += 1
             for n in range(files):
                 data = world.read_store(f"{app_name}/f{n}.txt")
                 try:
@@ -118,9 +124,13 @@ def _edits_never_go_back(world: SyncWorld, app_name: str, files: int, edits: int
             n = rnd.randrange(files)
             (app / f"f{n}.txt").write_text(f"{n} {k:04d} " + "y" * rnd.randrange(3000))
             final[n] = k
-            time.sleep(0.003)
+            time.sleep(0.003)  # pacing: edits spread over a few seconds, while tasks run
         world.wait_equal(60)
-        time.sleep(0.5)  # keep observing a little after equality: nothing may move back
+        # Keep observing after equality until no task is left that could still write (every
+        # one sent has run), then two more whole sweeps: nothing may have moved back.
+        world.wait_idle(60)
+        after = sweeps[0]
+        wait_for(lambda: sweeps[0] >= after + 2, 10, "two sweeps of the store after idle")
     finally:
         stop.set()
         observer.join()
@@ -177,24 +187,34 @@ def test_task_of_a_killed_pool_process_is_delivered_again(
         task_id = app.send_task("tasks.sync_path", args=["app1", "a.txt"],
                                 queue=world.host_queue).id
         received = f"tasks.sync_path[{task_id}] received"
-        deadline = time.monotonic() + 10
-        while _count(worker.log_path, received) < 1:
-            assert time.monotonic() < deadline, worker.tail()
-            time.sleep(0.05)
-        time.sleep(0.5)
+        wait_for(lambda: _count(worker.log_path, received) >= 1, 10, received,
+                 details=worker.tail)
         assert worker.proc is not None
         main = worker.proc.pid
         children = Path(f"/proc/{main}/task/{main}/children").read_text().split()
         assert children, "no pool process"
+        # The pool process is in the middle of the task: waiting for the lock the test holds.
+        wait_for(lambda: bool(set(children) & _blocked_on_flock()), 10,
+                 "the pool process blocked on the path lock", details=worker.tail)
         for pid in children:
             os.kill(int(pid), signal.SIGKILL)
-        while _count(worker.log_path, received) < 2:  # delivered again, same task id
-            assert time.monotonic() < deadline + 20, worker.tail()
-            time.sleep(0.05)
+        wait_for(lambda: _count(worker.log_path, received) >= 2, 30,  # same task id again
+                 f"{received} a second time", details=worker.tail)
         assert world.read_store("app1/a.txt") == b"v1"
     world.wait_equal(5)  # lock released: the redelivered task completes
     log = worker.log_path.read_text()
     assert re.search(r"WorkerLostError|exited with 'signal 9", log)
+
+
+def _blocked_on_flock() -> set[str]:
+    """The pids waiting for an ``flock`` another process holds (``->`` lines of /proc/locks:
+    ``1: -> FLOCK ADVISORY WRITE <pid> <dev:inode> 0 EOF``)."""
+    out = set()
+    for line in Path("/proc/locks").read_text().splitlines():
+        fields = line.split()
+        if len(fields) > 5 and fields[1] == "->" and fields[2] == "FLOCK":
+            out.add(fields[5])
+    return out
 
 
 def _count(path: Path, needle: str) -> int:

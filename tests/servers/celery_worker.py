@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from tests.servers.process import REPO, ServerProcess
+from tests.servers.process import REPO, ServerProcess, wait_for
 from tests.servers.redis_server import RedisServer
 
 _TMP_PREFIX = ".synchro-tmp-"
@@ -177,6 +177,25 @@ class SyncWorld:
 
             self._store = open_module_store(load_settings(environ=self.env))
         return self._store
+
+    def broker_idle(self) -> bool:
+        """No task of this world waits in its Redis broker or runs unacknowledged: the world's
+        database holds no queue (Redis drops an emptied list) and an empty ``unacked`` hash,
+        where Kombu keeps each message a worker took until the task is done."""
+        import redis
+
+        client = redis.Redis.from_url(self.env["SYNCHRO__BROKER_URL"], socket_timeout=5)
+        try:
+            if client.hlen("unacked"):
+                return False
+            return not any(client.type(k) == b"list" for k in client.scan_iter(count=1000))
+        finally:
+            client.close()
+
+    def wait_idle(self, timeout: float) -> float:
+        """Seconds until :meth:`broker_idle`: every task sent so far has run to its end."""
+        return wait_for(self.broker_idle, timeout, "the broker idle (no task queued or running)",
+                        interval=0.05, details=self.logs)
 
     def wait_equal(self, timeout: float) -> float:
         """Seconds until the store equals the folder; fails with the difference and logs."""
