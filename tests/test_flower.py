@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -23,6 +24,7 @@ import pytest
 
 from tests.servers.celery_worker import SyncWorld, redis_db_url
 from tests.servers.process import free_port
+from tests.servers.process import wait_for as until
 from tests.servers.redis_server import RedisServer
 
 pytest.importorskip("flower")
@@ -63,6 +65,36 @@ def wait_for(what: str, probe: Callable[[], Any], world: SyncWorld, timeout: flo
             again()
         time.sleep(0.5)
     pytest.fail(f"{what}: not seen in {timeout}s (last: {last!r:.300})\n{world.logs()}")
+
+
+class Probe:
+    """Task events of a made-up ``tasks.sync_path`` task, sent to the world's broker as a
+    worker sends them: seeing one in Flower proves Flower hears every event sent before."""
+
+    def __init__(self, world: SyncWorld) -> None:
+        from worker.config import load_settings
+        from worker.queue.app import create_app
+
+        self.world = world
+        self.app = create_app(load_settings(environ=world.env))
+
+    def send(self) -> str:
+        path = f"probe-{uuid.uuid4().hex[:8]}.js"
+        with self.app.connection_for_write() as conn:
+            events = self.app.events.Dispatcher(conn, hostname="probe@test", enabled=True)
+            events.send("task-received", uuid=str(uuid.uuid4()), name="tasks.sync_path",
+                        args=repr(["probe", path]), kwargs="{}", retries=0, eta=None)
+            events.close()
+        return path
+
+    def seen_by(self, port: int) -> None:
+        paths: list[str] = []
+
+        def seen() -> bool:
+            paths.append(self.send())  # Flower hears only events sent after it subscribed
+            return any(sync_tasks(port, p) for p in paths)
+
+        until(seen, 30, "a probe task event in Flower", interval=0.2, details=self.world.logs)
 
 
 def sync_tasks(port: int, path: str) -> list[dict[str, Any]]:
@@ -113,14 +145,17 @@ def test_task_events_can_be_turned_off(
     world.start_watcher()
     port = start_flower(world)
     wait_for("the worker in Flower", lambda: flower_get(port, "/api/workers"), world)
-    time.sleep(2)
+    probe = Probe(world)
+    probe.seen_by(port)  # Flower is listening to task events
     for n in range(3):
         (world.root / "shop" / "index.js").write_text(f"save {n}")
-        deadline = time.monotonic() + 5
-        while world.read_store("shop/index.js") != f"save {n}".encode():
-            assert time.monotonic() < deadline, world.logs()
-            time.sleep(0.05)
-    time.sleep(2)
+        synced = f"save {n}".encode()
+        until(lambda: world.read_store("shop/index.js") == synced, 10,  # noqa: B023
+              f"save {n} in the store", details=world.logs)
+    # Every task has run (and a worker sends a task's last event as it finishes it); an event
+    # sent after that reaches Flower after theirs would have.
+    world.wait_idle(20)
+    probe.seen_by(port)
     assert sync_tasks(port, "index.js") == []
     # Flower was listening all along: events turned on by hand show the next save.
     subprocess.run([sys.executable, "-m", "celery", "-A", "worker", "control", "enable_events"],
