@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import subprocess
-import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 import pytest
 
 from tests.servers.celery_worker import CLI, SyncWorld
+from tests.servers.process import wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 NODE_MODULES = REPO / ".test-servers" / "node" / "node_modules"
@@ -159,24 +159,17 @@ def test_apps_only_mirrors_apps_and_a_folder_joins_live(
     tag = uuid.uuid4().hex[:6]
     _tree(world.root, tag)
     run = world.start_run()
-    deadline = time.monotonic() + 10
     app = world.mirror / f"hello-{tag}"
-    while time.monotonic() < deadline and not (app / "lib" / "util.js").exists():
-        time.sleep(0.1)
-    assert (app / "lib" / "util.js").exists()
+    wait_for((app / "lib" / "util.js").exists, 10, "the app mirrored", details=run.tail)
     assert not (world.mirror / f"lib-{tag}").exists()  # a Node package, not an app
     assert (world.mirror / "apps.json").read_text(encoding="utf-8") == APPS_JSON
     # A live save of apps.json reaches the store like any module.
     (world.root / "apps.json").write_text('{"changed": true}\n')
     # The package becomes an app: all of it follows, without a restart.
     (world.root / f"lib-{tag}" / "package.json").write_text('{"engines": {"synchro": "*"}}')
-    deadline = time.monotonic() + 10
     joined = world.mirror / f"lib-{tag}" / "index.js"
-    while time.monotonic() < deadline and not (
-        joined.exists() and "changed" in (world.mirror / "apps.json").read_text()
-    ):
-        time.sleep(0.1)
-    assert joined.exists(), run.tail()
+    wait_for(lambda: joined.exists() and "changed" in (world.mirror / "apps.json").read_text(),
+             10, "the new app and apps.json mirrored", details=run.tail)
     assert (world.mirror / "apps.json").read_text() == '{"changed": true}\n'
 
 
