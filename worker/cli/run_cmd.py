@@ -335,7 +335,7 @@ def _as_default_app(app: Any) -> Any:
 def status_command(state: CliState, as_json: bool, limit: int, check: bool) -> None:
     """Queue depth, pending paths, last full pass per container, last snapshot, recent
     failures and retries.  Exit code 1 if the broker or the status store does not answer."""
-    from worker.ops.report import collect_status, render
+    from worker.ops.report import UNREADABLE, collect_status, render
 
     if check:
         from worker.ops.health import check_line
@@ -349,7 +349,7 @@ def status_command(state: CliState, as_json: bool, limit: int, check: bool) -> N
         click.echo(json.dumps(report.to_json(), indent=2, default=str))
     else:
         click.echo(render(report))
-    if any(p.startswith(("broker unreachable", "status store")) for p in report.problems):
+    if report.has(UNREADABLE):
         sys.exit(EXIT_FAILED)
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from worker import metrics
-from worker.ops.report import collect_status
+from worker.ops.report import UNHEALTHY, collect_status
 
 if TYPE_CHECKING:
     from worker.config import Settings
@@ -121,11 +121,9 @@ def check_line(settings: Settings) -> tuple[bool, str]:
     """``status --check``: (healthy, one line).  The status store and broker answer, ``run``
     runs (embedded), and the local process's ``/healthz`` says ok when ``METRICS.port`` is set."""
     report = collect_status(settings, limit=0)
-    fatal = [p for p in report.problems
-             if p.startswith(("broker unreachable", "status store", "synchro-sync run is not"))]
-    fatal.sort(key=lambda p: not p.startswith("broker"))  # the broker is the cause to name
+    fatal = report.has(UNHEALTHY)  # the broker first: the cause to name
     if fatal:
-        return False, f"unhealthy: {_first_words(fatal[0])}"
+        return False, f"unhealthy: {_first_words(fatal[0].text)}"
     port = settings.METRICS.port
     if port is None:
         return True, f"ok: {report.mode}, broker and status store answer"

@@ -5,7 +5,9 @@ from the broker) and the paths waiting to be synced."""
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from worker import metrics
@@ -19,6 +21,30 @@ if TYPE_CHECKING:
     from worker.config import Settings
 
 
+class Cause(StrEnum):
+    """What a problem of the report is about; who reads it decides by this, never by text."""
+
+    BROKER = "broker"
+    STATUS_STORE = "status store"
+    NOT_RUNNING = "not running"
+    PENDING = "pending paths"
+
+
+#: The causes that make ``status`` exit 1 (the report itself could not be read).
+UNREADABLE = frozenset({Cause.BROKER, Cause.STATUS_STORE})
+#: The causes that make ``status --check`` unhealthy, the first named first.
+UNHEALTHY = (Cause.BROKER, Cause.STATUS_STORE, Cause.NOT_RUNNING)
+
+
+@dataclass(frozen=True)
+class Problem:
+    cause: Cause
+    text: str
+
+    def __str__(self) -> str:
+        return self.text
+
+
 @dataclass
 class StatusReport:
     mode: str
@@ -30,10 +56,18 @@ class StatusReport:
     failures: list[dict[str, Any]] = field(default_factory=list)
     retries: list[dict[str, Any]] = field(default_factory=list)
     retry_total: int = 0
-    problems: list[str] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        out["problems"] = [p.text for p in self.problems]
+        return out
+
+    def has(self, causes: Iterable[Cause]) -> list[Problem]:
+        """The problems of these causes, in the order of ``causes``."""
+        order = list(causes)
+        return sorted((p for p in self.problems if p.cause in order),
+                      key=lambda p: order.index(p.cause))
 
 
 def collect_status(settings: Settings, limit: int = 10) -> StatusReport:
@@ -43,7 +77,7 @@ def collect_status(settings: Settings, limit: int = 10) -> StatusReport:
     try:
         data = open_status_store(settings).read()
     except Exception as exc:  # a status command must say what it can
-        report.problems.append(f"status store unreachable: {exc}")
+        report.problems.append(Problem(Cause.STATUS_STORE, f"status store unreachable: {exc}"))
         data = {}
     records: dict[str, Any] = data.get("records", {})
     report.full_passes = {
@@ -60,19 +94,21 @@ def collect_status(settings: Settings, limit: int = 10) -> StatusReport:
         report.pending = list(queue.get("pending", []))[:limit] if alive else []
         report.pending_count = int(queue.get("depth", 0)) if alive else 0
         if not alive:
-            report.problems.append("synchro-sync run is not running")
+            report.problems.append(Problem(Cause.NOT_RUNNING, "synchro-sync run is not running"))
         return report
     names = [settings.host_queue(), SESSIONS_QUEUE]
     try:
         report.queues = queue_depths(settings.BROKER_URL, names)
     except Exception as exc:
-        report.problems.append(f"broker unreachable: {exc.__class__.__name__}: {exc}")
+        report.problems.append(
+            Problem(Cause.BROKER, f"broker unreachable: {exc.__class__.__name__}: {exc}")
+        )
         report.queues = {n: None for n in names}
     if is_redis_url(settings.BROKER_URL):
         try:
             report.pending, report.pending_count = list_pending(settings.BROKER_URL, limit)
         except Exception as exc:
-            report.problems.append(f"pending paths unavailable: {exc}")
+            report.problems.append(Problem(Cause.PENDING, f"pending paths unavailable: {exc}"))
     return report
 
 

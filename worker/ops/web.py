@@ -182,7 +182,7 @@ def _body(report: StatusReport) -> str:
     e = html.escape
     out: list[str] = []
     if report.problems:
-        out.append("<ul class=bad>" + "".join(f"<li>problem: {e(p)}</li>"
+        out.append("<ul class=bad>" + "".join(f"<li>problem: {e(p.text)}</li>"
                                               for p in report.problems) + "</ul>")
     out.append("<h2>Queues</h2><table><tr><th>queue</th><th>waiting</th></tr>")
     for name, depth in report.queues.items():
