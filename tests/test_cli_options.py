@@ -4,17 +4,15 @@ a hint for a missing module directory."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from pathlib import Path
 
 from tests.servers.celery_worker import CLI
+from tests.servers.process import clean_environ
 
 
 def _env(tmp: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SYNCHRO")}
-    env["SYNCHRO__STATE_DIR"] = str(tmp / "state")
-    return env
+    return clean_environ(SYNCHRO__STATE_DIR=str(tmp / "state"))
 
 
 def _cli(tmp: Path, *args: str, env: dict[str, str] | None = None
@@ -76,8 +74,7 @@ def test_help_shows_each_description_whole(tmp_path: Path) -> None:
 
 def test_readme_says_where_run_keeps_its_state_and_mirror(tmp_path: Path) -> None:
     """The folders the README names are the defaults `config show` reports."""
-    out = _cli(tmp_path, "config", "show", "--json", env={
-        k: v for k, v in os.environ.items() if not k.startswith("SYNCHRO")})
+    out = _cli(tmp_path, "config", "show", "--json", env=clean_environ())
     assert out.returncode == 0, out.stderr
     values = {row["setting"]: row["value"] for row in map(json.loads, out.stdout.splitlines())}
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from tests.servers.process import clean_environ, wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -29,16 +30,14 @@ def test_readme_opens_with_install_and_run_then_test_command() -> None:
 def test_run_on_the_embedded_default_in_an_empty_folder(tmp_path: Path) -> None:
     """`synchro-sync run` with no settings at all: makes ./synchro-apps, mirrors a save into
     ./synchro-mirror, and stops cleanly on SIGTERM."""
-    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("SYNCHRO")}
+    env = clean_environ()
     exe = Path(sys.executable).with_name("synchro-sync")
     proc = subprocess.Popen(
         [str(exe), "run"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True,
     )
     try:
-        deadline = time.monotonic() + 30
-        while not (tmp_path / "synchro-apps").is_dir() and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_for((tmp_path / "synchro-apps").is_dir, 30, "run makes ./synchro-apps")
         app = tmp_path / "synchro-apps" / "hello"
         app.mkdir(parents=True)
         target = tmp_path / "synchro-mirror" / "hello" / "index.js"

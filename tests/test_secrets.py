@@ -5,13 +5,13 @@ SYNCHRO__ variables, inside URLs) never appear in `config show`, `status`, logs 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import uuid
 from pathlib import Path
 from typing import Any
 
 from tests.servers.celery_worker import CLI
+from tests.servers.process import clean_environ
 
 S3_SECRET = "s3-Secret-" + uuid.uuid4().hex
 REDIS_SECRET = "redis-Secret-" + uuid.uuid4().hex
@@ -19,9 +19,8 @@ AZURE_SECRET = "QXp1cmVTZWNyZXQ" + uuid.uuid4().hex + "=="  # base64, and wrong
 
 
 def _run(tmp: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("SYNCHRO")}
     return subprocess.run([*CLI, "--debug", *args, "-c", str(tmp / "config.json")],
-                          env={**base, **env}, cwd=tmp, capture_output=True, text=True,
+                          env=clean_environ(**env), cwd=tmp, capture_output=True, text=True,
                           timeout=120)
 
 

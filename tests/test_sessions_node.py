@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from tests.servers.process import clean_environ
 from tests.servers.redis_server import REDIS_PASSWORD, RedisServer, start_redis
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,9 +48,8 @@ def node(script: str, *args: str, stdin: str | None = None) -> Any:
 
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     exe = Path(sys.executable).with_name("synchro-sync")
-    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("SYNCHRO")}
     return subprocess.run(
-        [str(exe) if exe.exists() else "synchro-sync", *args], cwd=cwd, env=env,
+        [str(exe) if exe.exists() else "synchro-sync", *args], cwd=cwd, env=clean_environ(),
         capture_output=True, text=True, timeout=300,
     )
 

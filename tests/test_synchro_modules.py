@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from tests.servers.celery_worker import CLI, SyncWorld
-from tests.servers.process import wait_for
+from tests.servers.process import clean_environ, wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 NODE_MODULES = REPO / ".test-servers" / "node" / "node_modules"
@@ -71,7 +71,7 @@ def _read_as_the_server(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def _sync(tmp: Path, store: dict[str, Any], *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SYNCHRO")}
+    env = clean_environ()
     tmp.mkdir(parents=True, exist_ok=True)
     (tmp / "config.json").write_text(json.dumps({
         "APP_ROOT_PATH": str(tmp / "apps"), "STATE_DIR": str(tmp / "state"),
