@@ -68,3 +68,27 @@ def test_the_store_policy_retries_transient_errors_and_not_others() -> None:
         fast.call(broken)
     assert calls.count("p") == 1
     assert STORE_RETRY.attempts >= 2
+
+
+def test_a_retry_is_counted_with_the_container_and_key_the_store_named() -> None:
+    from worker.queue.jobs import _retried
+    from worker.retry import RETRY_COUNTER, Where
+
+    RETRY_COUNTER.drain()
+    fast = RetryPolicy(attempts=2, max_seconds=5, initial=0.001, max_wait=0.002)
+    tries: list[int] = []
+
+    def once_flaky() -> None:
+        tries.append(1)
+        if len(tries) == 1:
+            raise TransientStoreError("blip")
+
+    fast.call(once_flaky, what=Where("amazon", "/", "apps.json"))  # the store files' container
+    fast.call(lambda: None, what="no where")
+    tries.clear()
+    fast.call(once_flaky, what="redis://localhost read 10")  # a description, not a Where
+    (where1, msg1), (where2, _) = RETRY_COUNTER.drain()
+    assert msg1 == "blip" and str(where1) == "amazon///apps.json"  # as logged before
+    assert _retried(where1, "task-app", "task-key") == ("/", "apps.json")
+    assert where2 is None and _retried(where2, "task-app", "task-key") == ("task-app", "task-key")
+    assert _retried(Where("google", "app1"), None, None) == ("app1", None)

@@ -38,6 +38,18 @@ T = TypeVar("T")
 
 
 @dataclass(frozen=True)
+class Where:
+    """What a retried call concerned: the store, and the container and key when there are."""
+
+    store: str
+    container: str | None = None
+    key: str | None = None
+
+    def __str__(self) -> str:
+        return "/".join(p for p in (self.store, self.container, self.key) if p)
+
+
+@dataclass(frozen=True)
 class RetryPolicy:
     """Jittered exponential backoff bounded by attempts and by elapsed time."""
 
@@ -46,7 +58,7 @@ class RetryPolicy:
     initial: float = 0.1
     max_wait: float = 5.0
 
-    def retrying(self, what: str = "") -> Retrying:
+    def retrying(self, what: str | Where = "") -> Retrying:
         def before_sleep(state: RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome else None
             wait = state.next_action.sleep if state.next_action else 0.0
@@ -58,7 +70,7 @@ class RetryPolicy:
                 f" ({what})" if what else "",
                 exc,
             )
-            RETRY_COUNTER.add(str(exc), what)
+            RETRY_COUNTER.add(str(exc), what if isinstance(what, Where) else None)
 
         return Retrying(
             retry=retry_if_exception_type(TransientStoreError),
@@ -71,7 +83,9 @@ class RetryPolicy:
             reraise=True,
         )
 
-    def call(self, fn: Callable[..., T], *args: Any, what: str = "", **kwargs: Any) -> T:
+    def call(
+        self, fn: Callable[..., T], *args: Any, what: str | Where = "", **kwargs: Any
+    ) -> T:
         """Call ``fn`` under this policy; the last error is re-raised unchanged."""
         for attempt in self.retrying(what):
             with attempt:
@@ -81,23 +95,24 @@ class RetryPolicy:
 
 class _RetryCounter:
     """Process-wide count of retries, shown by ``synchro-sync status``, and the retries not
-    yet recorded, each with what it concerned (``provider/container/key``)."""
+    yet recorded, each with what it concerned (a :class:`Where`, or None when the caller did
+    not say)."""
 
     def __init__(self) -> None:
         self.count = 0
         self.last: str | None = None
         self._lock = threading.Lock()
-        self._unrecorded: list[tuple[str, str]] = []
+        self._unrecorded: list[tuple[Where | None, str]] = []
 
-    def add(self, message: str, what: str = "") -> None:
+    def add(self, message: str, where: Where | None = None) -> None:
         with self._lock:
             self.count += 1
             self.last = message
             if len(self._unrecorded) < 1000:
-                self._unrecorded.append((what, message))
+                self._unrecorded.append((where, message))
 
-    def drain(self) -> list[tuple[str, str]]:
-        """The (what, message) of each retry since the last drain, oldest first."""
+    def drain(self) -> list[tuple[Where | None, str]]:
+        """The (where, message) of each retry since the last drain, oldest first."""
         with self._lock:
             out, self._unrecorded = self._unrecorded, []
         return out

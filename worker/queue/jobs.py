@@ -35,10 +35,10 @@ from worker.coord.status import (
     record_retry,
     record_snapshot,
 )
-from worker.mirror import pass_log
-from worker.mirror.passes import MirrorContext
+from worker.mirror import pass_log, passes, pathsync
+from worker.mirror.context import MirrorContext
 from worker.mirror.results import PassResult, PathResult
-from worker.retry import RETRY_COUNTER
+from worker.retry import RETRY_COUNTER, Where
 from worker.stores.sessions import open_session_store, unreachable_reason
 from worker.stores.sessions.base import skipped_summary
 
@@ -102,20 +102,13 @@ def _counting_retries(
                 log.warning("could not record retries: %s", exc)
 
 
-_PROVIDERS = ("file", "amazon", "google", "azure", "openstack", "rackspace")
-
-
 def _retried(
-    where: str, container: str | None, path: str | None
+    where: Where | None, container: str | None, path: str | None
 ) -> tuple[str | None, str | None]:
-    """(container, key) of a retry's ``provider/container/key``; the task's own otherwise."""
-    provider, _, rest = where.partition("/")
-    if provider not in _PROVIDERS or not rest:
+    """(container, key) a retry concerned, as the store named them; the task's own otherwise."""
+    if where is None or where.container is None:
         return container, path
-    if rest.startswith("//"):  # the store files' container is "/"
-        return "/", rest[2:] or None
-    name, _, key = rest.partition("/")
-    return name, key or None
+    return where.container, where.key
 
 
 def sync_path(settings: Settings, container: str, relpath: str) -> Any:
@@ -126,7 +119,7 @@ def sync_path(settings: Settings, container: str, relpath: str) -> Any:
     started = time.monotonic()
     try:
         with _counting_retries(settings, "sync_path", container, relpath):
-            result = mirror_context(settings).sync_path(container, relpath)
+            result = pathsync.sync_path(mirror_context(settings), container, relpath)
     except (OSError, UnicodeError) as exc:
         why = pass_log.local_problem(exc)
         pass_log.once(logging.WARNING, container, relpath, why)
@@ -159,7 +152,8 @@ def full_pass(
         log.warning("APP_ROOT_PATH %s is back; full passes resume", root)
     started = time.monotonic()
     with host_lock(settings, "full-pass", timeout=3600.0), _counting_retries(settings, "full_pass"):
-        result = mirror_context(settings).full_pass(
+        result = passes.full_pass(
+            mirror_context(settings),
             containers=list(containers) if containers else None
         )
     record_pass(settings, result, reason, time.monotonic() - started, whole=not containers)

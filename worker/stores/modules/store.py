@@ -28,7 +28,7 @@ from worker.errors import (
     IntegrityError,
     StoreError,
 )
-from worker.retry import STORE_RETRY, RetryPolicy
+from worker.retry import STORE_RETRY, RetryPolicy, Where
 from worker.stores.modules.base import (
     MULTIPART_THRESHOLD,
     ContainerNotFound,
@@ -84,7 +84,7 @@ class ModuleStore(Layout):
     # --- the retry boundary ----------------------------------------------------------------
 
     def _call(self, fn: Callable[..., T], *args: object, container: str, key: str = "") -> T:
-        what = "/".join(p for p in (self.provider, container, key) if p)
+        what = Where(self.provider, container or None, key or None)
         try:
             return self.retry.call(fn, *args, what=what)
         except StoreError as exc:
