@@ -26,7 +26,8 @@ from bench.peers_cmd import PEERS, peer_env  # noqa: E402
 def main() -> int:
     from tests.servers.s3_server import start_s3
     from worker.config import load_settings
-    from worker.mirror.passes import MirrorContext
+    from worker.mirror.context import MirrorContext
+    from worker.mirror.passes import full_pass
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--files", type=int, default=10_000)
@@ -43,7 +44,7 @@ def main() -> int:
             "MODULESTORE": srv.settings(bucket="bench"),
         }, environ={})
         ctx = MirrorContext.from_settings(settings)
-        print("initial:", ctx.full_pass().summary())
+        print("initial:", full_pass(ctx).summary())
         fast = ctx.store.backend.fast  # type: ignore[attr-defined]
         apps = sorted(p.name for p in (work / "apps").iterdir())
 
@@ -61,7 +62,7 @@ def main() -> int:
                                          "rclone tuned (CLI)": []}
         for _ in range(args.reps):
             t = time.monotonic()
-            assert ctx.full_pass().unchanged == args.files
+            assert full_pass(ctx).unchanged == args.files
             times["ours in process"].append(time.monotonic() - t)
             t = time.monotonic()
             with ThreadPoolExecutor(len(apps)) as pool:

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from worker.config import load_settings
-from worker.mirror.passes import MirrorContext
+from worker.mirror.context import MirrorContext
+from worker.mirror.passes import full_pass
 
 SMALL, BIG = 2_000, 10_000
 
@@ -36,7 +37,7 @@ def _peak_of_pass(ctx: MirrorContext, app: str) -> tuple[int, int]:
     """(peak bytes traced during a pass of ``app`` alone, files unchanged)."""
     tracemalloc.start()
     try:
-        result = ctx.full_pass([app])
+        result = full_pass(ctx, [app])
         return tracemalloc.get_traced_memory()[1], result.unchanged
     finally:
         tracemalloc.stop()
@@ -44,7 +45,7 @@ def _peak_of_pass(ctx: MirrorContext, app: str) -> tuple[int, int]:
 
 @pytest.mark.slow
 def test_memory_of_a_pass_does_not_grow_with_the_tree(ctx: MirrorContext) -> None:
-    first = ctx.full_pass()
+    first = full_pass(ctx)
     assert first.uploaded == SMALL + BIG and first.ok, first.failures
     # Warm: the first traced pass of each pays for imports and caches.
     _peak_of_pass(ctx, "small")

@@ -19,7 +19,8 @@ import pytest
 
 from worker.config import load_settings
 from worker.errors import IntegrityError, UnsafePath
-from worker.mirror.passes import MirrorContext
+from worker.mirror.context import MirrorContext
+from worker.mirror.pathsync import sync_path
 
 PROVIDERS = ["file", "amazon"]
 
@@ -64,36 +65,36 @@ def test_save_touch_delete_and_folders(env: tuple[MirrorContext, str, dict[str, 
     root = ctx.root / app
     (root / "lib").mkdir()
     (root / "lib" / "a.js").write_text("a1")
-    r = ctx.sync_path(app, "lib/a.js")
+    r = sync_path(ctx, app, "lib/a.js")
     assert (r.action, r.uploaded, r.bytes) == ("uploaded", 1, 2)
     assert _objects(ctx, app) == {"lib/a.js": b"a1"}
 
     puts: list[str] = []
     real = ctx.store.put_file
     monkeypatch.setattr(ctx.store, "put_file", lambda *a, **k: puts.append(a[1]) or real(*a, **k))
-    assert ctx.sync_path(app, "lib/a.js").action == "unchanged"  # a duplicate delivery
+    assert sync_path(ctx, app, "lib/a.js").action == "unchanged"  # a duplicate delivery
     os.utime(root / "lib" / "a.js", (time.time() + 5, time.time() + 5))
-    assert ctx.sync_path(app, "lib/a.js").action == "unchanged"  # touched only: hashed, not sent
+    assert sync_path(ctx, app, "lib/a.js").action == "unchanged"  # touched only: hashed, not sent
     assert puts == []
     (root / "lib" / "a.js").write_text("a2")  # same size, new content
-    assert ctx.sync_path(app, "./lib//a.js").action == "uploaded"
+    assert sync_path(ctx, app, "./lib//a.js").action == "uploaded"
     assert puts == ["lib/a.js"]
 
     # A folder event syncs what is inside; a deleted folder takes its objects along.
     (root / "lib" / "sub").mkdir()
     (root / "lib" / "sub" / "b.js").write_text("b")
     (root / "lib" / "sub" / "c.js").write_text("c")
-    r = ctx.sync_path(app, "lib")
+    r = sync_path(ctx, app, "lib")
     assert r.action == "folder" and r.uploaded == 2
     assert set(_objects(ctx, app)) == {"lib/a.js", "lib/sub/b.js", "lib/sub/c.js"}
     (root / "lib" / "sub" / "b.js").unlink()
-    assert ctx.sync_path(app, "lib/sub/b.js").action == "deleted"
+    assert sync_path(ctx, app, "lib/sub/b.js").action == "deleted"
     for p in (root / "lib" / "sub").iterdir():
         p.unlink()
     (root / "lib" / "sub").rmdir()
-    r = ctx.sync_path(app, "lib/sub")
+    r = sync_path(ctx, app, "lib/sub")
     assert r.action == "deleted" and set(_objects(ctx, app)) == {"lib/a.js"}
-    assert ctx.sync_path(app, "lib/never-existed.js").action == "deleted"  # harmless
+    assert sync_path(ctx, app, "lib/never-existed.js").action == "deleted"  # harmless
 
 
 def test_ignored_and_unsafe_paths(env: tuple[MirrorContext, str, dict[str, Any]],
@@ -103,31 +104,31 @@ def test_ignored_and_unsafe_paths(env: tuple[MirrorContext, str, dict[str, Any]]
     (root / ".a.js.swp").write_text("swap")
     (root / "node_modules").mkdir()
     (root / "node_modules" / "x.js").write_text("x")
-    assert ctx.sync_path(app, ".a.js.swp").action == "skipped"
-    assert ctx.sync_path(app, "node_modules/x.js").action == "skipped"
+    assert sync_path(ctx, app, ".a.js.swp").action == "skipped"
+    assert sync_path(ctx, app, "node_modules/x.js").action == "skipped"
     for bad in ("../other/x.js", "a/../../x", "/etc/passwd"):
         with pytest.raises(UnsafePath):
-            ctx.sync_path(app, bad)
+            sync_path(ctx, app, bad)
     with pytest.raises(UnsafePath):
-        ctx.sync_path("..", "x")
+        sync_path(ctx, "..", "x")
     outside = tmp_path / "outside"
     outside.mkdir()
     (outside / "secret.txt").write_text("secret")
     os.symlink(outside, root / "link")
     with pytest.raises(UnsafePath):
-        ctx.sync_path(app, "link/secret.txt")
+        sync_path(ctx, app, "link/secret.txt")
     os.symlink(outside / "secret.txt", root / "file-link")
     with pytest.raises(UnsafePath):
-        ctx.sync_path(app, "file-link")
+        sync_path(ctx, app, "file-link")
     assert _objects(ctx, app) == {}
 
 
 def test_emptied_app_folder_deletes_nothing(env: tuple[MirrorContext, str, dict[str, Any]]
                                             ) -> None:
     ctx, app, _ = env
-    assert ctx.sync_path(app, "keep.js").action == "uploaded"
+    assert sync_path(ctx, app, "keep.js").action == "uploaded"
     (ctx.root / app / "keep.js").unlink()
-    r = ctx.sync_path(app, "keep.js")
+    r = sync_path(ctx, app, "keep.js")
     assert r.action == "skipped" and "empty" in r.reason
     assert set(_objects(ctx, app)) == {"keep.js"}
 
@@ -146,8 +147,8 @@ def _worker(overrides: dict[str, Any], app: str, done: Any, seed: int) -> None:
     while not done.is_set():
         # "kept changing during the uploads": that task fails; the next save's task runs.
         with contextlib.suppress(IntegrityError):
-            ctx.sync_path(app, "hot.js")
-    ctx.sync_path(app, "hot.js")  # the task the final save triggered
+            sync_path(ctx, app, "hot.js")
+    sync_path(ctx, app, "hot.js")  # the task the final save triggered
     ctx.close()
 
 
@@ -179,7 +180,7 @@ def test_last_save_wins_across_worker_processes(
         assert ctx.store.read_bytes(app, "hot.js") == final
         listed = {i.key: i for i in ctx.store.list(app)}
         assert listed["hot.js"].md5 in (None, hashlib.md5(final).hexdigest())
-        assert ctx.sync_path(app, "hot.js").action == "unchanged"  # a late, duplicate task
+        assert sync_path(ctx, app, "hot.js").action == "unchanged"  # a late, duplicate task
     finally:
         ctx.store.delete_container(app)
         ctx.close()

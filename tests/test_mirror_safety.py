@@ -14,7 +14,11 @@ from typing import Any
 import pytest
 
 from worker.config import load_settings
-from worker.mirror.passes import MirrorContext, PassResult
+from worker.mirror.context import MirrorContext
+from worker.mirror.passes import execute, full_pass, plan
+from worker.mirror.pathsync import sync_path
+from worker.mirror.pull import pull
+from worker.mirror.results import PassResult
 
 SECRET = b"root:x:0:0:outside the module directory\n"
 
@@ -51,12 +55,12 @@ def _objects(ctx: MirrorContext, app: str) -> dict[str, bytes]:
 
 def _plan_then(ctx: MirrorContext, app: str, swap: Any) -> PassResult:
     """Plan the container, change the tree as an attacker would, then execute the plan."""
-    stream = ctx.plan(app)
+    stream = plan(ctx, app)
     stream.materialise()  # the walk and the merge happen now, the sends after the swap
     ctx.store.ensure_container(app)
     swap()
     result = PassResult()
-    ctx.execute([stream], result)
+    execute(ctx, [stream], result)
     return result
 
 
@@ -140,7 +144,7 @@ def test_live_sync_of_a_path_under_a_swapped_folder_is_refused(
     out = _outside(tmp_path, ["passwd"])
     os.symlink(out, ctx.root / app / "etc")
     with pytest.raises(UnsafePath):
-        ctx.sync_path(app, "etc/passwd")
+        sync_path(ctx, app, "etc/passwd")
     assert ctx.listing(app) is None  # nothing was sent, not even the container made
 
 
@@ -163,7 +167,7 @@ def test_root_renamed_away_during_the_scan_deletes_nothing(
 
     app = f"app-{uuid.uuid4().hex[:8]}"
     total = _many(ctx, app)
-    assert ctx.full_pass().uploaded == total
+    assert full_pass(ctx).uploaded == total
     real_visit = localtree._visit
     seen = [0]
 
@@ -174,13 +178,13 @@ def test_root_renamed_away_during_the_scan_deletes_nothing(
         real_visit(*args)
 
     monkeypatch.setattr(localtree, "_visit", visit_then_move)
-    result = ctx.full_pass()
+    result = full_pass(ctx)
     assert result.deleted == 0
     assert len(list(ctx.store.list(app))) == total
     assert any("vanished" in w for w in result.warnings), result.warnings
     monkeypatch.undo()
     (tmp_path / "gone").rename(ctx.root)
-    again = ctx.full_pass()
+    again = full_pass(ctx)
     assert (again.uploaded, again.deleted, again.unchanged) == (0, 0, total)
     ctx.store.delete_container(app)
 
@@ -192,7 +196,7 @@ def test_root_replaced_between_the_scan_and_the_deletes_deletes_nothing(
     that lacks most files (a remount, a restore in progress) deletes nothing."""
     app = f"app-{uuid.uuid4().hex[:8]}"
     total = _many(ctx, app, folders=4)
-    assert ctx.full_pass().uploaded == total
+    assert full_pass(ctx).uploaded == total
     for d in range(1, 4):
         for f in (ctx.root / app / f"d{d:03}").iterdir():
             f.unlink()  # a real delete of 15 of 20 files, so the plan holds deletes
@@ -218,7 +222,7 @@ def test_what_pull_skips_is_never_deleted_by_a_later_sync(
     (ctx.root / app).mkdir()
     (ctx.root / app / "main.js").write_text("main")
     (ctx.root / app / "back\\slash.js").write_text("a name pull refuses")
-    assert ctx.full_pass().uploaded == 2
+    assert full_pass(ctx).uploaded == 2
     keys = {i.key for i in ctx.store.list(app)}
     assert keys == {"main.js", "back\\slash.js"}
 
@@ -228,17 +232,17 @@ def test_what_pull_skips_is_never_deleted_by_a_later_sync(
         **_store_overrides(ctx, tmp_path),
     }))
     try:
-        pulled = fresh.pull([app])
+        pulled = pull(fresh, [app])
         assert pulled.uploaded == 1
         assert [w for w in pulled.warnings if "slash.js" in w and "not pulled" in w]
-        again = fresh.full_pass()
+        again = full_pass(fresh)
         assert again.deleted == 0 and again.ok, again.failures
         assert {i.key for i in fresh.store.list(app)} == keys
         assert any("pull could not bring" in w for w in again.warnings), again.warnings
         # A real delete in the new folder still deletes.
         (fresh.root / app / "main.js").unlink()
         (fresh.root / app / "other.js").write_text("o")
-        third = fresh.full_pass(force=True)
+        third = full_pass(fresh, force=True)
         assert {i.key for i in fresh.store.list(app)} == {"other.js", "back\\slash.js"}
         assert third.deleted == 1
     finally:
@@ -310,7 +314,7 @@ def test_hostile_names_and_file_kinds(
     os.symlink(out, base / "etc")
     os.symlink(out / "passwd", base / "out.js")
     try:
-        result = ctx.full_pass()
+        result = full_pass(ctx)
     finally:
         sock.close()
     store = _independent_listing(ctx, app, tmp_path, request)
@@ -321,7 +325,7 @@ def test_hostile_names_and_file_kinds(
         lines = [w for w in result.warnings + result.failures if fragment in w]
         assert len(lines) == 1, (name, lines, result.warnings)
         assert why.lower() in lines[0].lower() or "cannot" in lines[0], lines[0]
-    again = ctx.full_pass()
+    again = full_pass(ctx)
     assert (again.uploaded, again.deleted) == (0, 0)
     ctx.store.delete_container(app)
 
@@ -340,7 +344,7 @@ def test_pull_from_a_malicious_bucket_writes_nothing_outside(
         "MODULESTORE_SERVICE": "PkgCloudModuleStore", "MODULESTORE": amazon_store_server.settings(),
     }, environ={}))
     try:
-        result = fresh.pull([app])
+        result = pull(fresh, [app])
     finally:
         fresh.close()
     written = {str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file()

@@ -18,7 +18,9 @@ from typing import Any
 import pytest
 
 from worker.config import load_settings
-from worker.mirror.passes import MirrorContext
+from worker.mirror.context import MirrorContext
+from worker.mirror.passes import full_pass
+from worker.mirror.pull import pull
 
 BIG = 20 * 1024 * 1024
 
@@ -130,12 +132,12 @@ def h(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]:
 def test_sync_equals_tree_through_edits_deletes_renames(h: Harness) -> None:
     build_tree(h.app_dir)
     ctx = h.context()
-    first = ctx.full_pass()
+    first = full_pass(ctx)
     assert first.ok, first.failures
     assert first.uploaded == 6 and first.deleted == 0
     assert h.store_tree(ctx) == local_tree(h.app_dir)
 
-    again = ctx.full_pass()
+    again = full_pass(ctx)
     assert (again.uploaded, again.copied, again.deleted, again.unchanged) == (0, 0, 0, 6)
 
     a = h.app_dir
@@ -145,7 +147,7 @@ def test_sync_equals_tree_through_edits_deletes_renames(h: Harness) -> None:
     shutil.move(a / "with space", a / "moved folder")  # a rename of a folder
     write(a / "new" / "folder" / "n.js", b"new\n")
     os.utime(a / "assets" / "big.bin")  # touched only: must not be sent again
-    third = ctx.full_pass()
+    third = full_pass(ctx)
     assert third.ok, third.failures
     assert h.store_tree(ctx) == local_tree(h.app_dir)
     assert third.deleted == 2  # util.js and the folder's old key
@@ -155,44 +157,44 @@ def test_sync_equals_tree_through_edits_deletes_renames(h: Harness) -> None:
         assert third.uploaded == 4
     assert third.bytes < BIG  # the touched 20 MiB file was not uploaded
 
-    fourth = ctx.full_pass()
+    fourth = full_pass(ctx)
     assert (fourth.uploaded, fourth.copied, fourth.deleted) == (0, 0, 0)
 
 
 def test_emptied_source_deletes_nothing_and_missing_root_fails(h: Harness) -> None:
     build_tree(h.app_dir, big=False)
     ctx = h.context()
-    assert ctx.full_pass().ok
+    assert full_pass(ctx).ok
     before = h.store_tree(ctx)
     for child in h.app_dir.iterdir():
         if child.is_dir():
             shutil.rmtree(child)
         else:
             child.unlink()
-    result = ctx.full_pass()
+    result = full_pass(ctx)
     assert result.deleted == 0 and any("empty" in w for w in result.warnings)
     assert h.store_tree(ctx) == before
     h.app_dir.rmdir()
-    assert ctx.full_pass().deleted == 0
+    assert full_pass(ctx).deleted == 0
     shutil.rmtree(h.root)
     from worker.errors import SyncError
 
     with pytest.raises(SyncError, match="does not exist"):
-        ctx.full_pass()
+        full_pass(ctx)
     assert h.store_tree(ctx) == before
 
 
 def test_dry_run_changes_nothing(h: Harness) -> None:
     build_tree(h.app_dir, big=False)
     ctx = h.context()
-    plan_only = ctx.full_pass(dry_run=True)
+    plan_only = full_pass(ctx, dry_run=True)
     assert sum(len(p.uploads) for p in plan_only.plans) == 5
     assert h.app not in ctx.store.containers() or h.store_tree(ctx) == {}
-    assert ctx.full_pass().uploaded == 5
+    assert full_pass(ctx).uploaded == 5
     (h.app_dir / "index.js").unlink()
     write(h.app_dir / "added.js", b"added")
     before = h.store_tree(ctx)
-    dry = ctx.full_pass(dry_run=True)
+    dry = full_pass(ctx, dry_run=True)
     assert [d for p in dry.plans for d in p.deletes] == ["index.js"]
     assert [u.file.key for p in dry.plans for u in p.uploads] == ["added.js"]
     assert h.store_tree(ctx) == before
@@ -202,15 +204,15 @@ def test_dry_run_changes_nothing(h: Harness) -> None:
 def test_pull_then_sync_uploads_nothing(h: Harness) -> None:
     build_tree(h.app_dir)
     ctx = h.context()
-    assert ctx.full_pass().ok
+    assert full_pass(ctx).ok
     # A new server: another module directory and another state folder, same store.
     new_root = h.tmp / "new-server"
     other = h.context(APP_ROOT_PATH=str(new_root), STATE_DIR=str(h.tmp / "state2"))
-    pulled = other.pull([h.app])
+    pulled = pull(other, [h.app])
     assert pulled.ok, pulled.failures
     assert pulled.uploaded == 6
     assert local_tree(new_root / h.app) == local_tree(h.app_dir)
-    after = other.full_pass()
+    after = full_pass(other)
     assert after.ok and (after.uploaded, after.copied, after.deleted) == (0, 0, 0)
     assert after.unchanged == 6
 
@@ -219,13 +221,13 @@ def test_more_deletes_than_share_need_force(h: Harness) -> None:
     for i in range(10):
         write(h.app_dir / f"f{i}.js", f"file {i}".encode())
     ctx = h.context(**{"SYNC.maxDeleteShare": 0.3})
-    assert ctx.full_pass().uploaded == 10
+    assert full_pass(ctx).uploaded == 10
     for i in range(4):
         (h.app_dir / f"f{i}.js").unlink()
-    held = ctx.full_pass()
+    held = full_pass(ctx)
     assert not held.ok and held.deleted == 0 and "--force" in held.withheld[0]
     assert len(h.store_tree(ctx)) == 10
-    forced = ctx.full_pass(force=True)
+    forced = full_pass(ctx, force=True)
     assert forced.ok and forced.deleted == 4
     assert h.store_tree(ctx) == local_tree(h.app_dir)
 
@@ -246,21 +248,21 @@ def test_file_changed_during_upload_is_uploaded_again(
         return info
 
     monkeypatch.setattr(ctx.store, "put_file", put_then_edit)
-    result = ctx.full_pass()
+    result = full_pass(ctx)
     assert result.ok and calls == ["hot.js", "hot.js"]
     assert h.store_tree(ctx) == {"hot.js": md5(b"version 2, longer")}
     monkeypatch.undo()
-    assert ctx.full_pass().uploaded == 0  # and the index holds the second version
+    assert full_pass(ctx).uploaded == 0  # and the index holds the second version
 
 
 def test_ignored_objects_stay_and_unsafe_keys_are_not_pulled(h: Harness) -> None:
     build_tree(h.app_dir, big=False)
     ctx = h.context()
-    assert ctx.full_pass().ok
+    assert full_pass(ctx).ok
     # Objects a pattern ignores are never deleted (adding a pattern deletes nothing).
     ctx.store.put_bytes(h.app, "node_modules/left/over.js", b"old")
     (h.root / ".syncignore").write_text(f"/{h.app}/with space/\n")
-    result = ctx.full_pass()
+    result = full_pass(ctx)
     assert result.ok and result.deleted == 0
     names = {i.key for i in ctx.store.list(h.app)}
     assert "node_modules/left/over.js" in names and "with space/a file.txt" in names
@@ -272,7 +274,7 @@ def test_ignored_objects_stay_and_unsafe_keys_are_not_pulled(h: Harness) -> None
         raw.put_object(Bucket=h.app, Key=bad, Body=b"evil")
     new_root = h.tmp / "fresh"
     other = h.context(APP_ROOT_PATH=str(new_root), STATE_DIR=str(h.tmp / "state-fresh"))
-    pulled = other.pull([h.app])
+    pulled = pull(other, [h.app])
     assert sum("escapes" in w for w in pulled.warnings) == 2
     assert not (h.tmp / "evil.js").exists() and not (h.tmp / "evil2.js").exists()
     assert not any(p.name.startswith("evil") for p in h.tmp.rglob("*"))

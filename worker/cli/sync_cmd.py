@@ -16,7 +16,10 @@ import click
 from worker.cli import EXIT_FAILED, CliState, pass_state
 from worker.config import Settings
 from worker.errors import UsageError
-from worker.mirror.passes import MirrorContext, PassResult
+from worker.mirror import passes
+from worker.mirror.context import MirrorContext
+from worker.mirror.pull import pull as pull_from_store
+from worker.mirror.results import PassResult
 from worker.queue import jobs
 
 
@@ -144,7 +147,7 @@ def sync(
                 f"(apps: {', '.join(local) or 'none'})"
             )
         with _Bar("sync") as bar:
-            result = ctx.full_pass(list(containers) or None, dry_run=dry_run, force=force,
+            result = passes.full_pass(ctx, list(containers) or None, dry_run=dry_run, force=force,
                                    progress=bar)
     if not dry_run:
         _record(settings, result, whole=not containers)
@@ -167,7 +170,7 @@ def pull(state: CliState, containers: tuple[str, ...], transfers: int | None) ->
     never overwritten.  CONTAINER names containers (default: every container in the store).
     """
     with _open(state, transfers) as ctx, _Bar("pull") as bar:
-        result = ctx.pull(list(containers) or None, progress=bar)
+        result = pull_from_store(ctx, list(containers) or None, progress=bar)
     _report(result, "downloaded")
 
 

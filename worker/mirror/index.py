@@ -101,7 +101,7 @@ class IndexEntry:
 
 def store_identity(settings: Any) -> str:
     """A short stable id of the configured module store (secrets left out)."""
-    cfg = settings.module_store
+    cfg = settings.MODULESTORE
     data: dict[str, Any] = {"service": settings.MODULESTORE_SERVICE}
     for name, value in cfg.model_dump(mode="python").items():
         if value is None or type(value).__name__ == "SecretStr":

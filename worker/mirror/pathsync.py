@@ -22,13 +22,13 @@ import time
 from typing import TYPE_CHECKING
 
 from worker.errors import SyncError
-from worker.mirror import apps, localtree, safeopen
+from worker.mirror import apps, localtree, passes, safeopen, transfer
 from worker.mirror.index import IndexEntry
 from worker.mirror.results import PassResult, PathResult
 from worker.stores.modules import STORE_FILES, ContainerNotFound
 
 if TYPE_CHECKING:
-    from worker.mirror.passes import MirrorContext
+    from worker.mirror.context import MirrorContext
 
 
 def sync_path(ctx: MirrorContext, container: str, relpath: str) -> PathResult:
@@ -55,12 +55,12 @@ def sync_path(ctx: MirrorContext, container: str, relpath: str) -> PathResult:
         if st is None:
             return PathResult(container, key, "skipped", reason="app folder missing")
         prefix = key + "/" if key else ""
-        stream = ctx.plan(
-            container, prefix, guard_empty=not key, disk_prefix=disk + "/" if disk else ""
+        stream = passes.plan(
+            ctx, container, prefix, guard_empty=not key, disk_prefix=disk + "/" if disk else ""
         )
         result = PassResult()
-        ctx.execute([stream], result,
-                    gate=lambda s: ctx.withhold_live_delete(container, s.delete_count()))
+        passes.execute(ctx, [stream], result,
+                       gate=lambda s: ctx.withhold_live_delete(container, s.delete_count()))
         if result.withheld:
             return PathResult(container, key, "withheld", uploaded=result.uploaded,
                               bytes=result.bytes, reason=result.withheld[0])
@@ -100,7 +100,7 @@ def _sync_file(ctx: MirrorContext, container: str, key: str, disk: str) -> PathR
             if md5 == entry.md5 and again.same_stat(now):
                 ctx.index.put(container, key, IndexEntry.of(now, md5, entry.etag, hashed_ns))
                 return PathResult(container, key, "unchanged")
-    done = ctx.upload_file(container, key, relpath=disk)
+    done = transfer.upload_file(ctx, container, key, relpath=disk)
     if done is None:
         return _delete_locked(ctx, container, key)
     row, size = done

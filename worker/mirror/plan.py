@@ -275,10 +275,6 @@ class ContainerPlan:
     def upload_bytes(self) -> int:
         return sum(u.file.size for u in self.uploads)
 
-    @property
-    def changes(self) -> int:
-        return len(self.uploads) + len(self.copies) + len(self.deletes)
-
     def delete_share(self) -> float:
         """Deleted share of the store's objects, renames (copy sources) not counted."""
         if not self.remote_count:

@@ -15,25 +15,45 @@ import os
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from worker.errors import IntegrityError, SyncError, UnsafePath
 from worker.mirror import localtree
 from worker.mirror.index import IndexEntry
+from worker.mirror.results import PassResult, Progress
 from worker.stores.modules import STORE_FILES, ObjectInfo, file_md5
 
 if TYPE_CHECKING:
-    from worker.mirror.passes import MirrorContext, PassResult, Progress
+    from worker.mirror.context import MirrorContext
 
 _CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Missing:
+    """No local file of that name: the object is fetched."""
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """The object cannot be brought into this folder (``why``): it is held in the store, never
+    deleted by a later pass from here."""
+
+    why: str
+
+
+@dataclass(frozen=True, slots=True)
+class KeptLocal:
+    """A local file of that name holds other content: the local one is kept (``why``)."""
+
+    why: str
 
 
 def pull(
     ctx: MirrorContext, containers: list[str] | None, progress: Progress | None = None
 ) -> PassResult:
-    from worker.mirror.passes import PassResult
-
     started = time.monotonic()
     result = PassResult()
     ctx.root.mkdir(parents=True, exist_ok=True)
@@ -71,15 +91,15 @@ def pull(
                 held[info.key] = problem
                 continue
             state = _local_state(ctx, name, info, index.get(info.key))
-            if state == "missing":
+            if isinstance(state, Missing):
                 todo.append((name, info))
             elif isinstance(state, IndexEntry):
                 rows[info.key] = state
                 result.unchanged += 1
             else:
-                result.warnings.append(state)
-                if state.endswith("not pulled"):
-                    held[info.key] = state
+                result.warnings.append(state.why)
+                if isinstance(state, Refused):
+                    held[info.key] = state.why
         ctx.index.put_many(name, rows)
         # What cannot be brought here is never deleted by a later pass from this folder.
         ctx.index.hold(name, held)
@@ -135,17 +155,18 @@ def _refuse(container: str, key: str) -> str | None:
 
 def _local_state(
     ctx: MirrorContext, container: str, info: ObjectInfo, entry: IndexEntry | None
-) -> str | IndexEntry:
-    """"missing", an index row when the local file already holds the object, else a warning."""
+) -> Missing | IndexEntry | Refused | KeptLocal:
+    """What the local folder has of the object: nothing, the same content (its index row), a
+    path that cannot be used, or another file."""
     path = localtree.folder_of(ctx.root, container) / info.key
     try:
         st = localtree.stat_path(ctx.root, container, info.key)
     except UnsafePath as exc:
-        return f"{exc}; not pulled"
+        return Refused(f"{exc}; not pulled")
     except OSError:
         st = None
     if st is None:
-        return "missing"
+        return Missing()
     f = localtree.LocalFile.from_stat(info.key, st)
     hashed_ns = time.time_ns()
     if entry is not None and entry.vouches_for(f):
@@ -157,7 +178,7 @@ def _local_state(
     remote_md5 = info.md5 or (entry.md5 if entry and entry.etag == info.etag else None)
     if md5 and md5 == remote_md5:
         return IndexEntry.of(f, md5, info.etag, hashed_ns)
-    return f"{container}/{info.key}: a different local file exists; kept the local one"
+    return KeptLocal(f"{container}/{info.key}: a different local file exists; kept the local one")
 
 
 def _fetch(ctx: MirrorContext, container: str, info: ObjectInfo) -> IndexEntry | str:

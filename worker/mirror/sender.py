@@ -1,4 +1,4 @@
-"""Running container streams: their sends on one pool of ``SYNC.transfers`` threads with a
+"""Sending what container streams yield: on one pool of ``SYNC.transfers`` threads with a
 bounded number in flight, then each container's deletes and dropped index rows.
 
 Each :class:`~worker.mirror.stream.ContainerStream` is merged on a thread of its own (a few at
@@ -26,7 +26,7 @@ from worker.mirror.results import PassResult, Progress
 from worker.mirror.stream import ContainerStream
 
 if TYPE_CHECKING:
-    from worker.mirror.passes import MirrorContext
+    from worker.mirror.context import MirrorContext
 
 #: Files hashed by one job.
 CHECK_BATCH = 64

@@ -40,7 +40,7 @@ from worker.mirror.plan import (
 from worker.stores.modules import STORE_FILES, ContainerNotFound, ObjectInfo
 
 if TYPE_CHECKING:
-    from worker.mirror.passes import MirrorContext
+    from worker.mirror.context import MirrorContext
 
 #: Index rows are committed in batches of this size during a pass.
 INDEX_BATCH = 1000

@@ -21,7 +21,7 @@ from worker.mirror.index import IndexEntry
 from worker.mirror.plan import Upload
 
 if TYPE_CHECKING:
-    from worker.mirror.passes import MirrorContext
+    from worker.mirror.context import MirrorContext
 
 #: Attempts at uploading a file that keeps changing under us.
 CHANGE_ATTEMPTS = 4
@@ -56,25 +56,6 @@ class ByteBudget:
 
 
 _BUDGET = ByteBudget()
-
-
-def return_big_buffers_to_the_os() -> None:
-    """Make glibc hand file-sized buffers back to the OS when they are freed.
-
-    glibc raises its mmap threshold each time a large block is freed, after which blocks of a
-    few MiB come from per-thread heaps that keep the memory: 16 upload threads reading 7 MiB
-    files then hold ~180 MB although only 32 MiB are ever in use.  A fixed threshold (128 KiB,
-    glibc's default before it adapts) keeps the pass near 80 MB.  No-op elsewhere.
-    """
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None)
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return
-    m_mmap_threshold = -3
-    mallopt(m_mmap_threshold, 128 * 1024)
 
 
 def upload_file(
