@@ -61,7 +61,7 @@ def test_status_distributed(sync_world: Callable[..., SyncWorld], redis_server: 
     app = create_app(settings)
     dispatcher = CeleryDispatcher(app, settings)
     for name in ("a.txt", "b.txt", "c.txt", "a.txt", "a.txt"):  # the repeats are coalesced
-        assert dispatcher.submit("app1", name)
+        dispatcher.submit("app1", name)
     assert dispatcher.sent == 3 and dispatcher.coalesced == 2
     app.send_task("tasks.sync_path", args=["..", "escape.txt"], queue=world.host_queue)
 

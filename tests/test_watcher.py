@@ -22,8 +22,9 @@ from typing import Any
 import pytest
 
 from worker.config import Settings, load_settings
-from worker.live import inotify, watcher
+from worker.live import inotify, observers
 from worker.live.watcher import ObserverKind, Watcher
+from worker.retry import OutagePolicy
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="inotify")
 
@@ -34,21 +35,21 @@ class Recorder:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.submits: list[tuple[str, str]] = []
+        self.times: list[float] = []
         self.passes: list[str] = []
         self.fail_submits = 0
         self.fail_passes = 0
-        self.answer: bool | None = None
         self.on_submit: Callable[[str, str], None] | None = None
 
-    def submit(self, container: str, relpath: str) -> bool | None:
+    def submit(self, container: str, relpath: str) -> None:
         with self.lock:
             if self.fail_submits:
                 self.fail_submits -= 1
                 raise ConnectionError("broker away")
             self.submits.append((container, relpath))
+            self.times.append(time.monotonic())
         if self.on_submit is not None:
             self.on_submit(container, relpath)
-        return self.answer
 
     def request_full_pass(self, reason: str) -> None:
         with self.lock:
@@ -61,9 +62,15 @@ class Recorder:
         with self.lock:
             return [f"{c}/{p}" for c, p in self.submits]
 
+    def timed(self) -> list[tuple[str, float]]:
+        """Every hand-off with the time it was made."""
+        with self.lock:
+            return [(f"{c}/{p}", t) for (c, p), t in zip(self.submits, self.times, strict=True)]
+
     def clear(self) -> None:
         with self.lock:
             self.submits.clear()
+            self.times.clear()
             self.passes.clear()
 
 
@@ -110,6 +117,18 @@ def outside(tmp_path: Path) -> Path:
 WatcherFactory = Callable[..., tuple[Watcher, Recorder]]
 
 
+class FastRetry:
+    """The hand-off's policy with waits of 50 ms (the real one counts whole seconds)."""
+
+    attempts = OutagePolicy().attempts
+
+    def delay(self, attempt: int) -> float:
+        return 0.05
+
+
+FAST_RETRY = FastRetry()
+
+
 @pytest.fixture
 def start(root: Path) -> Iterator[WatcherFactory]:
     started: list[Watcher] = []
@@ -117,7 +136,7 @@ def start(root: Path) -> Iterator[WatcherFactory]:
     def make(polling: bool = False, **sync: Any) -> tuple[Watcher, Recorder]:
         rec = Recorder()
         w = Watcher(make_settings(root, **sync), rec, polling=polling, poll_interval=0.1)
-        w.handoff.retry_base = 0.05
+        w.handoff.policy = FAST_RETRY
         w.health_interval = 0.1
         w.start()
         started.append(w)
@@ -436,12 +455,56 @@ def test_dispatcher_failing_too_long_requests_a_full_pass(
     assert "app1/after.js" in settle(w, rec, {"app1/after.js"})
 
 
-def test_a_dispatcher_that_owes_a_pass_is_not_retried(start: WatcherFactory, root: Path) -> None:
+def test_a_burst_of_new_files_is_handed_off_as_their_folder(
+    start: WatcherFactory, root: Path
+) -> None:
+    """An unpacked release: the first new paths go one by one, then the folder holding the
+    rest is handed off (again while more come), and every file is covered by a hand-off made
+    after it was written."""
     w, rec = start()
-    rec.answer = False  # worker.live.dispatch: "not handed off, I owe a full pass"
-    (root / "app1" / "main.js").write_text("v2")
-    assert settle(w, rec, {"app1/main.js"}) == ["app1/main.js"]
-    assert w.stats.refused == 1 and w.stats.submit_failures == 0
+    w.handoff.bursts.threshold = 20
+    release = root / "app1" / "release"
+    written: dict[str, float] = {}
+    for i in range(300):
+        sub = release / f"pkg{i % 3}"
+        sub.mkdir(parents=True, exist_ok=True)
+        (sub / f"f{i}.js").write_text(f"file {i}")
+        written[f"app1/release/pkg{i % 3}/f{i}.js"] = time.monotonic()
+    assert wait_for(lambda: w.wait_idle(0) and w.handoff.bursts.waiting() == [], 10)
+    handed = rec.timed()
+    singles = [p for p, _ in handed if p in written]
+    folders = [(p, t) for p, t in handed if p not in written]
+    assert folders, handed
+    assert len(singles) < 100, len(singles)  # not one per file
+    assert {p for p, _ in folders} <= {"app1/release", "app1/release/pkg0",
+                                       "app1/release/pkg1", "app1/release/pkg2", "app1/"}
+    for path, at in written.items():
+        covered = path in singles or any(
+            path.startswith(p.rstrip("/") + "/") and t >= at for p, t in folders)
+        assert covered, path
+    assert w.stats.burst_absorbed == 300 - len(singles)
+
+
+def test_a_storm_of_writes_to_a_few_files_is_no_burst(start: WatcherFactory, root: Path) -> None:
+    """Files written again and again were handed off recently: they keep the per-path
+    debounce, however many flushes they make."""
+    w, rec = start()
+    w.handoff.bursts.threshold = 5
+    names = {f"app2/s{i}.js" for i in range(10)}
+    for name in sorted(names):  # slowly: at most four new paths a second, no burst
+        (root / name).write_text("0")
+        time.sleep(0.3)
+    assert set(settle(w, rec, names)) == names
+    rec.clear()
+    deadline = time.monotonic() + 1.5
+    n = 0
+    while time.monotonic() < deadline:  # ten files, each written every 50 ms
+        (root / sorted(names)[n % 10]).write_text(str(n))
+        n += 1
+        time.sleep(0.005)
+    got = settle(w, rec, names)
+    assert set(got) == names, got
+    assert w.stats.burst_absorbed == 0
 
 
 def test_root_removed_and_back(start: WatcherFactory, root: Path, outside: Path) -> None:
@@ -513,14 +576,14 @@ def test_limits_too_low_falls_back_to_polling(root: Path, tmp_path: Path) -> Non
 def test_inotify_out_of_watches_at_start_falls_back_to_polling(
     root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = watcher._new_observer
+    real = observers.new_observer
 
     def no_watches(kind: ObserverKind, *args: Any) -> Any:
         if kind is ObserverKind.INOTIFY:
             raise OSError(errno.ENOSPC, "inotify watch limit reached")
         return real(kind, *args)
 
-    monkeypatch.setattr(watcher, "_new_observer", no_watches)
+    monkeypatch.setattr(observers, "new_observer", no_watches)
     rec = Recorder()
     w = Watcher(make_settings(root), rec, poll_interval=0.1)
     w.start()

@@ -16,6 +16,7 @@ import click
 
 from worker.config import Settings, load_settings
 from worker.errors import SyncError
+from worker.logs import apply_format
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -35,8 +36,6 @@ class CliState:
             merged = {**self.overrides, **{k: v for k, v in overrides.items() if v is not None}}
             self._settings = load_settings(self.config_file, merged)
             logging.getLogger("synchro_sync").setLevel(self._settings.LOG_LEVEL)
-            from worker.logs import apply_format
-
             apply_format(self._settings.LOG_FORMAT)
         return self._settings
 
@@ -143,12 +142,10 @@ def _whole_descriptions(group: click.Group) -> None:
             _whole_descriptions(command)
 
 
-def _register() -> None:
-    from worker.cli import config_cmd, run_cmd, sessions_cmd, sync_cmd
+# The command modules use the names above (CliState, pass_state, the exit codes): imported
+# once those exist, each registers its commands on the group.
+from worker.cli import config_cmd, run_cmd, sessions_cmd, sync_cmd  # noqa: E402
 
-    for module in (run_cmd, sync_cmd, sessions_cmd, config_cmd):
-        module.register(main)
-    _whole_descriptions(main)
-
-
-_register()
+for _module in (run_cmd, sync_cmd, sessions_cmd, config_cmd):
+    _module.register(main)
+_whole_descriptions(main)

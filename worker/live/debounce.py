@@ -159,11 +159,6 @@ class Debouncer(Generic[K]):
         win.events += 1
         win.gone = change is Change.GONE
 
-    def quiet_for(self, key: K) -> float:
-        """The quiet period that applies to ``key``'s open window now."""
-        win = self._windows.get(key)
-        return self.quiet if win is None else self._quiet(win)
-
     def _quiet(self, win: _Window) -> float:
         quiet = self.quiet * self.backoff**win.streak
         return min(max(quiet, self.adapt * win.gap), self.max_delay)

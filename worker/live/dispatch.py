@@ -1,11 +1,12 @@
 """How the watcher hands work off: a :class:`Dispatcher` takes paths and full-pass requests.
 
 The watcher calls ``submit(container, relpath)`` once a path has been quiet for the debounce
-period, and ``request_full_pass(reason)`` after a queue overflow, an observer error or anything
-else that may have lost events.  Neither call blocks for long and neither raises because the
-broker is away: a dispatcher that cannot hand a path off remembers that it owes a full pass and
-sends one as soon as the broker answers again (the local folder is the truth; a pass finds every
-change that was missed).
+period (or a folder's path, for a burst of new files in it: :mod:`worker.live.burst`), and
+``request_full_pass(reason)`` after a queue overflow, an observer error or anything else that
+may have lost events.  Neither call blocks for long; each returns once the work is handed over
+and raises when it was not (a broker away).  Retrying, and owing a full pass when retrying does
+not help, is the watcher's hand-off's job (:mod:`worker.live.handoff`), the only place that
+does it: a dispatcher keeps no debt of its own.
 
 Two implementations:
 
@@ -16,11 +17,13 @@ Two implementations:
   Nothing is written to disk for the queue: after a crash the start-up full pass finds every change
   the lost queue held, which a file-backed queue could not improve on (kombu's filesystem transport
   deletes a message when it is fetched, not when it is acknowledged, so the message in flight at a
-  ``kill -9`` would be lost anyway).
+  ``kill -9`` would be lost anyway).  It never raises.
 * :class:`CeleryDispatcher` (``BROKER_URL`` set): sends ``tasks.sync_path`` to this host's queue.
   With a Redis broker a hash of pending paths coalesces submissions the same way: a path whose task
   has not started yet is not sent twice (the task removes its entry before it reads the file, so a
   save that arrives after that is sent again).  The hash is also what ``status`` shows as pending.
+  A folder's path (a burst) is coalesced the same way, so while its sync waits in the queue the
+  burst's later hand-offs of it cost one Redis call each and no task.
 """
 
 from __future__ import annotations
@@ -46,16 +49,17 @@ log = logging.getLogger("synchro_sync.dispatch")
 class Dispatcher(Protocol):
     """What the watcher needs: hand off a path, ask for a full pass, stop."""
 
-    def submit(self, container: str, relpath: str) -> bool:
-        """Queue a sync of ``relpath`` (``/``-separated, relative to the container).
+    def submit(self, container: str, relpath: str) -> None:
+        """Queue a sync of ``relpath`` (``/``-separated, relative to the container; a folder's
+        path syncs the folder, ``""`` the whole app folder).
 
-        Returns False when the path could not be handed off and a full pass is owed instead.
-        Never raises because the broker is away, and never blocks for more than a few seconds.
+        Raises when the path was not handed over; never blocks for more than a few seconds.
         """
         ...
 
     def request_full_pass(self, reason: str) -> None:
-        """Ask for a full pass of this host's containers (overflow, observer error, start-up)."""
+        """Ask for a full pass of this host's containers (overflow, observer error, start-up);
+        raises when the request was not handed over."""
         ...
 
     def close(self) -> None:
@@ -101,7 +105,7 @@ class LocalDispatcher:
 
     # the Dispatcher protocol
 
-    def submit(self, container: str, relpath: str) -> bool:
+    def submit(self, container: str, relpath: str) -> None:
         key = (container, relpath)
         with self._cond:
             if key in self._inflight:
@@ -109,7 +113,6 @@ class LocalDispatcher:
             elif key not in self._pending:
                 self._pending[key] = time.monotonic()
                 self._cond.notify_all()
-        return True
 
     def request_full_pass(self, reason: str) -> None:
         with self._cond:
@@ -204,81 +207,38 @@ class LocalDispatcher:
 
 
 class CeleryDispatcher:
-    """Sends work to this host's Celery queue; on broker trouble owes a full pass instead."""
-
-    #: Seconds between broker probes while a full pass is owed.
-    PROBE_INTERVAL = 1.0
+    """Sends work to this host's Celery queue; raises when the broker does not take it."""
 
     def __init__(self, app: Celery, settings: Settings) -> None:
         self.app = app
         self.queue = settings.host_queue()
         url = settings.BROKER_URL
         self._pending_paths = PendingPaths(url, self.queue) if url and is_redis_url(url) else None
-        self._lock = threading.Lock()
-        self._owed: list[str] = []
-        self._stop = threading.Event()
-        self._prober: threading.Thread | None = None
+        #: Whether the watcher handing off to this dispatcher is failing (paths kept, a full
+        #: pass owed): set by ``watch`` to its hand-off's :attr:`~worker.live.handoff.HandOff.
+        #: failing`; the hand-off owns that state, this only shows it to ``ops.health``.
+        self.hand_off_failing: Callable[[], bool] = lambda: False
         self.sent = 0
         self.coalesced = 0
 
-    def submit(self, container: str, relpath: str) -> bool:
-        if self._owed:
-            self._owe("broker unavailable, events dropped")
-            return False
-        try:
-            pending = self._pending_paths
-            if pending is not None and not pending.claim(container, relpath):
-                self.coalesced += 1
-                return True
-            self._send("tasks.sync_path", [container, relpath])
-        except Exception as exc:  # kombu, redis and socket errors: all mean "broker away"
-            log.warning(
-                "container=%s path=%s not queued (%s); a full pass will follow",
-                container, relpath, exc,
-            )
-            self._owe(f"broker unavailable: {exc.__class__.__name__}")
-            return False
+    def submit(self, container: str, relpath: str) -> None:
+        pending = self._pending_paths
+        if pending is not None and not pending.claim(container, relpath):
+            self.coalesced += 1
+            return
+        self._send("tasks.sync_path", [container, relpath])
         self.sent += 1
-        return True
 
     def request_full_pass(self, reason: str) -> None:
-        try:
-            self._send("tasks.full_pass", [None, reason])
-        except Exception as exc:
-            log.warning("full pass (%s) not queued (%s); will retry", reason, exc)
-            self._owe(reason)
+        self._send("tasks.full_pass", [None, reason])
 
     def close(self) -> None:
-        self._stop.set()
-        if self._prober is not None:
-            self._prober.join(timeout=5)
+        """Nothing to stop: what was sent stays in the broker."""
 
     @property
     def owes_full_pass(self) -> bool:
-        return bool(self._owed)
+        """Read by ``ops.health`` (``watch``): see :attr:`hand_off_failing`."""
+        return self.hand_off_failing()
 
     def _send(self, name: str, args: list[Any]) -> None:
         self.app.send_task(name, args=args, queue=self.queue, retry=False)
-
-    def _owe(self, reason: str) -> None:
-        with self._lock:
-            if reason not in self._owed:
-                self._owed.append(reason)
-            if self._prober is None or not self._prober.is_alive():
-                self._prober = threading.Thread(
-                    target=self._probe, name="synchro-sync-probe", daemon=True
-                )
-                self._prober.start()
-
-    def _probe(self) -> None:
-        while not self._stop.wait(self.PROBE_INTERVAL):
-            with self._lock:
-                reason = "; ".join(self._owed)
-            try:
-                self._send("tasks.full_pass", [None, reason])
-            except Exception:
-                continue
-            with self._lock:
-                self._owed.clear()
-            log.warning("broker is back; full pass queued (%s)", reason)
-            return

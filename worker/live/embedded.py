@@ -1,5 +1,14 @@
-"""The embedded runner's helpers: its scheduler (:class:`Timers`) and its retry of failed
-saves (:class:`RetryLater`), the in-process counterparts of beat and Celery's retries."""
+"""The embedded runtime of ``synchro-sync run``: watcher, in-process worker and scheduler in
+one process, no server.
+
+:func:`run_embedded` holds ``run``'s lock in ``STATE_DIR``, starts the watcher (its events wait
+in the :class:`~worker.live.dispatch.LocalDispatcher` queue while the start-up full pass runs),
+runs that pass, then releases the queue and lives until ``stop`` is set; the scheduled passes
+and backups run on :class:`Timers`, and a save that failed on a transient store error is tried
+again by :class:`RetryLater` under :data:`worker.retry.OUTAGE_RETRY`, the policy of the Celery
+tasks.  :func:`check_module_store` is the check ``run`` makes before going live.  The CLI
+(:mod:`worker.cli.run_cmd`) only parses options and calls these.
+"""
 
 from __future__ import annotations
 
@@ -7,17 +16,143 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import suppress
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+from worker.coord.locks import host_lock
+from worker.coord.status import record_embedded_queue, record_failure, record_retry
+from worker.errors import SyncError, TransientStoreError
+from worker.live.dispatch import LocalDispatcher
+from worker.live.watcher import Watcher
+from worker.mirror import pass_log
+from worker.ops.web import serve
+from worker.queue import jobs
 from worker.retry import OUTAGE_RETRY
+from worker.stores.modules import open_module_store
+from worker.stores.sessions import backup_note, unreachable_reason
 
 if TYPE_CHECKING:
     from worker.config import Settings
-    from worker.live.dispatch import LocalDispatcher
 
 log = logging.getLogger("synchro_sync.run")
+
+
+def run_embedded(
+    settings: Settings,
+    stop: threading.Event,
+    ready: Callable[[], None],
+    say: Callable[[str], None],
+) -> None:
+    """Watcher + in-process worker + timers until ``stop`` is set; ``ready`` is called once
+    live (the start-up pass done), ``say`` with the one line that says what was done when
+    ``stop`` ended it."""
+    later = RetryLater(settings)
+    done = {"paths": 0, "passes": 0}
+
+    def sync(container: str, relpath: str) -> object:
+        try:
+            result = jobs.sync_path(settings, container, relpath)
+        except Exception as exc:
+            later.failed(container, relpath, exc)
+            raise
+        later.succeeded(container, relpath)
+        if getattr(result, "action", "") != "skipped":
+            done["paths"] += 1
+        return result
+
+    def full_pass(containers: Sequence[str] | None, reason: str) -> object:
+        result = jobs.full_pass(settings, containers, reason)
+        done["passes"] += result is not None
+        return result
+
+    with host_lock(settings, "run", timeout=0) as got:
+        if not got:
+            raise SyncError(f"another `synchro-sync run` uses STATE_DIR {settings.STATE_DIR}")
+        record_embedded_queue(jobs.status_store(settings), [])
+        dispatcher = LocalDispatcher(sync, full_pass, threads=2)
+        later.submit = dispatcher.submit
+        dispatcher.hold()  # events queue up while the start-up pass runs
+        watcher = Watcher(settings, dispatcher)
+        watcher.start()
+        serve(settings, role="run", watcher=watcher, dispatcher=dispatcher, stop=stop)
+        timers = Timers(settings, dispatcher, lambda: jobs.snapshot_sessions(settings, True))
+        if note := backup_note(settings):
+            log.warning("%s", note)
+        try:
+            if Path(settings.APP_ROOT_PATH).is_dir():
+                result = full_pass(None, "start-up")
+                log.warning("start-up full pass: %s", _pass_summary(result))
+            else:
+                # An unmounted volume must not empty the store: wait for the folder; the
+                # watcher asks for a full pass when it appears.
+                log.warning(
+                    "APP_ROOT_PATH %s does not exist; nothing is mirrored until it does "
+                    "(create it with one folder per app, or set APP_ROOT_PATH to your apps' "
+                    "folder)", settings.APP_ROOT_PATH,
+                )
+                pass_log.root_missing_said()
+            dispatcher.release()
+            timers.start()
+            ready()
+            stop.wait()
+        finally:
+            watcher.stop()
+            timers.stop()
+            dispatcher.wait_idle(5.0)
+            dispatcher.close()
+            left = dispatcher.pending()
+            record_embedded_queue(jobs.status_store(settings), left)
+            jobs.close_context()
+            if stop.is_set():
+                say(stopped_line(done, left))
+
+
+def stopped_line(done: dict[str, int], left: list[tuple[str, str]]) -> str:
+    """The one line ``run`` prints when stopped (Ctrl-C, SIGTERM)."""
+    did = f"{done['paths']} save(s) mirrored and {done['passes']} full pass(es) done"
+    if not left:
+        return (f"synchro-sync: stopped: {did}; nothing was waiting "
+                "(the next start-up pass re-checks the whole tree)")
+    first = ", ".join(f"{c}/{p}" for c, p in left[:3])
+    more = f" and {len(left) - 3} more" if len(left) > 3 else ""
+    return (
+        f"synchro-sync: stopped: {did}; {len(left)} path(s) not synced yet ({first}{more}) "
+        "are left for the next start-up pass"
+    )
+
+
+def _pass_summary(result: Any) -> str:
+    fn = getattr(result, "summary", None)
+    return str(fn()) if callable(fn) else str(result)
+
+
+def check_module_store(settings: Settings) -> None:
+    """What ``config check`` does for the module store, before going live: a store ``run``
+    cannot use stops it with one line (exit 2 for its configuration, 1 when it does not
+    answer) instead of an ERROR at every save."""
+    what = f"module store ({settings.MODULESTORE_SERVICE})"
+    retries = logging.getLogger("synchro_sync.retry")
+    quiet = retries.level
+    if not logging.getLogger("synchro_sync").isEnabledFor(logging.DEBUG):
+        retries.setLevel(logging.ERROR)  # the verdict is the one line, not each retry
+    try:
+        store = open_module_store(settings)
+        try:
+            store.check()
+        finally:
+            store.close()
+    except SyncError as exc:
+        err = SyncError(f"{what} cannot be used, not starting: {exc}")
+        err.exit_code = exc.exit_code
+        raise err from None
+    except Exception as exc:  # an SDK's own error: still one line, exit 1
+        raise SyncError(
+            f"{what} cannot be used, not starting: {exc.__class__.__name__}: {exc}"
+        ) from None
+    finally:
+        retries.setLevel(quiet)
 
 
 class Timers:
@@ -42,13 +177,8 @@ class Timers:
             self._thread.join(timeout=60)
 
     def _loop(self) -> None:
-        from worker.coord.status import record_embedded_queue
-        from worker.queue import jobs
-
         now = time.monotonic()
         next_pass = now + self.settings.SYNC.fullPassInterval
-        from worker.stores.sessions import unreachable_reason
-
         interval = 0.0 if unreachable_reason(self.settings) else self.settings.BACKUP.interval
         next_backup = now + interval if interval > 0 else float("inf")
         last_pending: list[tuple[str, str]] | None = None
@@ -73,9 +203,6 @@ class Timers:
                     log.warning("status not written: %s", exc)
 
     def _record_failure(self, task: str) -> None:
-        from worker.coord.status import record_failure
-        from worker.queue import jobs
-
         exc = sys.exc_info()[1]
         with suppress(OSError):
             record_failure(jobs.status_store(self.settings), task, str(exc))
@@ -96,10 +223,6 @@ class RetryLater:
         self._lock = threading.Lock()
 
     def failed(self, container: str, relpath: str, exc: Exception) -> None:
-        from worker.coord.status import record_failure, record_retry
-        from worker.errors import TransientStoreError
-        from worker.queue import jobs
-
         key = (container, relpath)
         with self._lock:
             attempt = self._attempts.get(key, 0) + 1

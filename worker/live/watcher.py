@@ -7,6 +7,8 @@ each path to the dispatcher once it has been quiet for ``SYNC.debounce`` seconds
 ``SYNC.maxDelay`` seconds while it keeps changing).  It hands off the path's *identity* only: the
 work syncs the path's state as it is when it runs, so a move is two paths (source and
 destination), a delete is the path, and a folder that is removed or moved away is the folder path.
+A burst of new paths in one app folder (an unpacked release) is handed off as the folder that
+holds them, synced as a whole (:mod:`worker.live.burst`).
 
 The watcher is a fast hint; the full pass is the truth.  Whenever events may have been lost (an
 inotify queue overflow, an observer that stopped, the module folder vanishing and coming back, a
@@ -27,74 +29,34 @@ import signal
 import threading
 import time
 import warnings
-from enum import Enum
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from watchdog.events import (
     DirDeletedEvent,
-    DirMovedEvent,
-    FileClosedEvent,
     FileCreatedEvent,
     FileDeletedEvent,
-    FileModifiedEvent,
-    FileMovedEvent,
     FileSystemEvent,
-    FileSystemEventHandler,
     FileSystemMovedEvent,
 )
-from watchdog.observers.api import BaseObserver
 
 from worker import metrics
-from worker.live import inotify
+from worker.live import inotify, observers
+from worker.live.burst import Key
 from worker.live.debounce import Change, Debouncer
-from worker.live.handoff import HandOff, Key, PathDispatcher, WatcherStats
-from worker.live.poller import TreePoller
+from worker.live.handoff import HandOff, PathDispatcher, WatcherStats
+from worker.live.observers import EVENT_FILTER, AnyObserver, EventHandler, ObserverKind
 from worker.mirror.ignore import SYNCIGNORE, IgnoreRules
 from worker.stores.modules.names import STORE_FILES
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
-
     from worker.config import Settings
 
 log = logging.getLogger("synchro_sync.watcher")
 
-# Events worth a look.  Opens and read-only closes are left out on purpose: the worker reads
-# the files it uploads, and those reads must not come back as changes.
-EVENT_FILTER: list[type[FileSystemEvent]] = [
-    FileCreatedEvent,
-    FileModifiedEvent,
-    FileClosedEvent,
-    FileDeletedEvent,
-    FileMovedEvent,
-    DirDeletedEvent,
-    DirMovedEvent,
-]
-
-
 #: Ignore decisions remembered (about 200 bytes each).
 IGNORE_CACHE_SIZE = 20_000
-
-
-class ObserverKind(Enum):
-    """How the tree is watched."""
-
-    INOTIFY = "inotify"
-    POLLING = "polling"
-    NATIVE = "native"  # watchdog's default observer on other platforms
-
-
-class _Handler(FileSystemEventHandler):
-    def __init__(self, watcher: Watcher) -> None:
-        self.watcher = watcher
-
-    def dispatch(self, event: FileSystemEvent) -> None:
-        try:
-            self.watcher._on_event(event)
-        except Exception:  # an event we cannot place must not stop the observer thread
-            log.exception("event %r not handled; a full pass will cover it", event)
-            self.watcher.handoff.owe("an event could not be handled")
 
 
 class Watcher:
@@ -129,8 +91,8 @@ class Watcher:
         self._prefix = self._watched + os.sep
         self._debounce: Debouncer[Key] = Debouncer(settings.SYNC.debounce, settings.SYNC.maxDelay)
         self._cond = threading.Condition()
-        self._observer: BaseObserver | TreePoller | None = None
-        self._handler = _Handler(self)
+        self._observer: AnyObserver | None = None
+        self._handler = EventHandler(self._on_event, self._owe)
         self._thread: threading.Thread | None = None
         self._stopping = False
         self.handoff = HandOff(dispatcher, self.stats, self._wake)
@@ -224,44 +186,17 @@ class Watcher:
         log.info("watching %s with the %s observer", self.root, kind.value)
 
     def _choose_kind(self) -> ObserverKind:
-        if self.polling:
-            return ObserverKind.POLLING
-        if inotify.OverflowReportingObserver is None:
-            return ObserverKind.NATIVE
-        try:
-            limits = inotify.InotifyLimits.read(self.proc_inotify)
-        except (OSError, ValueError):
-            return ObserverKind.INOTIFY  # no /proc: let inotify itself say
-        self._tree = inotify.measure_tree(self.root)
-        check = inotify.check_limits(limits, self._tree, self.root)
-        if check.problems or check.advice:
-            self._message(check.message())
-        return ObserverKind.INOTIFY if check.fits else ObserverKind.POLLING
+        kind, self._tree = observers.choose_kind(
+            self.root, self.polling, self.proc_inotify, self._message
+        )
+        return kind
 
-    def _make_observer(self, kind: ObserverKind) -> BaseObserver | TreePoller:
-        if kind is ObserverKind.POLLING:
-            poller = TreePoller(self._watched, self.poll_interval, self._note, self._pruned)
-            poller.start()
-            return poller
-        observer = _new_observer(kind, self._overflowed, self._out_of_watches)
-        try:
-            observer.schedule(
-                self._handler, self._watched, recursive=True, event_filter=EVENT_FILTER
-            )
-            observer.start()
-        except BaseException:
-            observer.stop()
-            raise
-        if kind is ObserverKind.INOTIFY:
-            watched = getattr(observer, "watch_count", lambda: -1)()
-            folders = self._tree.folders
-            # Folders may come and go between the count and the watches; a real shortfall means
-            # watchdog hit the limit and skipped sub-folders silently.
-            if 0 <= watched < folders - max(10, folders // 100):
-                observer.stop()
-                observer.join(5)
-                raise OSError(errno.ENOSPC, f"only {watched} of {folders} folders got a watch")
-        return observer
+    def _make_observer(self, kind: ObserverKind) -> AnyObserver:
+        return observers.make_observer(
+            kind, self._watched, self._handler, folders=self._tree.folders,
+            poll_interval=self.poll_interval, note=self._note, pruned=self._pruned,
+            on_overflow=self._overflowed, on_watch_limit=self._out_of_watches,
+        )
 
     def _stop_observer(self) -> None:
         observer, self._observer = self._observer, None
@@ -269,16 +204,8 @@ class Watcher:
             observer.stop()
             observer.join(5)
 
-    def _healthy(self, observer: BaseObserver | TreePoller) -> bool:
-        if isinstance(observer, TreePoller):
-            return observer.healthy()
-        emitters = list(observer.emitters)
-        return (
-            observer.is_alive()
-            and bool(emitters)
-            and all(e.is_alive() for e in emitters)
-            and getattr(observer, "reader_alive", lambda: True)()
-        )
+    def _healthy(self, observer: AnyObserver) -> bool:
+        return observers.healthy(observer)
 
     def _check_observer(self) -> None:
         if self._stopping:
@@ -315,6 +242,9 @@ class Watcher:
             log.error("the %s observer stopped; restarting it", self.kind and self.kind.value)
             self._start_observer()
             self.handoff.owe("the observer stopped and was restarted")
+
+    def _owe(self, reason: str) -> None:
+        self.handoff.owe(reason)
 
     def _wake(self) -> None:
         with self._cond:
@@ -443,18 +373,4 @@ def _identity(path: Path) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
-def _new_observer(
-    kind: ObserverKind,
-    on_overflow: inotify.OverflowHook,
-    on_watch_limit: inotify.OverflowHook | None = None,
-) -> BaseObserver:
-    """The watchdog observer of ``kind`` (a function, so a test can make inotify fail)."""
-    if kind is ObserverKind.INOTIFY and inotify.OverflowReportingObserver is not None:
-        return inotify.OverflowReportingObserver(on_overflow, on_watch_limit)
-    from watchdog.observers import Observer
-
-    observer: BaseObserver = Observer()
-    return observer
-
-
-__all__ = ["EVENT_FILTER", "ObserverKind", "PathDispatcher", "Watcher", "WatcherStats"]
+__all__ = ["EVENT_FILTER", "Key", "ObserverKind", "PathDispatcher", "Watcher", "WatcherStats"]
