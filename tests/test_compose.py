@@ -81,7 +81,7 @@ def test_flower_is_behind_a_profile_on_the_same_settings() -> None:
     assert flower["environment"] == services["beat"]["environment"]
     assert all("profiles" not in services[n] for n in ("watcher", "worker", "beat"))
     # Published on loopback only unless the operator says otherwise.
-    assert all(str(p).startswith("127.0.0.1:") for p in flower["ports"])
+    assert flower["ports"] and all(str(p).startswith("127.0.0.1:") for p in flower["ports"])
 
 
 def test_watcher_worker_and_beat_have_health_checks_the_cli_knows() -> None:
