@@ -47,7 +47,7 @@ def test_defaults_are_the_embedded_setup() -> None:
     assert s.SESSIONSTORE_SERVICE == "MemorySessionStore"
     assert s.MODULESTORE_SERVICE == "FileModuleStore"
     assert s.APP_ROOT_PATH == "synchro-apps"
-    assert s.module_store.directory == "synchro-mirror"  # type: ignore[union-attr]
+    assert s.MODULESTORE.directory == "synchro-mirror"  # type: ignore[union-attr]
     assert s.BROKER_URL is None
     assert s.origin("APP_ROOT_PATH") == "default"
 
@@ -63,7 +63,7 @@ def test_file_then_env_then_cli(tmp_path: Path) -> None:
     )
     env = {"SYNCHRO__SESSIONSTORE__port": "6390", "SYNCHRO__SESSIONSTORE__password": "pw"}
     s = load_settings(cfg, {"SYNC.debounce": 0.05}, environ=env)
-    store = s.session_store
+    store = s.SESSIONSTORE
     assert isinstance(store, RedisSessionStoreConfig)
     assert store.host == "redis.internal"  # file
     assert store.port == 6390  # env beats file, typed by the schema
@@ -90,8 +90,8 @@ def test_env_names_match_case_insensitively_and_take_json() -> None:
         "SYNCHRO__SYNC__polling": "true",
     }
     s = load_settings(environ=env)
-    assert isinstance(s.session_store, FileSessionStoreConfig)
-    assert s.session_store.sessionStateFile == "state.json"
+    assert isinstance(s.SESSIONSTORE, FileSessionStoreConfig)
+    assert s.SESSIONSTORE.sessionStateFile == "state.json"
     assert s.SYNC.ignore == ["*.log", "tmp/"]
     assert s.SYNC.polling is True
 
@@ -108,7 +108,7 @@ def test_a_variable_in_other_case_beats_the_file(tmp_path: Path) -> None:
     cfg = write_config(tmp_path / "c.json", {"SESSIONSTORE_SERVICE": "RedisSessionStore",
                                              "SESSIONSTORE": {"host": "from-file"}})
     s = load_settings(cfg, environ={"SYNCHRO__SESSIONSTORE__HOST": "from-env"})
-    assert s.session_store.host == "from-env"  # type: ignore[union-attr]
+    assert s.SESSIONSTORE.host == "from-env"  # type: ignore[union-attr]
     assert s.origin("SESSIONSTORE", "host") == "environment variable SYNCHRO__SESSIONSTORE__HOST"
 
 
@@ -120,7 +120,7 @@ def test_cloud_module_store_keys() -> None:
         "SYNCHRO__MODULESTORE__storageAccessKey": "c2VjcmV0",
     }
     s = load_settings(environ=env)
-    assert s.module_store.provider == "azure"  # type: ignore[union-attr]
+    assert s.MODULESTORE.provider == "azure"  # type: ignore[union-attr]
 
 
 # --- bad input: exit 2, one line naming the setting and its source --------------------------
@@ -575,10 +575,10 @@ def test_the_typed_model_of_a_synchro_config(tmp_path: Path) -> None:
     s = load_settings(cfg, environ={"SYNCHRO__MODULESTORE__key": "k",
                                     "SYNCHRO__PORT": "8080",
                                     "SYNCHRO__APPS__more__container": "more"})
-    assert isinstance(s.session_store, RedisSessionStoreConfig)
-    assert s.session_store.pingInterval == 60
-    assert isinstance(s.module_store, AmazonConfig)
-    assert s.module_store.configRoot == "synchro-config"
+    assert isinstance(s.SESSIONSTORE, RedisSessionStoreConfig)
+    assert s.SESSIONSTORE.pingInterval == 60
+    assert isinstance(s.MODULESTORE, AmazonConfig)
+    assert s.MODULESTORE.configRoot == "synchro-config"
     assert s.server["PORT"] == "8080"  # the variable wins, as in the server
     assert s.origin("PORT") == "environment variable SYNCHRO__PORT"
     notes = {r.setting: r.note for r in effective_items(s)}
@@ -589,19 +589,46 @@ def test_the_typed_model_of_a_synchro_config(tmp_path: Path) -> None:
     assert "PORT" not in type(s).model_fields  # the worker does not use it
 
 
+def test_store_settings_are_public_discriminated_unions() -> None:
+    """SESSIONSTORE and MODULESTORE are the typed models themselves, chosen by the service
+    (and a cloud store's provider); the keys passed through to the server stay out of them."""
+    from worker.config import AzureConfig, FileModuleStoreConfig, GoogleConfig, Settings
+
+    s = load_settings(environ={
+        "SYNCHRO__MODULESTORE_SERVICE": "PkgCloudModuleStore",
+        "SYNCHRO__MODULESTORE__provider": "azure",
+        "SYNCHRO__MODULESTORE__storageAccount": "acct",
+        "SYNCHRO__MODULESTORE__storageAccessKey": "a2V5",
+        "SYNCHRO__MODULESTORE__nowatch": "true",
+        "SYNCHRO__SESSIONSTORE_SERVICE": "FileSessionStore",
+    })
+    assert isinstance(s.MODULESTORE, AzureConfig)
+    assert s.MODULESTORE.storageAccount == "acct"
+    assert "nowatch" not in s.MODULESTORE.model_dump()
+    rows = {r.setting: r for r in effective_items(s)}
+    assert rows["MODULESTORE.nowatch"].value == "true"
+    assert isinstance(s.SESSIONSTORE, FileSessionStoreConfig)
+    # The same unions validate a section given to the model directly.
+    direct = Settings(MODULESTORE={"provider": "google", "endpoint": "http://127.0.0.1:1"})
+    assert isinstance(direct.MODULESTORE, GoogleConfig)
+    assert isinstance(Settings().MODULESTORE, FileModuleStoreConfig)
+    assert isinstance(Settings(SESSIONSTORE=RedisSessionStoreConfig()).SESSIONSTORE,
+                      RedisSessionStoreConfig)
+
+
 def test_repr_of_the_settings_masks_secrets(tmp_path: Path) -> None:
     """A log line or a --debug traceback that prints the settings shows no secret."""
     cfg = write_config(tmp_path / "synchro.json", SYNCHRO_CONFIG)
     s = load_settings(cfg, environ={"SYNCHRO__SESSIONSTORE__password": "redis-Pw-31337",
                                     "SYNCHRO__MODULESTORE__key": "aws-Secret-31337",
                                     "SYNCHRO__BROKER_URL": "redis://:broker-Pw-31337@b:6379/1"})
-    text = f"{s!r} {s} {s.session_store!r} {s.module_store!r}"
+    text = f"{s!r} {s} {s.SESSIONSTORE!r} {s.MODULESTORE!r}"
     assert "SESSIONSTORE" in text and "****" in text
     for secret in ("redis-Pw-31337", "aws-Secret-31337", "broker-Pw-31337"):
         assert secret not in text
     assert s.BROKER_URL == "redis://:broker-Pw-31337@b:6379/1"  # the value itself is intact
     url = load_settings(environ={**REDIS, "SYNCHRO__SESSIONSTORE__url": "redis://:u-Pw-1@h/0"})
-    assert "u-Pw-1" not in repr(url.session_store)
+    assert "u-Pw-1" not in repr(url.SESSIONSTORE)
 
 
 def test_near_miss_of_a_server_name_is_kept_and_flagged(tmp_path: Path) -> None:
@@ -622,7 +649,7 @@ def test_credential_chain_counts_for_amazon(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "chain-secret")
     s = load_settings(environ={"SYNCHRO__MODULESTORE_SERVICE": "PkgCloudModuleStore",
                                "SYNCHRO__MODULESTORE__provider": "amazon"})
-    assert s.module_store.keyId is None  # type: ignore[union-attr]
+    assert s.MODULESTORE.keyId is None  # type: ignore[union-attr]
 
 
 # --- FileModuleStore: the server's default folder, and the worker's destination --------------
@@ -630,7 +657,7 @@ def test_credential_chain_counts_for_amazon(monkeypatch: pytest.MonkeyPatch) -> 
 
 def test_default_mirror_beside_the_watched_folder_is_explained(tmp_path: Path) -> None:
     s = load_settings(environ={})
-    assert s.module_store.directory == "synchro-mirror"  # type: ignore[union-attr]
+    assert s.MODULESTORE.directory == "synchro-mirror"  # type: ignore[union-attr]
     rows = {r.setting: r for r in effective_items(s)}
     assert rows["MODULESTORE.directory"].source == "default"
     assert "the worker mirrors into 'synchro-mirror'" in rows["MODULESTORE.directory"].note
@@ -640,7 +667,7 @@ def test_elsewhere_the_default_is_the_servers_synchro_apps(tmp_path: Path) -> No
     """APP_ROOT_PATH elsewhere: the worker mirrors into the server's own default store."""
     (tmp_path / "src").mkdir()
     s = load_settings(environ={"SYNCHRO__APP_ROOT_PATH": str(tmp_path / "src")})
-    assert s.module_store.directory == "synchro-apps"  # type: ignore[union-attr]
+    assert s.MODULESTORE.directory == "synchro-apps"  # type: ignore[union-attr]
     assert s.origin("MODULESTORE", "directory") == "default"
 
 

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from worker.config.messages import (
     SECTIONS,
@@ -57,6 +57,9 @@ Path_ = tuple[str, ...]
 #: worker mirrors here (a FileModuleStore on the folder it watches would copy onto itself).
 MIRROR_FALLBACK = "synchro-mirror"
 
+_STORE_SECTIONS = ("SESSIONSTORE", "MODULESTORE")
+#: What the store sections must be before their service's model reads them.
+_RAW_SECTIONS: TypeAdapter[dict[str, dict[str, Any]]] = TypeAdapter(dict[str, dict[str, Any]])
 _UPPER = re.compile(r"^[A-Z][A-Z0-9_]*$")
 _NEAR = 0.75
 
@@ -82,10 +85,14 @@ def load_settings(
     for layer in layers:
         _deep_merge(merged, layer.values)
         origins.update(layer.origins)
+    # The store sections are validated below, by the model of the service they are for.
+    sections = {name: merged.pop(name) for name in _STORE_SECTIONS if name in merged}
     try:
+        _RAW_SECTIONS.validate_python(sections)
         settings = Settings(**merged)
     except ValidationError as exc:
         raise to_config_error(exc, (), origins) from None
+    settings._raw_stores = sections
     settings._origins = origins
     settings._server = server.values
     for key in server.values:
@@ -93,25 +100,25 @@ def load_settings(
     _check_folders(settings)
 
     passed: dict[Path_, str] = {}
-    session_cfg = merged.get("SESSIONSTORE", {})
-    settings._session_store = _validate_store(
+    session_cfg = sections.get("SESSIONSTORE", {})
+    settings.SESSIONSTORE = _validate_store(
         SESSION_STORE_CONFIGS[session_service], session_service, session_cfg, ("SESSIONSTORE",),
         _family_keys(SESSION_STORE_CONFIGS.values(), SESSION_STORE_SERVER_KEYS), origins, passed,
         SESSION_STORE_SERVER_KEYS,
     )
-    module_cfg = merged.get("MODULESTORE", {})
+    module_cfg = sections.get("MODULESTORE", {})
     module_keys = _family_keys(
         [FileModuleStoreConfig, *PROVIDER_CONFIGS.values()], MODULE_STORE_SERVER_KEYS
     )
     if module_service == "FileModuleStore":
-        settings._module_store = _validate_store(
+        settings.MODULESTORE = _validate_store(
             FileModuleStoreConfig, module_service, module_cfg, ("MODULESTORE",), module_keys,
             origins, passed, MODULE_STORE_SERVER_KEYS,
         )
         _choose_mirror(settings)
     else:
         provider = _pick_provider(module_cfg, origins)
-        settings._module_store = _validate_store(
+        settings.MODULESTORE = _validate_store(
             PROVIDER_CONFIGS[provider], f"provider {provider}", module_cfg, ("MODULESTORE",),
             module_keys, origins, passed, MODULE_STORE_SERVER_KEYS,
         )
@@ -283,7 +290,7 @@ def _pick_provider(cfg: Any, origins: Mapping[Path_, str]) -> str:
 
 def _check_credentials(provider: str, settings: Settings) -> None:
     """No credentials at all for a cloud provider: one line now, before any request."""
-    found = missing_credentials(provider, settings.module_store)
+    found = missing_credentials(provider, settings.MODULESTORE)
     if found:
         field, problem = found
         raise ConfigError(f"MODULESTORE.{field}",
@@ -304,7 +311,7 @@ def _check_folders(settings: Settings) -> None:
 def _choose_mirror(settings: Settings) -> None:
     """The FileModuleStore destination: as given, else the server's default unless that is
     the folder the worker watches (then :data:`MIRROR_FALLBACK`); never the source itself."""
-    store = settings.module_store
+    store = settings.MODULESTORE
     assert isinstance(store, FileModuleStoreConfig)
     path = ("MODULESTORE", "directory")
     if settings.origin(*path) == "default" and _overlaps(store.directory, settings.APP_ROOT_PATH):

@@ -28,7 +28,12 @@ from worker.config.fields import (
     masked_repr_args,
 )
 from worker.config.server import STORE_PACKAGE
-from worker.config.stores import ModuleStoreConfig, SessionStoreConfig
+from worker.config.stores import (
+    FileModuleStoreConfig,
+    MemorySessionStoreConfig,
+    ModuleStoreConfig,
+    SessionStoreConfig,
+)
 
 Path_ = tuple[str, ...]
 
@@ -110,12 +115,13 @@ class Settings(BaseSettings):
 
     SESSIONSTORE_PACKAGE: str = STORE_PACKAGE
     SESSIONSTORE_SERVICE: str = "MemorySessionStore"
-    #: The raw section as given (typed: :attr:`session_store`).
-    SESSIONSTORE: dict[str, Any] = {}
+    #: The session store's configuration, the model of ``SESSIONSTORE_SERVICE`` (validated by
+    #: load_settings, which passes the keys the worker does not use through).
+    SESSIONSTORE: SessionStoreConfig = Field(default_factory=MemorySessionStoreConfig)
     MODULESTORE_PACKAGE: str = STORE_PACKAGE
     MODULESTORE_SERVICE: str = "FileModuleStore"
-    #: The raw section as given (typed: :attr:`module_store`).
-    MODULESTORE: dict[str, Any] = {}
+    #: The module store's configuration: ``FileModuleStore``'s, or a cloud provider's.
+    MODULESTORE: ModuleStoreConfig = Field(default_factory=FileModuleStoreConfig)
     #: The local module directory the worker mirrors (one sub-folder per app container).
     APP_ROOT_PATH: PathStr = "synchro-apps"
     #: A Redis or RabbitMQ URL; unset means the embedded, in-process default.
@@ -158,9 +164,8 @@ class Settings(BaseSettings):
         # Layering (with provenance) is done by load_settings(); the model only validates.
         return (init_settings,)
 
-    # Filled by load_settings(): the validated store configurations and what came from where.
-    _session_store: SessionStoreConfig | None = None
-    _module_store: ModuleStoreConfig | None = None
+    # Filled by load_settings(): the store sections as given, and what came from where.
+    _raw_stores: dict[str, dict[str, Any]] = {}
     _origins: dict[Path_, str] = {}
     _server: dict[str, Any] = {}
     _passed_through: dict[Path_, str] = {}
@@ -168,13 +173,17 @@ class Settings(BaseSettings):
 
     @property
     def session_store(self) -> SessionStoreConfig:
-        assert self._session_store is not None
-        return self._session_store
+        """Same as :attr:`SESSIONSTORE` (the earlier name)."""
+        return self.SESSIONSTORE
 
     @property
     def module_store(self) -> ModuleStoreConfig:
-        assert self._module_store is not None
-        return self._module_store
+        """Same as :attr:`MODULESTORE` (the earlier name)."""
+        return self.MODULESTORE
+
+    def raw_store_value(self, section: str, key: str) -> Any:
+        """A key of ``SESSIONSTORE`` or ``MODULESTORE`` as given (one passed through, say)."""
+        return self._raw_stores[section][key]
 
     @property
     def server(self) -> dict[str, Any]:

@@ -38,7 +38,7 @@ def refuse_shared_redis(settings: Settings) -> None:
     """A ConfigError when BROKER_URL (where the worker keeps its locks, status, pending
     paths and queues) is the session store's Redis database: the session store holds the
     server's sessions under their bare ids, and nothing of the worker's may go in there."""
-    cfg = settings.session_store
+    cfg = settings.SESSIONSTORE
     if not isinstance(cfg, RedisSessionStoreConfig) or not settings.BROKER_URL:
         return
     broker = redis_location(settings.BROKER_URL)

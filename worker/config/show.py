@@ -94,14 +94,14 @@ def effective_items(settings: Settings) -> list[Row]:
     the keys of the stores passed through, and the server's settings (one row each)."""
     rows: list[Row] = []
     data = settings.model_dump(mode="python", exclude={"SESSIONSTORE", "MODULESTORE"})
-    data["SESSIONSTORE"] = settings.session_store.model_dump(mode="python")
-    data["MODULESTORE"] = settings.module_store.model_dump(mode="python")
+    # The stores' keys after the others, as config show has always listed them.
+    data["SESSIONSTORE"] = settings.SESSIONSTORE.model_dump(mode="python")
+    data["MODULESTORE"] = settings.MODULESTORE.model_dump(mode="python")
     for path, value in leaves(data):
         rows.append(Row(".".join(path), _text(masked(value, path)), settings.origin(*path),
                         settings._notes.get(path, "")))
-    raw = {"SESSIONSTORE": settings.SESSIONSTORE, "MODULESTORE": settings.MODULESTORE}
     for path, note in settings._passed_through.items():
-        value = raw[path[0]][path[1]]
+        value = settings.raw_store_value(*path)
         rows.append(Row(".".join(path), _text(masked(value, path)), settings.origin(*path), note))
     for key, value in settings.server.items():
         rows.append(Row(key, _text(masked(value, (key,))), settings.origin(key),

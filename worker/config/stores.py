@@ -2,8 +2,12 @@
 
 ``SESSIONSTORE`` and ``MODULESTORE`` are handed whole to the server's store (and on to pkgcloud
 or the Redis client), so they may hold keys the worker does not use: the loader passes those
-through and only the keys below are typed and checked.  Cross-field rules (credentials that
-come in pairs, a password given twice) raise :class:`SettingProblem` naming each field.
+through and only the keys below are typed and checked.  The settings hold them typed:
+``Settings.SESSIONSTORE`` is a :data:`SessionStoreConfig` and ``Settings.MODULESTORE`` a
+:data:`ModuleStoreConfig`, each a union discriminated by the service name (a module store in
+the cloud by its ``provider``), so ``isinstance`` or ``match`` tells which store it is.
+Cross-field rules (credentials that come in pairs, a password given twice) raise
+:class:`SettingProblem` naming each field.
 """
 
 from __future__ import annotations
@@ -11,9 +15,16 @@ from __future__ import annotations
 import base64
 import binascii
 import os
-from typing import Annotated, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import AfterValidator, SecretStr, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    Discriminator,
+    SecretStr,
+    Tag,
+    field_validator,
+    model_validator,
+)
 
 from worker.config.fields import (
     Count,
@@ -35,12 +46,16 @@ HTTP = ("http", "https")
 class MemorySessionStoreConfig(Strict):
     """``MemorySessionStore`` takes no configuration."""
 
+    service: ClassVar[str] = "MemorySessionStore"
+
 
 class FileSessionStoreConfig(Strict):
+    service: ClassVar[str] = "FileSessionStore"
     sessionStateFile: PathStr = "sessions.json"
 
 
 class RedisSessionStoreConfig(Strict):
+    service: ClassVar[str] = "RedisSessionStore"
     host: NonEmptyStr = "localhost"
     port: Port = 6379
     password: SecretStr | None = None
@@ -88,10 +103,12 @@ SESSION_STORE_SERVER_KEYS = ("sentinels", "name", "consul", "consulRetries", "co
 
 
 class FileModuleStoreConfig(Strict):
+    service: ClassVar[str] = "FileModuleStore"
     directory: PathStr = "synchro-apps"
 
 
 class CloudConfig(Strict):
+    service: ClassVar[str] = "PkgCloudModuleStore"
     provider: str
     #: Put every container as a key prefix inside this one bucket instead of a bucket each.
     bucket: NonEmptyStr | None = None
@@ -222,5 +239,42 @@ MODULE_STORE_SERVICES = ("FileModuleStore", "PkgCloudModuleStore")
 #: Keys the server's module stores (or pkgcloud) read that the worker does not use.
 MODULE_STORE_SERVER_KEYS = ("nowatch",)
 
-ModuleStoreConfig = FileModuleStoreConfig | CloudConfig
-SessionStoreConfig = MemorySessionStoreConfig | FileSessionStoreConfig | RedisSessionStoreConfig
+def _service_of(value: Any) -> str | None:
+    """The tag of a session store's configuration: its service name."""
+    if isinstance(value, Strict):
+        return getattr(value, "service", None)
+    return None  # a plain dict: the loader validates sections, knowing the service
+
+
+def _module_tag(value: Any) -> str | None:
+    """The tag of a module store's configuration: ``FileModuleStore``, else the provider."""
+    if isinstance(value, CloudConfig):
+        return value.provider
+    if isinstance(value, FileModuleStoreConfig):
+        return FileModuleStoreConfig.service
+    if isinstance(value, dict):
+        provider = value.get("provider")
+        return provider if isinstance(provider, str) else FileModuleStoreConfig.service
+    return None
+
+
+#: ``Settings.MODULESTORE``: ``FileModuleStore``'s folder, or a ``PkgCloudModuleStore`` by
+#: provider.
+ModuleStoreConfig = Annotated[
+    Annotated[FileModuleStoreConfig, Tag("FileModuleStore")]
+    | Annotated[AmazonConfig, Tag("amazon")]
+    | Annotated[GoogleConfig, Tag("google")]
+    | Annotated[AzureConfig, Tag("azure")]
+    | Annotated[OpenStackConfig, Tag("openstack")]
+    | Annotated[RackspaceConfig, Tag("rackspace")],
+    Discriminator(_module_tag),
+]
+#: ``Settings.SESSIONSTORE``, by ``SESSIONSTORE_SERVICE``.
+SessionStoreConfig = Annotated[
+    Annotated[MemorySessionStoreConfig, Tag("MemorySessionStore")]
+    | Annotated[FileSessionStoreConfig, Tag("FileSessionStore")]
+    | Annotated[RedisSessionStoreConfig, Tag("RedisSessionStore")],
+    Discriminator(_service_of),
+]
+#: A module store in the cloud (``PkgCloudModuleStore``), by provider.
+CloudStoreConfig = AmazonConfig | GoogleConfig | AzureConfig | OpenStackConfig | RackspaceConfig

@@ -6,15 +6,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from worker.config import FileModuleStoreConfig, Settings
 from worker.stores.modules.base import ContainerNotFound, ObjectInfo, SourceChanged
 from worker.stores.modules.names import STORE_FILES
 from worker.stores.modules.store import ModuleStore, file_md5
 from worker.stores.registry import module_backend_class
-
-if TYPE_CHECKING:
-    from worker.config import Settings
 
 __all__ = [
     "ContainerNotFound",
@@ -36,10 +34,10 @@ def open_backend(provider: str, config: Any) -> Any:
 
 def open_module_store(settings: Settings, **options: Any) -> ModuleStore:
     """The module store the settings describe (``options`` go to :class:`ModuleStore`)."""
-    config = settings.module_store
-    provider = "file" if settings.MODULESTORE_SERVICE == "FileModuleStore" else config.provider  # type: ignore[union-attr]
-    backend = open_backend(provider, config)
+    config = settings.MODULESTORE
+    if isinstance(config, FileModuleStoreConfig):
+        return ModuleStore(open_backend("file", config), provider="file", **options)
     return ModuleStore(
-        backend, provider=provider, bucket=getattr(config, "bucket", None),
-        config_root=getattr(config, "configRoot", None), **options
+        open_backend(config.provider, config), provider=config.provider, bucket=config.bucket,
+        config_root=config.configRoot, **options
     )

@@ -76,7 +76,7 @@ def open_session_store(source: str | Settings, **kwargs: Any) -> Any:
     if isinstance(source, str):
         service, args = parse_store_spec(source)
         return session_store_class(service)(**args, **kwargs)
-    cfg = source.session_store
+    cfg = source.SESSIONSTORE
     cls = session_store_class(source.SESSIONSTORE_SERVICE)
     if isinstance(cfg, RedisSessionStoreConfig):
         return cls.from_config(cfg, **kwargs)
