@@ -67,7 +67,7 @@ class MirrorContext:
         """Open the configured store and the index; refuse a store that is the source itself."""
         root = Path(settings.APP_ROOT_PATH).resolve()
         if settings.MODULESTORE_SERVICE == "FileModuleStore":
-            dest = Path(settings.module_store.directory).resolve()
+            dest = Path(settings.MODULESTORE.directory).resolve()
             if dest == root or root in dest.parents or dest in root.parents:
                 raise ConfigError(
                     "MODULESTORE.directory",
