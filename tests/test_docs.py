@@ -83,3 +83,24 @@ def test_testing_md_names_every_server_and_node_client() -> None:
     for what in re.findall(r"need_apt\+=\((\S+)\)", install):
         assert f"`{what}`" in text or what == "time", what
     assert "`.test-servers/node`" in text and "NODE_PATH" in text
+
+
+def test_testing_md_names_every_marker_and_each_marking_fixture_exists() -> None:
+    import tomllib
+
+    from tests.conftest import SERVER_FIXTURES
+
+    text = (REPO / "docs" / "testing.md").read_text()
+    ini = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]
+    names = [m.split(":", 1)[0] for m in ini["markers"]]
+    assert {"unit", "servers", "subprocess", "redis", "s3", "gcs", "azure", "swift", "worker",
+            "node"} <= set(names)
+    assert "--strict-markers" in ini["addopts"]
+    for name in names:
+        if name != "slow":
+            assert f"`{name}`" in text, name
+    # A fixture named in conftest's table but defined nowhere would mark nothing.
+    defined = set()
+    for path in REPO.glob("tests/**/*.py"):
+        defined.update(re.findall(r"^def (\w+)\(", path.read_text(), re.M))
+    assert set(SERVER_FIXTURES) <= defined, sorted(set(SERVER_FIXTURES) - defined)
