@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 
 from tests.servers.celery_worker import CLI, SyncWorld
+from tests.servers.process import wait_for
 
 
 def test_run_killed_with_9_files_changed_while_down_then_restarted(
@@ -226,10 +227,16 @@ def test_run_holds_live_deletes_to_max_delete_share(sync_world: Callable[..., Sy
     for n in range(29):
         (world.root / "drip" / f"d{n:02}.js").unlink()
         time.sleep(0.25)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and "delete withheld" not in run.log_path.read_text():
-        time.sleep(0.1)
-    time.sleep(1.5)  # let the last debounced deletes land
+
+    def handled(app: str) -> int:
+        """Deleted paths of ``app`` whose sync has run (deleted or withheld: one line each)."""
+        lines = run.log_path.read_text(errors="replace").splitlines()
+        return len({line.split(" path=")[1].split()[0] for line in lines
+                    if f"container={app} path=" in line and " synced in " in line})
+
+    # Every delete has been synced (or withheld) once each app's deleted paths all have a line.
+    wait_for(lambda: handled("big") >= 90 and handled("drip") >= 29, 20,
+             "every deleted path synced or withheld", details=run.tail)
     big, drip = _store_names(world, "big"), _store_names(world, "drip")
     assert 50 <= len(big) <= 51, len(big)
     assert {f"f{n:03}.js" for n in range(90, 100)} <= big  # what is still there stays

@@ -5,10 +5,10 @@ traceback, and the rest is mirrored."""
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable
 
 from tests.servers.celery_worker import SyncWorld
+from tests.servers.process import wait_for
 
 
 def _count(text: str, needle: str) -> int:
@@ -33,11 +33,22 @@ def test_run_reports_each_unmirrorable_path_once(sync_world: Callable[..., SyncW
     unreadable.write_text("no")
     unreadable.chmod(0)
     (app / "later.txt").write_text("later")
-    time.sleep(2.5)  # several scheduled passes
+
+    def log_has(needle: str, times: int = 1) -> bool:
+        return _count(run.log_path.read_text(errors="replace"), needle) >= times
+
+    # Several scheduled passes after the live saves: each says its trouble again, or not.
+    passes = _count(run.log_path.read_text(errors="replace"), "full pass (scheduled) done")
+    wait_for(lambda: log_has("full pass (scheduled) done", passes + 3), 20,
+             "three scheduled passes", details=run.tail)
     os.rename(world.root, world.base / "gone")
-    time.sleep(1.5)
+    wait_for(lambda: log_has("is missing; no full pass"), 20, "the missing root said",
+             details=run.tail)
     os.rename(world.base / "gone", world.root)
-    time.sleep(1.5)
+    wait_for(lambda: log_has("is back; full passes resume"), 20, "the root back said",
+             details=run.tail)
+    wait_for(lambda: log_has("full pass (scheduled) done", passes + 4), 20,
+             "a scheduled pass after the root came back", details=run.tail)
     log = run.log_path.read_text(errors="replace")
     assert "Traceback" not in log, log
     for name in ("bad\\xff.txt", "live\\xfe.txt", "loopA", "loopB", "selfloop"):

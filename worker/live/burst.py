@@ -59,7 +59,7 @@ class Bursts:
     """Which new paths a container's burst absorbs, and which folders to hand off when."""
 
     #: New paths of one container within ``window`` seconds that make it a burst.
-    threshold = 200
+    threshold = 32
     window = 1.0
     #: Seconds between two hand-offs of a bursting folder while paths keep coming.
     resend = 0.25
