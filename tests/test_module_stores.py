@@ -104,7 +104,17 @@ def test_overwrite_changes_checksum(store: ModuleStore, container: str) -> None:
     assert store.read_bytes(container, "a.js") == b"two"
 
 
-def test_large_file_in_parts_streamed(store: ModuleStore, container: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", ["default", "in-parts"])
+def test_large_file_in_parts_streamed(
+    store: ModuleStore, container: str, tmp_path: Path, mode: str
+) -> None:
+    """A file above 8 MiB: one request streamed from the file where the backend has such a
+    path (amazon, azure, google, up to ``stream_put_limit``), else in parts; either way read
+    from disk as it goes, and listed with its checksum."""
+    if mode == "in-parts":
+        if not hasattr(store.backend, "stream_put_limit"):
+            pytest.skip("this store always uploads large files in parts")
+        store.backend.stream_put_limit = 0
     src = tmp_path / "big.bin"
     data = os.urandom(20 * 1024 * 1024 + 123)
     src.write_bytes(data)
@@ -118,6 +128,32 @@ def test_large_file_in_parts_streamed(store: ModuleStore, container: str, tmp_pa
         while chunk := f.read(1 << 20):
             digest.update(chunk)
     assert digest.hexdigest() == _md5(data)
+
+
+@pytest.mark.parametrize("hashed_here", [True, False])
+def test_streamed_upload_of_a_file_edited_meanwhile_stores_nothing(
+    store: ModuleStore, container: str, tmp_path: Path, hashed_here: bool
+) -> None:
+    """The one streamed request of a large file (amazon, azure, google) is cut short when the
+    bytes read are not the content hashed before (by CRC-32 when the store hashed it, else by
+    MD5): SourceChanged, and the object never appears."""
+    from worker.stores.modules.base import SourceChanged, run_once, stream_md5
+
+    if not hasattr(store.backend, "stream_put_limit"):
+        pytest.skip("no streamed single-request upload in this store")
+    src = tmp_path / "edited.bin"
+    old = os.urandom(12 * 1024 * 1024)
+    src.write_bytes(old)
+    if hashed_here:
+        with open(src, "rb") as f:
+            md5 = stream_md5(f)  # remembers the CRC-32 of this content
+    else:
+        md5 = _md5(old)
+    src.write_bytes(os.urandom(len(old)))  # saved again before the upload read it
+    with open(src, "rb") as f, pytest.raises(SourceChanged) as err:
+        store.backend.put(container, "edited.bin", f, len(old), md5, run_once)
+    assert err.value.key == "edited.bin"
+    assert [i.key for i in store.list(container)] == []
 
 
 def test_put_file_small_with_given_md5(store: ModuleStore, container: str, tmp_path: Path) -> None:

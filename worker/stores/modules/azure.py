@@ -8,19 +8,21 @@ Keys read: ``storageAccount`` and ``storageAccessKey`` (shared key), or ``connec
 The SDK's retry policy is off (``retry_total=0``; its default spent 17 s on one 503): the store
 applies the one tenacity policy.  Every upload sets the blob's Content-MD5, which listings
 report, so the checksum survives uploads in blocks; a single Put Blob also sends the body's
-MD5 for the service to verify.  Files above 8 MiB are staged as 2 MiB blocks read from disk,
-up to :data:`BLOCKS_IN_FLIGHT` at once, each verified by the service, and the block list is
-committed only after the whole file's content matched what was hashed (by CRC-32 when the
-store hashed it just before, else MD5): an uncommitted block is never visible.
+MD5 for the service to verify.  Files above 8 MiB and up to :data:`STREAM_PUT_LIMIT` go up as
+one Put Blob streamed from the file (one 1 MiB send buffer; the service checks the whole body
+against the content's MD5, and the bytes are checked against the hashed content before the
+last block leaves, so a file edited meanwhile is never stored); larger files are staged as
+2 MiB blocks read from disk, up to :data:`BLOCKS_IN_FLIGHT` at once, each verified by the
+service, and the block list is committed only after the whole file's content matched what was
+hashed (by CRC-32 when the store hashed it just before, else MD5): an uncommitted block is
+never visible.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
-import hashlib
 import time
-import zlib
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -31,6 +33,7 @@ from azure.core import MatchConditions
 from azure.core import exceptions as aexc
 from azure.core.pipeline.transport import RequestsTransport
 from azure.storage.blob import BlobPrefix, BlobServiceClient, ContentSettings
+from azure.storage.blob._generated.models import BlobHTTPHeaders
 
 from worker.errors import (
     AccessDenied,
@@ -49,9 +52,10 @@ from worker.stores.modules.base import (
     Page,
     Runner,
     SourceChanged,
-    crc32_of,
+    VerifyingReader,
+    checked_parts,
 )
-from worker.stores.modules.http import tune_session
+from worker.stores.modules.http import SEND_BLOCK, tune_session
 from worker.stores.modules.reader import MappedReader
 
 #: Blocks of one file staged at once (each held in memory while on the wire).
@@ -59,6 +63,9 @@ BLOCKS_IN_FLIGHT = 4
 #: Bytes per staged block: small blocks let 4 files x 4 blocks go at once within the pass's
 #: 32 MiB budget (against Azurite, 2 MiB blocks went 1.3-1.6x faster than 8 MiB ones).
 BLOCK_SIZE = 2 * 1024 * 1024
+#: Files above 8 MiB and up to this size go up as one Put Blob streamed from the file (Azure
+#: takes up to 5,000 MiB in one); larger ones in blocks.
+STREAM_PUT_LIMIT = 256 * 1024 * 1024
 #: Azure's limit of blocks per blob (larger files get larger blocks).
 _MAX_BLOCKS = 50_000
 
@@ -80,8 +87,10 @@ class AzureBackend:
         self.listing_page = 5000
         #: server-side timeout per request, seconds (the client's read timeout is set alike)
         self.timeout = max(1, int(timeout))
-        #: Bytes per staged block of a file above 8 MiB (see :data:`BLOCK_SIZE`).
+        #: Bytes per staged block of a file above :attr:`stream_put_limit`.
         self.block_size = BLOCK_SIZE
+        #: Files above 8 MiB up to this size go up as one streamed Put Blob.
+        self.stream_put_limit = STREAM_PUT_LIMIT
 
     @classmethod
     def from_config(
@@ -233,50 +242,62 @@ class AzureBackend:
                     headers={"Content-MD5": md5_b64}, timeout=self.timeout,
                 )
             return ObjectInfo(key, size, time.time(), md5_hex, _etag(resp.get("etag")))
+        if size <= self.stream_put_limit:
+            # One request streamed from the file (retried whole, from byte 0).
+            return run(self._put_stream, blob, bucket, key, body, size, md5_hex)
         return self._put_blocks(blob, bucket, key, body, size, md5_hex, settings, run)
+
+    def _put_stream(
+        self, blob: Any, bucket: str, key: str, body: BinaryIO, size: int, md5_hex: str
+    ) -> ObjectInfo:
+        """One Put Blob of ``size`` bytes read from ``body`` as they are sent (one buffer of
+        :data:`~worker.stores.modules.http.SEND_BLOCK`).  Its ``Content-MD5`` is the content's
+        MD5, which the service checks the whole body against before it stores anything; the
+        bytes are also checked (CRC-32 of the hashed content, else MD5) before the last block
+        leaves, so a file edited meanwhile is cut short (:class:`SourceChanged`) rather than
+        sent."""
+        md5 = bytes.fromhex(md5_hex)
+        stream = VerifyingReader(body, size, md5_hex)
+        stream.seek(0)
+        headers = BlobHTTPHeaders(blob_content_type=names.content_type(key), blob_content_md5=md5)
+        try:
+            with self._errors(bucket, key):
+                # The generated client: upload_blob would read the whole body into memory.
+                resp = blob._client.block_blob.upload(
+                    content_length=size, body=stream, transactional_content_md5=md5,
+                    blob_http_headers=headers, timeout=self.timeout,
+                    cls=lambda _response, _body, response_headers: response_headers,
+                )
+        except SourceChanged as exc:
+            exc.store, exc.container, exc.key = self.name, bucket, key
+            raise
+        return ObjectInfo(key, size, time.time(), md5_hex, _etag(resp.get("ETag")))
 
     def _put_blocks(
         self, blob: Any, bucket: str, key: str, body: BinaryIO, size: int, md5_hex: str,
         settings: ContentSettings, run: Runner,
     ) -> ObjectInfo:
-        block = self._block(size)
-        want_crc = crc32_of(md5_hex)
-        whole = hashlib.md5(usedforsecurity=False) if want_crc is None else None
-        crc = 0
         block_ids: list[str] = []
-        remaining = size
         staging: deque[Future[None]] = deque()
         with ThreadPoolExecutor(BLOCKS_IN_FLIGHT, thread_name_prefix="azure-block") as pool:
             try:
-                while remaining > 0:
-                    while len(staging) >= BLOCKS_IN_FLIGHT:
-                        staging.popleft().result()  # at most BLOCKS_IN_FLIGHT blocks held
-                    chunk = body.read(min(block, remaining))
-                    if not chunk:
-                        break
-                    remaining -= len(chunk)
-                    if whole is None:
-                        crc = zlib.crc32(chunk, crc)
-                    else:
-                        whole.update(chunk)
+                for chunk in checked_parts(body, size, self._block(size), md5_hex):
                     block_id = base64.b64encode(f"synchro-{len(block_ids):08d}".encode()).decode()
                     staging.append(
                         pool.submit(run, self._stage, blob, bucket, key, block_id, chunk)
                     )
                     block_ids.append(block_id)
                     del chunk
+                    while len(staging) >= BLOCKS_IN_FLIGHT:
+                        staging.popleft().result()  # at most BLOCKS_IN_FLIGHT blocks held
                 while staging:
                     staging.popleft().result()
-            except BaseException:
+            except BaseException as exc:
                 for future in staging:
                     future.cancel()
+                if isinstance(exc, SourceChanged):
+                    exc.store, exc.container, exc.key = self.name, bucket, key
                 raise
-        same = crc == want_crc if whole is None else whole.hexdigest() == md5_hex
-        if remaining or not same:
-            raise SourceChanged(
-                "the local file changed during the upload", store=self.name, container=bucket,
-                key=key,
-            )
 
         def commit() -> Any:
             with self._errors(bucket, key):
@@ -288,8 +309,13 @@ class AzureBackend:
         return ObjectInfo(key, size, time.time(), md5_hex, _etag(resp.get("etag")))
 
     def upload_memory(self, size: int) -> int:
-        """Bytes of file content one upload of ``size`` holds at once (for the pass's budget)."""
-        return size if size <= PART_SIZE else BLOCKS_IN_FLIGHT * self._block(size)
+        """Bytes of file content one upload of ``size`` holds at once (for the pass's budget):
+        a streamed Put Blob one send buffer, an upload in blocks the blocks in flight."""
+        if size <= PART_SIZE:
+            return size
+        if size <= self.stream_put_limit:
+            return SEND_BLOCK
+        return BLOCKS_IN_FLIGHT * self._block(size)
 
     def _block(self, size: int) -> int:
         return max(self.block_size, -(-size // _MAX_BLOCKS))

@@ -7,10 +7,11 @@ emulator wants), ``endpoint``, ``bucket``.  Tested against fake-gcs-server
 
 Every call passes ``retry=None``: the store applies the one tenacity policy.  Each upload sends
 the content's MD5 as the object's ``md5Hash`` so GCS refuses a body that does not match; files
-above 8 MiB go as a resumable upload in 32 MiB chunks read from disk (one chunk in memory per
-upload; a quarter of the requests of 8 MiB chunks, which were slower against fake-gcs-server),
-and the whole file's content is checked (CRC-32 of the hashed content, else MD5) before the
-last chunk, the one that commits the object, is sent.  Listings carry ``md5Hash`` for every
+above 8 MiB and up to :data:`STREAM_PUT_LIMIT` go as a resumable upload of one request streamed
+from the file (one 1 MiB send buffer; the SDK would hold the whole request body in memory),
+larger ones in 32 MiB chunks read from disk (one chunk in memory per upload); either way the
+whole file's content is checked (CRC-32 of the hashed content, else MD5) before the last
+bytes, the ones that commit the object, are sent.  Listings carry ``md5Hash`` for every
 object we upload (only composed objects lack it); the etag is the object's generation.
 """
 
@@ -51,7 +52,7 @@ from worker.stores.modules.base import (
     SourceChanged,
     VerifyingReader,
 )
-from worker.stores.modules.http import tune_session
+from worker.stores.modules.http import SEND_BLOCK, tune_session
 from worker.stores.modules.reader import MappedReader
 
 _TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
@@ -61,6 +62,9 @@ _FIELDS = "items(name,size,updated,md5Hash,generation),nextPageToken"
 
 #: Resumable-upload chunk: see :attr:`GCSBackend.chunk_size`.
 CHUNK_SIZE = 4 * PART_SIZE
+#: Files above 8 MiB and up to this size go up as one request of a resumable upload, streamed
+#: from the file; larger ones in chunks of :data:`CHUNK_SIZE`.
+STREAM_PUT_LIMIT = 256 * 1024 * 1024
 
 
 class GCSBackend:
@@ -79,10 +83,17 @@ class GCSBackend:
         #: Bytes per resumable-upload request (a multiple of 256 KiB), held in memory while
         #: sent; the chunks of one upload go one after another (the protocol is sequential).
         self.chunk_size = CHUNK_SIZE
+        #: Files above 8 MiB up to this size go up streamed, in one request.
+        self.stream_put_limit = STREAM_PUT_LIMIT
 
     def upload_memory(self, size: int) -> int:
-        """Bytes of file content one upload of ``size`` holds at once (for the pass's budget)."""
-        return size if size <= PART_SIZE else min(size, self.chunk_size)
+        """Bytes of file content one upload of ``size`` holds at once (for the pass's budget):
+        a streamed upload one send buffer, a chunked one a chunk."""
+        if size <= PART_SIZE:
+            return size
+        if size <= self.stream_put_limit:
+            return SEND_BLOCK
+        return min(size, self.chunk_size)
 
     @classmethod
     def from_config(
@@ -231,6 +242,13 @@ class GCSBackend:
     def put(
         self, bucket: str, key: str, body: BinaryIO, size: int, md5_hex: str, run: Runner
     ) -> ObjectInfo:
+        if PART_SIZE < size <= self.stream_put_limit:
+            try:
+                return run(self._put_stream, bucket, key, body, size, md5_hex)
+            except SourceChanged as exc:
+                exc.store, exc.container, exc.key = self.name, bucket, key
+                raise
+
         def upload() -> ObjectInfo:
             blob = self.client.bucket(bucket).blob(
                 key, chunk_size=self.chunk_size if size > PART_SIZE else None
@@ -244,13 +262,7 @@ class GCSBackend:
                     stream, size=size, rewind=False, checksum=None, retry=None,
                     timeout=self.timeout, content_type=names.content_type(key),
                 )
-            info = _info(blob)
-            if info.md5 is not None and info.md5 != md5_hex:
-                raise TransientStoreError(
-                    f"stored MD5 {info.md5} differs from the content's {md5_hex}",
-                    store=self.name, container=bucket, key=key,
-                )
-            return info
+            return self._checked(blob, bucket, key, md5_hex)
 
         try:
             # Resumable uploads restart from byte 0 (emulators do not answer status queries).
@@ -258,6 +270,44 @@ class GCSBackend:
         except SourceChanged as exc:
             exc.store, exc.container, exc.key = self.name, bucket, key
             raise
+
+    def _put_stream(
+        self, bucket: str, key: str, body: BinaryIO, size: int, md5_hex: str
+    ) -> ObjectInfo:
+        """A resumable upload whose one request carries the whole file, read as it is sent
+        (one buffer of :data:`~worker.stores.modules.http.SEND_BLOCK`): the SDK would read
+        each request's body into memory.  The object's ``md5Hash`` is the content's, which
+        GCS checks; the bytes are checked (CRC-32 of the hashed content, else MD5) before the
+        last block leaves, so a file edited meanwhile never completes the upload."""
+        blob = self.client.bucket(bucket).blob(key)
+        blob.md5_hash = base64.b64encode(bytes.fromhex(md5_hex)).decode()
+        content_type = names.content_type(key)
+        with self._errors(bucket, key, missing="bucket"):
+            url = blob.create_resumable_upload_session(
+                content_type=content_type, size=size, timeout=self.timeout, checksum=None,
+                retry=None,
+            )
+        stream = VerifyingReader(body, size, md5_hex)
+        stream.seek(0)
+        headers = {"Content-Type": content_type, "Content-Length": str(size),
+                   "Content-Range": f"bytes 0-{size - 1}/{size}"}
+        with self._errors(bucket, key, missing="bucket"):
+            resp = self.client._http.put(url, data=stream, headers=headers, timeout=self.timeout)
+        if resp.status_code not in (200, 201):
+            raise self._by_status(resp.status_code, resp.text[:200], "bucket",
+                                  {"store": self.name, "container": bucket, "key": key})
+        blob._set_properties(resp.json())
+        return self._checked(blob, bucket, key, md5_hex)
+
+    def _checked(self, blob: Any, bucket: str, key: str, md5_hex: str) -> ObjectInfo:
+        """The uploaded object's info, if GCS holds the content's MD5 (else transient)."""
+        info = _info(blob)
+        if info.md5 is not None and info.md5 != md5_hex:
+            raise TransientStoreError(
+                f"stored MD5 {info.md5} differs from the content's {md5_hex}",
+                store=self.name, container=bucket, key=key,
+            )
+        return info
 
     def delete_many(self, bucket: str, keys: Iterable[str]) -> None:
         handle = self.client.bucket(bucket)
