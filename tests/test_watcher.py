@@ -7,6 +7,8 @@ recording dispatcher stands in so that each test can see exactly which paths wer
 from __future__ import annotations
 
 import errno
+import itertools
+import logging
 import mmap
 import os
 import shutil
@@ -58,14 +60,19 @@ class Recorder:
                 raise ConnectionError("broker away")
             self.passes.append(reason)
 
-    def paths(self) -> list[str]:
+    def all_paths(self) -> list[str]:
         with self.lock:
             return [f"{c}/{p}" for c, p in self.submits]
+
+    def paths(self) -> list[str]:
+        """The paths handed off, but the tests' barriers."""
+        return [p for p in self.all_paths() if BARRIER not in p]
 
     def timed(self) -> list[tuple[str, float]]:
         """Every hand-off with the time it was made."""
         with self.lock:
-            return [(f"{c}/{p}", t) for (c, p), t in zip(self.submits, self.times, strict=True)]
+            return [(f"{c}/{p}", t) for (c, p), t in zip(self.submits, self.times, strict=True)
+                if BARRIER not in p]
 
     def clear(self) -> None:
         with self.lock:
@@ -83,11 +90,24 @@ def wait_for(cond: Callable[[], bool], timeout: float = 5.0) -> bool:
     return cond()
 
 
-def settle(w: Watcher, rec: Recorder, expected: set[str], timeout: float = 5.0) -> list[str]:
-    """Wait until every expected path was handed off, then a little longer for extras."""
-    assert wait_for(lambda: expected <= set(rec.paths()), timeout), rec.paths()
-    time.sleep(0.4)  # quiet period + late events: anything more would show up now
+_barriers = itertools.count()
+BARRIER = "zz-barrier-"
+
+
+def barrier(w: Watcher, rec: Recorder, timeout: float = 5.0) -> None:
+    """Return once every event before now has been handed off, if it was to be: a file written
+    at the root now is seen after them (inotify and the poller keep the order), so once it is
+    handed off and the watcher is idle, nothing earlier can still come."""
+    name = f"{BARRIER}{next(_barriers)}.json"
+    (w.root / name).write_text("{}")
+    assert wait_for(lambda: any(p.endswith(name) for p in rec.all_paths()), timeout), name
     assert w.wait_idle(5)
+
+
+def settle(w: Watcher, rec: Recorder, expected: set[str], timeout: float = 5.0) -> list[str]:
+    """Wait until every expected path was handed off, then until nothing more can come."""
+    assert wait_for(lambda: expected <= set(rec.paths()), timeout), rec.paths()
+    barrier(w, rec, max(timeout, 5.0))
     return rec.paths()
 
 
@@ -365,12 +385,14 @@ def test_polling_observer(start: WatcherFactory, root: Path, outside: Path) -> N
 
 
 def test_polling_never_reports_an_emptied_root_as_deletes(
-    start: WatcherFactory, root: Path
+    start: WatcherFactory, root: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     w, rec = start(polling=True)
+    caplog.set_level(logging.WARNING, logger="synchro_sync.watcher")
     for child in root.iterdir():  # an unmounted volume: the mount point is an empty folder
         shutil.rmtree(child)
-    time.sleep(0.5)
+    # Two polls have seen it empty (each says so) and reported nothing.
+    assert wait_for(lambda: caplog.text.count("is empty now; polling waits") >= 2)
     assert w.wait_idle(5)
     assert rec.paths() == []
 
