@@ -44,10 +44,19 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from tests.servers.azure_server import start_azurite  # noqa: E402
+from tests.servers.azure_server import ACCOUNT, ACCOUNT_KEY, start_azurite  # noqa: E402
+from tests.servers.cloud import pooled_session  # noqa: E402
 from tests.servers.gcs_server import start_gcs  # noqa: E402
 from tests.servers.s3_server import start_s3  # noqa: E402
-from tests.servers.swift_server import start_swift  # noqa: E402
+from tests.servers.swift_server import (  # noqa: E402
+    DOMAIN_ID,
+    PASSWORD,
+    PROJECT_ID,
+    REGION,
+    USER,
+    start_swift,
+)
+from worker.mirror.transfer import ByteBudget  # noqa: E402
 
 #: (put(bucket, key, path), listing(bucket) -> count, make_bucket(bucket)) of one raw SDK
 Peer = tuple[Callable[..., None], Callable[[str], int], Callable[[str], None]]
@@ -82,9 +91,6 @@ def large_amazon(server: Any) -> Peer:
 def large_azure(server: Any) -> Peer:
     from azure.core.pipeline.transport import RequestsTransport
     from azure.storage.blob import BlobServiceClient
-
-    from tests.servers.azure_server import ACCOUNT, ACCOUNT_KEY
-    from tests.servers.cloud import pooled_session
 
     _put, listing, mk = raw_azure(server)
     tuned = BlobServiceClient(
@@ -167,8 +173,6 @@ def raw_openstack(server: Any) -> Peer:
     from keystoneauth1.identity import v3
     from swiftclient import client as swift
 
-    from tests.servers.swift_server import DOMAIN_ID, PASSWORD, PROJECT_ID, REGION, USER
-
     auth = v3.Password(auth_url=server.auth_url, username=USER, password=PASSWORD,
                        user_domain_id=DOMAIN_ID, project_id=PROJECT_ID)
     sess = ks_session.Session(auth=auth)
@@ -240,8 +244,6 @@ def bench_provider(
     try:
         store = server.module_store()
         raw_put, raw_list, raw_mk = (LARGE if args.size_mib else RAW)[provider](server)
-        from worker.mirror.transfer import ByteBudget
-
         budget = ByteBudget()
         memory = getattr(store.backend, "upload_memory", lambda size: min(size, 8 << 20))
 

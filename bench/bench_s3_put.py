@@ -18,6 +18,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from botocore.credentials import Credentials  # noqa: E402
+
+from tests.servers.s3_server import ACCESS_KEY, SECRET_KEY, start_s3  # noqa: E402
+from worker.stores.modules.s3_put import FastPut  # noqa: E402
+
 
 def _measure(name: str, n: int, fn: Callable[[int], object]) -> None:
     r0 = resource.getrusage(resource.RUSAGE_SELF)
@@ -31,11 +36,6 @@ def _measure(name: str, n: int, fn: Callable[[int], object]) -> None:
 
 
 def main() -> int:
-    from botocore.credentials import Credentials
-
-    from tests.servers.s3_server import ACCESS_KEY, SECRET_KEY, start_s3
-    from worker.stores.modules.s3_put import FastPut
-
     ap = argparse.ArgumentParser()
     ap.add_argument("--puts", type=int, default=2000)
     ap.add_argument("--size", type=int, default=4096)
