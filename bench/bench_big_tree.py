@@ -5,8 +5,9 @@
     python bench/bench_big_tree.py passes --files 100000 --store s3
     python bench/bench_big_tree.py curve --keep DIR [--files 1000000] [--sizes 10000,...]
 
-Data: 10,000 files per app (``app000/pkgNN/fNNNNN.js``, 100 folders of 100 files), 100-400
-random bytes each (seeded), fixed old mtimes; 100,000 files are 10 apps, 1,000,000 are 100.
+Data: 10,000 files per app (``--per-app``; ``app000/pkgNNN/fNNNNNNN.js``, folders of 100
+files), 100-400 random bytes each (seeded), fixed old mtimes; 100,000 files are 10 apps,
+1,000,000 are 100.
 
 ``passes``: per contender and repetition, a fresh copy of the tree and an empty store and state
 folder, then the passes *initial*, *noop* (no change) and *changed* (100 files changed: 34
@@ -56,13 +57,13 @@ def app_name(i: int) -> str:
     return f"app{i:03d}"
 
 
-def gen_tree(root: Path, n: int, seed: int = 7) -> list[str]:
-    """``n`` small files, ``PER_APP`` per app; returns their paths relative to ``root``."""
+def gen_tree(root: Path, n: int, seed: int = 7, per_app: int = PER_APP) -> list[str]:
+    """``n`` small files, ``per_app`` per app; returns their paths relative to ``root``."""
     rnd = random.Random(seed)
     keys: list[str] = []
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
     for i in range(n):
-        app, within = divmod(i, PER_APP)
+        app, within = divmod(i, per_app)
         folder = root / app_name(app) / f"pkg{within // PER_FOLDER:02d}"
         if within % PER_FOLDER == 0:
             folder.mkdir(parents=True, exist_ok=True)
@@ -145,7 +146,7 @@ def cmd_passes(args: argparse.Namespace) -> list[dict[str, Any]]:
     moto = Moto(work) if args.store == "s3" else None
     try:
         pristine = work / "pristine"
-        keys = gen_tree(pristine, args.files)
+        keys = gen_tree(pristine, args.files, per_app=args.per_app)
         for rep in range(args.reps):
             order = codes[rep % len(codes):] + codes[: rep % len(codes)]
             for code in order:
@@ -237,6 +238,8 @@ def main() -> int:
     p.add_argument("--files", type=int, default=100_000)
     p.add_argument("--store", choices=("file", "s3"), default="file")
     p.add_argument("--check", action="store_true", help="compare the store folder after a pass")
+    p.add_argument("--per-app", type=int, default=PER_APP,
+                   help="files per app (bench_mirror's tree: 5 apps, so --files / 5)")
     c = sub.add_parser("curve")
     c.add_argument("--keep", required=True, help="folder for the tree, store and state")
     c.add_argument("--files", type=int, default=1_000_000)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 
 from worker.errors import StoreError
 from worker.mirror import apps, localtree, sender
@@ -25,8 +24,11 @@ from worker.stores.modules import STORE_FILES
 
 __all__ = ["execute", "full_pass", "plan"]
 
-#: Containers merged at once (each: a walk and a listing).
+#: Containers merged at once (each: a walk and a listing page).
 PLAN_THREADS = 8
+#: ... into a FileModuleStore, whose listing of a container comes as one page (sorted in
+#: memory) and costs CPU, not waiting: more at once would only hold more listings.
+FILE_PLAN_THREADS = 2
 
 
 def plan(
@@ -44,12 +46,13 @@ def plan(
 def execute(
     ctx: MirrorContext, streams: list[ContainerStream], result: PassResult,
     progress: Progress | None = None, *, gate: Gate | None = None,
-    dry_run: bool = False,
+    dry_run: bool = False, admit: Callable[[ContainerStream], str | None] | None = None,
 ) -> None:
     """Send what the streams yield, then their deletes (see :mod:`worker.mirror.sender`)."""
     ensure = None if dry_run else functools.partial(_ensure, ctx)
+    threads = FILE_PLAN_THREADS if ctx.store.provider == "file" else PLAN_THREADS
     sender.execute(ctx, streams, result, progress, gate=gate, dry_run=dry_run, ensure=ensure,
-                   threads=PLAN_THREADS)
+                   admit=admit, threads=threads)
 
 
 def _ensure(ctx: MirrorContext, stream: ContainerStream) -> Callable[[], None] | None:
@@ -97,32 +100,20 @@ def full_pass(
     if not containers:
         _add_store_files(ctx, wanted, result)
 
-    def open_one(name: str) -> ContainerStream | StoreError:
-        try:
-            return plan(ctx, name, record=dry_run)
-        except StoreError as exc:  # other errors (configuration, SDK missing) end the pass
-            return exc
+    result.containers += wanted
+    # Opened where they are merged (a few at once), so that only those hold a listing page.
+    streams = [ContainerStream(ctx, name, record=dry_run) for name in wanted]
 
-    # Listings start side by side (a first page each).
-    with ThreadPoolExecutor(max(1, min(len(wanted), PLAN_THREADS))) as pool:
-        opened = list(pool.map(open_one, wanted))
-    streams: list[ContainerStream] = []
-    for name, outcome in zip(wanted, opened, strict=True):
-        result.containers.append(name)
-        if isinstance(outcome, StoreError):
-            result.failures.append(f"{name}: {outcome}")
-        elif not outcome.exists and ctx.store.bucket is not None:
-            # The one bucket every container lives in is missing: one line for the pass,
-            # not one failed upload per file.
-            missing = (
-                f"MODULESTORE.bucket {ctx.store.bucket!r} does not exist in the "
-                f"{ctx.store.provider} store; create it (the worker never creates the bucket "
-                "it is given); nothing was sent"
-            )
-            if missing not in result.failures:
-                result.failures.append(missing)
-        else:
-            streams.append(outcome)
+    def admit(stream: ContainerStream) -> str | None:
+        if stream.exists or ctx.store.bucket is None:
+            return None
+        # The one bucket every container lives in is missing: one line for the pass, not one
+        # failed upload per file.
+        return (
+            f"MODULESTORE.bucket {ctx.store.bucket!r} does not exist in the "
+            f"{ctx.store.provider} store; create it (the worker never creates the bucket it "
+            "is given); nothing was sent"
+        )
 
     def gate(stream: ContainerStream) -> str:
         share = stream.delete_share()
@@ -134,7 +125,7 @@ def full_pass(
             f"{ctx.max_delete_share:.0%}); nothing deleted, use --force"
         )
 
-    execute(ctx, streams, result, progress, gate=gate, dry_run=dry_run)
+    execute(ctx, streams, result, progress, gate=gate, dry_run=dry_run, admit=admit)
     result.seconds = time.monotonic() - started
     return result
 

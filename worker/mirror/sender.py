@@ -248,17 +248,27 @@ def execute(
     ctx: MirrorContext, streams: list[ContainerStream], result: PassResult,
     progress: Progress | None = None, *, gate: Gate | None = None, dry_run: bool = False,
     ensure: Callable[[ContainerStream], Callable[[], None] | None] | None = None,
-    threads: int = 1,
+    admit: Callable[[ContainerStream], str | None] | None = None, threads: int = 1,
 ) -> None:
-    """Merge every stream (``threads`` at once) into one pool, wait, then finish each."""
+    """Merge every stream (``threads`` at once) into one pool, wait, then finish each.
+
+    Each stream is opened (its listing started) on the thread that merges it; ``admit`` may
+    then refuse it (a line for the failures, once however many streams say it); ``ensure``
+    gives what creates its container before its first send."""
     dispatcher = Dispatcher(ctx, result, progress, dry_run)
 
-    def feed(stream: ContainerStream) -> StoreError | None:
+    def feed(stream: ContainerStream) -> str | None:
+        """Merge one stream into the pool; a line for the failures when it cannot be."""
         try:
+            if not stream.opened:
+                stream.open()  # here, not before: a listing page is held only while merged
+            why = admit(stream) if admit is not None else None
+            if why:
+                return why
             dispatcher.run(stream, ensure(stream) if ensure is not None else None)
         except StoreError as exc:  # a listing page failed: this container, not the pass
             stream.allow_deletes = False
-            return exc
+            return f"{stream.container}: {exc}"
         return None
 
     try:
@@ -267,17 +277,19 @@ def execute(
         dispatcher.planned()
     finally:
         dispatcher.wait()
-    for stream, exc in zip(streams, fed, strict=True):
-        if exc is not None:
-            result.failures.append(f"{stream.container}: {exc}")
+    for stream, failed in zip(streams, fed, strict=True):
+        if failed is not None:
+            if failed not in result.failures:
+                result.failures.append(failed)
         else:
             result.warnings += stream.warnings()
             result.of(stream.container).unchanged = stream.unchanged
-    result.unchanged = sum(s.unchanged for s in streams)
+    result.unchanged = sum(s.unchanged for s, f in zip(streams, fed, strict=True) if f is None)
+
     # Deletes come after every upload; containers' delete batches go out side by side.
-    def end(pair: tuple[ContainerStream, StoreError | None]) -> tuple[int, str | None, str | None]:
-        stream, exc = pair
-        if exc is not None:
+    def end(pair: tuple[ContainerStream, str | None]) -> tuple[int, str | None, str | None]:
+        stream, failed = pair
+        if failed is not None:  # its rows are written, nothing else
             if not dry_run:
                 stream.flush()
             return 0, None, None
@@ -285,9 +297,8 @@ def execute(
 
     with ThreadPoolExecutor(max(1, min(len(streams), 8))) as pool:
         done = list(pool.map(end, zip(streams, fed, strict=True)))
-    for stream, exc, (deleted, failure, withheld) in zip(streams, fed, done, strict=True):
-        # (a stream whose listing failed wrote its rows and nothing else)
-        if exc is None:
+    for stream, failed, (deleted, failure, withheld) in zip(streams, fed, done, strict=True):
+        if failed is None:
             result.deleted += deleted
             result.of(stream.container).deleted += deleted
             if failure:

@@ -125,6 +125,7 @@ class ContainerStream:
         self.allow_deletes = True
         #: (device, inode) of the local folder walked: deletes run only while it is still there.
         self.source: tuple[int, int] | None = None
+        self.opened = False
         self._listing: Iterator[ObjectInfo] = iter(())
         self._materialised: list[Action] | None = None
 
@@ -133,6 +134,7 @@ class ContainerStream:
     def open(self) -> bool:
         """Start the listing (its first page); False when the container does not exist.
         Raises StoreError when the store cannot be listed."""
+        self.opened = True
         listing = iter(self.ctx.store.list(self.container, self.prefix))
         try:
             first = next(listing, None)
