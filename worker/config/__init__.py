@@ -22,10 +22,11 @@ line), :mod:`.loader` (layering and errors), :mod:`.show` (masking, ``config sho
 
 from __future__ import annotations
 
+from worker.config.listing import effective_items
 from worker.config.loader import MIRROR_FALLBACK, load_settings
 from worker.config.server import SERVER_SETTINGS
 from worker.config.settings import BackupSettings, Settings, SyncSettings
-from worker.config.show import Row, effective_items, mask_url, masked
+from worker.config.show import Row, mask_url, masked
 from worker.config.sources import (
     CONFIG_ENV,
     DEFAULT_CONFIG_FILE,

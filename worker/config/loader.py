@@ -19,6 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from worker.config.credentials import missing_credentials
 from worker.config.messages import (
     SECTIONS,
     closest,
@@ -49,7 +50,6 @@ from worker.config.stores import (
     FileModuleStoreConfig,
 )
 from worker.errors import ConfigError
-from worker.stores.registry import missing_credentials
 
 Path_ = tuple[str, ...]
 

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import Any, BinaryIO
 
 from worker.errors import TransientStoreError
 
-if TYPE_CHECKING:
-    from worker.stores.modules.store import ModuleStore
-
+#: ``open_read(offset, version)``: the backend's reader of one object from ``offset``.
+OpenRead = Callable[[int, "str | None"], BinaryIO]
+#: ``retried(fn)``: ``fn()`` under the store's retry policy, its errors naming the object.
+Retried = Callable[[Callable[[], Any]], Any]
 
 #: What a provider's ``_errors(bucket, key)`` gives: its exceptions mapped to worker.errors.
 Errors = Callable[[], contextlib.AbstractContextManager[None]]
@@ -38,12 +39,9 @@ class ResumingReader(FileLike):
     """A backend reader that, on a transient error, reopens at the current offset (same
     version) under the store's retry policy."""
 
-    def __init__(
-        self, store: ModuleStore, bucket: str, full: str, container: str, key: str
-    ) -> None:
-        self._store = store
-        self._where = (bucket, full)
-        self._names = (container, key)
+    def __init__(self, open_read: OpenRead, retried: Retried) -> None:
+        self._open_read = open_read
+        self._retried = retried
         self._reader: BinaryIO | None = None
         self._version: str | None = None
         self._size: int | None = None
@@ -52,9 +50,9 @@ class ResumingReader(FileLike):
     def reopen(self) -> None:
         """(Re)open at the current offset, under the retry policy."""
         def open_at() -> BinaryIO:
-            return self._store.backend.open_read(*self._where, self._pos, self._version)
+            return self._open_read(self._pos, self._version)
 
-        reader = self._store._call(open_at, container=self._names[0], key=self._names[1])
+        reader: BinaryIO = self._retried(open_at)
         if self._version is None:
             self._version = getattr(reader, "version", None)
             self._size = getattr(reader, "size", None)
@@ -65,15 +63,14 @@ class ResumingReader(FileLike):
             if self._reader is None:
                 if self._size is not None and self._pos >= self._size:
                     return b""
-                reader = self._store.backend.open_read(*self._where, self._pos, self._version)
-                self._reader = reader
+                self._reader = self._open_read(self._pos, self._version)
             try:
                 return self._reader.read(n)
             except TransientStoreError:
                 self._drop()
                 raise
 
-        data = self._store._call(attempt, container=self._names[0], key=self._names[1])
+        data: bytes = self._retried(attempt)
         self._pos += len(data)
         return data
 

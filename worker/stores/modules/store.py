@@ -161,7 +161,10 @@ class ModuleStore(Layout):
         under the retry policy; if the object was replaced meanwhile, IntegrityError."""
         bucket, base = self._locate(container)
         full = self._key(container, base, key)
-        reader = ResumingReader(self, bucket, full, container, key)
+        reader = ResumingReader(
+            lambda offset, version: self.backend.open_read(bucket, full, offset, version),
+            lambda fn: self._call(fn, container=container, key=key),
+        )
         reader.reopen()
         return cast(BinaryIO, reader)
 
