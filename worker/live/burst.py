@@ -94,12 +94,13 @@ class Bursts:
         self.absorbed += 1
         return True
 
-    def due(self, now: float) -> list[Key]:
-        """The folders to hand off now; ends the bursts that have been calm long enough."""
-        out: list[Key] = []
+    def due(self, now: float) -> list[tuple[Key, bool]]:
+        """The folders to hand off now, each with whether it is its burst's first hand-off;
+        ends the bursts that have been calm long enough."""
+        out: list[tuple[Key, bool]] = []
         for container, burst in list(self._active.items()):
             if burst.dirty and now >= burst.sent + self.resend:
-                out.append((container, burst.folder))
+                out.append(((container, burst.folder), burst.sent == float("-inf")))
                 burst.dirty, burst.sent = False, now
             elif not burst.dirty and now - burst.last >= self.calm:
                 del self._active[container]

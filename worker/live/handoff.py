@@ -191,9 +191,10 @@ class HandOff:
             )
 
     def _give_bursts(self, now: float) -> None:
-        for key in self.bursts.due(now):
-            log.info("container=%s path=%s burst: the folder is synced as a whole (%d new "
-                     "paths so far)", key[0], key[1] or "/", self.stats.burst_absorbed)
+        for key, first in self.bursts.due(now):
+            log.log(logging.INFO if first else logging.DEBUG,
+                    "container=%s path=%s burst of new paths: the folder is synced as a whole "
+                    "(%d absorbed so far)", key[0], key[1] or "/", self.stats.burst_absorbed)
             self._give(key)
 
     def _give(self, key: Key) -> None:
