@@ -159,9 +159,7 @@ def start(root: Path) -> Iterator[WatcherFactory]:
         w.handoff.policy = FAST_RETRY
         w.health_interval = 0.1
         w.start()
-        started.append(w)
-        if polling:
-            time.sleep(0.15)  # the first snapshot
+        started.append(w)  # a poller's first listing is taken before start() returns
         return w, rec
 
     yield make
@@ -532,7 +530,7 @@ def test_a_storm_of_writes_to_a_few_files_is_no_burst(start: WatcherFactory, roo
 def test_root_removed_and_back(start: WatcherFactory, root: Path, outside: Path) -> None:
     w, rec = start()
     os.rename(root, outside / "apps-away")  # an unmounted volume, say
-    time.sleep(0.3)
+    assert wait_for(lambda: any("is gone" in m for m in w.stats.messages)), w.stats.messages
     os.rename(outside / "apps-away", root)
     assert wait_for(lambda: any("appeared" in p for p in rec.passes), 10), rec.passes
     rec.clear()
@@ -587,7 +585,6 @@ def test_limits_too_low_falls_back_to_polling(root: Path, tmp_path: Path) -> Non
     try:
         assert w.kind is ObserverKind.POLLING
         assert any("max_user_watches" in m and "SYNC.polling" in m for m in w.stats.messages)
-        time.sleep(0.15)
         (root / "app1" / "main.js").write_text("v2 changed")
         assert settle(w, rec, {"app1/main.js"}) == ["app1/main.js"]
     finally:
