@@ -225,7 +225,7 @@ def test_more_deletes_than_share_need_force(h: Harness) -> None:
     for i in range(4):
         (h.app_dir / f"f{i}.js").unlink()
     held = full_pass(ctx)
-    assert not held.ok and held.deleted == 0 and "--force" in held.withheld[0]
+    assert not held.ok and held.deleted == 0 and "--force" in str(held.withheld[0])
     assert len(h.store_tree(ctx)) == 10
     forced = full_pass(ctx, force=True)
     assert forced.ok and forced.deleted == 4

@@ -85,10 +85,10 @@ class _Bar:
 def _report(result: PassResult, verb: str, dry_run: bool = False) -> None:
     for line in result.warnings:
         click.echo(f"synchro-sync: warning: {line}", err=True)
-    for line in result.withheld:
-        click.echo(f"synchro-sync: withheld: {line}", err=True)
-    for line in result.failures:
-        click.echo(f"synchro-sync: failed: {line}", err=True)
+    for held in result.withheld:
+        click.echo(f"synchro-sync: withheld: {held}", err=True)
+    for failure in result.failures:
+        click.echo(f"synchro-sync: failed: {failure}", err=True)
     click.echo(result.summary(verb, dry_run=dry_run))
     if not result.ok:
         sys.exit(EXIT_FAILED)

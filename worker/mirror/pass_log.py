@@ -77,8 +77,8 @@ def record_pass(
     if say:
         for line in result.warnings:  # each problem by name, once per process
             once(logging.WARNING, *_split_where(line))
-        for line in result.failures:
-            log.error("full pass (%s): %s", reason, line)
+        for failure in result.failures:
+            log.error("full pass (%s): %s", reason, failure)
     for container, info in rows.items():
         record_full_pass(store, container, {**info, "reason": reason, "seconds": round(took, 3)})
     if whole:
@@ -128,8 +128,8 @@ def per_container(result: PassResult) -> dict[str, dict[str, Any]]:
         counts = result.per.get(name, Counts()) if name != "*" else Counts(
             result.uploaded, result.copied, result.deleted, result.unchanged, result.bytes
         )
-        mine = [f for f in result.failures if name == "*" or f.startswith(f"{name}:")]
-        held = [w for w in result.withheld if name == "*" or w.startswith(f"{name}:")]
+        mine = [str(f) for f in result.failures if name == "*" or f.concerns(name)]
+        held = [w for w in result.withheld if name == "*" or w.concerns(name)]
         out[name] = {
             **asdict(counts), "failures": len(mine), "errors": mine[:5],
             "withheld": len(held), "not_served": result.not_served.get(name, ""),

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from worker.errors import StoreError
 from worker.mirror import apps, localtree, sender
 from worker.mirror.context import MirrorContext
-from worker.mirror.results import PassResult, Progress
+from worker.mirror.results import Failure, PassResult, Progress
 from worker.mirror.sender import Gate
 from worker.mirror.stream import ContainerStream
 from worker.stores.modules import STORE_FILES
@@ -46,7 +46,7 @@ def plan(
 def execute(
     ctx: MirrorContext, streams: list[ContainerStream], result: PassResult,
     progress: Progress | None = None, *, gate: Gate | None = None,
-    dry_run: bool = False, admit: Callable[[ContainerStream], str | None] | None = None,
+    dry_run: bool = False, admit: Callable[[ContainerStream], Failure | None] | None = None,
 ) -> None:
     """Send what the streams yield, then their deletes (see :mod:`worker.mirror.sender`)."""
     ensure = None if dry_run else functools.partial(_ensure, ctx)
@@ -87,13 +87,13 @@ def full_pass(
     for name in (localtree.nfc(n) for n in names):
         if name not in local:
             result.failures.append(
-                f"{name}: no such app folder in {ctx.root} (nothing was deleted)"
+                Failure(name, None, f"no such app folder in {ctx.root} (nothing was deleted)")
             )
         elif name == ctx.store.config_root:
-            result.failures.append(
-                f"{name}: this app folder has the name of MODULESTORE.configRoot, the "
+            result.failures.append(Failure(
+                name, None, "this app folder has the name of MODULESTORE.configRoot, the "
                 "container of the server's store files; not mirrored"
-            )
+            ))
         elif _serves(ctx, name, result):
             wanted.append(name)
     _say_not_served(ctx, result)
@@ -104,23 +104,23 @@ def full_pass(
     # Opened where they are merged (a few at once), so that only those hold a listing page.
     streams = [ContainerStream(ctx, name, record=dry_run) for name in wanted]
 
-    def admit(stream: ContainerStream) -> str | None:
+    def admit(stream: ContainerStream) -> Failure | None:
         if stream.exists or ctx.store.bucket is None:
             return None
         # The one bucket every container lives in is missing: one line for the pass, not one
         # failed upload per file.
-        return (
+        return Failure(None, None, (
             f"MODULESTORE.bucket {ctx.store.bucket!r} does not exist in the "
             f"{ctx.store.provider} store; create it (the worker never creates the bucket it "
             "is given); nothing was sent"
-        )
+        ))
 
     def gate(stream: ContainerStream) -> str:
         share = stream.delete_share()
         if share <= ctx.max_delete_share or force:
             return ""
         return (
-            f"{stream.container}: would delete {stream.delete_count()} of "
+            f"would delete {stream.delete_count()} of "
             f"{stream.remote_count} objects ({share:.0%} > SYNC.maxDeleteShare "
             f"{ctx.max_delete_share:.0%}); nothing deleted, use --force"
         )

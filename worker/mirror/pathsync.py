@@ -63,9 +63,9 @@ def sync_path(ctx: MirrorContext, container: str, relpath: str) -> PathResult:
                        gate=lambda s: ctx.withhold_live_delete(container, s.delete_count()))
         if result.withheld:
             return PathResult(container, key, "withheld", uploaded=result.uploaded,
-                              bytes=result.bytes, reason=result.withheld[0])
+                              bytes=result.bytes, reason=result.withheld[0].error)
         if result.failures:
-            raise SyncError("; ".join(result.failures))
+            raise SyncError("; ".join(str(f) for f in result.failures))
         return PathResult(
             container, key, "folder", uploaded=result.uploaded + result.copied,
             deleted=result.deleted, bytes=result.bytes,

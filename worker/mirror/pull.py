@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from worker.errors import IntegrityError, SyncError, UnsafePath
 from worker.mirror import localtree
 from worker.mirror.index import IndexEntry
-from worker.mirror.results import PassResult, Progress
+from worker.mirror.results import Failure, PassResult, Progress
 from worker.stores.modules import STORE_FILES, ObjectInfo, file_md5
 
 if TYPE_CHECKING:
@@ -71,7 +71,7 @@ def pull(
         listing = ctx.listing(name)
         if listing is None:
             if name != STORE_FILES:  # no configRoot container yet: no store files
-                result.failures.append(f"{name}: no such container in the store")
+                result.failures.append(Failure(name, None, "no such container in the store"))
             continue
         result.containers.append(name)
         index = ctx.index.load(name)
@@ -107,9 +107,9 @@ def pull(
         progress.planned(len(todo), sum(i.size for _, i in todo))
     with ThreadPoolExecutor(ctx.transfers, thread_name_prefix="synchro-get") as pool:
         for name, info, outcome in pool.map(lambda t: (*t, _fetch(ctx, *t)), todo):
-            if isinstance(outcome, str):
+            if isinstance(outcome, Failure):
                 result.failures.append(outcome)
-                ctx.index.hold(name, {info.key: outcome})
+                ctx.index.hold(name, {info.key: str(outcome)})
                 continue
             ctx.index.put(name, info.key, outcome)
             ctx.index.release(name, [info.key])
@@ -181,15 +181,15 @@ def _local_state(
     return KeptLocal(f"{container}/{info.key}: a different local file exists; kept the local one")
 
 
-def _fetch(ctx: MirrorContext, container: str, info: ObjectInfo) -> IndexEntry | str:
+def _fetch(ctx: MirrorContext, container: str, info: ObjectInfo) -> IndexEntry | Failure:
     path = localtree.folder_of(ctx.root, container) / info.key
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         if not localtree.within(ctx.root, path.parent):
-            return f"{container}/{info.key}: a folder on the way leads out of the root"
+            return Failure(container, info.key, "a folder on the way leads out of the root")
         return _download(ctx, container, info, path)
     except (SyncError, OSError) as exc:
-        return f"{container}/{info.key}: {exc}"
+        return Failure(container, info.key, str(exc))
 
 
 def _download(ctx: MirrorContext, container: str, info: ObjectInfo, path: Path) -> IndexEntry:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from worker.errors import StoreError
 from worker.mirror.plan import ContainerPlan
 
 
@@ -14,6 +15,34 @@ class Progress(Protocol):
 
     def planned(self, files: int, nbytes: int) -> None: ...
     def advance(self, files: int, nbytes: int) -> None: ...
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Work that failed (or was held back): where, and why.  ``container`` is None for what
+    concerns the whole pass; ``key`` is None for what concerns a whole container."""
+
+    container: str | None
+    key: str | None
+    error: str
+
+    def __str__(self) -> str:
+        if self.container is None:
+            return self.error
+        where = f"{self.container}/{self.key}" if self.key else self.container
+        return f"{where}: {self.error}"
+
+    def concerns(self, container: str) -> bool:
+        return self.container == container
+
+
+def failure_of(container: str, exc: BaseException) -> Failure:
+    """A store's error names its key (the store's own words kept, its key not repeated);
+    anything else says it all."""
+    if isinstance(exc, StoreError):
+        error = f"{exc.store}: {exc.message}" if exc.store else exc.message
+        return Failure(container, exc.key, error)
+    return Failure(container, None, str(exc))
 
 
 @dataclass
@@ -38,10 +67,10 @@ class PassResult:
     unchanged: int = 0
     bytes: int = 0
     seconds: float = 0.0
-    #: Work that failed: one line each, what and why.
-    failures: list[str] = field(default_factory=list)
+    #: Work that failed, what and why.
+    failures: list[Failure] = field(default_factory=list)
     #: Deletes not done because they exceed SYNC.maxDeleteShare (needs --force).
-    withheld: list[str] = field(default_factory=list)
+    withheld: list[Failure] = field(default_factory=list)
     #: Skipped with a reason (unsafe symlinks, names a store cannot hold, empty sources).
     warnings: list[str] = field(default_factory=list)
     #: The plans (kept for --dry-run to print).

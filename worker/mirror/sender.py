@@ -22,7 +22,7 @@ from worker.errors import StoreError, SyncError, UnsafePath
 from worker.mirror import localtree, safeopen, transfer
 from worker.mirror.index import IndexEntry
 from worker.mirror.plan import Action, Check, Copy, Keep, Upload, judge
-from worker.mirror.results import PassResult, Progress
+from worker.mirror.results import Failure, PassResult, Progress, failure_of
 from worker.mirror.stream import ContainerStream
 
 if TYPE_CHECKING:
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 #: Files hashed by one job.
 CHECK_BATCH = 64
-#: Why a container's deletes must wait (a line for the pass's ``withheld``), or "".
+#: Why a container's deletes must wait (the reason of the pass's ``withheld``), or "".
 Gate = Callable[[ContainerStream], str]
 
 
@@ -161,7 +161,7 @@ class Dispatcher:
             outcomes = fut.result()
         except (SyncError, OSError) as exc:
             with self._lock:
-                result.failures.append(f"{c}: {exc}")
+                result.failures.append(failure_of(c, exc))
                 stream.allow_deletes = False  # never delete after a failed upload (a source)
             return
         except BaseException as exc:  # a bug: the pass ends with it
@@ -208,7 +208,7 @@ def _bind_checks(d: Dispatcher, stream: ContainerStream, checks: list[Check]
 
 
 def finish(ctx: MirrorContext, stream: ContainerStream, gate: Gate | None = None,
-           dry_run: bool = False) -> tuple[int, str | None, str | None]:
+           dry_run: bool = False) -> tuple[int, Failure | None, Failure | None]:
     """Write the container's index rows, then its deletes, then drop the rows of keys gone:
     (deleted, failure, withheld)."""
     c = stream.container
@@ -216,8 +216,8 @@ def finish(ctx: MirrorContext, stream: ContainerStream, gate: Gate | None = None
         if stream.plan is not None and stream.delete_count():
             for batch in stream.deletes.batches():
                 stream.plan.deletes.extend(batch)
-        withheld = gate(stream) if gate is not None and stream.delete_count() else None
-        return 0, None, withheld or None
+        why = gate(stream) if gate is not None and stream.delete_count() else ""
+        return 0, None, Failure(c, None, why) if why else None
     stream.flush()
     if "" in stream.scan.unsure:
         return 0, None, None  # the folder was not wholly seen: nothing is known to be gone
@@ -228,27 +228,27 @@ def finish(ctx: MirrorContext, stream: ContainerStream, gate: Gate | None = None
         if stream.source is None or localtree.folder_id(folder) != stream.source:
             # Checked again just before deleting: the root renamed away or remounted after the
             # walk must not read as "every file was deleted".
-            return 0, (
-                f"{c}: the folder {folder} is gone or was replaced during the pass; deleted "
+            return 0, Failure(c, None, (
+                f"the folder {folder} is gone or was replaced during the pass; deleted "
                 f"nothing ({len(stream.deletes)} deletes left for the next pass)"
-            ), None
+            )), None
         for batch in stream.deletes.batches():
             try:
                 ctx.store.delete(c, batch)
             except SyncError as exc:
-                return deleted, f"{c}: delete failed: {exc}", None
+                return deleted, Failure(c, None, f"delete failed: {exc}"), None
             deleted += len(batch)
             ctx.index.forget(c, batch)
     for batch in stream.forgets.batches():
         ctx.index.forget(c, batch)
-    return deleted, None, withheld or None
+    return deleted, None, Failure(c, None, withheld) if withheld else None
 
 
 def execute(
     ctx: MirrorContext, streams: list[ContainerStream], result: PassResult,
     progress: Progress | None = None, *, gate: Gate | None = None, dry_run: bool = False,
     ensure: Callable[[ContainerStream], Callable[[], None] | None] | None = None,
-    admit: Callable[[ContainerStream], str | None] | None = None, threads: int = 1,
+    admit: Callable[[ContainerStream], Failure | None] | None = None, threads: int = 1,
 ) -> None:
     """Merge every stream (``threads`` at once) into one pool, wait, then finish each.
 
@@ -257,7 +257,7 @@ def execute(
     gives what creates its container before its first send."""
     dispatcher = Dispatcher(ctx, result, progress, dry_run)
 
-    def feed(stream: ContainerStream) -> str | None:
+    def feed(stream: ContainerStream) -> Failure | None:
         """Merge one stream into the pool; a line for the failures when it cannot be."""
         try:
             if not stream.opened:
@@ -268,7 +268,7 @@ def execute(
             dispatcher.run(stream, ensure(stream) if ensure is not None else None)
         except StoreError as exc:  # a listing page failed: this container, not the pass
             stream.allow_deletes = False
-            return f"{stream.container}: {exc}"
+            return failure_of(stream.container, exc)
         return None
 
     try:
@@ -287,7 +287,9 @@ def execute(
     result.unchanged = sum(s.unchanged for s, f in zip(streams, fed, strict=True) if f is None)
 
     # Deletes come after every upload; containers' delete batches go out side by side.
-    def end(pair: tuple[ContainerStream, str | None]) -> tuple[int, str | None, str | None]:
+    def end(
+        pair: tuple[ContainerStream, Failure | None],
+    ) -> tuple[int, Failure | None, Failure | None]:
         stream, failed = pair
         if failed is not None:  # its rows are written, nothing else
             if not dry_run:
