@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests.servers.celery_worker import CLI, SyncWorld
-from tests.servers.process import free_port
+from tests.servers.process import free_port, wait_for
 from tests.servers.redis_server import REDIS_PASSWORD, RedisServer
 from tests.test_metrics import world_with_sessions
 
@@ -155,14 +155,17 @@ def test_the_status_page_in_headless_chromium(sync_world: Callable[..., SyncWorl
     (world.mirror / "blog" / "lib").write_text("a file where a folder must go")
     (world.root / "blog" / "lib").mkdir()
     (world.root / "blog" / "lib" / "x.js").write_text("x")
-    deadline = time.monotonic() + 15
-    while True:
-        html = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5).read().decode()
-        if "7 sessions" in html and "blog/lib/x.js" in html and all(
-                world.read_store(f"shop/page{n}.js") for n in range(5)):
-            break
-        assert time.monotonic() < deadline, f"{html}\n{world.logs()}"
-        time.sleep(0.2)
+    pages = [""]
+
+    def page_shows_it_all() -> bool:
+        pages[0] = html = urllib.request.urlopen(
+            f"http://127.0.0.1:{port}/", timeout=5).read().decode()
+        return "7 sessions" in html and "blog/lib/x.js" in html and all(
+            world.read_store(f"shop/page{n}.js") for n in range(5))
+
+    wait_for(page_shows_it_all, 15, "the page with 7 sessions, blog/lib/x.js and the saves",
+             interval=0.2, details=lambda: f"{pages[0]}\n{world.logs()}")
+    html = pages[0]
     assert '<meta http-equiv="refresh" content="5">' in html
     assert "<script" not in html
 

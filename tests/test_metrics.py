@@ -18,7 +18,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.servers.celery_worker import SyncWorld, redis_db_url
-from tests.servers.process import free_port
+from tests.servers.process import free_port, wait_for
 from tests.servers.redis_server import REDIS_PASSWORD, RedisServer
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -77,10 +77,8 @@ def world_with_sessions(sync_world: Callable[..., SyncWorld]) -> tuple[SyncWorld
 
 
 def wait_store(world: SyncWorld, relpath: str, expected: bytes | None) -> None:
-    deadline = time.monotonic() + 5
-    while world.read_store(relpath) != expected:
-        assert time.monotonic() < deadline, f"{relpath} not {expected!r:.40}\n{world.logs()}"
-        time.sleep(0.02)
+    wait_for(lambda: world.read_store(relpath) == expected, 5, f"{relpath} {expected!r:.40}",
+             details=world.logs)
 
 
 def test_run_counts_saves_deletes_passes_and_snapshots(
