@@ -9,7 +9,7 @@ The SDK's retry policy is off (``retry_total=0``; its default spent 17 s on one 
 applies the one tenacity policy.  Every upload sets the blob's Content-MD5, which listings
 report, so the checksum survives uploads in blocks; a single Put Blob also sends the body's
 MD5 for the service to verify.  Files above 8 MiB and up to :data:`STREAM_PUT_LIMIT` go up as
-one Put Blob streamed from the file (one 1 MiB send buffer; the service checks the whole body
+one Put Blob streamed from the file (one 256 KiB send buffer; the service checks the whole body
 against the content's MD5, and the bytes are checked against the hashed content before the
 last block leaves, so a file edited meanwhile is never stored); larger files are staged as
 2 MiB blocks read from disk, up to :data:`BLOCKS_IN_FLIGHT` at once, each verified by the

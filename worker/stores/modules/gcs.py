@@ -8,7 +8,7 @@ emulator wants), ``endpoint``, ``bucket``.  Tested against fake-gcs-server
 Every call passes ``retry=None``: the store applies the one tenacity policy.  Each upload sends
 the content's MD5 as the object's ``md5Hash`` so GCS refuses a body that does not match; files
 above 8 MiB and up to :data:`STREAM_PUT_LIMIT` go as a resumable upload of one request streamed
-from the file (one 1 MiB send buffer; the SDK would hold the whole request body in memory),
+from the file (one 256 KiB send buffer; the SDK would hold the whole request body in memory),
 larger ones in 32 MiB chunks read from disk (one chunk in memory per upload); either way the
 whole file's content is checked (CRC-32 of the hashed content, else MD5) before the last
 bytes, the ones that commit the object, are sent.  Listings carry ``md5Hash`` for every

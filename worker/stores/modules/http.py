@@ -16,8 +16,9 @@ from requests.adapters import HTTPAdapter
 from requests.utils import get_environ_proxies
 
 #: Bytes read from a streamed request body and sent per system call (urllib3's default is
-#: 16 KiB: 4,096 reads, each through the verifying reader, for a 64 MiB file).
-SEND_BLOCK = 1024 * 1024
+#: 16 KiB: 4,096 reads, each through the verifying reader, for a 64 MiB file; 256 KiB keeps
+#: eight uploads at once within a few MiB).
+SEND_BLOCK = 256 * 1024
 
 
 class _Adapter(HTTPAdapter):
