@@ -505,6 +505,19 @@ def test_a_burst_of_new_files_is_handed_off_as_their_folder(
     assert w.stats.burst_absorbed == 300 - len(singles)
 
 
+def test_many_deletes_at_once_are_no_burst(start: WatcherFactory, root: Path) -> None:
+    """Each delete is handed off on its own (the live delete budget counts them one by one)."""
+    names = {f"app2/old{i}.js" for i in range(40)}
+    for name in names:
+        (root / name).write_text("old")
+    w, rec = start()
+    w.handoff.bursts.threshold = 5
+    for name in names:
+        (root / name).unlink()
+    assert set(settle(w, rec, names)) == names
+    assert w.stats.burst_absorbed == 0
+
+
 def test_a_storm_of_writes_to_a_few_files_is_no_burst(start: WatcherFactory, root: Path) -> None:
     """Files written again and again were handed off recently: they keep the per-path
     debounce, however many flushes they make."""

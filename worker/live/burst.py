@@ -16,7 +16,10 @@ Nothing is lost: a path absorbed at time t is followed by a hand-off of its fold
 the path as it is after t.  While paths keep coming the folder is handed off again every
 ``resend`` seconds (a no-op while the previous hand-off still waits in the queue); the burst
 ends after :attr:`Bursts.calm` seconds without a new path.  Paths handed off recently (a storm
-of writes to a few files) never count: they keep the per-path debounce and its back-off.
+of writes to a few files) never count: they keep the per-path debounce and its back-off.  Nor
+do deletes: each is handed off on its own, so that the live delete budget
+(``SYNC.maxDeleteShare``) deletes what it allows one by one instead of withholding a folder's
+deletes as one block.
 
 Pure logic with the time passed in, on the watcher's hand-off thread.
 """

@@ -63,6 +63,8 @@ class Flush(Generic[K]):
     transient: bool = False
     #: Events the window absorbed.
     events: int = 1
+    #: The window's last event said the path is gone (a delete, a move away).
+    gone: bool = False
 
 
 class _Window:
@@ -174,7 +176,7 @@ class Debouncer(Generic[K]):
         self._rhythm[key] = (now, win.gap, min(win.streak, 64))
         if len(self._rhythm) > self.memory:
             self._rhythm.popitem(last=False)
-        return Flush(key, win.born and win.gone, win.events)
+        return Flush(key, win.born and win.gone, win.events, win.gone)
 
     def next_deadline(self) -> float | None:
         """The earliest time a window may close (a lower bound), or None if none is open."""
@@ -208,4 +210,4 @@ class Debouncer(Generic[K]):
         wins = sorted(self._windows.items(), key=lambda kv: kv[1].first)
         self._windows.clear()
         self._heap.clear()
-        return [Flush(k, w.born and w.gone, w.events) for k, w in wins]
+        return [Flush(k, w.born and w.gone, w.events, w.gone) for k, w in wins]

@@ -160,7 +160,8 @@ class HandOff:
                 if flush.transient:
                     self.stats.transient_dropped += 1
                     continue
-                if self.bursts.absorb(key, t):
+                # Deletes never join a burst: each counts against the live delete budget.
+                if not flush.gone and self.bursts.absorb(key, t):
                     self.stats.burst_absorbed += 1
                     self._remember(key)
                     continue
