@@ -16,8 +16,13 @@ from click.testing import CliRunner
 
 from worker.cli import main
 from worker.config import (
+    AmazonConfig,
+    AzureConfig,
+    FileModuleStoreConfig,
     FileSessionStoreConfig,
+    GoogleConfig,
     RedisSessionStoreConfig,
+    Settings,
     effective_items,
     load_settings,
 )
@@ -569,7 +574,6 @@ def test_a_real_synchro_config_loads_and_show_masks_the_secrets(tmp_path: Path) 
 
 def test_the_typed_model_of_a_synchro_config(tmp_path: Path) -> None:
     """What the sessions and modules code read: pingInterval, configRoot, the server's dict."""
-    from worker.config import AmazonConfig
 
     cfg = write_config(tmp_path / "config.json", SYNCHRO_CONFIG)
     s = load_settings(cfg, environ={"SYNCHRO__MODULESTORE__key": "k",
@@ -592,7 +596,6 @@ def test_the_typed_model_of_a_synchro_config(tmp_path: Path) -> None:
 def test_store_settings_are_public_discriminated_unions() -> None:
     """SESSIONSTORE and MODULESTORE are the typed models themselves, chosen by the service
     (and a cloud store's provider); the keys passed through to the server stay out of them."""
-    from worker.config import AzureConfig, FileModuleStoreConfig, GoogleConfig, Settings
 
     s = load_settings(environ={
         "SYNCHRO__MODULESTORE_SERVICE": "PkgCloudModuleStore",

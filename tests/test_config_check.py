@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
+from tests.servers.process import free_port
 from tests.servers.redis_server import RedisServer
 from worker.cli import main
 
@@ -63,7 +65,6 @@ def test_wrong_password_fails_with_exit_1_and_names_the_store(
 
 
 def test_nothing_listening_fails(folder: Path) -> None:
-    from tests.servers.process import free_port
 
     config = {
         "SESSIONSTORE_SERVICE": "RedisSessionStore",
@@ -118,7 +119,6 @@ def test_missing_cloud_credentials_stop_check_before_any_request(
             monkeypatch.delenv(name)
     monkeypatch.setenv("HOME", str(folder))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    import socket
 
     listener = socket.create_server(("127.0.0.1", 0))  # the "store": must never be asked
     listener.settimeout(0.2)

@@ -6,6 +6,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import shutil
+import subprocess
+import sys
 import threading
 import time
 import unicodedata
@@ -15,10 +19,24 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
-from worker.errors import AccessDenied, InvalidName, NotFound
-from worker.stores.modules import ContainerNotFound, ModuleStore
+from worker.cli import main
+from worker.config import OpenStackConfig, RackspaceConfig
+from worker.errors import (
+    AccessDenied,
+    AlreadyExists,
+    IntegrityError,
+    InvalidName,
+    NotFound,
+    StoreError,
+    TransientStoreError,
+)
+from worker.stores.modules import ContainerNotFound, ModuleStore, names
+from worker.stores.modules.base import SourceChanged, run_once, stream_md5
 from worker.stores.modules.file import FileBackend
+from worker.stores.sessions import OnConflict
+from worker.stores.sessions.file import FileSessionStore
 
 PROVIDERS = ["file", "amazon", "google", "azure", "openstack"]
 
@@ -147,7 +165,6 @@ def test_streamed_upload_of_a_file_edited_meanwhile_stores_nothing(
     """The one streamed request of a large file (amazon, azure, google) is cut short when the
     bytes read are not the content hashed before (by CRC-32 when the store hashed it, else by
     MD5): SourceChanged, and the object never appears."""
-    from worker.stores.modules.base import SourceChanged, run_once, stream_md5
 
     if not hasattr(store.backend, "stream_put_limit"):
         pytest.skip("no streamed single-request upload in this store")
@@ -311,9 +328,7 @@ def test_check(store: ModuleStore) -> None:
 
 
 def _cli(*args: str) -> Any:
-    from click.testing import CliRunner
 
-    from worker.cli import main
 
     return CliRunner().invoke(main, list(args), catch_exceptions=False)
 
@@ -353,8 +368,6 @@ def test_config_check_on_moto(s3_server: Any, isolated: Path) -> None:
 
 
 def test_config_check_as_subprocess(s3_server: Any, isolated: Path) -> None:
-    import subprocess
-    import sys
 
     env = {k: v for k, v in os.environ.items() if not k.upper().startswith("SYNCHRO")}
     settings = s3_server.settings()
@@ -370,8 +383,6 @@ def test_config_check_as_subprocess(s3_server: Any, isolated: Path) -> None:
 
 
 def test_sessions_snapshot_to_modulestore_on_moto(s3_server: Any, isolated: Path) -> None:
-    from worker.stores.sessions import OnConflict
-    from worker.stores.sessions.file import FileSessionStore
 
     batch = [(f"s{i}", json.dumps({"id": f"s{i}", "i": i}).encode(), None) for i in range(300)]
     FileSessionStore(isolated / "live.json").write_raw([batch], OnConflict.FAIL)
@@ -399,7 +410,6 @@ def test_rackspace_identity_flow_against_test_identity(swift_server: Any) -> Non
     """The Rackspace code path (Swift + RAX-KSKEY API-key identity v2.0) against the tests'
     identity endpoint: Rackspace's own service cannot be reached from here."""
     from tests.servers.swift_server import RAX_API_KEY, RAX_USER
-    from worker.config import RackspaceConfig
     from worker.stores.modules.rackspace import RackspaceBackend
 
     base = {"username": RAX_USER, "region": "DFW",
@@ -416,7 +426,6 @@ def test_rackspace_identity_flow_against_test_identity(swift_server: Any) -> Non
 
 
 def test_keystone_wrong_password_is_access_denied(swift_server: Any) -> None:
-    from worker.config import OpenStackConfig
     from worker.stores.modules.swift import SwiftBackend
 
     cfg = {**swift_server.settings(), "password": "not-it"}
@@ -426,8 +435,6 @@ def test_keystone_wrong_password_is_access_denied(swift_server: Any) -> None:
 
 
 def test_missing_sdk_names_the_extra() -> None:
-    import subprocess
-    import sys
 
     code = (
         "import sys; sys.modules['azure'] = None\n"
@@ -441,7 +448,6 @@ def test_missing_sdk_names_the_extra() -> None:
 
 
 def test_s3_error_table_and_transient_mapping() -> None:
-    from worker.errors import AlreadyExists, StoreError, TransientStoreError
     from worker.stores.modules.s3 import error_class
 
     assert error_class("NoSuchBucket", 404) is ContainerNotFound
@@ -455,7 +461,6 @@ def test_s3_error_table_and_transient_mapping() -> None:
 
 def test_no_sdk_outside_provider_modules() -> None:
     """Only the provider modules import an SDK, so nothing else can see its exceptions."""
-    import re
 
     root = Path(__file__).resolve().parents[1]
     providers = {
@@ -478,7 +483,6 @@ def test_no_sdk_outside_provider_modules() -> None:
 def test_resumed_read_is_pinned_to_its_version(store: ModuleStore, container: str) -> None:
     """A read resumed after a broken transfer asks for the version it started on; if the
     object was replaced meanwhile, that is an IntegrityError, never a mix of two versions."""
-    from worker.errors import IntegrityError
 
     store.put_bytes(container, "v.js", b"version one")
     with store.backend.open_read(container, "v.js") as first:
@@ -542,7 +546,6 @@ def test_copy_falls_back_to_download_and_upload(tmp_path: Path) -> None:
     ],
 )
 def test_name_rules_per_store(check: str, name: str, ok: bool) -> None:
-    from worker.stores.modules import names
 
     problem = getattr(names, check)(name)
     assert (problem is None) is ok, problem
@@ -556,8 +559,6 @@ def test_large_files_stream_in_one_pass_with_flat_memory(
     all within the pass's byte budget at once, the listing holds every file's MD5, and the
     pass peaks under 100 MB of RSS (Azure's 2 MiB blocks and GCS's 32 MiB chunks held
     content in memory and took the files a few at a time)."""
-    import shutil
-    import subprocess
 
     gnu_time = shutil.which("time") or "/usr/bin/time"
     if not os.path.exists(gnu_time):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -16,11 +17,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
+from tests.servers.process import ServerProcess, free_port
 from tests.servers.redis_server import REDIS_PASSWORD, RedisServer
 from worker.config import load_settings
-from worker.errors import AccessDenied, AlreadyExists, ConfigError, CorruptFile, UsageError
+from worker.errors import (
+    AccessDenied,
+    AlreadyExists,
+    ConfigError,
+    CorruptFile,
+    TransientStoreError,
+    UsageError,
+)
+from worker.retry import RetryPolicy
 from worker.stores.sessions import OnConflict, Session, open_session_store, parse_store_spec
+from worker.stores.sessions.base import parse_session_text, session_reason
 from worker.stores.sessions.file import FileSessionStore
 from worker.stores.sessions.memory import MemorySessionStore
 from worker.stores.sessions.redis import RedisSessionStore
@@ -474,9 +486,6 @@ def test_good_store_specs() -> None:
 
 
 def test_redis_unreachable_is_a_clear_transient_failure() -> None:
-    from tests.servers.process import free_port
-    from worker.errors import TransientStoreError
-    from worker.retry import RetryPolicy
 
     store = RedisSessionStore("127.0.0.1", free_port(), retry=RetryPolicy(attempts=2, initial=0.01))
     with pytest.raises(TransientStoreError) as err:
@@ -492,11 +501,8 @@ def test_redis_unreachable_is_a_clear_transient_failure() -> None:
 @pytest.fixture(scope="module")
 def tls_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Path]]:
     """A redis-server that speaks only TLS, with a self-signed certificate for 127.0.0.1."""
-    import shutil
 
-    import redis
 
-    from tests.servers.process import ServerProcess, free_port
 
     if shutil.which("openssl") is None:
         pytest.skip("openssl is needed to make a test certificate")
@@ -707,7 +713,6 @@ def test_redis_ping_interval_checks_an_idle_connection(own_redis: RedisServer) -
     (b"null", "not an object"),
 ])
 def test_what_counts_as_the_servers_session(text: bytes, why: str | None) -> None:
-    from worker.stores.sessions.base import parse_session_text, session_reason
 
     assert session_reason("x", text) == why
     assert parse_session_text("x", text)[1] == why

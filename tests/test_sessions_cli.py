@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +17,10 @@ from click.testing import CliRunner, Result
 
 from tests.servers.redis_server import REDIS_PASSWORD, RedisServer
 from worker.cli import main
-from worker.stores.sessions import Session, open_session_store
+from worker.config import load_settings
+from worker.queue import jobs
+from worker.queue.app import celery_config
+from worker.stores.sessions import OnConflict, Session, backup_note, open_session_store
 from worker.stores.sessions.file import FileSessionStore
 
 
@@ -24,7 +28,6 @@ from worker.stores.sessions.file import FileSessionStore
 def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """No config.json or SYNCHRO__ variable from the surroundings; no status store of the
     jobs module kept from one test's settings to the next."""
-    from worker.queue import jobs
 
     monkeypatch.chdir(tmp_path)
     for name in list(os.environ):
@@ -47,7 +50,6 @@ def _fill_file(path: Path, n: int) -> FileSessionStore:
     store = FileSessionStore(path)
     batch = [(f"s{i}", json.dumps({"id": f"s{i}", "i": i}).encode(),
               None if i % 2 else 4_000_000_000_000) for i in range(n)]
-    from worker.stores.sessions import OnConflict
 
     store.write_raw([batch], OnConflict.FAIL)
     return store
@@ -299,9 +301,6 @@ def test_snapshot_of_the_servers_memory_store_says_it_cannot(args: list[str]) ->
 
 
 def test_no_scheduled_backups_of_the_memory_store(tmp_path: Path) -> None:
-    from worker.config import load_settings
-    from worker.queue.app import celery_config
-    from worker.stores.sessions import backup_note
 
     memory = load_settings(None, environ={})
     assert "session-backup" not in celery_config(memory)["beat_schedule"]
@@ -314,8 +313,6 @@ def test_no_scheduled_backups_of_the_memory_store(tmp_path: Path) -> None:
 def test_a_queued_backup_of_the_memory_store_says_why_it_is_not_taken(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from worker.config import load_settings
-    from worker.queue import jobs
 
     settings = load_settings(None, environ={"SYNCHRO__BACKUP__dest": "backups"})
     with caplog.at_level("WARNING"):
@@ -327,8 +324,6 @@ def test_a_queued_backup_of_the_memory_store_says_why_it_is_not_taken(
 def test_scheduled_backup_of_an_empty_store_warns_and_keeps_the_old_ones(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from worker.config import load_settings
-    from worker.queue import jobs
 
     _fill_file(tmp_path / "live.json", 3)
     env = {"SYNCHRO__SESSIONSTORE_SERVICE": "FileSessionStore",
@@ -364,7 +359,6 @@ def test_copy_and_export_name_the_keys_that_are_not_sessions(own_redis: RedisSer
 
 
 def test_run_with_the_memory_store_says_once_it_backs_nothing_up(sync_world: Any) -> None:
-    import time
 
     world = sync_world(None, **{"BACKUP__interval": "0.3", "BACKUP__dest": "snaps"})
     run_proc = world.start_run()
@@ -380,8 +374,6 @@ def test_run_with_the_memory_store_says_once_it_backs_nothing_up(sync_world: Any
 def test_the_worker_s_own_keys_stay_out_of_the_sessions_database(
     own_redis: RedisServer, tmp_path: Path
 ) -> None:
-    from worker.config import load_settings
-    from worker.queue import jobs
 
     sessions_db = own_redis.client(0)
     for i in range(20):
