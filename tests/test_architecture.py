@@ -21,6 +21,8 @@ LAZY_ON_PURPOSE = {
     # `celery -A worker` reaches the app through the package's __getattr__; importing the app at
     # the top would load Celery for every command.
     ("worker/__init__.py", "worker.queue.app"),
+    # Only watch, worker and beat load Celery; run, status, sync and the rest start without it.
+    ("worker/cli/run_cmd.py", "worker.queue.app"),
 }
 
 

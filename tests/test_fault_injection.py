@@ -217,7 +217,9 @@ def _large_mode(p: Proxied, mode: str) -> None:
             pytest.skip("the in-parts variant is amazon's (the others always upload in parts)")
         p.parts = True
     else:
-        p.parts = False
+        # Azure and GCS send a file this size as one streamed request (tested in
+        # test_module_stores); the faults here are about their uploads in parts.
+        p.parts = p.provider in ("azure", "google")
 
 
 def _large_faults(p: Proxied, container: str) -> list[Fault]:

@@ -32,7 +32,6 @@ from worker.logs import formatter
 from worker.ops.health import check_line
 from worker.ops.report import UNREADABLE, collect_status, render
 from worker.ops.web import serve
-from worker.queue.app import create_app
 from worker.stores.sessions import backup_note
 
 if TYPE_CHECKING:
@@ -132,7 +131,7 @@ def watch_command(state: CliState, debounce: float | None, polling: bool | None)
     settings = state.settings(**_overrides(debounce, polling))
     _need_broker(settings, "watch")
     _log_to_stderr(settings)
-    dispatcher = CeleryDispatcher(create_app(settings), settings)
+    dispatcher = CeleryDispatcher(_celery_app(settings), settings)
     watcher = Watcher(settings, dispatcher)
     dispatcher.hand_off_failing = lambda: watcher.handoff.failing
     with _until_signal() as stop:
@@ -168,7 +167,7 @@ def worker_command(ctx: click.Context) -> None:
     settings = state.settings()
     _need_broker(settings, "worker")
     _log_to_stderr(settings)
-    app = _as_default_app(create_app(settings))
+    app = _as_default_app(_celery_app(settings))
     app.worker_main(["worker", "--loglevel", settings.LOG_LEVEL, *ctx.args])
 
 
@@ -186,7 +185,7 @@ def beat_command(ctx: click.Context) -> None:
     if note := backup_note(settings):
         log.warning("%s", note)
     os.makedirs(settings.STATE_DIR, exist_ok=True)
-    app = _as_default_app(create_app(settings))
+    app = _as_default_app(_celery_app(settings))
     code = app.start(["beat", "--loglevel", settings.LOG_LEVEL, *ctx.args])
     if code:
         ctx.exit(code)
@@ -225,3 +224,11 @@ def status_command(state: CliState, as_json: bool, limit: int, check: bool) -> N
 def register(main: click.Group) -> None:
     for command in (run_command, watch_command, worker_command, beat_command, status_command):
         main.add_command(command)
+
+
+def _celery_app(settings: Settings) -> Any:
+    """The Celery app, loaded only by the commands that need it (``status`` and ``run`` never
+    import Celery)."""
+    from worker.queue.app import create_app
+
+    return create_app(settings)
