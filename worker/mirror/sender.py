@@ -4,8 +4,8 @@ bounded number in flight, then each container's deletes and dropped index rows.
 Each :class:`~worker.mirror.stream.ContainerStream` is merged on a thread of its own (a few at
 once: one's listing overlaps another's walk); what it yields is submitted to the shared pool,
 and the merge waits while ``4 x transfers`` jobs are in flight, so memory does not grow with the
-tree.  Files to hash first (:class:`~worker.mirror.plan.Check`) go in batches, so that a new
-host's 10,000 files are not 10,000 jobs.  Results are counted by the pool's threads as jobs end.
+tree.  Files to hash first (:class:`~worker.mirror.plan.Check`) go in batches of 8, so that a
+new host's 10,000 files are not 10,000 jobs.  Results are counted by the pool's threads as jobs end.
 Deletes come after every upload of the pass (a rename's copy must exist before its source goes).
 """
 
@@ -28,8 +28,9 @@ from worker.mirror.stream import ContainerStream
 if TYPE_CHECKING:
     from worker.mirror.context import MirrorContext
 
-#: Files hashed by one job.
-CHECK_BATCH = 64
+#: Files hashed by one job (a new host's 10,000 are 1,250 jobs, not 10,000; a job sends what
+#: differs itself, so a small batch keeps those sends side by side).
+CHECK_BATCH = 8
 #: Why a container's deletes must wait (the reason of the pass's ``withheld``), or "".
 Gate = Callable[[ContainerStream], str]
 
