@@ -1,5 +1,6 @@
 """One retry policy per kind (worker.retry): the Celery tasks and the embedded queue use the same
-outage policy; the store policy retries transient errors only."""
+outage policy; the store policy retries transient errors only; the live hand-off retries under
+its own policy, defined there too."""
 
 from __future__ import annotations
 
@@ -8,14 +9,23 @@ import random
 import pytest
 from celery.utils.time import get_exponential_backoff_interval
 
+import tasks
 from worker.errors import AccessDenied, TransientStoreError
 from worker.live.embedded import RetryLater
-from worker.retry import OUTAGE_RETRY, STORE_RETRY, OutagePolicy, RetryPolicy
+from worker.live.handoff import HandOff, WatcherStats
+from worker.queue.jobs import _retried
+from worker.retry import (
+    HANDOFF_RETRY,
+    OUTAGE_RETRY,
+    RETRY_COUNTER,
+    STORE_RETRY,
+    OutagePolicy,
+    RetryPolicy,
+    Where,
+)
 
 
 def test_every_celery_task_that_touches_a_store_takes_the_outage_policy() -> None:
-    import tasks
-
     expected = OUTAGE_RETRY.celery_options()
     for task in (tasks.sync_path, tasks.full_pass, tasks.snapshot_sessions):
         assert task.autoretry_for == expected["autoretry_for"], task.name
@@ -27,6 +37,22 @@ def test_every_celery_task_that_touches_a_store_takes_the_outage_policy() -> Non
 
 def test_the_embedded_queue_retries_under_the_same_policy() -> None:
     assert RetryLater.policy is OUTAGE_RETRY
+
+
+class _Dispatcher:
+    def submit(self, container: str, relpath: str) -> None:
+        raise AssertionError("not called")
+
+    def request_full_pass(self, reason: str) -> None:
+        raise AssertionError("not called")
+
+
+def test_the_hand_off_retries_under_the_hand_off_policy() -> None:
+    """Whole seconds doubling to 5 s, no jitter; six failures in a row and a full pass is owed."""
+    handoff = HandOff(_Dispatcher(), WatcherStats(), wake=lambda: None)
+    assert handoff.policy is HANDOFF_RETRY
+    assert handoff.retry_attempts == HANDOFF_RETRY.attempts == 6
+    assert [HANDOFF_RETRY.delay(n) for n in range(1, 8)] == [1.0, 2.0, 4.0, 5.0, 5.0, 5.0, 5.0]
 
 
 @pytest.mark.parametrize("attempt", range(1, 10))
@@ -71,9 +97,6 @@ def test_the_store_policy_retries_transient_errors_and_not_others() -> None:
 
 
 def test_a_retry_is_counted_with_the_container_and_key_the_store_named() -> None:
-    from worker.queue.jobs import _retried
-    from worker.retry import RETRY_COUNTER, Where
-
     RETRY_COUNTER.drain()
     fast = RetryPolicy(attempts=2, max_seconds=5, initial=0.001, max_wait=0.002)
     tries: list[int] = []

@@ -9,6 +9,9 @@
   it as their ``autoretry`` options (:meth:`OutagePolicy.celery_options`); the embedded queue of
   ``synchro-sync run`` resubmits a path after :meth:`OutagePolicy.delay`.  After the last
   attempt the next full pass finds what is left.
+* :data:`HANDOFF_RETRY` (an :class:`OutagePolicy`): the live path handing a path to the broker
+  again (:mod:`worker.live.handoff`): 1 s doubling up to 5 s, no jitter (one watcher per
+  host); after its attempts fail in a row a full pass is owed instead.
 """
 
 from __future__ import annotations
@@ -155,3 +158,5 @@ class OutagePolicy:
 STORE_RETRY = RetryPolicy()
 #: A task (a path, a pass, a snapshot) whose store stayed away longer than STORE_RETRY rides out.
 OUTAGE_RETRY = OutagePolicy()
+#: Handing a path to the broker again: whole seconds, no jitter (one watcher per host).
+HANDOFF_RETRY = OutagePolicy(attempts=6, first_delay=1, max_delay=5, jitter=False)

@@ -2,9 +2,9 @@
 mechanism and the one owner of "a full pass is owed".
 
 A dispatcher's ``submit`` or ``request_full_pass`` that raises (a broker away) has not taken the
-work: the path is kept, in order, and handed off again after the waits of :data:`HANDOFF_RETRY`
-(1 s doubling up to 5 s: a hand-off is cheap to retry, and saves should flow again within
-seconds of the broker's return).  After that policy's attempts fail in a row the watcher stops
+work: the path is kept, in order, and handed off again after the waits of
+:data:`worker.retry.HANDOFF_RETRY` (1 s doubling up to 5 s: a hand-off is cheap to retry, and
+saves should flow again within seconds of the broker's return).  After that policy's attempts fail in a row the watcher stops
 insisting and owes a full pass instead, which finds every change the kept paths stood for; the
 full-pass request is itself retried with the same waits until it gets through.  While failing,
 new paths join the kept ones without a call each (no timeout to wait out per path); their number
@@ -27,13 +27,9 @@ from typing import Protocol
 
 from worker.live.burst import Bursts, Key
 from worker.live.debounce import Flush
-from worker.retry import OutagePolicy
+from worker.retry import HANDOFF_RETRY
 
 log = logging.getLogger("synchro_sync.watcher")
-
-#: Handing a path to the broker again: whole seconds, no jitter (one watcher per host).
-HANDOFF_RETRY = OutagePolicy(attempts=6, first_delay=1, max_delay=5, jitter=False)
-
 
 class Backoff(Protocol):
     """A retry policy as the hand-off uses it (:class:`worker.retry.OutagePolicy` is one)."""
