@@ -14,7 +14,7 @@ against the content's MD5, and the bytes are checked against the hashed content 
 last block leaves, so a file edited meanwhile is never stored); larger files are staged as
 2 MiB blocks read from disk, up to :data:`BLOCKS_IN_FLIGHT` at once, each verified by the
 service, and the block list is committed only after the whole file's content matched what was
-hashed (by CRC-32 when the store hashed it just before, else MD5): an uncommitted block is
+hashed (by CRC when the store hashed it just before, else MD5): an uncommitted block is
 never visible.
 """
 
@@ -253,7 +253,7 @@ class AzureBackend:
         """One Put Blob of ``size`` bytes read from ``body`` as they are sent (one buffer of
         :data:`~worker.stores.modules.http.SEND_BLOCK`).  Its ``Content-MD5`` is the content's
         MD5, which the service checks the whole body against before it stores anything; the
-        bytes are also checked (CRC-32 of the hashed content, else MD5) before the last block
+        bytes are also checked (CRC of the hashed content, else MD5) before the last block
         leaves, so a file edited meanwhile is cut short (:class:`SourceChanged`) rather than
         sent."""
         md5 = bytes.fromhex(md5_hex)

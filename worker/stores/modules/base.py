@@ -25,12 +25,12 @@ from __future__ import annotations
 
 import hashlib
 import threading
-import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO, ClassVar, Protocol, TypeVar
 
 from worker.errors import IntegrityError, NotFound
+from worker.stores.modules.checksum import crc_extend
 
 #: Files above this size are uploaded in parts (multipart, blocks, resumable, SLO segments).
 MULTIPART_THRESHOLD = 8 * 1024 * 1024
@@ -40,7 +40,7 @@ PART_SIZE = 8 * 1024 * 1024
 
 #: Bytes per read when hashing a file (into one reused buffer).
 HASH_BLOCK = 1024 * 1024
-#: How many contents' CRC-32 :func:`crc32_of` remembers.
+#: How many contents' CRC :func:`crc32_of` remembers.
 _CRC_MEMO = 256
 _crcs: dict[str, int] = {}
 _crcs_lock = threading.Lock()
@@ -49,9 +49,10 @@ _crcs_lock = threading.Lock()
 def stream_md5(f: BinaryIO) -> str:
     """Hex MD5 of an open file from its start, read into one reused buffer.
 
-    The content's CRC-32 is computed in the same pass (about 1/10 of MD5's cost) and
-    remembered under that MD5 (:func:`crc32_of`): a backend streaming the file afterwards can
-    check that it is still sending the content hashed here with a CRC instead of a second MD5.
+    The content's CRC (:mod:`~worker.stores.modules.checksum`: CRC-32C, ~1/25 of MD5's cost)
+    is computed in the same pass and remembered under that MD5 (:func:`crc32_of`): a backend
+    streaming the file afterwards can check that it is still sending the content hashed here
+    with a CRC instead of a second MD5.
     """
     f.seek(0)
     digest = hashlib.md5(usedforsecurity=False)
@@ -61,7 +62,7 @@ def stream_md5(f: BinaryIO) -> str:
     while n := f.readinto(view):  # type: ignore[attr-defined]
         block = view[:n]
         digest.update(block)
-        crc = zlib.crc32(block, crc)
+        crc = crc_extend(crc, block)
     md5 = digest.hexdigest()
     with _crcs_lock:
         _crcs.pop(md5, None)
@@ -72,7 +73,7 @@ def stream_md5(f: BinaryIO) -> str:
 
 
 def crc32_of(md5_hex: str) -> int | None:
-    """The CRC-32 of the content whose MD5 is ``md5_hex``, if :func:`stream_md5` hashed it
+    """The CRC of the content whose MD5 is ``md5_hex``, if :func:`stream_md5` hashed it
     recently (a function of the content, so true whichever file it came from)."""
     with _crcs_lock:
         return _crcs.get(md5_hex)
@@ -81,7 +82,7 @@ def crc32_of(md5_hex: str) -> int | None:
 def checked_parts(body: BinaryIO, size: int, part: int, md5_hex: str) -> Iterator[bytes]:
     """``size`` bytes of ``body`` in parts of at most ``part`` bytes, for an upload in parts.
     After the last part (before the caller commits the upload): :class:`SourceChanged` unless
-    every byte was there and they are the content ``md5_hex`` names, checked by CRC-32 when
+    every byte was there and they are the content ``md5_hex`` names, checked by CRC when
     :func:`stream_md5` hashed that content just before, else by MD5."""
     want_crc = crc32_of(md5_hex)
     whole = hashlib.md5(usedforsecurity=False) if want_crc is None else None
@@ -93,7 +94,7 @@ def checked_parts(body: BinaryIO, size: int, part: int, md5_hex: str) -> Iterato
             break
         remaining -= len(chunk)
         if whole is None:
-            crc = zlib.crc32(chunk, crc)
+            crc = crc_extend(crc, chunk)
         else:
             whole.update(chunk)
         yield chunk
@@ -160,7 +161,7 @@ class VerifyingReader:
         self._body = body
         self._size = size
         self._md5 = md5_hex
-        #: Checked by CRC-32 when the store hashed this content just before (stream_md5).
+        #: Checked by CRC when the store hashed this content just before (stream_md5).
         self._want_crc = crc32_of(md5_hex)
         self._hash = hashlib.md5(usedforsecurity=False)
         self._crc = 0
@@ -172,7 +173,7 @@ class VerifyingReader:
         if self._want_crc is None:
             self._hash.update(data)
         else:
-            self._crc = zlib.crc32(data, self._crc)
+            self._crc = crc_extend(self._crc, data)
         self._pos += len(data)
         if (want > 0 and not data) or (self._pos == self._size and want > 0):
             self._verify()

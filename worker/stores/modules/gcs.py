@@ -10,7 +10,7 @@ the content's MD5 as the object's ``md5Hash`` so GCS refuses a body that does no
 above 8 MiB and up to :data:`STREAM_PUT_LIMIT` go as a resumable upload of one request streamed
 from the file (one 256 KiB send buffer; the SDK would hold the whole request body in memory),
 larger ones in 32 MiB chunks read from disk (one chunk in memory per upload); either way the
-whole file's content is checked (CRC-32 of the hashed content, else MD5) before the last
+whole file's content is checked (CRC of the hashed content, else MD5) before the last
 bytes, the ones that commit the object, are sent.  Listings carry ``md5Hash`` for every
 object we upload (only composed objects lack it); the etag is the object's generation.
 """
@@ -277,7 +277,7 @@ class GCSBackend:
         """A resumable upload whose one request carries the whole file, read as it is sent
         (one buffer of :data:`~worker.stores.modules.http.SEND_BLOCK`): the SDK would read
         each request's body into memory.  The object's ``md5Hash`` is the content's, which
-        GCS checks; the bytes are checked (CRC-32 of the hashed content, else MD5) before the
+        GCS checks; the bytes are checked (CRC of the hashed content, else MD5) before the
         last block leaves, so a file edited meanwhile never completes the upload."""
         blob = self.client.bucket(bucket).blob(key)
         blob.md5_hash = base64.b64encode(bytes.fromhex(md5_hex)).decode()

@@ -27,7 +27,6 @@ import socket
 import ssl
 import threading
 import xml.etree.ElementTree as ET
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -42,6 +41,7 @@ from botocore.credentials import Credentials
 from worker.errors import StoreError, TransientStoreError
 from worker.stores.modules import names
 from worker.stores.modules.base import SourceChanged, crc32_of
+from worker.stores.modules.checksum import crc_extend
 from worker.stores.modules.s3_errors import error_class
 
 _CODE = re.compile(rb"<Code>([^<]+)</Code>")
@@ -199,7 +199,7 @@ class FastPut:
 
         One reused buffer: each block is read into it (``readinto``), checked and sent from
         it, so memory stays at :data:`STREAM_BUFFER` whatever the size.  The bytes are checked
-        against the content ``md5_hex`` names *before the last block is sent*: by CRC-32 when
+        against the content ``md5_hex`` names *before the last block is sent*: by CRC when
         the store hashed that content just before (:func:`~worker.stores.modules.base.
         crc32_of`), else by a running MD5.  If the file changed, the connection is dropped
         short of ``Content-Length`` and S3 stores nothing (:class:`SourceChanged`).  The ETag
@@ -227,7 +227,7 @@ class FastPut:
                     raise SourceChanged("the local file is shorter than it was")
                 block = view[:n]
                 if digest is None:
-                    crc = zlib.crc32(block, crc)
+                    crc = crc_extend(crc, block)
                 else:
                     digest.update(block)
                 if sent + n == size and (

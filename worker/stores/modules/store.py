@@ -336,7 +336,7 @@ def file_md5(path: Path) -> str:
 
 
 def _stream_md5(f: BinaryIO) -> str:
-    """Hex MD5 of an open file from its start (also remembers its CRC-32: base.stream_md5)."""
+    """Hex MD5 of an open file from its start (also remembers its CRC: base.stream_md5)."""
     return stream_md5(f)
 
 
