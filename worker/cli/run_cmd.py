@@ -133,7 +133,6 @@ def watch_command(state: CliState, debounce: float | None, polling: bool | None)
     _log_to_stderr(settings)
     dispatcher = CeleryDispatcher(_celery_app(settings), settings)
     watcher = Watcher(settings, dispatcher)
-    dispatcher.hand_off_failing = lambda: watcher.handoff.failing
     with _until_signal() as stop:
         watcher.start()
         serve(settings, role="watch", watcher=watcher, dispatcher=dispatcher, stop=stop)

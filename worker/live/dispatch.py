@@ -214,10 +214,6 @@ class CeleryDispatcher:
         self.queue = settings.host_queue()
         url = settings.BROKER_URL
         self._pending_paths = PendingPaths(url, self.queue) if url and is_redis_url(url) else None
-        #: Whether the watcher handing off to this dispatcher is failing (paths kept, a full
-        #: pass owed): set by ``watch`` to its hand-off's :attr:`~worker.live.handoff.HandOff.
-        #: failing`; the hand-off owns that state, this only shows it to ``ops.health``.
-        self.hand_off_failing: Callable[[], bool] = lambda: False
         self.sent = 0
         self.coalesced = 0
 
@@ -234,11 +230,6 @@ class CeleryDispatcher:
 
     def close(self) -> None:
         """Nothing to stop: what was sent stays in the broker."""
-
-    @property
-    def owes_full_pass(self) -> bool:
-        """Read by ``ops.health`` (``watch``): see :attr:`hand_off_failing`."""
-        return self.hand_off_failing()
 
     def _send(self, name: str, args: list[Any]) -> None:
         self.app.send_task(name, args=args, queue=self.queue, retry=False)

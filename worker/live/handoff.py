@@ -4,9 +4,10 @@ mechanism and the one owner of "a full pass is owed".
 A dispatcher's ``submit`` or ``request_full_pass`` that raises (a broker away) has not taken the
 work: the path is kept, in order, and handed off again after the waits of
 :data:`worker.retry.HANDOFF_RETRY` (1 s doubling up to 5 s: a hand-off is cheap to retry, and
-saves should flow again within seconds of the broker's return).  After that policy's attempts fail in a row the watcher stops
-insisting and owes a full pass instead, which finds every change the kept paths stood for; the
-full-pass request is itself retried with the same waits until it gets through.  While failing,
+saves should flow again within seconds of the broker's return).  After that policy's attempts
+fail in a row the watcher stops insisting and owes a full pass instead, which finds every change
+the kept paths stood for; the full-pass request is itself retried with the same waits until it
+gets through.  While failing,
 new paths join the kept ones without a call each (no timeout to wait out per path); their number
 is bounded, a full pass being owed anyway.  :attr:`HandOff.failing` (kept paths or an owed pass)
 is what ``watch``'s health check reports as "broker away".

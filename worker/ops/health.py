@@ -2,8 +2,8 @@
 
 * the watcher observes (its observer and hand-off thread alive, the root there);
 * the store answered recently: not failing for ``METRICS.storeFailingAfter`` seconds;
-* the broker answers (``watch``: its dispatcher does not owe a full pass for an outage;
-  a worker: a connection to ``BROKER_URL`` opens).
+* the broker answers (``watch``: its watcher's hand-off is not failing, no path kept for the
+  broker and no full pass owed; a worker: a connection to ``BROKER_URL`` opens).
 
 Reasons name what failed and its class of error, never a URL or an error's text (which may
 hold a secret).
@@ -33,11 +33,10 @@ class Health:
     of the shared queue alone, which needs no module files)."""
 
     def __init__(self, settings: Settings, role: str, watcher: Any = None,
-                 dispatcher: Any = None, registry: Any = None) -> None:
+                 registry: Any = None) -> None:
         self.settings = settings
         self.role = role
         self.watcher = watcher
-        self.dispatcher = dispatcher
         self.registry = registry
         self._broker: tuple[float, str | None] = (0.0, None)
         self._lock = threading.Lock()
@@ -83,7 +82,9 @@ class Health:
 
     def _broker_answers(self) -> str | None:
         if self.role == "watch":
-            if getattr(self.dispatcher, "owes_full_pass", False):
+            # The hand-off is the one owner of "a full pass is owed" (worker.live.handoff).
+            handoff = getattr(self.watcher, "handoff", None)
+            if handoff is not None and handoff.failing:
                 return "broker away: saves wait for it (a full pass is owed)"
             return None
         if not self.role.startswith("worker") or not self.settings.BROKER_URL:

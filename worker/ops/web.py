@@ -148,7 +148,7 @@ def serve(settings: Settings, *, role: str, watcher: Any = None, dispatcher: Any
     server.settings = settings
     server.registry = registry
     server.role = role
-    server.health = Health(settings, role, watcher, dispatcher,
+    server.health = Health(settings, role, watcher,
                            registry if role.startswith("worker") else None)
     threading.Thread(target=server.serve_forever, name="synchro-sync-web", daemon=True).start()
     log.info("metrics, /healthz and the status page on http://%s:%s/", settings.METRICS.host,
