@@ -171,16 +171,6 @@ class Settings(BaseSettings):
     _passed_through: dict[Path_, str] = {}
     _notes: dict[Path_, str] = {}
 
-    @property
-    def session_store(self) -> SessionStoreConfig:
-        """Same as :attr:`SESSIONSTORE` (the earlier name)."""
-        return self.SESSIONSTORE
-
-    @property
-    def module_store(self) -> ModuleStoreConfig:
-        """Same as :attr:`MODULESTORE` (the earlier name)."""
-        return self.MODULESTORE
-
     def raw_store_value(self, section: str, key: str) -> Any:
         """A key of ``SESSIONSTORE`` or ``MODULESTORE`` as given (one passed through, say)."""
         return self._raw_stores[section][key]

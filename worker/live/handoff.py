@@ -116,11 +116,6 @@ class HandOff:
         with self._lock:
             return bool(self._retry or self._owed)
 
-    def owed(self) -> list[str]:
-        """The reasons of the full pass owed, if one is."""
-        with self._lock:
-            return list(self._owed)
-
     def idle(self) -> bool:
         return not self.failing and not self.bursts.waiting()
 
