@@ -1,10 +1,11 @@
 """Shared fixtures: each real server lives in its own module under tests/servers/.
 
 Every test gets a marker per server it starts (``redis``, ``s3``, ``gcs``, ``azure``, ``swift``,
-``worker``, ``node``) and the umbrella ``servers``; a test with none of them is a ``unit`` test
-(see docs/testing.md).  The markers come from the fixtures a test uses and from the parameters
-that make a fixture start a server (``provider="amazon"``, ``make_store="redis"``), so no test
-file has to name them; a file may add one itself (``pytestmark = pytest.mark.node``).
+``worker``, ``node``) and the umbrella ``servers``; a test with none of them, that starts no
+process of its own and is not marked ``slow``, is a ``unit`` test (see docs/testing.md).  The
+markers come from the fixtures a test uses and from the parameters that make a fixture start a
+server (``provider="amazon"``, ``make_store="redis"``), so no test file has to name them; a
+file may add one itself (``pytestmark = pytest.mark.node``).
 """
 
 from __future__ import annotations
@@ -140,7 +141,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker("servers")
         if spawns(item):
             item.add_marker("subprocess")
-        elif not found:
+        elif not found and item.get_closest_marker("slow") is None:
             item.add_marker("unit")
 
 
