@@ -14,6 +14,7 @@ import importlib.util
 import inspect
 import os
 import sys
+import time
 import types
 from collections.abc import Generator
 from pathlib import Path
@@ -184,3 +185,26 @@ def clean_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         if name.upper().startswith("SYNCHRO"):
             monkeypatch.delenv(name)
     return tmp_path
+
+
+# --- a clock the test moves ------------------------------------------------------------------
+
+
+class FakeClock:
+    """Seconds since the epoch for code that takes a ``clock`` (the session stores): the real
+    time plus what the test added with :meth:`advance`, so a session's expiry comes when the
+    test says, not after a wait."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.offset
+
+    def advance(self, seconds: float) -> None:
+        self.offset += seconds
+
+
+@pytest.fixture()
+def clock() -> FakeClock:
+    return FakeClock()

@@ -4,7 +4,6 @@ password-protected redis-server started by the tests), then what is particular t
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -19,7 +18,8 @@ from typing import Any
 import pytest
 import redis
 
-from tests.servers.process import ServerProcess, free_port
+from tests.conftest import FakeClock
+from tests.servers.process import ServerProcess, clean_environ, free_port, wait_for
 from tests.servers.redis_server import REDIS_PASSWORD, RedisServer
 from worker.config import load_settings
 from worker.errors import (
@@ -44,19 +44,20 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(params=STORES)
 def make_store(
-    request: pytest.FixtureRequest, tmp_path: Path
+    request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock
 ) -> Iterator[Callable[[], Any]]:
-    """A factory: each call opens the *same* store again (a restart, for persistent ones)."""
+    """A factory: each call opens the *same* store again (a restart, for persistent ones).
+    The memory and file stores read ``clock``; Redis expires keys by its own clock."""
     kind = request.param
     opened: list[Any] = []
     prefix = f"t-{uuid.uuid4().hex[:8]}:"
-    memory = MemorySessionStore()
+    memory = MemorySessionStore(clock)
 
     def make() -> Any:
         if kind == "memory":
             store: Any = memory
         elif kind == "file":
-            store = FileSessionStore(tmp_path / "sessions.json")
+            store = FileSessionStore(tmp_path / "sessions.json", clock)
         else:
             srv: RedisServer = request.getfixturevalue("redis_server")
             store = RedisSessionStore(
@@ -143,12 +144,20 @@ def test_state_must_be_an_object(store: Any) -> None:
         store.create([1, 2, 3])
 
 
-def test_expired_sessions_disappear(store: Any) -> None:
-    short = store.create({"short": True}, ttl=0.3)
-    keep = store.create({"keep": True}, ttl=60)
-    assert store.get(short.id) is not None
-    time.sleep(0.45)
-    assert store.get(short.id) is None
+def test_expired_sessions_disappear(store: Any, clock: FakeClock) -> None:
+    if isinstance(store, RedisSessionStore):
+        # Redis expires the key itself (PX), by its own clock: a short ttl, really waited for.
+        short = store.create({"short": True}, ttl=1.0)
+        keep = store.create({"keep": True}, ttl=60)
+        assert store.get(short.id) is not None
+        wait_for(lambda: store.get(short.id) is None, 10, "redis-server expires the session")
+    else:
+        short = store.create({"short": True}, ttl=30)
+        keep = store.create({"keep": True}, ttl=60)
+        clock.advance(29)
+        assert store.get(short.id) is not None
+        clock.advance(2)  # past the first one's expiry, not the second's
+        assert store.get(short.id) is None
     assert store.count() == 1
     assert [s.id for s in store.iter_sessions()] == [keep.id]
 
@@ -667,10 +676,9 @@ def test_broker_elsewhere_is_fine(broker: str, sessions: dict[str, str]) -> None
 
 
 def test_shared_database_is_one_line_exit_2_from_the_cli(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("SYNCHRO")}
-    env.update({"SYNCHRO__BROKER_URL": "redis://127.0.0.1:6379/4",
-                "SYNCHRO__SESSIONSTORE_SERVICE": "RedisSessionStore",
-                "SYNCHRO__SESSIONSTORE__db": "4"})
+    env = clean_environ(SYNCHRO__BROKER_URL="redis://127.0.0.1:6379/4",
+                        SYNCHRO__SESSIONSTORE_SERVICE="RedisSessionStore",
+                        SYNCHRO__SESSIONSTORE__db="4")
     exe = Path(sys.executable).with_name("synchro-sync")
     argv = [str(exe) if exe.exists() else "synchro-sync", "sessions", "list"]
     res = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True,
@@ -695,7 +703,7 @@ def test_redis_ping_interval_checks_an_idle_connection(own_redis: RedisServer) -
         return int(raw.info("commandstats").get("cmdstat_ping", {}).get("calls", 0))
 
     before = pings()
-    time.sleep(0.4)
+    time.sleep(0.4)  # the time under test: the connection idle for longer than pingInterval
     assert store.get("a") is not None
     assert pings() > before  # the idle connection was checked first
     store.close()
@@ -731,14 +739,14 @@ def test_file_corrupt_expiry_file_is_refused_and_left(tmp_path: Path, sidecar: b
 
 
 def test_file_expired_sessions_are_not_listed_but_the_server_s_file_is_whole(
-    tmp_path: Path,
+    tmp_path: Path, clock: FakeClock
 ) -> None:
     path = tmp_path / "sessions.json"
-    store = FileSessionStore(path)
-    store.put(Session("short", {}, datetime.now(UTC) + timedelta(milliseconds=200)))
+    store = FileSessionStore(path, clock)
+    store.put(Session("short", {}, datetime.now(UTC) + timedelta(minutes=1)))
     store.put(Session("long", {}, datetime.now(UTC) + timedelta(hours=1)))
-    time.sleep(0.3)
-    again = FileSessionStore(path)
+    clock.advance(120)
+    again = FileSessionStore(path, clock)
     assert [s.id for s in again.iter_sessions()] == ["long"]
     again.put(Session("new", {}))  # the next write drops it from the file and the sidecar
     assert set(json.loads(path.read_text())) == {"long", "new"}

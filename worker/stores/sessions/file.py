@@ -39,8 +39,9 @@ import json
 import os
 import re
 import secrets
+import time
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
@@ -52,7 +53,6 @@ from worker.stores.sessions.base import (
     WriteResult,
     iso_to_ms,
     ms_to_iso,
-    now_epoch_ms,
     session_reason,
     skipped_summary,
 )
@@ -69,8 +69,11 @@ class FileSessionStore(MemorySessionStore):
     service: ClassVar[str] = "FileSessionStore"
     persistent: ClassVar[bool] = True
 
-    def __init__(self, path: str | os.PathLike[str] = "sessions.json") -> None:
-        super().__init__()
+    def __init__(
+        self, path: str | os.PathLike[str] = "sessions.json",
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__(clock)
         self.path = Path(path)
         self.expiry_path = self.path.with_name(self.path.name + EXPIRY_SUFFIX)
         self._lock_path = self.path.with_name(self.path.name + ".lock")
@@ -177,7 +180,7 @@ class FileSessionStore(MemorySessionStore):
         self._seen = seen
 
     def _write(self) -> None:
-        now = now_epoch_ms()
+        now = self._now_ms()
         live = [
             (sid, text, exp)
             for sid, (text, exp) in self._data.items()

@@ -2,13 +2,17 @@
 
 Configuration: none.  Also the base of :class:`~worker.stores.sessions.file.FileSessionStore`,
 which adds the disk file.
+
+Expiry is judged against ``clock`` (seconds since the epoch, :func:`time.time` unless given):
+a test hands in a clock it moves forward instead of waiting for a session to expire.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import timedelta
 from typing import Any, ClassVar
 
@@ -21,7 +25,6 @@ from worker.stores.sessions.base import (
     WriteResult,
     ms_to_datetime,
     new_session_id,
-    now_epoch_ms,
     session_json,
     ttl_to_expires_ms,
     with_id,
@@ -34,7 +37,8 @@ class MemorySessionStore:
     service: ClassVar[str] = "MemorySessionStore"
     persistent: ClassVar[bool] = False
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
         self._data: dict[str, tuple[bytes, int | None]] = {}
         # The store may be shared by threads (a Celery worker pool, a snapshot thread).
         self._lock = threading.RLock()
@@ -48,7 +52,7 @@ class MemorySessionStore:
     def create(self, state: dict[str, Any], ttl: float | timedelta | None = None) -> Session:
         sid = new_session_id()
         state = with_id(sid, state)
-        raw = (sid, session_json(sid, state), ttl_to_expires_ms(ttl))
+        raw = (sid, session_json(sid, state), ttl_to_expires_ms(ttl, self._now_ms()))
         self._apply([raw], [])
         return Session(sid, state, ms_to_datetime(raw[2]))
 
@@ -56,7 +60,7 @@ class MemorySessionStore:
         with self._lock:
             self._before_read()
             entry = self._data.get(session_id)
-        if entry is None or (entry[1] is not None and entry[1] <= now_epoch_ms()):
+        if entry is None or (entry[1] is not None and entry[1] <= self._now_ms()):
             return None
         return Session.from_raw((session_id, entry[0], entry[1]))
 
@@ -67,7 +71,7 @@ class MemorySessionStore:
         with self._lock:
             self._before_read()
             entry = self._data.get(session_id)
-            existed = entry is not None and (entry[1] is None or entry[1] > now_epoch_ms())
+            existed = entry is not None and (entry[1] is None or entry[1] > self._now_ms())
             if entry is not None:
                 self._apply([], [session_id])
         return existed
@@ -80,7 +84,7 @@ class MemorySessionStore:
                 yield Session.from_raw(raw)
 
     def count(self) -> int:
-        now = now_epoch_ms()
+        now = self._now_ms()
         with self._lock:
             self._before_read()
             return sum(1 for _, exp in self._data.values() if exp is None or exp > now)
@@ -91,7 +95,7 @@ class MemorySessionStore:
             ids = list(self._data)
         # Walk a copy of the ids so writers are never blocked for the whole stream.
         for start in range(0, len(ids), batch_size):
-            now = now_epoch_ms()
+            now = self._now_ms()
             batch: list[RawSession] = []
             with self._lock:
                 for sid in ids[start : start + batch_size]:
@@ -102,7 +106,7 @@ class MemorySessionStore:
                 yield batch
 
     def existing(self, ids: Sequence[str]) -> list[str]:
-        now = now_epoch_ms()
+        now = self._now_ms()
         with self._lock:
             self._before_read()
             found = []
@@ -119,7 +123,7 @@ class MemorySessionStore:
         pending: list[RawSession] = []
         with self._lock:
             self._before_read()
-            now = now_epoch_ms()
+            now = self._now_ms()
             for batch in batches:
                 for raw in batch:
                     if raw[2] is not None and raw[2] <= now:
@@ -144,6 +148,10 @@ class MemorySessionStore:
                 pending = []
             self._commit()
         return result
+
+    def _now_ms(self) -> int:
+        """Now by the store's clock, in milliseconds since the epoch."""
+        return int(self._clock() * 1000)
 
     def check(self) -> str:
         return f"in memory (not persistent), {self.count()} sessions"
