@@ -54,6 +54,7 @@ from worker.stores.modules.base import (
     SourceChanged,
     VerifyingReader,
     checked_parts,
+    given_md5,
 )
 from worker.stores.modules.http import SEND_BLOCK, tune_session
 from worker.stores.modules.reader import MappedReader
@@ -222,9 +223,14 @@ class AzureBackend:
         reader.size = int(downloader.properties.size or 0)
         return cast(BinaryIO, reader)
 
+    def hashes_while_sending(self, size: int) -> bool:
+        return False
+
     def put(
-        self, bucket: str, key: str, body: BinaryIO, size: int, md5_hex: str, run: Runner
+        self, bucket: str, key: str, body: BinaryIO, size: int, md5_hex: str | None,
+        run: Runner,
     ) -> ObjectInfo:
+        md5_hex = given_md5(md5_hex, self.name)
         blob = self.service.get_blob_client(bucket, key)
         settings = ContentSettings(
             content_md5=bytearray(bytes.fromhex(md5_hex)), content_type=names.content_type(key)

@@ -24,6 +24,7 @@ request per object.
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -212,6 +213,44 @@ class VerifyingReader:
         return self._size
 
 
+def given_md5(md5_hex: str | None, store: str) -> str:
+    """The MD5 a backend that does not hash while sending was given (it always is one)."""
+    if md5_hex is None:
+        raise TypeError(f"a put into the {store} store needs the content's MD5 first")
+    return md5_hex
+
+
+def file_status(f: BinaryIO) -> tuple[int, int, int, int]:
+    """What says a file changed: size, mtime and ctime (ns) and inode of an open file."""
+    st = os.fstat(f.fileno())
+    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+
+
+class HashingReader(VerifyingReader):
+    """The upload body of a file not hashed before (:meth:`ObjectBackend.hashes_while_sending`):
+    it MD5s the bytes as they are sent and, when the last byte is read (before it leaves),
+    raises :class:`SourceChanged` if the file ended early or its status (:func:`file_status`)
+    is not the one it had when the read began.  The store's MD5 of what it holds must then
+    equal :attr:`md5`, which makes one read of the file do for both."""
+
+    def __init__(self, body: BinaryIO, size: int) -> None:
+        super().__init__(body, size, "")
+        self._status = file_status(body)
+
+    @property
+    def md5(self) -> str:
+        return self._hash.hexdigest()
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        if (offset, whence) == (0, 0):
+            self._status = file_status(self._body)
+        return super().seek(offset, whence)
+
+    def _verify(self) -> None:
+        if self._pos != self._size or file_status(self._body) != self._status:
+            raise SourceChanged("the local file changed during the upload")
+
+
 class ObjectBackend(Protocol):
     """Primitives of one provider.  ``bucket`` is a bucket (S3, GCS) or container (Azure, Swift).
 
@@ -256,14 +295,22 @@ class ObjectBackend(Protocol):
         a different version of the object is :class:`~worker.errors.IntegrityError`, so a
         read resumed after a broken transfer never mixes two versions."""
         ...
+    def hashes_while_sending(self, size: int) -> bool:
+        """Whether a put of ``size`` bytes may be given no MD5 (``md5_hex=None``): the backend
+        then hashes the bytes as it sends them (:class:`HashingReader`), the store checks the
+        result, and the returned info's ``md5`` is that of what was sent and stored."""
+        ...
+
     def put(
-        self, bucket: str, key: str, body: BinaryIO, size: int, md5_hex: str, run: Runner
+        self, bucket: str, key: str, body: BinaryIO, size: int, md5_hex: str | None,
+        run: Runner,
     ) -> ObjectInfo:
         """Upload ``size`` bytes read sequentially from ``body``, never visible half-written.
 
         ``md5_hex`` is the MD5 the bytes must have: sent for the store to check where it can,
         and for uploads in parts checked against a running hash before the object is committed
-        (:class:`SourceChanged` when they differ).  Each request goes through ``run`` (which
+        (:class:`SourceChanged` when they differ).  It is None only where
+        :meth:`hashes_while_sending` said so.  Each request goes through ``run`` (which
         retries it for uploads in parts; a small put is retried whole by the caller and gets
         :func:`run_once`).  Returns the info with the store's ETag.
         """

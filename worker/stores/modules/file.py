@@ -29,6 +29,7 @@ from worker.stores.modules.base import (
     Page,
     Runner,
     SourceChanged,
+    given_md5,
 )
 
 _XATTR = "user.synchro.md5"
@@ -210,9 +211,14 @@ class FileBackend:
         f.version, f.size = current, st.st_size  # type: ignore[attr-defined]
         return f
 
+    def hashes_while_sending(self, size: int) -> bool:
+        return False
+
     def put(
-        self, bucket: str, key: str, body: BinaryIO, size: int, md5_hex: str, run: Runner
+        self, bucket: str, key: str, body: BinaryIO, size: int, md5_hex: str | None,
+        run: Runner,
     ) -> ObjectInfo:
+        md5_hex = given_md5(md5_hex, self.name)
         path = self._path(bucket, key)
         if not self._bucket(bucket).is_dir():
             raise ContainerNotFound("no such container", store=self.name, container=bucket, key=key)

@@ -46,11 +46,13 @@ from worker.stores.modules import names
 from worker.stores.modules.base import (
     PART_SIZE,
     ContainerNotFound,
+    HashingReader,
     ObjectInfo,
     Page,
     Runner,
     SourceChanged,
     VerifyingReader,
+    given_md5,
 )
 from worker.stores.modules.http import SEND_BLOCK, tune_session
 from worker.stores.modules.reader import MappedReader
@@ -239,8 +241,13 @@ class GCSBackend:
         mapped.version, mapped.size = str(blob.generation), int(blob.size or 0)
         return cast(BinaryIO, mapped)
 
+    def hashes_while_sending(self, size: int) -> bool:
+        # A one-request upload is MD5ed as it is sent; GCS reports the MD5 of what it stored.
+        return PART_SIZE < size <= self.stream_put_limit
+
     def put(
-        self, bucket: str, key: str, body: BinaryIO, size: int, md5_hex: str, run: Runner
+        self, bucket: str, key: str, body: BinaryIO, size: int, md5_hex: str | None,
+        run: Runner,
     ) -> ObjectInfo:
         if PART_SIZE < size <= self.stream_put_limit:
             try:
@@ -248,6 +255,7 @@ class GCSBackend:
             except SourceChanged as exc:
                 exc.store, exc.container, exc.key = self.name, bucket, key
                 raise
+        md5_hex = given_md5(md5_hex, self.name)
 
         def upload() -> ObjectInfo:
             blob = self.client.bucket(bucket).blob(
@@ -272,22 +280,29 @@ class GCSBackend:
             raise
 
     def _put_stream(
-        self, bucket: str, key: str, body: BinaryIO, size: int, md5_hex: str
+        self, bucket: str, key: str, body: BinaryIO, size: int, md5_hex: str | None
     ) -> ObjectInfo:
         """A resumable upload whose one request carries the whole file, read as it is sent
         (one buffer of :data:`~worker.stores.modules.http.SEND_BLOCK`): the SDK would read
-        each request's body into memory.  The object's ``md5Hash`` is the content's, which
-        GCS checks; the bytes are checked (CRC of the hashed content, else MD5) before the
-        last block leaves, so a file edited meanwhile never completes the upload."""
+        each request's body into memory.  Given the content's MD5, it is the object's
+        ``md5Hash``, which GCS checks, and the bytes are checked (CRC of the hashed content,
+        else MD5) before the last block leaves.  Without it (the file was not hashed before:
+        one read instead of two) the bytes are MD5ed as they are sent, the file's status is
+        checked before the last block leaves (:class:`~worker.stores.modules.base.HashingReader`),
+        and the ``md5Hash`` GCS computed of what it stored must equal that MD5.  Either way a
+        file edited meanwhile never completes the upload."""
         blob = self.client.bucket(bucket).blob(key)
-        blob.md5_hash = base64.b64encode(bytes.fromhex(md5_hex)).decode()
+        if md5_hex is not None:
+            blob.md5_hash = base64.b64encode(bytes.fromhex(md5_hex)).decode()
         content_type = names.content_type(key)
         with self._errors(bucket, key, missing="bucket"):
             url = blob.create_resumable_upload_session(
                 content_type=content_type, size=size, timeout=self.timeout, checksum=None,
                 retry=None,
             )
-        stream = VerifyingReader(body, size, md5_hex)
+        stream = (
+            HashingReader(body, size) if md5_hex is None else VerifyingReader(body, size, md5_hex)
+        )
         stream.seek(0)
         headers = {"Content-Type": content_type, "Content-Length": str(size),
                    "Content-Range": f"bytes 0-{size - 1}/{size}"}
@@ -297,12 +312,17 @@ class GCSBackend:
             raise self._by_status(resp.status_code, resp.text[:200], "bucket",
                                   {"store": self.name, "container": bucket, "key": key})
         blob._set_properties(resp.json())
+        if isinstance(stream, HashingReader):
+            return self._checked(blob, bucket, key, stream.md5, reported=True)
         return self._checked(blob, bucket, key, md5_hex)
 
-    def _checked(self, blob: Any, bucket: str, key: str, md5_hex: str) -> ObjectInfo:
-        """The uploaded object's info, if GCS holds the content's MD5 (else transient)."""
+    def _checked(
+        self, blob: Any, bucket: str, key: str, md5_hex: str | None, reported: bool = False
+    ) -> ObjectInfo:
+        """The uploaded object's info, if GCS holds the content's MD5 (else transient);
+        ``reported``: GCS must report an MD5 (it does for every object uploaded whole)."""
         info = _info(blob)
-        if info.md5 is not None and info.md5 != md5_hex:
+        if (info.md5 is None and reported) or (info.md5 is not None and info.md5 != md5_hex):
             raise TransientStoreError(
                 f"stored MD5 {info.md5} differs from the content's {md5_hex}",
                 store=self.name, container=bucket, key=key,

@@ -36,6 +36,7 @@ from worker.stores.modules.base import (
     Page,
     Runner,
     SourceChanged,
+    given_md5,
 )
 from worker.stores.modules.reader import ChunkReader
 from worker.stores.modules.s3_errors import error_class, mapped_errors
@@ -202,9 +203,14 @@ class S3Backend:
         reader.size = offset + int(resp.get("ContentLength", 0))
         return cast(BinaryIO, reader)
 
+    def hashes_while_sending(self, size: int) -> bool:
+        return False
+
     def put(
-        self, bucket: str, key: str, body: BinaryIO, size: int, md5_hex: str, run: Runner
+        self, bucket: str, key: str, body: BinaryIO, size: int, md5_hex: str | None,
+        run: Runner,
     ) -> ObjectInfo:
+        md5_hex = given_md5(md5_hex, self.name)
         if size > PART_SIZE:
             if self.fast is not None and size <= self.stream_put_limit:
                 # One request streamed from the file (retried whole, from byte 0).

@@ -209,14 +209,19 @@ class ModuleStore(Layout):
                         bucket, full, container, key, _bytes_body(data), len(data), md5
                     )
                 else:
-                    md5 = md5_hex or _stream_md5(f)
+                    # Hashed first (MD5 and CRC in one read), unless the backend MD5s what it
+                    # sends (one read: GCS) and the store reports the MD5 of what it holds.
+                    known = md5_hex or (
+                        None if self.backend.hashes_while_sending(before.st_size)
+                        else _stream_md5(f)
+                    )
                     md5_hex = None  # on a redo, hash again
 
                     def rewind(f: BinaryIO = f) -> BinaryIO:
                         f.seek(0)
                         return f
 
-                    info = self._put(bucket, full, container, key, rewind, before.st_size, md5)
+                    info = self._put(bucket, full, container, key, rewind, before.st_size, known)
             except SourceChanged:
                 continue
             if _same(before, os.fstat(f.fileno())):
@@ -236,7 +241,7 @@ class ModuleStore(Layout):
         key: str,
         body: Callable[[], BinaryIO],
         size: int,
-        md5: str,
+        md5: str | None,
     ) -> ObjectInfo:
         def run(fn: Callable[..., T], *args: object) -> T:
             return self._call(fn, *args, container=container, key=key)
@@ -255,7 +260,9 @@ class ModuleStore(Layout):
                 raise
             self.ensure_container(container)
             info = attempt()
-        if info.md5 is not None and info.md5 != md5:
+        if md5 is None:  # hashed while sent: the backend's info carries the MD5 it checked
+            md5 = info.md5
+        if md5 is None or (info.md5 is not None and info.md5 != md5):
             raise IntegrityError(
                 f"the store reports MD5 {info.md5}, the content has {md5}",
                 store=self.provider,

@@ -55,6 +55,7 @@ from worker.stores.modules.base import (
     Runner,
     SourceChanged,
     checked_parts,
+    given_md5,
 )
 from worker.stores.modules.http import tune_session
 from worker.stores.modules.reader import ChunkReader
@@ -224,9 +225,14 @@ class SwiftBackend:
         reader.size = offset + int(found.get("content-length", 0))
         return cast(BinaryIO, reader)
 
+    def hashes_while_sending(self, size: int) -> bool:
+        return False
+
     def put(
-        self, bucket: str, key: str, body: BinaryIO, size: int, md5_hex: str, run: Runner
+        self, bucket: str, key: str, body: BinaryIO, size: int, md5_hex: str | None,
+        run: Runner,
     ) -> ObjectInfo:
+        md5_hex = given_md5(md5_hex, self.name)
         if size > PART_SIZE:
             return self._put_slo(bucket, key, body, size, md5_hex, run)
         data = body.read(size)
