@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 import pytest
 from click.testing import CliRunner
 
+from tests.servers.process import clean_environ
 from worker.cli import main
 from worker.config import (
     AmazonConfig,
@@ -28,15 +29,8 @@ from worker.config import (
 )
 from worker.errors import ConfigError
 
-
-@pytest.fixture(autouse=True)
-def _clean_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Each test runs in an empty folder with no SYNCHRO variables of the caller's."""
-    monkeypatch.chdir(tmp_path)
-    for name in list(os.environ):
-        if name.upper().startswith("SYNCHRO"):
-            monkeypatch.delenv(name)
-    return tmp_path
+#: Each test runs in its empty tmp_path with no SYNCHRO variable of the caller's.
+pytestmark = pytest.mark.usefixtures("clean_env")
 
 
 def write_config(path: Path, data: Any) -> Path:
@@ -461,8 +455,7 @@ def test_show_masks_secrets_and_names_sources(tmp_path: Path) -> None:
 
 def test_show_as_a_user_runs_it(tmp_path: Path) -> None:
     """The installed console script, in a subprocess: table output, exit 0."""
-    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("SYNCHRO")}
-    env["SYNCHRO__SESSIONSTORE_SERVICE"] = "FileSessionStore"
+    env = clean_environ(SYNCHRO__SESSIONSTORE_SERVICE="FileSessionStore")
     exe = Path(sys.executable).with_name("synchro-sync")
     argv = [str(exe)] if exe.exists() else [sys.executable, "-m", "worker.cli"]
     out = subprocess.run(

@@ -16,13 +16,10 @@ from worker.cli import main
 
 
 @pytest.fixture()
-def folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.chdir(tmp_path)
-    for name in list(os.environ):
-        if name.upper().startswith("SYNCHRO"):
-            monkeypatch.delenv(name)
-    (tmp_path / "synchro-apps").mkdir()
-    return tmp_path
+def folder(clean_env: Path) -> Path:
+    """The clean environment's folder, with the default app folder in it."""
+    (clean_env / "synchro-apps").mkdir()
+    return clean_env
 
 
 def check(

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from tests.servers.process import clean_environ
 from worker.cli import main
 from worker.config import OpenStackConfig, RackspaceConfig
 from worker.errors import (
@@ -328,19 +329,7 @@ def test_check(store: ModuleStore) -> None:
 
 
 def _cli(*args: str) -> Any:
-
-
     return CliRunner().invoke(main, list(args), catch_exceptions=False)
-
-
-@pytest.fixture()
-def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """No config.json or SYNCHRO__ variable from the surroundings."""
-    monkeypatch.chdir(tmp_path)
-    for name in list(os.environ):
-        if name.upper().startswith("SYNCHRO"):
-            monkeypatch.delenv(name)
-    return tmp_path
 
 
 def _config(tmp_path: Path, store: dict[str, Any]) -> str:
@@ -353,40 +342,39 @@ def _config(tmp_path: Path, store: dict[str, Any]) -> str:
     return str(path)
 
 
-def test_config_check_on_moto(s3_server: Any, isolated: Path) -> None:
-    ok = _cli("-c", _config(isolated, s3_server.settings()), "config", "check")
+def test_config_check_on_moto(s3_server: Any, clean_env: Path) -> None:
+    ok = _cli("-c", _config(clean_env, s3_server.settings()), "config", "check")
     assert ok.exit_code == 0, ok.output
     line = [x for x in ok.output.splitlines() if "module store" in x]
     assert line and line[0].startswith("ok") and "write, read and delete ok" in line[0]
     assert "synchro-test-secret" not in ok.output
     # A configured bucket that does not exist: the write fails, check says so and exits 1.
     missing = s3_server.settings(bucket=f"no-such-{uuid.uuid4().hex[:8]}")
-    bad = _cli("-c", _config(isolated, missing), "config", "check")
+    bad = _cli("-c", _config(clean_env, missing), "config", "check")
     assert bad.exit_code == 1
     line = [x for x in bad.output.splitlines() if "module store" in x]
     assert line and line[0].startswith("FAIL") and "amazon" in line[0]
 
 
-def test_config_check_as_subprocess(s3_server: Any, isolated: Path) -> None:
-
-    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("SYNCHRO")}
+def test_config_check_as_subprocess(s3_server: Any, clean_env: Path) -> None:
+    env = clean_environ()
     settings = s3_server.settings()
     env["SYNCHRO__MODULESTORE_SERVICE"] = "PkgCloudModuleStore"
     env["SYNCHRO__MODULESTORE"] = json.dumps({k: v for k, v in settings.items() if k != "key"})
     env["SYNCHRO__MODULESTORE__key"] = settings["key"]  # the secret from its own variable
-    env["SYNCHRO__APP_ROOT_PATH"] = str(isolated / "apps")
+    env["SYNCHRO__APP_ROOT_PATH"] = str(clean_env / "apps")
     exe = Path(sys.executable).with_name("synchro-sync")
     argv = [str(exe) if exe.exists() else "synchro-sync", "config", "check"]
-    res = subprocess.run(argv, cwd=isolated, env=env, capture_output=True, text=True, timeout=120)
+    res = subprocess.run(argv, cwd=clean_env, env=env, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "module store (PkgCloudModuleStore): amazon" in res.stdout
 
 
-def test_sessions_snapshot_to_modulestore_on_moto(s3_server: Any, isolated: Path) -> None:
+def test_sessions_snapshot_to_modulestore_on_moto(s3_server: Any, clean_env: Path) -> None:
 
     batch = [(f"s{i}", json.dumps({"id": f"s{i}", "i": i}).encode(), None) for i in range(300)]
-    FileSessionStore(isolated / "live.json").write_raw([batch], OnConflict.FAIL)
-    cfg = _config(isolated, s3_server.settings())
+    FileSessionStore(clean_env / "live.json").write_raw([batch], OnConflict.FAIL)
+    cfg = _config(clean_env, s3_server.settings())
     dest = f"modulestore:snaps-{uuid.uuid4().hex[:8]}"
     snap = _cli("-c", cfg, "sessions", "snapshot", "--from", "file:live.json", "--dest", dest)
     assert snap.exit_code == 0, snap.output
@@ -400,7 +388,7 @@ def test_sessions_snapshot_to_modulestore_on_moto(s3_server: Any, isolated: Path
                "--to", "file:restored.json")
     assert res.exit_code == 0, res.output
     assert "300 written" in res.output
-    assert FileSessionStore(isolated / "restored.json").count() == 300
+    assert FileSessionStore(clean_env / "restored.json").count() == 300
 
 
 # --- provider specifics ------------------------------------------------------------------------
@@ -488,7 +476,8 @@ def test_resumed_read_is_pinned_to_its_version(store: ModuleStore, container: st
     with store.backend.open_read(container, "v.js") as first:
         old = first.version  # type: ignore[attr-defined]
         assert first.size == len(b"version one")  # type: ignore[attr-defined]
-    time.sleep(0.01)  # the file store's version is its mtime
+    # A size of its own: the file store's version is its mtime and size, and a coarse clock
+    # may give both writes one mtime.
     store.put_bytes(container, "v.js", b"version two!")
     with pytest.raises(IntegrityError):
         store.backend.open_read(container, "v.js", 8, old).close()
@@ -569,7 +558,7 @@ def test_large_files_stream_in_one_pass_with_flat_memory(
     mib = os.urandom(1024 * 1024)
     digests = {name: _write_mib(app / name, mib, 40, tail) for tail, name in
                enumerate(f"f{n}.bin" for n in range(8))}
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SYNCHRO")}
+    env = clean_environ()
     env.update({
         "SYNCHRO__APP_ROOT_PATH": str(tmp_path / "apps"),
         "SYNCHRO__STATE_DIR": str(tmp_path / "state"),
