@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from tests.servers.process import wait_for
 from worker.config import load_settings
 from worker.errors import IntegrityError, UnsafePath
 from worker.mirror.context import MirrorContext
@@ -133,7 +134,7 @@ def test_emptied_app_folder_deletes_nothing(env: tuple[MirrorContext, str, dict[
     assert set(_objects(ctx, app)) == {"keep.js"}
 
 
-def _worker(overrides: dict[str, Any], app: str, done: Any, seed: int) -> None:
+def _worker(overrides: dict[str, Any], app: str, done: Any, seed: int, syncing: Any) -> None:
     ctx = MirrorContext.from_settings(load_settings(None, overrides, environ={}))
     rnd = random.Random(seed)
     real = ctx.store.put_file
@@ -148,6 +149,7 @@ def _worker(overrides: dict[str, Any], app: str, done: Any, seed: int) -> None:
         # "kept changing during the uploads": that task fails; the next save's task runs.
         with contextlib.suppress(IntegrityError):
             sync_path(ctx, app, "hot.js")
+        syncing.set()  # a first sync has run: this worker is up
     sync_path(ctx, app, "hot.js")  # the task the final save triggered
     ctx.close()
 
@@ -163,13 +165,17 @@ def test_last_save_wins_across_worker_processes(
     hot.write_text("version 0")
     spawn = multiprocessing.get_context("spawn")
     done = spawn.Event()
-    procs = [spawn.Process(target=_worker, args=(overrides, app, done, i)) for i in range(3)]
+    syncing = [spawn.Event() for _ in range(3)]
+    procs = [spawn.Process(target=_worker, args=(overrides, app, done, i, syncing[i]))
+             for i in range(3)]
     for p in procs:
         p.start()
-    time.sleep(1.5)  # the workers are up and syncing
+    wait_for(lambda: all(e.is_set() for e in syncing) or any(not p.is_alive() for p in procs),
+             60, "every worker has run a sync")
+    assert all(p.is_alive() for p in procs), [p.exitcode for p in procs]
     for i in range(1, 40):
         hot.write_text(f"version {i}" + "." * (i % 7))  # sizes vary, some repeat
-        time.sleep(0.01)
+        time.sleep(0.01)  # pacing: the saves spread over the workers' syncs
     final = hot.read_bytes()
     done.set()
     for p in procs:
