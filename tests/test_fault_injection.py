@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from typing import Any
 import pytest
 
 from tests.servers.fault_proxy import Fault, FaultProxy
+from tests.servers.process import wait_for
 from worker.errors import AccessDenied, TransientStoreError
 from worker.retry import RetryPolicy
 from worker.stores.modules import ContainerNotFound, ModuleStore
@@ -352,9 +352,7 @@ def test_large_upload_is_invisible_until_committed(
             done.set()
 
     threading.Thread(target=upload).start()
-    deadline = time.monotonic() + 30
-    while hold.hits == 0 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for(lambda: hold.hits > 0, 30, "the upload's commit request reaches the proxy")
     assert hold.hits == 1 and not done.is_set()
     reader = proxied.server.module_store()  # straight to the server
     assert reader.read_bytes(container, "app.bundle") == b"old version"
@@ -449,9 +447,7 @@ def test_file_edited_during_upload_in_parts_is_uploaded_again(
     proxied.proxy.inject(hold)
 
     def edit_when_held() -> None:
-        deadline = time.monotonic() + 30
-        while hold.hits == 0 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_for(lambda: hold.hits > 0, 30, "the second part reaches the proxy", interval=0.01)
         src.write_bytes(new)
 
     editor = threading.Thread(target=edit_when_held)

@@ -77,10 +77,8 @@ def test_run_scheduled_backup_prunes_and_restores(sync_world: Callable[..., Sync
     made = {source.create({"user": n}, ttl=3600).id: n for n in range(25)}
     source.close()
     run = world.start_run()
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and _count(run.log_path, "snapshot ") < 4:
-        time.sleep(0.2)
-    assert _count(run.log_path, "snapshot ") >= 4, run.tail()
+    wait_for(lambda: _count(run.log_path, "snapshot ") >= 4, 20, "four snapshots taken",
+             details=run.tail)
     run.stop()
     snaps = list_snapshots(open_destination(str(dest)))
     assert len(snaps) == 2, ([s.id for s in snaps], run.tail())
@@ -157,15 +155,11 @@ def test_run_retries_a_save_the_store_refused(sync_world: Callable[..., SyncWorl
     (world.root / app / "a.txt").write_text("saved while the store is down")
 
     status = FileStatusStore(world.state)
-    deadline = time.monotonic() + 30
-    while not any(f.get("path") == "a.txt" for f in status.read().get("failures", [])):
-        assert time.monotonic() < deadline, world.logs()
-        time.sleep(0.2)
+    wait_for(lambda: any(f.get("path") == "a.txt" for f in status.read().get("failures", [])),
+             30, "status shows the failed save", details=world.logs)
     moto.start()
-    deadline = time.monotonic() + 40
-    while world.read_store(f"{app}/a.txt") != b"saved while the store is down":
-        assert time.monotonic() < deadline, world.logs()
-        time.sleep(0.2)
+    wait_for(lambda: world.read_store(f"{app}/a.txt") == b"saved while the store is down",
+             40, "the save lands once the store is back", details=world.logs)
     data = status.read()
     assert data["retry_total"] >= 1
     assert any(f["container"] == app and f["path"] == "a.txt" for f in data["failures"])
@@ -226,7 +220,7 @@ def test_run_holds_live_deletes_to_max_delete_share(sync_world: Callable[..., Sy
         (world.root / "big" / f"f{n:03}.js").unlink()
     for n in range(29):
         (world.root / "drip" / f"d{n:02}.js").unlink()
-        time.sleep(0.25)
+        time.sleep(0.25)  # pacing: one delete every 0.25 s is what is tested
 
     def handled(app: str) -> int:
         """Deleted paths of ``app`` whose sync has run (deleted or withheld: one line each)."""
