@@ -7,8 +7,11 @@ import json
 import subprocess
 from pathlib import Path
 
+import click
+
 from tests.servers.celery_worker import CLI
 from tests.servers.process import clean_environ
+from worker.cli import COMMANDS, hoist_global_options, main
 
 
 def _env(tmp: Path) -> dict[str, str]:
@@ -42,14 +45,21 @@ def test_global_options_after_the_command(tmp_path: Path) -> None:
 
 
 def test_celery_options_of_worker_stay_celerys() -> None:
-    from worker.cli import hoist_global_options, main
-
-    commands = set(getattr(main, "commands", {}))
+    commands = set(COMMANDS)
     assert hoist_global_options(["worker", "-c", "4", "--config", "f.json"], commands) == [
         "--config", "f.json", "worker", "-c", "4"]
     assert hoist_global_options(["sync", "--", "-c"], commands) == ["sync", "--", "-c"]
     assert hoist_global_options(["-c", "sync", "sync", "--debug"], commands) == [
         "-c", "sync", "--debug", "sync"]
+
+
+def test_every_command_of_the_table_is_found_under_its_name() -> None:
+    ctx = click.Context(main)
+    assert main.list_commands(ctx) == sorted(COMMANDS)
+    for name in COMMANDS:
+        command = main.get_command(ctx, name)
+        assert command is not None and command.name == name, (name, command)
+    assert main.get_command(ctx, "nosuch") is None
 
 
 def test_a_missing_module_directory_says_how_to_make_it(tmp_path: Path) -> None:

@@ -1,47 +1,39 @@
 """The ``synchro-sync`` command line.
 
-One click group; each family of commands lives in its own module and registers itself here.
-Every :class:`~worker.errors.SyncError` ends as one line on stderr and its exit code
-(1 the work failed, 2 bad usage or configuration); never a traceback unless ``--debug``.
+One click group; each family of commands lives in its own module (what they share is in
+:mod:`worker.cli.state`), and a command's module is imported when that command runs or is
+listed (:data:`COMMANDS`), so a command loads only what it uses: ``sync``, ``status``,
+``config`` and ``sessions`` never load Celery or the watcher.  Every
+:class:`~worker.errors.SyncError` ends as one line on stderr and its exit code (1 the work
+failed, 2 bad usage or configuration); never a traceback unless ``--debug``.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
-from dataclasses import dataclass, field
 from typing import Any
 
 import click
 
-from worker.config import Settings, load_settings
+from worker.cli.state import CliState
 from worker.errors import SyncError
-from worker.logs import apply_format
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-
-
-@dataclass
-class CliState:
-    """What the group's options leave for the sub-commands: settings are loaded on demand."""
-
-    config_file: str | None = None
-    debug: bool = False
-    overrides: dict[str, Any] = field(default_factory=dict)
-    _settings: Settings | None = None
-
-    def settings(self, **overrides: Any) -> Settings:
-        """Load the settings once; command options are the top layer (``SYNC.debounce`` → value)."""
-        if self._settings is None or overrides:
-            merged = {**self.overrides, **{k: v for k, v in overrides.items() if v is not None}}
-            self._settings = load_settings(self.config_file, merged)
-            logging.getLogger("synchro_sync").setLevel(self._settings.LOG_LEVEL)
-            apply_format(self._settings.LOG_FORMAT)
-        return self._settings
-
-
-pass_state = click.make_pass_decorator(CliState, ensure=True)
-
+#: Each command: the module that defines it and its name there.  The group imports the module
+#: by name when the command is looked up (as the store registry does a provider's), never at
+#: start-up: importing ``run``'s module loads the watcher, ``watch``'s loads Celery.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "run": ("worker.cli.run_cmd", "run_command"),
+    "watch": ("worker.cli.distributed_cmd", "watch_command"),
+    "worker": ("worker.cli.distributed_cmd", "worker_command"),
+    "beat": ("worker.cli.distributed_cmd", "beat_command"),
+    "status": ("worker.cli.status_cmd", "status_command"),
+    "sync": ("worker.cli.sync_cmd", "sync"),
+    "pull": ("worker.cli.sync_cmd", "pull"),
+    "sessions": ("worker.cli.sessions_cmd", "sessions_group"),
+    "config": ("worker.cli.config_cmd", "config_group"),
+}
 
 #: Commands whose extra arguments go to Celery, where ``-c`` is the concurrency.
 _PASSTHROUGH_COMMANDS = {"worker", "beat"}
@@ -87,10 +79,23 @@ def hoist_global_options(args: list[str], commands: set[str] | frozenset[str]) -
 
 class SyncGroup(click.Group):
     """Turns our errors into one line and an exit code; takes the group's own options
-    anywhere on the line (:func:`hoist_global_options`)."""
+    anywhere on the line (:func:`hoist_global_options`); finds its commands in
+    :data:`COMMANDS`."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        where = COMMANDS.get(cmd_name)
+        if where is None:
+            return None
+        module, name = where
+        command: click.Command = getattr(importlib.import_module(module), name)
+        _whole_descriptions(command)
+        return command
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        return super().parse_args(ctx, hoist_global_options(args, set(self.commands)))
+        return super().parse_args(ctx, hoist_global_options(args, set(COMMANDS)))
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -132,20 +137,11 @@ def main(ctx: click.Context, config_file: str | None, debug: bool) -> None:
     ctx.obj = CliState(config_file=config_file, debug=debug)
 
 
-def _whole_descriptions(group: click.Group) -> None:
+def _whole_descriptions(command: click.Command) -> None:
     """The command lists of ``--help`` show each description's first sentence whole (click
     cuts it at 45 characters with "...")."""
-    for command in group.commands.values():
-        if command.short_help is None and command.help:
-            command.short_help = command.get_short_help_str(limit=10_000)
-        if isinstance(command, click.Group):
-            _whole_descriptions(command)
-
-
-# The command modules use the names above (CliState, pass_state, the exit codes): imported
-# once those exist, each registers its commands on the group.
-from worker.cli import config_cmd, run_cmd, sessions_cmd, sync_cmd  # noqa: E402
-
-for _module in (run_cmd, sync_cmd, sessions_cmd, config_cmd):
-    _module.register(main)
-_whole_descriptions(main)
+    if command.short_help is None and command.help:
+        command.short_help = command.get_short_help_str(limit=10_000)
+    if isinstance(command, click.Group):
+        for each in command.commands.values():
+            _whole_descriptions(each)

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from worker.cli import EXIT_FAILED, CliState, pass_state
+from worker.cli.state import EXIT_FAILED, CliState, pass_state
 from worker.config import Settings, effective_items
 from worker.errors import SyncError
 from worker.stores.modules import open_module_store
@@ -84,7 +84,3 @@ def _probes(settings: Settings) -> list[tuple[str, Callable[[], str]]]:
         (f"session store ({settings.SESSIONSTORE_SERVICE})", session_probe),
         (f"module store ({settings.MODULESTORE_SERVICE})", module_probe),
     ]
-
-
-def register(main: click.Group) -> None:
-    main.add_command(config_group)

@@ -38,7 +38,7 @@ from worker.backups.snapshots import (
     take_snapshot,
 )
 from worker.backups.transfer import import_sessions, spool_stdin
-from worker.cli import CliState, pass_state
+from worker.cli.state import CliState, pass_state
 from worker.errors import UsageError
 from worker.stores.sessions import SPEC_HELP, OnConflict, open_session_store, unreachable_reason
 from worker.stores.sessions.base import skipped_summary
@@ -282,7 +282,3 @@ def copy_cmd(state: CliState, src: str, dst: str, on_conflict: str) -> None:
         f"({result.skipped} skipped, {result.expired} expired dropped{_not_sessions(source)}) "
         f"{run.took()}"
     )
-
-
-def register(main: click.Group) -> None:
-    main.add_command(sessions_group)

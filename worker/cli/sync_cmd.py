@@ -13,14 +13,14 @@ from typing import Any
 
 import click
 
-from worker.cli import EXIT_FAILED, CliState, pass_state
+from worker.cli.state import EXIT_FAILED, CliState, pass_state
 from worker.config import Settings
 from worker.errors import UsageError
 from worker.mirror import passes
 from worker.mirror.context import MirrorContext
 from worker.mirror.pull import pull as pull_from_store
 from worker.mirror.results import PassResult
-from worker.queue import jobs
+from worker.mirror.runs import record_pass
 
 
 class _Bar:
@@ -113,7 +113,7 @@ def _print_plan(result: PassResult) -> None:
 def _record(settings: Settings, result: PassResult, whole: bool) -> None:
     """``status`` shows this pass's figures per container, as it does ``run``'s passes."""
     try:
-        jobs.record_pass(settings, result, "sync", result.seconds, whole, say=False)
+        record_pass(settings, result, "sync", result.seconds, whole, say=False)
     except Exception as exc:  # status is best effort: the pass itself is done
         click.echo(f"synchro-sync: warning: status not recorded: {exc}", err=True)
 
@@ -172,8 +172,3 @@ def pull(state: CliState, containers: tuple[str, ...], transfers: int | None) ->
     with _open(state, transfers) as ctx, _Bar("pull") as bar:
         result = pull_from_store(ctx, list(containers) or None, progress=bar)
     _report(result, "downloaded")
-
-
-def register(main: click.Group) -> None:
-    main.add_command(sync)
-    main.add_command(pull)

@@ -28,16 +28,15 @@ from worker import metrics
 from worker.backups.dest import open_destination
 from worker.backups.snapshots import EmptySource, prune_snapshots, take_snapshot
 from worker.coord.locks import cluster_lock, host_lock
-from worker.coord.status import (
-    StatusStore,
-    open_status_store,
-    record_failure,
-    record_retry,
-    record_snapshot,
-)
+from worker.coord.status import record_failure, record_retry, record_snapshot
 from worker.mirror import pass_log, passes, pathsync
 from worker.mirror.context import MirrorContext
-from worker.mirror.results import PassResult, PathResult
+from worker.mirror.results import PathResult
+
+# The process's status store and a pass's record live below, for `synchro-sync sync` too;
+# status_store is named here for the embedded runtime and the Celery signals.
+from worker.mirror.runs import forget_status_store, record_pass
+from worker.mirror.runs import status_store as status_store
 from worker.retry import RETRY_COUNTER, Where
 from worker.stores.sessions import open_session_store, unreachable_reason
 from worker.stores.sessions.base import skipped_summary
@@ -49,7 +48,6 @@ log = logging.getLogger("synchro_sync.jobs")
 
 _ctx_lock = threading.Lock()
 _ctx: MirrorContext | None = None
-_status: StatusStore | None = None
 
 
 def mirror_context(settings: Settings) -> MirrorContext:
@@ -61,21 +59,14 @@ def mirror_context(settings: Settings) -> MirrorContext:
         return _ctx
 
 
-def status_store(settings: Settings) -> StatusStore:
-    global _status
-    if _status is None:
-        _status = open_status_store(settings)
-    return _status
-
-
 def close_context() -> None:
     """Release the process's store connections (worker shutdown)."""
-    global _ctx, _status
+    global _ctx
     with _ctx_lock:
         if _ctx is not None:
             _ctx.close()
         _ctx = None
-        _status = None
+        forget_status_store()
 
 
 @contextmanager
@@ -158,15 +149,6 @@ def full_pass(
         )
     record_pass(settings, result, reason, time.monotonic() - started, whole=not containers)
     return result
-
-
-def record_pass(
-    settings: Settings, result: PassResult, reason: str, took: float, whole: bool,
-    say: bool = True,
-) -> None:
-    """See :func:`worker.mirror.pass_log.record_pass` (into this process's status store)."""
-    pass_log.record_pass(status_store(settings), result, reason, took, whole, say)
-    metrics.pass_done(pass_log.per_container(result), took)
 
 
 def snapshot_sessions(settings: Settings, scheduled: bool = False) -> dict[str, Any] | None:
