@@ -18,6 +18,8 @@ import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import kombu
+
 from worker import metrics
 from worker.ops.report import UNHEALTHY, collect_status
 
@@ -99,8 +101,6 @@ class Health:
 
 
 def _broker_problem(url: str) -> str | None:
-    import kombu
-
     connection: Any = kombu.Connection  # type: ignore[attr-defined]
     try:
         with connection(url, connect_timeout=2, transport_options={"socket_timeout": 2}) as conn:
