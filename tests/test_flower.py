@@ -63,7 +63,7 @@ def wait_for(what: str, probe: Callable[[], Any], world: SyncWorld, timeout: flo
             return last
         if again is not None:
             again()
-        time.sleep(0.5)
+        time.sleep(0.5)  # poll interval (and the pace of the saves ``again`` makes)
     pytest.fail(f"{what}: not seen in {timeout}s (last: {last!r:.300})\n{world.logs()}")
 
 

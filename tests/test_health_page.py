@@ -44,7 +44,7 @@ def wait_health(port: int, code: int, world: SyncWorld, timeout: float = 15) -> 
             return body.strip()
         if time.monotonic() > deadline:
             pytest.fail(f"/healthz {got} {body!r}, expected {code}\n{world.logs()}")
-        time.sleep(0.2)
+        time.sleep(0.2)  # poll interval
 
 
 def status_check(world: SyncWorld, env: dict[str, str] | None = None) -> tuple[int, str]:

@@ -52,7 +52,7 @@ def wait_value(port: int, name: str, at_least: float, world: SyncWorld, timeout:
         if time.monotonic() > deadline:
             pytest.fail(f"{name}{labels} = {value(samples, name, **labels)}, expected >= "
                         f"{at_least}\n{scrape_text(port)}\n{world.logs()}")
-        time.sleep(0.1)
+        time.sleep(0.1)  # poll interval
 
 
 def world_with_sessions(sync_world: Callable[..., SyncWorld]) -> tuple[SyncWorld, int]:

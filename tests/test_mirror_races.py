@@ -86,7 +86,7 @@ def test_a_file_appended_to_all_through_a_pass(tmp_path: Path, amazon_store_serv
             with open(log, "ab") as f:
                 f.write(chunk)
             writes.append(chunk)
-            time.sleep(0.002)
+            time.sleep(0.002)  # pacing: the file grows all through the pass
 
     ctx = _context(tmp_path, amazon_store_server)
     writer = threading.Thread(target=append)

@@ -51,7 +51,7 @@ def test_run_on_the_embedded_default_in_an_empty_folder(tmp_path: Path) -> None:
                 content = target.read_text() if target.exists() else ""
                 if content == expected:
                     break
-                time.sleep(0.02)
+                time.sleep(0.02)  # poll interval
             if content == expected:
                 break
         assert content == expected, "a save was not mirrored"

@@ -20,7 +20,7 @@ def _wait_log(proc: ServerProcess, needle: str, timeout: float = 10) -> str:
         if needle in text:
             return text
         assert time.monotonic() < deadline, f"{needle!r} not in\n{text}"
-        time.sleep(0.1)
+        time.sleep(0.1)  # poll interval
 
 
 def _interrupt(proc: ServerProcess) -> None:

@@ -6,12 +6,11 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
 from collections.abc import Callable
 from typing import Any
 
 from tests.servers.celery_worker import CLI, SyncWorld, redis_db_url
-from tests.servers.process import free_port
+from tests.servers.process import free_port, wait_for
 from tests.servers.redis_server import RedisServer
 from tests.servers.s3_server import S3Server
 
@@ -33,13 +32,6 @@ def status_json(world: SyncWorld, embedded: bool = False) -> dict[str, Any]:
     assert out.returncode == 0, out.stderr
     data: dict[str, Any] = json.loads(out.stdout)
     return data
-
-
-def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.2)
 
 
 def test_status_distributed(sync_world: Callable[..., SyncWorld], redis_server: RedisServer
@@ -80,7 +72,8 @@ def test_status_distributed(sync_world: Callable[..., SyncWorld], redis_server: 
         r = status_json(world)
         return bool(r["snapshot"]) and "app1" in r["full_passes"] and r["failures"] != []
 
-    wait_for(settled, 15, "status never showed the pass, the snapshot and the failure")
+    wait_for(settled, 15, "status shows the pass, the snapshot and the failure", interval=0.2,
+             details=world.logs)  # each check runs `synchro-sync status`: every 0.2 s
     report = status_json(world)
     assert report["queues"][world.host_queue] == 0
     assert report["pending_count"] == 0
@@ -113,7 +106,7 @@ def test_status_shows_retries_of_a_failing_store(
         r = status_json(world)
         return r["retry_total"] > 0 and "app1" in r["full_passes"]
 
-    wait_for(retried, 60, "no retry recorded")
+    wait_for(retried, 60, "a retry recorded in status", interval=0.2, details=world.logs)
     report = status_json(world)
     assert report["retries"][0]["what"] == "full_pass"
     assert report["full_passes"]["app1"]["failures"] >= 1
@@ -127,7 +120,8 @@ def test_status_embedded(sync_world: Callable[..., SyncWorld]) -> None:
     assert report["mode"] == "embedded"
     assert "synchro-sync run is not running" in report["problems"]
     run = world.start_run()
-    wait_for(lambda: "app1" in status_json(world, embedded=True)["full_passes"], 10, "no pass")
+    wait_for(lambda: "app1" in status_json(world, embedded=True)["full_passes"], 10,
+             "the start-up pass in status", interval=0.2, details=world.logs)
     report = status_json(world, embedded=True)
     assert report["queues"] == {"embedded": 0} and report["problems"] == []
     assert report["full_passes"]["app1"]["reason"] == "start-up"
@@ -147,7 +141,8 @@ def test_status_rows_are_each_containers_own_figures(sync_world: Callable[..., S
     the `*` row of a pass that found no app folder goes once there are apps."""
     world = sync_world(None)
     run = world.start_run()  # no app folder yet: an empty start-up pass
-    wait_for(lambda: bool(status_json(world, embedded=True)["full_passes"]), 10, "no pass")
+    wait_for(lambda: bool(status_json(world, embedded=True)["full_passes"]), 10,
+             "the start-up pass in status", interval=0.2, details=world.logs)
     run.stop()
     (world.root / "a").mkdir()
     (world.root / "a" / "1.txt").write_text("1")

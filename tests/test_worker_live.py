@@ -34,7 +34,7 @@ def wait_store(world: SyncWorld, relpath: str, expected: bytes | None, limit: fl
                 f"{relpath}: store has {got!r:.60}, expected {expected!r:.60} after {limit}s\n"
                 f"{world.logs()}"
             )
-        time.sleep(0.02)
+        time.sleep(0.02)  # poll interval
 
 
 def scenario(world: SyncWorld, app: str) -> dict[str, float]:

@@ -213,7 +213,7 @@ class SyncWorld:
                     f"store != folder after {timeout}s: missing {missing}, extra {extra}, "
                     f"different {differ}\n{self.logs()}"
                 )
-            time.sleep(0.1)
+            time.sleep(0.1)  # poll interval
 
 
 def _count(proc: ServerProcess, needle: str) -> int:

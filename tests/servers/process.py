@@ -40,7 +40,7 @@ def wait_for(predicate: Callable[[], object], timeout: float, what: str,
         if time.monotonic() >= deadline:
             extra = f"\n{details()}" if details is not None else ""
             raise AssertionError(f"not within {timeout}s: {what}{extra}")
-        time.sleep(interval)
+        time.sleep(interval)  # poll interval
 
 
 def clean_environ(**extra: str) -> dict[str, str]:
@@ -110,7 +110,7 @@ class ServerProcess:
                     return self
             except Exception:
                 pass
-            time.sleep(0.05)
+            time.sleep(0.05)  # poll interval
         self.stop()
         raise RuntimeError(f"{self.name} not healthy after {timeout}s:\n{self.tail()}")
 

@@ -337,7 +337,7 @@ def _wait(check: Any, timeout: float) -> None:
                 return
         except Exception as exc:  # noqa: BLE001 - retried until the deadline
             last = exc
-        time.sleep(0.1)
+        time.sleep(0.1)  # poll interval
     raise RuntimeError(f"Swift not ready: {last}")
 
 
