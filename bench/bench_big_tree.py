@@ -23,8 +23,11 @@ app001 ...``: the first N / 10,000 apps, with the whole store and index behind t
 
 ``--code DIR[,DIR2]``: the contenders, each a checkout whose ``worker`` package is run (through
 ``PYTHONPATH``); the default is the installed one.  With two, who goes first alternates every
-repetition.  Each pass runs ``synchro-sync sync`` in its own process; wall time around it, and
-its client CPU and peak RSS from ``wait4``; the one-minute load average just before.
+repetition.  ``--fill-once``: the tree, store and state are filled once, by the first
+contender's initial pass, and every contender's no-change and changed passes run on them (for
+the moto S3 store, whose initial pass of 100,000 files takes 10-25 minutes).  Each pass runs
+``synchro-sync sync`` in its own process; wall time around it, and its client CPU and peak RSS
+from ``wait4``; the one-minute load average just before.
 """
 
 from __future__ import annotations
@@ -139,12 +142,56 @@ def compare_dirs(src: Path, dest: Path) -> str:
         f"missing {missing}, extra {extra}, size differs {differ}")
 
 
+def run_pass(args: argparse.Namespace, moto: Moto | None, code: str, phase: str, src: Path,
+             dest: Path, state: Path) -> dict[str, Any]:
+    """One measured pass of ``code`` into the bench's store."""
+    if moto is None:
+        r = run_file(code, phase, src, dest, state)
+        if args.check:
+            r["check"] = compare_dirs(src, dest)
+    else:
+        env = peer_env(KEY, SECRET, moto.url)
+        env.update({k: v for k, v in code_env(code).items() if k == "PYTHONPATH"})
+        r = run_tool("ours", phase, src, "bench", moto, state, env)
+    r.update(code=code or "installed", files=args.files, store=args.store)
+    print(json.dumps(r), flush=True)
+    return r
+
+
+def cmd_filled_once(args: argparse.Namespace, moto: Moto | None, work: Path
+                    ) -> list[dict[str, Any]]:
+    """``--fill-once``: one tree, store and state for every contender.  The first contender's
+    initial pass fills them (reported once); then per repetition and contender, in alternating
+    order, a no-change pass and a pass after 100 changed + 100 deleted files (new ones each
+    time), each on what the one before left (both contenders read the same index format)."""
+    codes = args.code.split(",")
+    src, dest, state = work / "src", work / "dest", work / "state"
+    keys = gen_tree(src, args.files, per_app=args.per_app)
+    if moto is not None:
+        moto.reset("bench")
+    results = [dict(run_pass(args, moto, codes[0], "initial", src, dest, state), rep="fill")]
+    for rep in range(args.reps):
+        order = codes[rep % len(codes):] + codes[: rep % len(codes)]
+        for n, code in enumerate(order):
+            results.append(dict(run_pass(args, moto, code, "noop", src, dest, state), rep=rep))
+            mutate(src, keys, seed=100 + rep * len(codes) + n)
+            keys = [k for k in keys if (src / k).exists()]
+            # The rows the changed pass writes vouch for the files only once their mtime is
+            # RACY_NS old: so that the next contender's no-change pass hashes nothing.
+            time.sleep(2.5)
+            results.append(dict(run_pass(args, moto, code, "changed", src, dest, state),
+                                rep=rep))
+    return results
+
+
 def cmd_passes(args: argparse.Namespace) -> list[dict[str, Any]]:
     codes = args.code.split(",")
     work = Path(tempfile.mkdtemp(prefix="bench-bigtree-", dir=args.tmp))
     results: list[dict[str, Any]] = []
     moto = Moto(work) if args.store == "s3" else None
     try:
+        if args.fill_once:
+            return cmd_filled_once(args, moto, work)
         pristine = work / "pristine"
         keys = gen_tree(pristine, args.files, per_app=args.per_app)
         for rep in range(args.reps):
@@ -159,19 +206,8 @@ def cmd_passes(args: argparse.Namespace) -> list[dict[str, Any]]:
                 for phase in ("initial", "noop", "changed"):
                     if phase == "changed":
                         mutate(src, keys)
-                    if moto is None:
-                        r = run_file(code, phase, src, dest, state)
-                        if args.check:
-                            r["check"] = compare_dirs(src, dest)
-                    else:
-                        env = peer_env(KEY, SECRET, moto.url)
-                        env.update({k: v for k, v in code_env(code).items()
-                                    if k == "PYTHONPATH"})
-                        r = run_tool("ours", phase, src, "bench", moto, state, env)
-                    r.update(rep=rep, code=code or "installed", files=args.files,
-                             store=args.store)
-                    results.append(r)
-                    print(json.dumps(r), flush=True)
+                    r = run_pass(args, moto, code, phase, src, dest, state)
+                    results.append(dict(r, rep=rep))
     finally:
         if moto is not None:
             moto.stop()
@@ -240,6 +276,9 @@ def main() -> int:
     p.add_argument("--check", action="store_true", help="compare the store folder after a pass")
     p.add_argument("--per-app", type=int, default=PER_APP,
                    help="files per app (bench_mirror's tree: 5 apps, so --files / 5)")
+    p.add_argument("--fill-once", action="store_true",
+                   help="one initial pass (the first contender's), then every contender's "
+                   "no-change and changed passes on that store (see cmd_filled_once)")
     c = sub.add_parser("curve")
     c.add_argument("--keep", required=True, help="folder for the tree, store and state")
     c.add_argument("--files", type=int, default=1_000_000)

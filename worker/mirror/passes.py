@@ -26,8 +26,8 @@ __all__ = ["execute", "full_pass", "plan"]
 
 #: Containers merged at once (each: a walk and a listing page).
 PLAN_THREADS = 8
-#: ... into a FileModuleStore, whose listing of a container comes as one page (sorted in
-#: memory) and costs CPU, not waiting: more at once would only hold more listings.
+#: ... into a FileModuleStore, whose listing costs CPU (a walk of the store's folders), not
+#: waiting: more at once would only compete for the same cores.
 FILE_PLAN_THREADS = 2
 
 

@@ -46,6 +46,9 @@ class FileBackend:
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).absolute()
+        #: Keys per listing page (each page resumes the walk after the last key of the one
+        #: before).
+        self.listing_page = 1000
 
     @classmethod
     def from_config(cls, config: Any) -> FileBackend:
@@ -133,24 +136,51 @@ class FileBackend:
             return Page(sorted(self._root_files(prefix), key=lambda i: i.key), None)
         # Walk only the folder the prefix names, not the whole container.
         folder, _, _ = prefix.rpartition("/")
-        start = base / folder if folder else base
-        items = [info for info in self._walk(base, start) if info.key.startswith(prefix)]
-        items.sort(key=lambda i: i.key)
+        start = str(base / folder) if folder else str(base)
+        items: list[ObjectInfo] = []
+        for info in self._walk(start, folder + "/" if folder else "", prefix, token or ""):
+            items.append(info)
+            if len(items) >= self.listing_page:
+                return Page(items, info.key)
         return Page(items, None)
 
-    def _walk(self, base: Path, start: Path) -> Iterator[ObjectInfo]:
-        base_len = len(str(base)) + 1
-        for dirpath, dirnames, filenames in os.walk(start):
-            dirnames[:] = [d for d in dirnames if not d.startswith(_TMP)]
-            for name in filenames:
-                if name.startswith(_TMP):
+    def _walk(self, path: str, key_prefix: str, prefix: str, after: str) -> Iterator[ObjectInfo]:
+        """The objects under the folder ``path`` (whose keys start with ``key_prefix``) that
+        start with ``prefix`` and sort after ``after``, in key order (bytewise UTF-8 of the
+        whole key: a folder ``a`` sorts as ``a/``).  Folders wholly before ``after`` are not
+        read, so a page resumes at the cost of one folder per level."""
+        entries: list[tuple[str, str, bool]] = []
+        try:
+            with os.scandir(path) as it:
+                for e in it:
+                    if e.name.startswith(_TMP):
+                        continue
+                    try:
+                        is_dir = e.is_dir()
+                        if is_dir and e.is_symlink():
+                            continue  # a link to a folder: not followed (as os.walk)
+                    except OSError:
+                        continue
+                    key = key_prefix + e.name + ("/" if is_dir else "")
+                    entries.append((key, e.path, is_dir))
+        except OSError:
+            return  # vanished or unreadable: nothing listed under it (as os.walk)
+        entries.sort()
+        for key, full, is_dir in entries:
+            if is_dir:
+                if after > key and not after.startswith(key):
+                    continue  # every key under it sorts before ``after``
+                if not (key.startswith(prefix) or prefix.startswith(key)):
                     continue
-                full = os.path.join(dirpath, name)
-                try:
-                    st = os.stat(full)
-                except FileNotFoundError:
-                    continue  # deleted while we walked
-                yield self._info(full[base_len:].replace(os.sep, "/"), full, st)
+                yield from self._walk(full, key, prefix, after)
+                continue
+            if key <= after or not key.startswith(prefix):
+                continue
+            try:
+                st = os.stat(full)
+            except FileNotFoundError:
+                continue  # deleted while we walked
+            yield self._info(key, full, st)
 
     @staticmethod
     def _info(key: str, full: str, st: os.stat_result) -> ObjectInfo:
