@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
+from tests.servers.process import clean_environ, wait_for
 from tests.servers.redis_server import REDIS_PASSWORD, RedisServer
 from worker.cli import main
 from worker.config import load_settings
@@ -25,14 +25,10 @@ from worker.stores.sessions.file import FileSessionStore
 
 
 @pytest.fixture(autouse=True)
-def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """No config.json or SYNCHRO__ variable from the surroundings; no status store of the
-    jobs module kept from one test's settings to the next."""
-
-    monkeypatch.chdir(tmp_path)
-    for name in list(os.environ):
-        if name.upper().startswith("SYNCHRO"):
-            monkeypatch.delenv(name)
+def _isolated(clean_env: Path) -> Iterator[None]:
+    """No config.json or SYNCHRO__ variable from the surroundings (``clean_env``: the test runs
+    in its empty ``tmp_path``); no status store of the jobs module kept from one test's
+    settings to the next."""
     jobs.close_context()
     yield
     jobs.close_context()
@@ -172,7 +168,7 @@ def test_unknown_snapshot_and_empty_dest_exit_1(tmp_path: Path) -> None:
 
 
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("SYNCHRO")}
+    env = clean_environ()
     exe = Path(sys.executable).with_name("synchro-sync")
     argv = [str(exe) if exe.exists() else "synchro-sync", *args]
     return subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
@@ -213,7 +209,7 @@ def test_subprocess_progress_on_a_terminal(tmp_path: Path) -> None:
 
     _fill_file(tmp_path / "a.json", 3000)
     master, slave = pty.openpty()
-    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("SYNCHRO")}
+    env = clean_environ()
     exe = Path(sys.executable).with_name("synchro-sync")
     proc = subprocess.run(
         [str(exe) if exe.exists() else "synchro-sync", "sessions", "copy",
@@ -360,9 +356,20 @@ def test_copy_and_export_name_the_keys_that_are_not_sessions(own_redis: RedisSer
 
 def test_run_with_the_memory_store_says_once_it_backs_nothing_up(sync_world: Any) -> None:
 
-    world = sync_world(None, **{"BACKUP__interval": "0.3", "BACKUP__dest": "snaps"})
+    world = sync_world(None, **{"BACKUP__interval": "0.3", "BACKUP__dest": "snaps",
+                                "SYNC__fullPassInterval": "0.3"})
+    (world.root / "app1").mkdir()
+    (world.root / "app1" / "main.js").write_text("main")
     run_proc = world.start_run()
-    time.sleep(1.5)  # several backup intervals
+
+    def scheduled_passes() -> int:
+        return run_proc.log_path.read_text(errors="replace").count(
+            "container=app1 full pass (scheduled) done")
+
+    # The timer that would run the backups requests the full passes too: three scheduled
+    # passes done means it has been through several backup intervals.
+    wait_for(lambda: scheduled_passes() >= 3, 30, "three scheduled full passes",
+             details=world.logs)
     log = run_proc.log_path.read_text(errors="replace")
     run_proc.stop()
     assert log.count("no scheduled session backups: SESSIONSTORE_SERVICE "

@@ -249,13 +249,15 @@ def test_on_conflict_modes(redis_server: RedisServer, dest: FolderDestination, k
 
 def test_ids_sort_by_time_latest_and_unknown(dest: FolderDestination) -> None:
     source = MemorySessionStore()
+    now = [1_800_000_000.2505]  # the test's clock: 2027-01-15T08:00:00.250Z, then +1 ms
     ids = []
     for i in range(3):
         source.create({"round": i})
-        ids.append(take_snapshot(source, dest).id)
-        # Ids carry the time to the millisecond, taken from the real clock (no clock
-        # parameter): the next snapshot has to start in a later millisecond.
-        time.sleep(0.005)
+        info = take_snapshot(source, dest, clock=lambda: now[0])
+        assert info.id[:-5] == f"20270115T080000.{250 + i:03d}Z"  # the clock's millisecond
+        assert info.started_at == info.ended_at == f"2027-01-15T08:00:00.{250 + i:03d}Z"
+        ids.append(info.id)
+        now[0] += 0.001
     assert [i.id for i in list_snapshots(dest)] == ids == sorted(ids)
     target = MemorySessionStore()
     assert restore_snapshot("latest", dest, target).snapshot == ids[-1]

@@ -10,7 +10,8 @@
 The session lines are exactly those of ``sessions export`` (see
 :mod:`worker.stores.sessions.lines`), so a snapshot is portable: ``zstd -d`` gives a header, the
 sessions, and a trailer.  The writer hashes and compresses in a background thread (zstd and
-hashlib release the GIL) while the caller fetches the next batch from the store.
+hashlib release the GIL) while the caller fetches the next batch from the store, and hands
+each frame it completes, as written to the file, to ``on_frame`` (the snapshot's check).
 """
 
 from __future__ import annotations
@@ -19,12 +20,13 @@ import hashlib
 import json
 import queue
 import threading
-from collections.abc import Generator, Iterator
-from typing import IO, Any, BinaryIO, TypeVar
+from collections.abc import Callable, Iterator
+from typing import IO, Any, BinaryIO
 
 import zstandard
 
 from worker.errors import CorruptFile
+from worker.stores.sessions.ahead import prefetch
 from worker.stores.sessions.base import RawSession, session_json
 
 FORMAT = "synchro-sessions-snapshot"
@@ -42,37 +44,50 @@ READ_SIZE = 1 << 20
 FRAME_BYTES = 4 << 20
 #: Enough of the end of a stream to hold its trailer line.
 TAIL = 1 << 16
-T = TypeVar("T")
 
 
 class _HashingWriter:
     """A file wrapper that hashes the compressed bytes as they are written (sha256, and md5
-    for destinations that verify uploads with it)."""
+    for destinations that verify uploads with it), and keeps those of the current frame when
+    asked (``keep``)."""
 
-    def __init__(self, raw: IO[bytes], md5: bool) -> None:
+    def __init__(self, raw: IO[bytes], md5: bool, keep: bool = False) -> None:
         self.raw = raw
         self.sha256 = hashlib.sha256()
         self.md5 = hashlib.md5(usedforsecurity=False) if md5 else None
         self.size = 0
+        self.parts: list[bytes] | None = [] if keep else None
 
     def write(self, data: bytes) -> int:
         self.sha256.update(data)
         if self.md5 is not None:
             self.md5.update(data)
+        if self.parts is not None:
+            self.parts.append(bytes(data))
         self.size += len(data)
         return self.raw.write(data)
+
+    def frame(self) -> bytes:
+        """The bytes written since the last call (one whole frame), flushed to the file."""
+        self.raw.flush()
+        data = b"".join(self.parts or ())
+        self.parts = []
+        return data
 
     def flush(self) -> None:
         self.raw.flush()
 
 
 class SnapshotWriter:
-    """Write header, blocks of session lines, trailer; hashing + compression in a thread."""
+    """Write header, blocks of session lines, trailer; hashing + compression in a thread.
+    ``on_frame(data, last)`` gets each frame's bytes once they are written to ``out``."""
 
     def __init__(
-        self, out: IO[bytes], header: dict[str, Any], level: int = LEVEL, md5: bool = False
+        self, out: IO[bytes], header: dict[str, Any], level: int = LEVEL, md5: bool = False,
+        on_frame: Callable[[bytes, bool], None] | None = None,
     ) -> None:
-        self._file = _HashingWriter(out, md5)
+        self._on_frame = on_frame
+        self._file = _HashingWriter(out, md5, keep=on_frame is not None)
         self._zw = zstandard.ZstdCompressor(level=level, write_checksum=True).stream_writer(
             self._file,  # type: ignore[arg-type]  # only write() and flush() are used
             closefd=False,
@@ -100,13 +115,18 @@ class SnapshotWriter:
                 self._zw.write(block)
                 self._since_frame += len(block)
                 if self._since_frame >= FRAME_BYTES:
-                    self._zw.flush(zstandard.FLUSH_FRAME)
-                    self.frames.append(self._file.size)
+                    self._end_frame(last=False)
                     self._since_frame = 0
         except BaseException as exc:  # handed to the producer on its next call
             self._error = exc
             while self._queue.get() is not None:  # unblock the producer until it stops
                 pass
+
+    def _end_frame(self, last: bool) -> None:
+        self._zw.flush(zstandard.FLUSH_FRAME)
+        self.frames.append(self._file.size)
+        if self._on_frame is not None:
+            self._on_frame(self._file.frame(), last)
 
     def write_block(self, block: bytes, count: int) -> None:
         """A block of complete session lines holding ``count`` sessions."""
@@ -123,8 +143,7 @@ class SnapshotWriter:
             raise self._error
         lines_hex = self.lines_sha256.hexdigest()
         self._zw.write(_json_line({**trailer, "count": self.count, "sha256": lines_hex}))
-        self._zw.flush(zstandard.FLUSH_FRAME)
-        self.frames.append(self._file.size)
+        self._end_frame(last=True)
         self._file.flush()
         md5 = self._file.md5.hexdigest() if self._file.md5 is not None else None
         return lines_hex, self._file.sha256.hexdigest(), md5, self._file.size
@@ -292,43 +311,6 @@ def v1_sessions(sessions: list[RawSession]) -> list[RawSession]:
             text = b'{"id":' + quoted + (b"" if rest.startswith(b"}") else b",") + rest
         out.append((sid, text, expires))
     return out
-
-
-def prefetch(batches: Iterator[T], depth: int = 4) -> Generator[T, None, None]:
-    """Run ``batches`` in a background thread, ``depth`` items ahead, so that producing the
-    next batch (decompressing, parsing, a store's round trip) overlaps consuming this one.
-    An exception in the producer is raised here; closing this generator stops the producer."""
-    q: queue.Queue[tuple[int, Any]] = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def run() -> None:
-        try:
-            for item in batches:
-                while not stop.is_set():
-                    try:
-                        q.put((0, item), timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            q.put((1, None))
-        except BaseException as exc:
-            q.put((2, exc))
-
-    thread = threading.Thread(target=run, name="prefetch", daemon=True)
-    thread.start()
-    try:
-        while True:
-            kind, item = q.get()
-            if kind == 1:
-                return
-            if kind == 2:
-                raise item
-            yield item
-    finally:
-        stop.set()
-        thread.join()
 
 
 def _json_line(obj: dict[str, Any]) -> bytes:

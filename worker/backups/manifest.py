@@ -1,10 +1,14 @@
 """A snapshot's manifest (:class:`SnapshotInfo`), its file names and its id; listing the
-verified snapshots of a destination (a snapshot counts only once its manifest is written)."""
+verified snapshots of a destination (a snapshot counts only once its manifest is written).
+Times come from a ``clock`` (seconds since the epoch, :func:`time.time` unless a caller, a
+test, gives another)."""
 
 from __future__ import annotations
 
 import json
 import secrets
+import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
@@ -46,12 +50,18 @@ class SnapshotInfo:
         return max(0.0, (now_epoch_ms() - iso_to_ms(self.ended_at)) / 1000)
 
 
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+Clock = Callable[[], float]
 
 
-def new_snapshot_id() -> str:
-    now = datetime.now(UTC)
+def now_iso(clock: Clock = time.time) -> str:
+    """``2026-11-27T04:11:21.123Z``: the clock's time, to the millisecond."""
+    now = datetime.fromtimestamp(clock(), UTC)
+    return now.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def new_snapshot_id(clock: Clock = time.time) -> str:
+    """``20261127T041121.123Z-1a2b``: the clock's time to the millisecond, a random tail."""
+    now = datetime.fromtimestamp(clock(), UTC)
     return f"{now:%Y%m%dT%H%M%S}.{now.microsecond // 1000:03d}Z-{secrets.token_hex(2)}"
 
 

@@ -3,8 +3,10 @@
 Plain functions (the CLI and the Celery tasks call them).  A snapshot ``<id>`` is two files at
 its destination (:mod:`worker.backups.dest`):
 
-* ``<id>.jsonl.zst`` -- the data (:mod:`worker.backups.format`), written to a staging file,
-  published, then **re-read from the destination** to verify count and checksums;
+* ``<id>.jsonl.zst`` -- the data (:mod:`worker.backups.format`), written to a staging file
+  and **verified as it is written** (each frame, the bytes written to the file, decompressed
+  and counted in a thread of its own: count, header, trailer), published, then **re-read from
+  the destination**: its sha256 and size must be those of the bytes verified;
 * ``<id>.manifest.json`` -- written last, only after verification.  Only snapshots with a
   manifest are listed, restored or counted by prune, so a failed or interrupted one never
   looks complete.
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,12 +31,12 @@ from worker.backups.format import (
     VERSION,
     SnapshotReader,
     SnapshotWriter,
-    prefetch,
 )
 from worker.backups.manifest import (
     DATA_SUFFIX,
     LATEST,
     MANIFEST_SUFFIX,
+    Clock,
     SnapshotInfo,
     find_snapshot,
     list_snapshots,
@@ -56,8 +59,9 @@ from worker.backups.transfer import (
     refuse_conflicts,
     write_restartable,
 )
-from worker.backups.verify import check_frames
+from worker.backups.verify import FrameCheck, FrameChecker, check_frames, stored_digest
 from worker.errors import IntegrityError, StoreError, UsageError
+from worker.stores.sessions.ahead import prefetch
 from worker.stores.sessions.base import (
     BATCH_SIZE,
     OnConflict,
@@ -104,13 +108,15 @@ def take_snapshot(
     progress: Progress | None = None,
     batch_size: int = BATCH_SIZE,
     allow_empty: bool = False,
+    clock: Clock = time.time,
 ) -> SnapshotInfo:
     """Stream every live session of ``source`` into a new snapshot at ``dest``, verify it by
     re-reading it from ``dest``, then write its manifest.  On any failure nothing is listed
     and the partial data is removed.  A source without sessions raises :class:`EmptySource`
-    (naming what it skipped) and keeps nothing, unless ``allow_empty``."""
-    snap_id = new_snapshot_id()
-    started = now_iso()
+    (naming what it skipped) and keeps nothing, unless ``allow_empty``.  Its id and times
+    come from ``clock``."""
+    snap_id = new_snapshot_id(clock)
+    started = now_iso(clock)
     header = {
         "format": FORMAT,
         "version": VERSION,
@@ -124,8 +130,8 @@ def take_snapshot(
     try:
         for restart in range(STREAM_RESTARTS + 1):
             try:
-                writer, (lines_sha, file_sha, md5, size) = _write_data(
-                    source, staging, header, progress, batch_size, dest.wants_md5
+                writer, check, md5 = _write_data(
+                    source, staging, header, progress, batch_size, dest.wants_md5, clock
                 )
                 break
             except StreamRestarted:
@@ -139,14 +145,22 @@ def take_snapshot(
                 "was kept (--allow-empty to take one anyway)",
                 store=source.describe(),
             )
+        info = SnapshotInfo(
+            id=snap_id, count=writer.count, size=check.size, sha256=writer.lines_sha256.hexdigest(),
+            file_sha256=check.file_sha256, started_at=started, ended_at=now_iso(clock),
+            source=source.describe(), frames=writer.frames, skipped=skipped or None,
+        )
+        _raise_problems(dest, info, check)  # what was written, checked while it was written
         dest.publish(staging, name, md5)
         published = True
-        info = SnapshotInfo(
-            id=snap_id, count=writer.count, size=size, sha256=lines_sha, file_sha256=file_sha,
-            started_at=started, ended_at=now_iso(), source=source.describe(),
-            frames=writer.frames, skipped=skipped or None,
-        )
-        verify_snapshot(dest, info)
+        with dest.open(info.data_name) as f:  # what was stored: the bytes checked
+            stored_sha, stored_size = stored_digest(f)
+        if (stored_sha, stored_size) != (info.file_sha256, info.size):
+            raise IntegrityError(
+                "verification failed: the stored file differs from the one written "
+                f"({stored_size} bytes read back, {info.size} written)",
+                store=dest.describe(), key=info.id,
+            )
         dest.write_small(snap_id + MANIFEST_SUFFIX, manifest_bytes(info))
         return info
     except BaseException:
@@ -163,20 +177,28 @@ def _write_data(
     progress: Progress | None,
     batch_size: int,
     md5: bool,
-) -> tuple[SnapshotWriter, tuple[str, str, str | None, int]]:
+    clock: Clock,
+) -> tuple[SnapshotWriter, FrameCheck, str | None]:
+    """Write the data to ``staging``, each frame checked as it is written; then fsync."""
     with open(staging, "wb") as out:
-        writer = SnapshotWriter(out, header, md5=md5)
+        checker = FrameChecker(str(staging), out.fileno())
         try:
-            for batch in source.iter_raw(batch_size):
-                writer.write_block(encode_batch(batch), len(batch))
-                if progress:
-                    progress(len(batch))
-            sums = writer.finish({"end": True, "ended_at": now_iso()})
+            writer = SnapshotWriter(out, header, md5=md5, on_frame=checker.add)
+            try:
+                for batch in source.iter_raw(batch_size):
+                    writer.write_block(encode_batch(batch), len(batch))
+                    if progress:
+                        progress(len(batch))
+                trailer = {"end": True, "ended_at": now_iso(clock)}
+                _, file_sha, md5_hex, size = writer.finish(trailer)
+            finally:
+                writer.abort()
+            check = checker.result(file_sha, size)
         finally:
-            writer.abort()
+            checker.close()
         out.flush()
         os.fsync(out.fileno())
-    return writer, sums
+    return writer, check, md5_hex
 
 
 def verify_snapshot(dest: SnapshotDestination, info: SnapshotInfo) -> None:
@@ -201,14 +223,20 @@ def verify_snapshot(dest: SnapshotDestination, info: SnapshotInfo) -> None:
                 reader.close()
             header, trailer, count = reader.header, reader.trailer, reader.count
             file_sha256, size = reader.file_sha256, reader.file_size
+    _raise_problems(dest, info, FrameCheck(count, header, trailer or {}, file_sha256, size))
+
+
+def _raise_problems(dest: SnapshotDestination, info: SnapshotInfo, back: FrameCheck) -> None:
+    """IntegrityError unless what was read back (``back``) is the snapshot ``info`` says."""
+    header, trailer, count = back.header, back.trailer, back.count
     problems = []
     if header.get("format") != FORMAT or header.get("id") != info.id:
         problems.append(f"header names snapshot {header.get('id')!r}")
     if count != info.count or (trailer or {}).get("count") != info.count:
         problems.append(f"{count} sessions read back, {info.count} written")
-    if trailer is None or trailer.get("sha256") != info.sha256:
+    if trailer.get("sha256") != info.sha256:
         problems.append("the trailer's session checksum differs")
-    if file_sha256 != info.file_sha256 or size != info.size:
+    if back.file_sha256 != info.file_sha256 or back.size != info.size:
         problems.append("file checksum or size differs")
     if problems:
         raise IntegrityError(

@@ -14,7 +14,8 @@ is a JSON object with the key's id; every other key is counted in :attr:`skipped
 (another application's keys in the same database, a value that is not JSON...).
 
 Whole-store walks use ``SCAN`` (never ``KEYS``).  One round trip per 1000 keys carries a
-native ``MGET``, a Lua script returning the keys' expiries, and the next ``SCAN`` page.  Writes
+native ``MGET``, a Lua script returning the keys' expiries, and the next ``SCAN`` page; the
+round trips run two batches ahead, in a thread, of the check of what they read.  Writes
 and conflict checks are one Lua script per batch (``SET NX/PXAT``, ``EXISTS``), two batches in
 flight: one command per batch instead of 1000 pipelined ones, whose packing and reply parsing
 are most of the client's cost in Python (see docs/benchmarks.md).  A server that refuses
@@ -46,6 +47,7 @@ from redis.retry import Retry
 from worker.config import RedisSessionStoreConfig, mask_url
 from worker.errors import StoreError, TransientStoreError
 from worker.retry import STORE_RETRY, RetryPolicy
+from worker.stores.sessions.ahead import prefetch
 from worker.stores.sessions.base import (
     BATCH_SIZE,
     FAST_LOADS,
@@ -234,9 +236,50 @@ class RedisSessionStore(RedisWrites):
 
     def iter_raw(self, batch_size: int = BATCH_SIZE) -> Iterator[list[RawSession]]:
         """Every key under the prefix whose value is the server's JSON of the session named
-        by the key; the other keys are counted in :attr:`skipped` by reason."""
+        by the key; the other keys are counted in :attr:`skipped` by reason.  The round trips
+        run in a thread of their own, two batches ahead (:meth:`_pages`), so the server's work
+        and the wait for it overlap the checking of the batch already read."""
         self.skipped = Counter()
         cut = len(self._bprefix)
+        pages = prefetch(self._pages(batch_size), depth=2)
+        try:
+            for keys, values, expiries in pages:
+                batch: list[RawSession] = []
+                append = batch.append
+                skipped = self.skipped
+                fast = FAST_LOADS
+                for key, value, at in zip(keys, values, expiries, strict=True):
+                    if at == -2:  # gone between SCAN and the read (expired, deleted)
+                        continue
+                    if value is None:
+                        skipped[WRONG_TYPE] += 1
+                        continue
+                    try:
+                        sid = key[cut:].decode()
+                    except UnicodeDecodeError:
+                        skipped[NOT_UTF8_KEY] += 1
+                        continue
+                    if fast is not None:  # inline: this runs for every key of the store
+                        try:
+                            obj = fast(value)
+                            if type(obj) is dict and obj.get("id") == sid:
+                                append((sid, value, at if at >= 0 else None))
+                                continue
+                        except ValueError:
+                            pass
+                    why = session_reason(sid, value)
+                    if why is not None:
+                        skipped[why] += 1
+                        continue
+                    append((sid, value, at if at >= 0 else None))
+                if batch:
+                    yield batch
+        finally:
+            pages.close()
+
+    def _pages(self, batch_size: int) -> Iterator[tuple[list[bytes], list[Any], list[int]]]:
+        """(keys, values, expiries) of every batch of keys under the prefix, in SCAN order:
+        one round trip each, which also carries the next SCAN page."""
         server = (self._server_id(), self._transient_errors)
         cursor, done = 0, False
         pending: list[bytes] = []
@@ -247,59 +290,35 @@ class RedisSessionStore(RedisWrites):
             scan = None if done or len(pending) >= batch_size else cursor
             if not keys and scan is None:
                 return
-            res, page = self._call(
-                partial(self._fetch, keys, scan, batch_size), f"read {len(keys)}"
+            values, expiries, page = self._call(
+                partial(self._fetch_lists, keys, scan, batch_size), f"read {len(keys)}"
             )
             server = self._same_server(server)
             if page is not None:
                 cursor, found = page
                 done = cursor == 0
                 pending.extend(found)
-            batch: list[RawSession] = []
-            append = batch.append
-            skipped = self.skipped
-            fast = FAST_LOADS
-            for i, key in enumerate(keys):
-                value = res[2 * i]
-                at = res[2 * i + 1]
-                if at == -2:  # gone between SCAN and the read (expired, deleted)
-                    continue
-                if value is None:
-                    skipped[WRONG_TYPE] += 1
-                    continue
-                try:
-                    sid = key[cut:].decode()
-                except UnicodeDecodeError:
-                    skipped[NOT_UTF8_KEY] += 1
-                    continue
-                if fast is not None:  # inline: this runs for every key of the store
-                    try:
-                        obj = fast(value)
-                        if type(obj) is dict and obj.get("id") == sid:
-                            append((sid, value, at if at >= 0 else None))
-                            continue
-                    except ValueError:
-                        pass
-                why = session_reason(sid, value)
-                if why is not None:
-                    skipped[why] += 1
-                    continue
-                append((sid, value, at if at >= 0 else None))
-            if batch:
-                yield batch
+            if keys:
+                yield keys, values, expiries
 
     def _get_one(self, key: bytes) -> list[Any]:
         """[value, expiry] of one key: one EVALSHA (a pipeline costs ~40 us more here)."""
         def script() -> list[Any]:
             return list(self.client.evalsha(self._get_sha, 1, key))  # type: ignore[no-untyped-call]
 
-        return self._scripted(script, lambda: self._fetch([key])[0], load=GET_LUA)
+        return self._scripted(script, lambda: self._fetch([key]), load=GET_LUA)
 
-    def _fetch(
+    def _fetch(self, keys: list[bytes]) -> list[Any]:
+        """[value1, expiry1, value2, expiry2, ...] for ``keys`` (expiry in epoch ms, -1 none,
+        -2 missing key): one round trip."""
+        values, expiries, _ = self._fetch_lists(keys)
+        return [x for pair in zip(values, expiries, strict=True) for x in pair]
+
+    def _fetch_lists(
         self, keys: list[bytes], scan: int | None = None, count: int = BATCH_SIZE
-    ) -> tuple[list[Any], tuple[int, list[bytes]] | None]:
-        """One round trip: [value1, expiry1, value2, expiry2, ...] for ``keys`` (expiry in
-        epoch ms, -1 none, -2 missing key), and the SCAN page at cursor ``scan`` if given."""
+    ) -> tuple[list[Any], list[int], tuple[int, list[bytes]] | None]:
+        """One round trip: the values and expiries of ``keys`` (see :meth:`_fetch`), and the
+        SCAN page at cursor ``scan`` if given."""
         return self._scripted(
             partial(self._fetch_once, keys, scan, count, True),
             partial(self._fetch_once, keys, scan, count, False),
@@ -308,7 +327,7 @@ class RedisSessionStore(RedisWrites):
 
     def _fetch_once(
         self, keys: list[bytes], scan: int | None, count: int, scripted: bool
-    ) -> tuple[list[Any], tuple[int, list[bytes]] | None]:
+    ) -> tuple[list[Any], list[int], tuple[int, list[bytes]] | None]:
         pipe = self.client.pipeline(transaction=False)
         if keys:
             pipe.mget(keys)
@@ -322,14 +341,14 @@ class RedisSessionStore(RedisWrites):
         replies = pipe.execute()
         page = replies.pop() if scan is not None else None
         if not keys:
-            return [], page
+            return [], [], page
         if scripted:
             values, expiries = replies
         else:
             values, ttls = replies[0], replies[1:]
             now = now_epoch_ms()
             expiries = [now + ttl if ttl >= 0 else ttl for ttl in ttls]
-        return [x for pair in zip(values, expiries, strict=True) for x in pair], page
+        return values, expiries, page
 
     def iter_sessions(self) -> Iterator[Session]:
         for batch in self.iter_raw():
