@@ -7,9 +7,12 @@ file; a full pass does the same work with one listing and its parallel transfers
 within :attr:`Bursts.window` seconds, the container is *bursting*: its further new paths are not
 handed off each but *absorbed*, and the folder that holds every absorbed path (their deepest
 common parent; ``""`` is the whole app folder) is handed off instead, as one path.  The task
-that syncs a folder plans it with one listing of its prefix and uploads what differs on the
-pass's pool of transfers (:mod:`worker.mirror.pathsync`); the dispatchers coalesce it like any
-path (queued once; synced once more if handed off again while it runs).
+that syncs a folder walks it, merged with the index rows, and uploads what the index does not
+vouch for on a pool of ``SYNC.transfers`` threads, each file under its lock with the index read
+again there, and asks the store for no listing (:mod:`worker.mirror.pathsync`): so each file of
+the burst is sent once, whichever sync (of the folder again, or of the path) reaches it first.
+The dispatchers coalesce the folder like any path (queued once; synced once more if handed off
+again while it runs).
 
 Nothing is lost: a path absorbed at time t is followed by a hand-off of its folder at most
 :attr:`Bursts.resend` seconds later, and that sync starts after it was handed off, so it sees

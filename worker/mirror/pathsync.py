@@ -7,7 +7,14 @@ started (the file is stat'ed again after the upload, and the upload redone if it
 
 * a file present and different from what the index says was uploaded -> upload;
 * a path absent -> delete it from the store, and everything under it if it was a folder;
-* a folder -> plan and sync what is inside it (one listing of that folder's prefix).
+* a folder -> upload what inside it is new or changed by the index (no listing: a burst of
+  new files is sent as path syncs would send it, once each); only when the index knows of a
+  file under it that is gone is the folder planned with one listing of its prefix, and its
+  deletes done.
+
+Every upload of a folder's file, like a single path's, runs under the path's lock and reads the
+index again there, so a file that another worker process (or a path sync) has just sent is not
+sent a second time: the index row is written before the lock is released.
 
 Ignored paths are skipped; a path that escapes the root (``..``, a symlink out) is refused with
 :class:`~worker.errors.UnsafePath`.  An app folder that is missing or empty deletes nothing.
@@ -18,12 +25,16 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
+import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from worker.errors import SyncError
+from worker.errors import SyncError, TransientStoreError
 from worker.mirror import apps, localtree, passes, safeopen, transfer
 from worker.mirror.index import IndexEntry
+from worker.mirror.plan import OutOfOrder, merge
 from worker.mirror.results import PassResult, PathResult
 from worker.stores.modules import STORE_FILES, ContainerNotFound
 
@@ -55,20 +66,24 @@ def sync_path(ctx: MirrorContext, container: str, relpath: str) -> PathResult:
         if st is None:
             return PathResult(container, key, "skipped", reason="app folder missing")
         prefix = key + "/" if key else ""
-        stream = passes.plan(
-            ctx, container, prefix, guard_empty=not key, disk_prefix=disk + "/" if disk else ""
-        )
+        disk_prefix = disk + "/" if disk else ""
+        sent = _send_folder(ctx, container, prefix, disk_prefix)
+        if not sent.gone:
+            return PathResult(container, key, "folder", uploaded=sent.uploaded, bytes=sent.bytes)
+        # Something the index knows under it is gone: the store's listing says what to delete.
+        stream = passes.plan(ctx, container, prefix, guard_empty=not key, disk_prefix=disk_prefix)
         result = PassResult()
         passes.execute(ctx, [stream], result,
                        gate=lambda s: ctx.withhold_live_delete(container, s.delete_count()))
+        uploaded, nbytes = sent.uploaded + result.uploaded, sent.bytes + result.bytes
         if result.withheld:
-            return PathResult(container, key, "withheld", uploaded=result.uploaded,
-                              bytes=result.bytes, reason=result.withheld[0].error)
+            return PathResult(container, key, "withheld", uploaded=uploaded,
+                              bytes=nbytes, reason=result.withheld[0].error)
         if result.failures:
             raise SyncError("; ".join(str(f) for f in result.failures))
         return PathResult(
-            container, key, "folder", uploaded=result.uploaded + result.copied,
-            deleted=result.deleted, bytes=result.bytes,
+            container, key, "folder", uploaded=uploaded + result.copied,
+            deleted=result.deleted, bytes=nbytes,
         )
     if st is None:
         return _delete(ctx, container, key, disk)
@@ -106,6 +121,77 @@ def _sync_file(ctx: MirrorContext, container: str, key: str, disk: str) -> PathR
     row, size = done
     ctx.index.put(container, key, row)
     return PathResult(container, key, "uploaded", uploaded=1, bytes=size)
+
+
+@dataclass
+class _FolderSent:
+    """What :func:`_send_folder` did."""
+
+    uploaded: int = 0
+    bytes: int = 0
+    #: The index knows of a file under the folder that the walk did not find.
+    gone: bool = False
+    failures: list[BaseException] = field(default_factory=list)
+
+
+def _send_folder(ctx: MirrorContext, container: str, prefix: str, disk_prefix: str
+                 ) -> _FolderSent:
+    """Upload every file under the folder that the index does not vouch for, on a pool of
+    ``SYNC.transfers`` threads (at most four times that many in flight).  The tree is walked
+    and merged with the index rows in key order; no listing is asked for."""
+    out = _FolderSent()
+    scan = localtree.ScanResult()
+    local = localtree.walk(ctx.root, container, ctx.rules, scan, prefix, disk_prefix or None)
+    lock = threading.Lock()
+    slots = threading.BoundedSemaphore(ctx.transfers * 4)
+
+    def collect(fut: Future[PathResult]) -> None:
+        slots.release()
+        try:
+            r = fut.result()
+        except BaseException as exc:
+            with lock:
+                out.failures.append(exc)
+            return
+        with lock:
+            out.uploaded += r.uploaded
+            out.bytes += r.bytes
+
+    with ThreadPoolExecutor(ctx.transfers, thread_name_prefix="synchro-put") as pool:
+        try:
+            for key, f, entry, _ in merge(local, ctx.index.rows(container, prefix), ()):
+                if f is None:
+                    out.gone = out.gone or not scan.is_unsure(key)
+                    continue
+                if entry is not None and entry.etag is not None and entry.vouches_for(f):
+                    continue
+                slots.acquire()
+                pool.submit(_send_file, ctx, container, f).add_done_callback(collect)
+        except OutOfOrder:
+            out.gone = True  # the listing's plan sorts it out
+    for exc in out.failures:
+        if isinstance(exc, TransientStoreError):
+            raise exc  # the task (or the embedded queue) tries the folder again later
+    if out.failures:
+        raise SyncError("; ".join(str(e) for e in out.failures[:10]))
+    return out
+
+
+def _send_file(ctx: MirrorContext, container: str, f: localtree.LocalFile) -> PathResult:
+    """One file of a folder, under its lock, the index read again there."""
+    with transfer.held(ctx, container, f.key, f.size):
+        entry = ctx.index.get(container, f.key)
+        if entry is not None and entry.etag is not None:
+            if entry.vouches_for(f):
+                return PathResult(container, f.key, "unchanged")  # just sent by someone else
+            if entry.size == f.size:
+                return _sync_file(ctx, container, f.key, f.relpath)  # hashed before sending
+        done = transfer.upload_file(ctx, container, f.key, relpath=f.relpath)
+        if done is None:
+            return PathResult(container, f.key, "skipped", reason="gone")
+        row, size = done
+        ctx.index.put(container, f.key, row)
+    return PathResult(container, f.key, "uploaded", uploaded=1, bytes=size)
 
 
 def _app_folder_empty(ctx: MirrorContext, container: str) -> bool:

@@ -102,9 +102,17 @@ def upload_memory(ctx: MirrorContext, size: int) -> int:
     return int(held(size)) if callable(held) else min(size, _PART)
 
 
+@contextmanager
+def held(ctx: MirrorContext, container: str, key: str, size: int) -> Iterator[None]:
+    """What an upload of ``key`` holds while it runs: its bytes of the memory budget and the
+    path's lock (shared by every worker process of the host)."""
+    with _BUDGET.hold(upload_memory(ctx, size)), ctx.locks.hold(container, key):
+        yield
+
+
 def upload(ctx: MirrorContext, container: str, up: Upload) -> tuple[str, IndexEntry | None, int]:
     key = up.file.key
-    with _BUDGET.hold(upload_memory(ctx, up.file.size)), ctx.locks.hold(container, key):
+    with held(ctx, container, key, up.file.size):
         done = upload_file(ctx, container, key, up.md5, up.file, up.file.relpath)
     if done is None:
         return key, None, 0
