@@ -282,21 +282,7 @@ class FastPut:
         status, data = self._send("GET", bucket, params, b"")
         if status != 200:
             raise _error(status, data, bucket, "")
-        root = ET.fromstring(data)
-        encoded = (root.findtext(f"{_NS}EncodingType") or "") == "url"
-        items = []
-        for c in root.iter(f"{_NS}Contents"):
-            key = c.findtext(f"{_NS}Key") or ""
-            etag = c.findtext(f"{_NS}ETag")
-            stamp = (c.findtext(f"{_NS}LastModified") or "").replace("Z", "+00:00")
-            items.append((
-                unquote_plus(key) if encoded else key,
-                int(c.findtext(f"{_NS}Size") or 0),
-                datetime.fromisoformat(stamp).timestamp() if stamp else 0.0,
-                etag.strip('"') if etag else None,
-            ))
-        truncated = (root.findtext(f"{_NS}IsTruncated") or "false") == "true"
-        return items, (root.findtext(f"{_NS}NextContinuationToken") if truncated else None)
+        return _parse_listing(data)
 
     def delete_batch(self, bucket: str, keys: list[str]) -> list[tuple[str, str]]:
         """One DeleteObjects request (quiet) for at most 1,000 keys: [(key, code)] that failed."""
@@ -321,6 +307,64 @@ class FastPut:
     def close(self) -> None:
         for conn in getattr(self._local, "conns", {}).values():
             conn.close()
+
+
+class _Listing:
+    """An ``XMLParser`` target for a ListObjectsV2 reply: keeps only the fields a listing
+    needs, element by element (no tree of ~7,000 elements per page)."""
+
+    _FIELDS = frozenset(f"{_NS}{n}" for n in (
+        "Key", "ETag", "LastModified", "Size", "EncodingType", "IsTruncated",
+        "NextContinuationToken",
+    ))
+
+    def __init__(self) -> None:
+        self.items: list[tuple[str, int, float, str | None]] = []
+        self.top: dict[str, str] = {}
+        self._fields: dict[str, str] = {}
+        self._text: list[str] | None = None
+
+    def start(self, tag: str, attrs: dict[str, str]) -> None:
+        self._text = [] if tag in self._FIELDS else None
+
+    def data(self, text: str) -> None:
+        if self._text is not None:
+            self._text.append(text)
+
+    def end(self, tag: str) -> None:
+        if tag == f"{_NS}Contents":
+            f, self._fields = self._fields, {}
+            stamp = f.get("LastModified", "").replace("Z", "+00:00")
+            etag = f.get("ETag")
+            self.items.append((
+                f.get("Key", ""), int(f.get("Size") or 0),
+                datetime.fromisoformat(stamp).timestamp() if stamp else 0.0,
+                etag.strip('"') if etag else None,
+            ))
+        elif self._text is not None:
+            name = tag[len(_NS):]
+            value = "".join(self._text)
+            if name in ("EncodingType", "IsTruncated", "NextContinuationToken"):
+                self.top[name] = value
+            else:
+                self._fields[name] = value
+            self._text = None
+
+    def close(self) -> None:
+        return None
+
+
+def _parse_listing(data: bytes) -> tuple[list[tuple[str, int, float, str | None]], str | None]:
+    """A ListObjectsV2 reply as (rows, next token)."""
+    target = _Listing()
+    parser = ET.XMLParser(target=target)
+    parser.feed(data)
+    parser.close()
+    items = target.items
+    if target.top.get("EncodingType") == "url":
+        items = [(unquote_plus(k), size, t, etag) for k, size, t, etag in items]
+    truncated = target.top.get("IsTruncated", "false") == "true"
+    return items, (target.top.get("NextContinuationToken") if truncated else None)
 
 
 def _etag(resp: http.client.HTTPResponse) -> str | None:
