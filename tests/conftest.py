@@ -16,8 +16,10 @@ import os
 import sys
 import time
 import types
-from collections.abc import Generator
+import uuid
+from collections.abc import Generator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -173,6 +175,16 @@ def pytest_runtest_protocol(
 
 
 # --- one clean environment (for a subprocess: tests.servers.process.clean_environ) --------
+
+
+@pytest.fixture()
+def container(store: Any) -> Iterator[str]:
+    """A new, empty container in the test's ``store`` (the module defines that fixture),
+    deleted afterwards."""
+    name = f"app-{uuid.uuid4().hex[:10]}"
+    store.ensure_container(name)
+    yield name
+    store.delete_container(name)
 
 
 @pytest.fixture()

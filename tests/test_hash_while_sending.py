@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -55,14 +54,6 @@ def store(google_store_server: Any) -> Iterator[ModuleStore]:
     made: ModuleStore = google_store_server.module_store()
     yield made
     made.close()
-
-
-@pytest.fixture()
-def container(store: ModuleStore) -> Iterator[str]:
-    name = f"app-{uuid.uuid4().hex[:10]}"
-    store.ensure_container(name)
-    yield name
-    store.delete_container(name)
 
 
 def _old_file(path: Path, size: int) -> bytes:

@@ -87,14 +87,6 @@ def store(make_store: object) -> ModuleStore:
     return make_store()  # type: ignore[operator,no-any-return]
 
 
-@pytest.fixture()
-def container(store: ModuleStore) -> Iterator[str]:
-    name = f"app-{uuid.uuid4().hex[:10]}"
-    store.ensure_container(name)
-    yield name
-    store.delete_container(name)
-
-
 def test_containers_create_list_delete(store: ModuleStore) -> None:
     name = f"app-{uuid.uuid4().hex[:10]}"
     assert name not in store.containers()
