@@ -88,6 +88,26 @@ def test_broker_stopped_10s_during_edits(
     assert "will retry" in watch_log
 
 
+def test_a_broker_that_comes_back_empty_gets_a_full_pass(
+    sync_world: Callable[..., SyncWorld], own_redis: RedisServer
+) -> None:
+    """A Redis without persistence restarts with empty queues: whatever was handed off and not
+    yet run is gone.  The worker's consumer asks for a full pass each time it reconnects, so
+    such a path is synced when the broker is back rather than at the next scheduled pass."""
+    world = sync_world(own_redis.url)
+    (world.root / "app1").mkdir()
+    world.start_worker("w1", concurrency=1)
+    log = world.base / "logs" / "w1.log"
+    wait_for(lambda: "full pass (worker started) done" in log.read_text(), 20,
+             "the start-up full pass", details=world.logs)
+    # No watcher runs: this save's hand-off is the one the broker lost.
+    (world.root / "app1" / "lost.txt").write_text("handed off, then lost with the broker")
+    own_redis.stop()
+    own_redis.start()
+    world.wait_equal(60)
+    assert "full pass (broker connection restored) done" in log.read_text()
+
+
 def _edits_never_go_back(world: SyncWorld, app_name: str, files: int, edits: int) -> None:
     """``edits`` random edits to ``files`` files with three workers; the store is read all
     along: no file ever shows an older version than one it showed before, and at the end

@@ -10,8 +10,10 @@ No task bodies live here (they are in ``tasks/``, thin, and call ``worker.queue.
 * **Timeouts everywhere.** Every task has a soft and a hard time limit; broker sockets have
   connect and read timeouts; the Redis ``visibility_timeout`` (after which an unacknowledged
   message is delivered again) is set above the longest hard limit, so a running task is never
-  handed to a second worker.  A worker also asks for a full pass of its host when it starts, so
-  work lost with a killed worker is redone at once rather than after the visibility timeout.
+  handed to a second worker.  A worker also asks for a full pass of its host when it starts and
+  each time its consumer reconnects (``signals.FullPassOnConnect``), so work lost with a killed
+  worker, or with a broker that restarted empty, is redone at once rather than after the
+  visibility timeout or the next scheduled pass.
 * **Redis does not grow.** Results are ignored (no result backend); ``result_expires`` bounds them
   should someone configure a backend anyway.
 * **Queues.** Work that needs the module files goes to this host's queue (``HOST_QUEUE``, default

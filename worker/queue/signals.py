@@ -1,4 +1,5 @@
-"""Celery signal handlers: start-up full pass, one beat at a time, failures into ``status``.
+"""Celery signal handlers: a full pass on start and on reconnection, one beat at a time, failures
+into ``status``.
 
 Connected by :func:`~worker.queue.app.create_app` for that app only (``sender`` checks), so tests
 that make several apps in one process do not cross wires.
@@ -15,7 +16,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 import redis
-from celery import signals
+from celery import bootsteps, signals
 from celery.beat import PersistentScheduler
 
 from worker.coord import redis as shared
@@ -37,11 +38,6 @@ BEAT_LOCK_TTL = 30.0
 
 def connect(app: Celery, settings: Settings) -> None:
     """Connect this app's handlers (each checks that the signal is about this app)."""
-
-    def on_worker_ready(sender: Any = None, **_: Any) -> None:
-        if getattr(sender, "app", None) is not app:
-            return
-        _startup_full_pass(app, settings)
 
     def on_task_failure(
         sender: Any = None, exception: BaseException | None = None, args: Any = None, **_: Any
@@ -75,7 +71,7 @@ def connect(app: Celery, settings: Settings) -> None:
         if pid is not None:
             exporter.worker_process_exit(pid)
 
-    signals.worker_ready.connect(on_worker_ready, weak=False)
+    app.steps["consumer"].add(FullPassOnConnect)
     signals.task_failure.connect(on_task_failure, weak=False)
     signals.task_retry.connect(on_task_retry, weak=False)
     signals.worker_process_shutdown.connect(on_process_shutdown, weak=False)
@@ -84,9 +80,33 @@ def connect(app: Celery, settings: Settings) -> None:
     signals.worker_shutdown.connect(lambda **_: exporter.worker_shutdown(), weak=False)
 
 
-def _startup_full_pass(app: Celery, settings: Settings) -> None:
-    """A worker that (re)starts asks for a full pass of its host: work a killed worker held
-    is redone now rather than after the broker's visibility timeout."""
+class FullPassOnConnect(bootsteps.StartStopStep):  # type: ignore[misc]  # celery is untyped
+    """A consumer step: each time the worker's consumer (re)connects to the broker, it asks for a
+    full pass of its host.
+
+    On the first connection this redoes the work a killed worker held, now rather than after
+    the broker's visibility timeout.  On a reconnection it redoes what the broker may have lost
+    while it was away: a Redis restarted without persistence comes back with empty queues, so
+    paths handed off before the outage and never run would otherwise wait for the next
+    scheduled pass.
+    """
+
+    requires = ("celery.worker.consumer.tasks:Tasks",)
+
+    def start(self, parent: Any) -> None:
+        app = parent.app
+        settings = getattr(app, "synchro_settings", None)
+        if settings is None:  # a Celery app not made by create_app
+            return
+        reason = "worker started" if parent.restart_count <= 0 else "broker connection restored"
+        try:
+            _connect_full_pass(app, settings, reason)
+        except Exception as exc:  # the broker went away again: the next connection asks
+            log.warning("full pass not requested (%s): %s", reason, exc)
+
+
+def _connect_full_pass(app: Celery, settings: Settings, reason: str) -> None:
+    """Ask for a full pass of this host, once for several workers connecting together."""
     queue = settings.host_queue()
     if not settings.BROKER_URL:
         return
@@ -98,8 +118,8 @@ def _startup_full_pass(app: Celery, settings: Settings) -> None:
         # Several workers starting together ask once.
         if not client.set(shared.key("startpass", queue), "1", nx=True, px=1500):
             return
-    app.send_task("tasks.full_pass", args=[None, "worker started"], queue=queue)
-    log.info("queue=%s worker started: full pass requested", queue)
+    app.send_task("tasks.full_pass", args=[None, reason], queue=queue)
+    log.info("queue=%s %s: full pass requested", queue, reason)
 
 
 def _record(settings: Settings, kind: str, task: str, error: Any, args: Any) -> None:
