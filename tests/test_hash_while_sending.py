@@ -11,9 +11,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import google_crc32c
 import pytest
 
-from worker.stores.modules.base import SourceChanged, run_once
+from worker.errors import TransientStoreError
+from worker.stores.modules import checksum
+from worker.stores.modules.base import HashingReader, SourceChanged, run_once
 from worker.stores.modules.store import ModuleStore
 
 MIB = 1024 * 1024
@@ -101,3 +104,30 @@ def test_an_upload_cut_short_by_an_edit_is_redone_from_the_file_as_it_is_now(
     final = src.read_bytes()
     assert info.md5 == hashlib.md5(final).hexdigest()
     assert store.read_bytes(container, "live.bin") == final
+
+
+def test_the_bytes_sent_are_only_crc32c_checked_and_gcs_md5_is_taken(
+    store: ModuleStore, container: str, tmp_path: Path
+) -> None:
+    """With CRC-32C's C build (google-crc32c, as installed with google-cloud-storage) the file
+    is not MD5ed by us at all: the reader computes the CRC-32C of what it sends, and GCS's
+    ``crc32c`` of what it stored must equal it; a different one is refused (the upload is
+    redone), so the MD5 GCS reports is that of the bytes sent."""
+    assert checksum.IS_CRC32C, "google-crc32c's C build is what the GCS path is measured with"
+    src = tmp_path / "crc.bin"
+    data = _old_file(src, 9 * MIB + 3)
+    with open(src, "rb") as f:
+        reader = HashingReader(f, len(data), crc_only=True)
+        while reader.read(256 * 1024):
+            pass
+    assert reader.md5 is None and reader.crc == int(google_crc32c.value(data))
+
+    with _Watched(src) as f:
+        info = store.put_file(container, "crc.bin", f)
+        assert f.bytes_read == len(data)
+    assert info.md5 == hashlib.md5(data).hexdigest()
+    backend: Any = store.backend
+    blob = backend.client.bucket(container).get_blob("crc.bin")
+    backend._check_crc(blob, container, "crc.bin", reader.crc)  # the same bytes: accepted
+    with pytest.raises(TransientStoreError, match="CRC-32C"):
+        backend._check_crc(blob, container, "crc.bin", reader.crc ^ 1)

@@ -228,18 +228,30 @@ def file_status(f: BinaryIO) -> tuple[int, int, int, int]:
 
 class HashingReader(VerifyingReader):
     """The upload body of a file not hashed before (:meth:`ObjectBackend.hashes_while_sending`):
-    it MD5s the bytes as they are sent and, when the last byte is read (before it leaves),
+    it checksums the bytes as they are sent and, when the last byte is read (before it leaves),
     raises :class:`SourceChanged` if the file ended early or its status (:func:`file_status`)
-    is not the one it had when the read began.  The store's MD5 of what it holds must then
-    equal :attr:`md5`, which makes one read of the file do for both."""
+    is not the one it had when the read began.  One read of the file then does for both.
 
-    def __init__(self, body: BinaryIO, size: int) -> None:
+    ``crc_only``: the bytes get only the CRC (:attr:`crc`, CRC-32C when
+    :data:`~worker.stores.modules.checksum.IS_CRC32C`), for a store that reports the CRC-32C and
+    the MD5 of what it stored: the CRC proves the store holds these bytes, so its MD5 is theirs
+    (the MD5, 1.7 ms per MB, is then computed once, by the store).  Otherwise they are MD5ed
+    (:attr:`md5`) and the store's MD5 must equal it."""
+
+    def __init__(self, body: BinaryIO, size: int, crc_only: bool = False) -> None:
         super().__init__(body, size, "")
+        self.crc_only = crc_only
+        if crc_only:
+            self._want_crc = 0  # read() extends the CRC, not the MD5
         self._status = file_status(body)
 
     @property
-    def md5(self) -> str:
-        return self._hash.hexdigest()
+    def md5(self) -> str | None:
+        return None if self.crc_only else self._hash.hexdigest()
+
+    @property
+    def crc(self) -> int:
+        return self._crc
 
     def seek(self, offset: int, whence: int = 0) -> int:
         if (offset, whence) == (0, 0):

@@ -21,6 +21,8 @@ except ImportError:  # pragma: no cover - google-crc32c comes with google-cloud-
 
 #: The name of the checksum in use, for messages and benchmarks.
 NAME = "CRC-32C" if _CRC32C else "CRC-32"
+#: Whether :func:`crc_extend` is CRC-32C (Castagnoli), the checksum GCS reports as ``crc32c``.
+IS_CRC32C = _CRC32C
 
 
 def crc_extend(crc: int, data: bytes | bytearray | memoryview) -> int:
