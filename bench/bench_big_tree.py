@@ -27,7 +27,8 @@ repetition.  ``--fill-once``: the tree, store and state are filled once, by the 
 contender's initial pass, and every contender's no-change and changed passes run on them (for
 the moto S3 store, whose initial pass of 100,000 files takes 10-25 minutes).  Each pass runs
 ``synchro-sync sync`` in its own process; wall time around it, and its client CPU and peak RSS
-from ``wait4``; the one-minute load average just before.
+from ``wait4`` (the peak RSS through GNU time: ``ru_maxrss`` would include this process's
+own size, see ``bench.peers_cmd.own_peak_rss``); the one-minute load average just before.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from bench.bench_mirror import KEY, OLD_MTIME, SECRET, Moto, mutate, run_tool  # noqa: E402
-from bench.peers_cmd import peer_env  # noqa: E402
+from bench.peers_cmd import own_peak_rss, peer_env  # noqa: E402
 
 PER_APP = 10_000
 PER_FOLDER = 100
@@ -106,10 +107,11 @@ def run_file(code: str, phase: str, src: Path, dest: Path, state: Path,
     argv = [sys.executable, "-P", "-c", _CLI, "sync", *(containers or [])]
     load = os.getloadavg()[0]
     t0 = time.monotonic()
-    with tempfile.TemporaryFile() as log:
-        proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
+    with tempfile.TemporaryFile() as log, own_peak_rss(argv) as (wrapped, peak):
+        proc = subprocess.Popen(wrapped, env=env, stdout=log, stderr=subprocess.STDOUT)
         _pid, status, usage = os.wait4(proc.pid, 0)
         wall = time.monotonic() - t0
+        rss_mb = peak(usage.ru_maxrss)
         log.seek(0)
         lines = log.read().decode(errors="replace").strip().splitlines()
     return {
@@ -117,7 +119,7 @@ def run_file(code: str, phase: str, src: Path, dest: Path, state: Path,
         "at": time.strftime("%H:%M:%S", time.gmtime()),
         "exit": os.waitstatus_to_exitcode(status),
         "client_cpu": round(usage.ru_utime + usage.ru_stime, 2),
-        "rss_mb": round(usage.ru_maxrss / 1024, 1),
+        "rss_mb": rss_mb,
         "tail": lines[-1:], "errors": [x for x in lines if "failed:" in x][:3],
     }
 

@@ -11,10 +11,11 @@ reset, a fresh copy of the tree, then the passes (default all three): initial; n
 100 changed (34 touched only, 33 rewritten with the same size, 33 with a new size) and 100
 deleted.  Who goes first alternates: repetition r runs the tools in the order given rotated by
 r, so with two tools each goes first in every other repetition.
-Measured per pass: wall time, client CPU and peak RSS (wait4), moto CPU (/proc), requests
-counted in moto's access log, the one-minute load average just before the pass, and the bucket
-compared with the tree by key and MD5 (multipart ETags: the MD5 of the part MD5s).  Every
-repetition is printed, never only the best.
+Measured per pass: wall time, client CPU (wait4) and peak RSS (GNU time's %M: wait4's
+ru_maxrss would include this benchmark's own size, see peers_cmd.own_peak_rss), moto CPU
+(/proc), requests counted in moto's access log, the one-minute load average just before the
+pass, and the bucket compared with the tree by key and MD5 (multipart ETags: the MD5 of the
+part MD5s).  Every repetition is printed, never only the best.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from bench.peers_cmd import PEERS, peer_env  # noqa: E402
+from bench.peers_cmd import PEERS, own_peak_rss, peer_env  # noqa: E402
 
 KEY, SECRET = "bench-key", "bench-secret"
 OLD_MTIME = 1_700_000_000
@@ -203,21 +204,22 @@ def _etags(path: str) -> set[str]:
 
 def run_tool(tool: str, phase: str, src: Path, bucket: str, moto: Moto, state: Path,
              env: dict[str, str]) -> dict[str, Any]:
-    argv = PEERS[tool](phase, src, bucket, moto.url, state)
     start_log, start_cpu = moto.offset(), moto.cpu()
     load = os.getloadavg()[0]
-    t0 = time.monotonic()
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    _pid, status, usage = os.wait4(proc.pid, 0)
-    wall = time.monotonic() - t0
-    out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
+    with own_peak_rss(PEERS[tool](phase, src, bucket, moto.url, state)) as (argv, peak):
+        t0 = time.monotonic()
+        proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
+        _pid, status, usage = os.wait4(proc.pid, 0)
+        wall = time.monotonic() - t0
+        rss_mb = peak(usage.ru_maxrss)
     time.sleep(0.3)  # let moto flush its access log
     return {
         "tool": tool, "phase": phase, "wall": round(wall, 3), "load": round(load, 2),
         "at": time.strftime("%H:%M:%S", time.gmtime()),
         "exit": os.waitstatus_to_exitcode(status),
         "client_cpu": round(usage.ru_utime + usage.ru_stime, 2),
-        "rss_mb": round(usage.ru_maxrss / 1024, 1),
+        "rss_mb": rss_mb, "rss_mb_wait4": round(usage.ru_maxrss / 1024, 1),
         "moto_cpu": round(moto.cpu() - start_cpu, 2),
         "requests": moto.requests(start_log),
         "check": check(moto, bucket, src),

@@ -10,7 +10,9 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -59,6 +61,32 @@ PEERS: dict[str, Argv] = {
     "aws": _aws,
     "boto3": _boto3,
 }
+
+
+#: GNU time, which reports its child's own peak RSS (``%M``).
+GNU_TIME = "/usr/bin/time"
+
+
+@contextmanager
+def own_peak_rss(argv: list[str]) -> Iterator[tuple[list[str], Callable[[int], float]]]:
+    """``argv`` wrapped so that the command's own peak RSS can be read after it exits:
+    yields (the argv to run, a function of the ``ru_maxrss`` in KiB that ``wait4`` gave, which
+    returns the peak in MB).
+
+    ``ru_maxrss`` of a child is not its own peak on Linux: the high-water mark of the memory
+    it had before ``exec`` (the forked parent's, a benchmark holding a 100,000-file tree and
+    listings) is kept through the ``exec``.  Through GNU time (a small process), ``%M`` is the
+    command's own; without GNU time ``ru_maxrss`` is returned (an upper bound)."""
+    if not os.access(GNU_TIME, os.X_OK):
+        yield argv, lambda maxrss_kb: round(maxrss_kb / 1024, 1)
+        return
+    with tempfile.NamedTemporaryFile("r", suffix=".rss") as out:
+
+        def peak(maxrss_kb: int) -> float:
+            text = Path(out.name).read_text().strip().splitlines()
+            return round(int(text[-1]) / 1024, 1) if text else round(maxrss_kb / 1024, 1)
+
+        yield [GNU_TIME, "-f", "%M", "-o", out.name, *argv], peak
 
 
 def peer_env(key: str, secret: str, url: str) -> dict[str, str]:
