@@ -549,6 +549,7 @@ def test_root_removed_and_back(start: WatcherFactory, root: Path, outside: Path)
     w, rec = start()
     os.rename(root, outside / "apps-away")  # an unmounted volume, say
     assert wait_for(lambda: any("is gone" in m for m in w.stats.messages)), w.stats.messages
+    assert w.stats.restarts >= 1  # the observer of the root that went away was stopped
     os.rename(outside / "apps-away", root)
     assert wait_for(lambda: any("appeared" in p for p in rec.passes), 10), rec.passes
     rec.clear()
