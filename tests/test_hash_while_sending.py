@@ -128,6 +128,7 @@ def test_the_bytes_sent_are_only_crc32c_checked_and_gcs_md5_is_taken(
     assert info.md5 == hashlib.md5(data).hexdigest()
     backend: Any = store.backend
     blob = backend.client.bucket(container).get_blob("crc.bin")
-    backend._check_crc(blob, container, "crc.bin", reader.crc)  # the same bytes: accepted
+    reader.check_crc32c(blob.crc32c, "google", container, "crc.bin")  # the same bytes: accepted
+    reader._crc ^= 1  # as if another byte had been sent
     with pytest.raises(TransientStoreError, match="CRC-32C"):
-        backend._check_crc(blob, container, "crc.bin", reader.crc ^ 1)
+        reader.check_crc32c(blob.crc32c, "google", container, "crc.bin")

@@ -23,6 +23,7 @@ request per object.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 import threading
@@ -30,7 +31,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO, ClassVar, Protocol, TypeVar
 
-from worker.errors import IntegrityError, NotFound
+from worker.errors import IntegrityError, NotFound, TransientStoreError
 from worker.stores.modules.checksum import crc_extend
 
 #: Files above this size are uploaded in parts (multipart, blocks, resumable, SLO segments).
@@ -252,6 +253,16 @@ class HashingReader(VerifyingReader):
     @property
     def crc(self) -> int:
         return self._crc
+
+    def check_crc32c(self, reported: str | None, store: str, container: str, key: str) -> None:
+        """The store's CRC-32C of what it holds (base64, big-endian, as GCS reports it) must be
+        the one of the bytes sent; else :class:`TransientStoreError` (the upload is redone)."""
+        stored = int.from_bytes(base64.b64decode(reported), "big") if reported else None
+        if stored != self._crc:
+            raise TransientStoreError(
+                f"stored CRC-32C {stored} differs from the one of the bytes sent, {self._crc}",
+                store=store, container=container, key=key,
+            )
 
     def seek(self, offset: int, whence: int = 0) -> int:
         if (offset, whence) == (0, 0):

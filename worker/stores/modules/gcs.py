@@ -11,11 +11,10 @@ above 8 MiB and up to :data:`STREAM_PUT_LIMIT` go as a resumable upload of one r
 from the file (one 256 KiB send buffer; the SDK would hold the whole request body in memory),
 larger ones in 32 MiB chunks read from disk (one chunk in memory per upload); either way the
 whole file's content is checked (CRC of the hashed content, else MD5) before the last
-bytes, the ones that commit the object, are sent.  A file nobody hashed before goes as that
-one request without an MD5: it is read once, only CRC-32C'd as it is sent, and GCS's reported
-``crc32c`` of what it stored must match; its ``md5Hash`` is then the content's (the MD5, 1.7 ms
-per MB here, is computed by GCS, not by us).  Listings carry ``md5Hash`` for every
-object we upload (only composed objects lack it); the etag is the object's generation.
+bytes, the ones that commit the object, are sent.  A file nobody hashed before goes as one
+request without an MD5, read once and only CRC-32C'd: GCS's ``crc32c`` must match, and its
+``md5Hash`` is then the content's (no client MD5, 1.7 ms per MB).  Listings carry ``md5Hash``
+for every object we upload (only composed objects lack it); the etag is the object's generation.
 """
 
 from __future__ import annotations
@@ -318,22 +317,11 @@ class GCSBackend:
                                   {"store": self.name, "container": bucket, "key": key})
         blob._set_properties(resp.json())
         if isinstance(stream, HashingReader):
-            if stream.crc_only:
-                self._check_crc(blob, bucket, key, stream.crc)
-                return self._checked(blob, bucket, key, _info(blob).md5, reported=True)
-            return self._checked(blob, bucket, key, stream.md5, reported=True)
+            if stream.crc_only:  # what GCS stored is what was sent: its MD5 is theirs
+                stream.check_crc32c(blob.crc32c, self.name, bucket, key)
+            md5 = _info(blob).md5 if stream.crc_only else stream.md5
+            return self._checked(blob, bucket, key, md5, reported=True)
         return self._checked(blob, bucket, key, md5_hex)
-
-    def _check_crc(self, blob: Any, bucket: str, key: str, crc: int) -> None:
-        """GCS's CRC-32C of what it stored must be the one of the bytes sent (else transient:
-        the upload is redone); its MD5 is then that of these bytes."""
-        reported = blob.crc32c
-        stored = int.from_bytes(base64.b64decode(reported), "big") if reported else None
-        if stored != crc:
-            raise TransientStoreError(
-                f"stored CRC-32C {stored} differs from the one of the bytes sent, {crc}",
-                store=self.name, container=bucket, key=key,
-            )
 
     def _checked(
         self, blob: Any, bucket: str, key: str, md5_hex: str | None, reported: bool = False
