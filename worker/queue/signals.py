@@ -115,7 +115,7 @@ def _connect_full_pass(app: Celery, settings: Settings, reason: str) -> None:
         return
     if shared.is_redis_url(settings.BROKER_URL):
         client = shared.client(str(settings.BROKER_URL))
-        # Several workers starting together ask once.
+        # Several workers (re)connecting together ask once.
         if not client.set(shared.key("startpass", queue), "1", nx=True, px=1500):
             return
     app.send_task("tasks.full_pass", args=[None, reason], queue=queue)

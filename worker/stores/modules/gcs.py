@@ -319,17 +319,18 @@ class GCSBackend:
         if isinstance(stream, HashingReader):
             if stream.crc_only:  # what GCS stored is what was sent: its MD5 is theirs
                 stream.check_crc32c(blob.crc32c, self.name, bucket, key)
-            md5 = _info(blob).md5 if stream.crc_only else stream.md5
-            return self._checked(blob, bucket, key, md5, reported=True)
+            return self._checked(blob, bucket, key, stream.md5, reported=True)
         return self._checked(blob, bucket, key, md5_hex)
 
     def _checked(
         self, blob: Any, bucket: str, key: str, md5_hex: str | None, reported: bool = False
     ) -> ObjectInfo:
         """The uploaded object's info, if GCS holds the content's MD5 (else transient);
-        ``reported``: GCS must report an MD5 (it does for every object uploaded whole)."""
+        ``reported``: GCS must report an MD5 (it does for every object uploaded whole).
+        ``md5_hex`` None: we computed none (its CRC-32C was checked), GCS's is the content's."""
         info = _info(blob)
-        if (info.md5 is None and reported) or (info.md5 is not None and info.md5 != md5_hex):
+        differs = info.md5 is not None and md5_hex is not None and info.md5 != md5_hex
+        if (info.md5 is None and reported) or differs:
             raise TransientStoreError(
                 f"stored MD5 {info.md5} differs from the content's {md5_hex}",
                 store=self.name, container=bucket, key=key,
