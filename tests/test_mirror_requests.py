@@ -98,3 +98,74 @@ def test_requests_per_pass_at_the_server(s3_server: Any, tmp_path: Path,
     finally:
         ctx.store.delete_container("app")
         ctx.close()
+
+
+def test_a_new_host_hashes_and_sends_only_what_differs(s3_server: Any, tmp_path: Path) -> None:
+    """A first pass with an empty state folder against a store that holds the tree: every file
+    is hashed (small ones on the merging thread, large ones on the pool), nothing equal is sent,
+    a file of the same size but other content is, and the index learns every row (the next
+    pass reads nothing)."""
+    from worker.mirror import safeopen, sender
+
+    bucket = f"host-{uuid.uuid4().hex[:8]}"
+    s3_server.client().create_bucket(Bucket=bucket)
+    root = tmp_path / "apps"
+    small = [root / "app" / f"d{i % 3}" / f"f{i:03d}.js" for i in range(40)]
+    large = [root / "app" / "big" / f"b{i}.bin" for i in range(3)]
+    for i, p in enumerate(small + large):
+        p.parent.mkdir(parents=True, exist_ok=True)
+        size = sender.INLINE_HASH + 1000 * (i + 1) if p in large else 200 + i
+        p.write_bytes(os.urandom(size))
+        os.utime(p, (1_700_000_000, 1_700_000_000))  # not just written: the index may vouch
+
+    def context(state: str) -> MirrorContext:
+        return MirrorContext.from_settings(load_settings(None, {
+            "APP_ROOT_PATH": str(root), "STATE_DIR": str(tmp_path / state),
+            "MODULESTORE_SERVICE": "PkgCloudModuleStore",
+            "MODULESTORE": s3_server.settings(bucket=bucket),
+        }, environ={}))
+
+    first = context("state-first")
+    try:
+        assert full_pass(first).uploaded == len(small) + len(large)
+    finally:
+        first.close()
+    # Same sizes, other content, on the old host's files before the new host's first pass.
+    for p in (small[5], large[1]):
+        p.write_bytes(os.urandom(p.stat().st_size))
+        os.utime(p, (1_700_000_100, 1_700_000_100))
+
+    ctx = context("state-new")
+    hashed: list[str] = []
+    real_md5 = safeopen.md5
+
+    def counting_md5(root: Path, relpath: str) -> str:
+        hashed.append(relpath)
+        return real_md5(root, relpath)
+
+    try:
+        log = s3_server.server.log_path
+        start = log.stat().st_size
+        safeopen.md5 = counting_md5  # type: ignore[assignment]
+        try:
+            result = full_pass(ctx)
+        finally:
+            safeopen.md5 = real_md5  # type: ignore[assignment]
+        assert (result.uploaded, result.unchanged) == (2, len(small) + len(large) - 2)
+        assert _requests(log, start) == {"ListObjects": 1, "PUT object": 2}
+        assert len(hashed) == len(small) + len(large)
+        store = ctx.store
+        for p in (small[5], large[1]):
+            key = p.relative_to(root / "app").as_posix()
+            assert store.read_bytes("app", key) == p.read_bytes()
+
+        hashed.clear()
+        safeopen.md5 = counting_md5  # type: ignore[assignment]
+        try:
+            again = full_pass(ctx)
+        finally:
+            safeopen.md5 = real_md5  # type: ignore[assignment]
+        assert (again.uploaded, again.unchanged, hashed) == (0, len(small) + len(large), [])
+    finally:
+        ctx.store.delete_container("app")
+        ctx.close()

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import os
 import threading
+from typing import TYPE_CHECKING
 
-import redis
+if TYPE_CHECKING:
+    import redis
 
 #: Key prefix of everything synchro-sync keeps in Redis besides the broker's own keys.
 REDIS_PREFIX = "synchro-sync:"
@@ -33,6 +35,8 @@ def key(*parts: str) -> str:
 
 def client(url: str) -> redis.Redis[bytes]:
     """This process's client for ``url`` (made on first use; a forked child makes its own)."""
+    import redis  # here: a plain ``sync`` with no Redis broker never loads redis-py (~60 ms)
+
     ident = (os.getpid(), url)
     with _lock:
         made = _clients.get(ident)

@@ -4,8 +4,9 @@ bounded number in flight, then each container's deletes and dropped index rows.
 Each :class:`~worker.mirror.stream.ContainerStream` is merged on a thread of its own (a few at
 once: one's listing overlaps another's walk); what it yields is submitted to the shared pool,
 and the merge waits while ``4 x transfers`` jobs are in flight, so memory does not grow with the
-tree.  Files to hash first (:class:`~worker.mirror.plan.Check`) go in batches of 8, so that a
-new host's 10,000 files are not 10,000 jobs.  Results are counted by the pool's threads as jobs end.
+tree.  Files to hash first (:class:`~worker.mirror.plan.Check`) are hashed on the merging
+thread when small (``INLINE_HASH``) and go to the pool in batches of 8 when large.  Results are
+counted by the pool's threads as jobs end.
 Deletes come after every upload of the pass (a rename's copy must exist before its source goes).
 """
 
@@ -31,6 +32,12 @@ if TYPE_CHECKING:
 #: Files hashed by one job (a new host's 10,000 are 1,250 jobs, not 10,000; a job sends what
 #: differs itself, so a small batch keeps those sends side by side).
 CHECK_BATCH = 8
+#: A file to hash first up to this size is hashed on the thread that merges its container, and
+#: only what must be sent goes to the pool: 10,000 small files hashed by 16 threads at once spend
+#: more on handing the GIL over at every ``open`` and ``read`` (a million futex calls, a second of
+#: system time) than on hashing.  Larger files are hashed on the pool (``hashlib`` lets go of the
+#: GIL while it hashes them).
+INLINE_HASH = 256 * 1024
 #: Why a container's deletes must wait (the reason of the pass's ``withheld``), or "".
 Gate = Callable[[ContainerStream], str]
 
@@ -79,7 +86,13 @@ class Dispatcher:
             with self._lock:
                 self._sent[0] += 1
                 self._sent[1] += action.file.size
-            if isinstance(action, Check):
+            if isinstance(action, Check) and action.file.size <= INLINE_HASH:
+                judged = self._hashed(stream, action)
+                if isinstance(judged, Keep):
+                    self._record(stream, [Sent(judged.key, "unchanged", judged.row)])
+                elif judged is not None:
+                    self._submit(stream, _bind_send(self, stream, judged))
+            elif isinstance(action, Check):
                 checks.append(action)
                 if len(checks) >= CHECK_BATCH:
                     self._submit(stream, _bind_checks(self, stream, checks))
@@ -136,23 +149,29 @@ class Dispatcher:
         """Hash each file, then keep it, send it, or copy it (a rename)."""
         out: list[Sent] = []
         for ch in checks:
-            f = ch.file
-            hashed_ns = time.time_ns()
-            try:
-                md5 = safeopen.md5(self.ctx.root, f"{stream.container}/{f.relpath}")
-            except (OSError, UnsafePath):
-                continue  # gone or unreadable since the walk: the next pass sees it again
-            if ch.remote is None:
-                action: Action | Keep = stream.renames.resolve(f, md5)
-            else:
-                action = judge(f, ch.entry, ch.remote, hashed_ns, md5)
+            action = self._hashed(stream, ch)
             if isinstance(action, Keep):
-                out.append(Sent(f.key, "unchanged", action.row))
-            elif isinstance(action, Check):  # cannot happen with a hash; upload it
-                out.append(self.send(stream, Upload(f, md5)))
-            else:
+                out.append(Sent(action.key, "unchanged", action.row))
+            elif action is not None:
                 out.append(self.send(stream, action))
         return out
+
+    def _hashed(self, stream: ContainerStream, ch: Check) -> Upload | Copy | Keep | None:
+        """The file hashed and judged again (None: gone or unreadable since the walk; the
+        next pass sees it again)."""
+        f = ch.file
+        hashed_ns = time.time_ns()
+        try:
+            md5 = safeopen.md5(self.ctx.root, f"{stream.container}/{f.relpath}")
+        except (OSError, UnsafePath):
+            return None
+        if ch.remote is None:
+            action: Action | Keep = stream.renames.resolve(f, md5)
+        else:
+            action = judge(f, ch.entry, ch.remote, hashed_ns, md5)
+        if isinstance(action, Check):  # cannot happen with a hash; upload it
+            return Upload(f, md5)
+        return action
 
     def _collect(self, stream: ContainerStream, fut: Future[list[Sent]]) -> None:
         self._slots.release()
@@ -170,6 +189,12 @@ class Dispatcher:
                 self._error = self._error or exc
                 stream.allow_deletes = False
             return
+        self._record(stream, outcomes)
+
+    def _record(self, stream: ContainerStream, outcomes: list[Sent]) -> None:
+        """Count what one job (or one file hashed on the merging thread) did."""
+        c = stream.container
+        result = self.result
         files = nbytes = 0
         with self._lock:
             mine = result.of(c)
