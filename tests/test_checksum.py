@@ -20,6 +20,7 @@ def test_the_c_crc32c_is_used_when_installed() -> None:
 def test_extending_block_by_block_equals_one_pass_over_any_buffer_type() -> None:
     data = os.urandom(3 * 1024 * 1024 + 17)
     whole = checksum.crc_extend(0, data)
+    assert whole == google_crc32c.value(data)
     crc = 0
     view = memoryview(bytearray(data))
     for start in range(0, len(data), 1 << 20):
