@@ -157,14 +157,17 @@ class VerifyingReader:
     is read, raises :class:`SourceChanged` unless they hash to the expected MD5 (or if the
     file ends early).  The SDK sees the error before it commits the object, so a file edited
     during an upload in parts never becomes visible half old, half new.  ``seek(0)`` (an SDK
-    retry) starts the hash again."""
+    retry) starts the hash again.  ``by_crc``: the bytes get the CRC instead of the MD5 (by
+    default when :func:`stream_md5` hashed this content just before and knows its CRC)."""
 
-    def __init__(self, body: BinaryIO, size: int, md5_hex: str) -> None:
+    def __init__(
+        self, body: BinaryIO, size: int, md5_hex: str, *, by_crc: bool | None = None
+    ) -> None:
         self._body = body
         self._size = size
         self._md5 = md5_hex
-        #: Checked by CRC when the store hashed this content just before (stream_md5).
         self._want_crc = crc32_of(md5_hex)
+        self._by_crc = self._want_crc is not None if by_crc is None else by_crc
         self._hash = hashlib.md5(usedforsecurity=False)
         self._crc = 0
         self._pos = 0
@@ -172,7 +175,7 @@ class VerifyingReader:
     def read(self, n: int = -1) -> bytes:
         want = self._size - self._pos if n is None or n < 0 else min(n, self._size - self._pos)
         data = self._body.read(want) if want > 0 else b""
-        if self._want_crc is None:
+        if not self._by_crc:
             self._hash.update(data)
         else:
             self._crc = crc_extend(self._crc, data)
@@ -183,8 +186,8 @@ class VerifyingReader:
 
     def _verify(self) -> None:
         same = (
-            self._hash.hexdigest() == self._md5 if self._want_crc is None
-            else self._crc == self._want_crc
+            self._crc == self._want_crc if self._by_crc
+            else self._hash.hexdigest() == self._md5
         )
         if self._pos != self._size or not same:
             raise SourceChanged("the local file changed during the upload")
@@ -240,10 +243,8 @@ class HashingReader(VerifyingReader):
     (:attr:`md5`) and the store's MD5 must equal it."""
 
     def __init__(self, body: BinaryIO, size: int, crc_only: bool = False) -> None:
-        super().__init__(body, size, "")
+        super().__init__(body, size, "", by_crc=crc_only)
         self.crc_only = crc_only
-        if crc_only:
-            self._want_crc = 0  # read() extends the CRC, not the MD5
         self._status = file_status(body)
 
     @property
