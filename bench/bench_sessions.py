@@ -31,6 +31,7 @@ sys.path.insert(0, str(REPO))
 
 import redis  # noqa: E402
 
+from bench.peers_cmd import own_peak_rss  # noqa: E402
 from tests.servers.redis_server import RedisServer, start_redis  # noqa: E402
 from worker.backups.dest import FolderDestination  # noqa: E402
 from worker.backups.snapshots import restore_snapshot, take_snapshot  # noqa: E402
@@ -259,31 +260,21 @@ def latency(srv: RedisServer, n: int) -> None:
               f"{q[1][49] - q[0][49]:+.3f} ms p99 {q[1][98] - q[0][98]:+.3f} ms")
 
 
-#: Runs the CLI and reports its own peak RSS (VmHWM) on exit.  Measured inside the child
-#: because Linux's ru_maxrss of a child includes the parent's RSS at fork time.
-_CLI_WITH_HWM = (
-    "import atexit, sys\n"
-    "def hwm():\n"
-    "    for line in open('/proc/self/status'):\n"
-    "        if line.startswith('VmHWM'):\n"
-    "            print('VmHWM_KB', line.split()[1], file=sys.stderr)\n"
-    "atexit.register(hwm)\n"
-    "from worker.cli import main\n"
-    "sys.argv = ['synchro-sync'] + sys.argv[1:]\n"
-    "main()\n"
-)
-
-
 def peak_rss_mb(args: list[str]) -> tuple[float, float]:
-    t = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", _CLI_WITH_HWM, *args], capture_output=True,
-                          text=True, cwd=REPO)
-    elapsed = time.perf_counter() - t
-    if proc.returncode != 0:
-        raise SystemExit(f"{args} failed:\n{proc.stdout}{proc.stderr}")
-    print("   ", proc.stdout.strip().splitlines()[-1])
-    kb = [line.split()[1] for line in proc.stderr.splitlines() if line.startswith("VmHWM_KB")]
-    return int(kb[-1]) / 1024, elapsed
+    """Run ``synchro-sync ARGS``: (its own peak RSS in MB, the wall seconds).  Read through
+    :func:`bench.peers_cmd.own_peak_rss` (GNU time's ``%M``), as the mirror benchmarks do."""
+    cli = [sys.executable, "-c", "import sys; from worker.cli import main; "
+           "sys.argv = ['synchro-sync'] + sys.argv[1:]; main()", *args]
+    with own_peak_rss(cli) as (argv, peak):
+        t = time.perf_counter()
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=REPO)
+        out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
+        _pid, status, usage = os.wait4(proc.pid, 0)
+        elapsed = time.perf_counter() - t
+        if os.waitstatus_to_exitcode(status) != 0:
+            raise SystemExit(f"{args} failed:\n{out}")
+        print("   ", out.strip().splitlines()[-1])
+        return peak(usage.ru_maxrss), elapsed
 
 
 def memory(srv: RedisServer, sizes: list[int]) -> None:
