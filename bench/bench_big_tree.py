@@ -49,7 +49,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from bench.bench_mirror import KEY, OLD_MTIME, SECRET, Moto, mutate, run_tool  # noqa: E402
-from bench.peers_cmd import own_peak_rss, peer_env  # noqa: E402
+from bench.peers_cmd import peer_env, run_measured  # noqa: E402
 
 PER_APP = 10_000
 PER_FOLDER = 100
@@ -106,20 +106,12 @@ def run_file(code: str, phase: str, src: Path, dest: Path, state: Path,
     # -P: the checkout on PYTHONPATH, not whatever folder this runs from.
     argv = [sys.executable, "-P", "-c", _CLI, "sync", *(containers or [])]
     load = os.getloadavg()[0]
-    t0 = time.monotonic()
-    with tempfile.TemporaryFile() as log, own_peak_rss(argv) as (wrapped, peak):
-        proc = subprocess.Popen(wrapped, env=env, stdout=log, stderr=subprocess.STDOUT)
-        _pid, status, usage = os.wait4(proc.pid, 0)
-        wall = time.monotonic() - t0
-        rss_mb = peak(usage.ru_maxrss)
-        log.seek(0)
-        lines = log.read().decode(errors="replace").strip().splitlines()
+    run = run_measured(argv, env)
+    lines = run.out.strip().splitlines()
     return {
-        "phase": phase, "wall": round(wall, 3), "load": round(load, 2),
-        "at": time.strftime("%H:%M:%S", time.gmtime()),
-        "exit": os.waitstatus_to_exitcode(status),
-        "client_cpu": round(usage.ru_utime + usage.ru_stime, 2),
-        "rss_mb": rss_mb,
+        "phase": phase, "wall": round(run.wall, 3), "load": round(load, 2),
+        "at": time.strftime("%H:%M:%S", time.gmtime()), "exit": run.exit,
+        "client_cpu": round(run.cpu, 2), "rss_mb": run.rss_mb,
         "tail": lines[-1:], "errors": [x for x in lines if "failed:" in x][:3],
     }
 

@@ -40,7 +40,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from bench.peers_cmd import PEERS, own_peak_rss, peer_env  # noqa: E402
+from bench.peers_cmd import PEERS, peer_env, run_measured  # noqa: E402
 
 KEY, SECRET = "bench-key", "bench-secret"
 OLD_MTIME = 1_700_000_000
@@ -206,24 +206,16 @@ def run_tool(tool: str, phase: str, src: Path, bucket: str, moto: Moto, state: P
              env: dict[str, str]) -> dict[str, Any]:
     start_log, start_cpu = moto.offset(), moto.cpu()
     load = os.getloadavg()[0]
-    with own_peak_rss(PEERS[tool](phase, src, bucket, moto.url, state)) as (argv, peak):
-        t0 = time.monotonic()
-        proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
-        _pid, status, usage = os.wait4(proc.pid, 0)
-        wall = time.monotonic() - t0
-        rss_mb = peak(usage.ru_maxrss)
+    run = run_measured(PEERS[tool](phase, src, bucket, moto.url, state), env)
     time.sleep(0.3)  # let moto flush its access log
     return {
-        "tool": tool, "phase": phase, "wall": round(wall, 3), "load": round(load, 2),
-        "at": time.strftime("%H:%M:%S", time.gmtime()),
-        "exit": os.waitstatus_to_exitcode(status),
-        "client_cpu": round(usage.ru_utime + usage.ru_stime, 2),
-        "rss_mb": rss_mb, "rss_mb_wait4": round(usage.ru_maxrss / 1024, 1),
+        "tool": tool, "phase": phase, "wall": round(run.wall, 3), "load": round(load, 2),
+        "at": time.strftime("%H:%M:%S", time.gmtime()), "exit": run.exit,
+        "client_cpu": round(run.cpu, 2), "rss_mb": run.rss_mb, "rss_mb_wait4": run.rss_mb_wait4,
         "moto_cpu": round(moto.cpu() - start_cpu, 2),
         "requests": moto.requests(start_log),
         "check": check(moto, bucket, src),
-        "tail": out.strip().splitlines()[-1:] if out.strip() else [],
+        "tail": run.out.strip().splitlines()[-1:] if run.out.strip() else [],
     }
 
 

@@ -19,7 +19,6 @@ import os
 import random
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,7 +30,7 @@ sys.path.insert(0, str(REPO))
 
 import redis  # noqa: E402
 
-from bench.peers_cmd import own_peak_rss  # noqa: E402
+from bench.peers_cmd import run_measured  # noqa: E402
 from tests.servers.redis_server import RedisServer, start_redis  # noqa: E402
 from worker.backups.dest import FolderDestination  # noqa: E402
 from worker.backups.snapshots import restore_snapshot, take_snapshot  # noqa: E402
@@ -262,19 +261,14 @@ def latency(srv: RedisServer, n: int) -> None:
 
 def peak_rss_mb(args: list[str]) -> tuple[float, float]:
     """Run ``synchro-sync ARGS``: (its own peak RSS in MB, the wall seconds).  Read through
-    :func:`bench.peers_cmd.own_peak_rss` (GNU time's ``%M``), as the mirror benchmarks do."""
+    :func:`bench.peers_cmd.run_measured` (GNU time's ``%M``), as the mirror benchmarks do."""
     cli = [sys.executable, "-c", "import sys; from worker.cli import main; "
            "sys.argv = ['synchro-sync'] + sys.argv[1:]; main()", *args]
-    with own_peak_rss(cli) as (argv, peak):
-        t = time.perf_counter()
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=REPO)
-        out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
-        _pid, status, usage = os.wait4(proc.pid, 0)
-        elapsed = time.perf_counter() - t
-        if os.waitstatus_to_exitcode(status) != 0:
-            raise SystemExit(f"{args} failed:\n{out}")
-        print("   ", out.strip().splitlines()[-1])
-        return peak(usage.ru_maxrss), elapsed
+    run = run_measured(cli, cwd=REPO)
+    if run.exit != 0:
+        raise SystemExit(f"{args} failed:\n{run.out}")
+    print("   ", run.out.strip().splitlines()[-1])
+    return run.rss_mb, run.wall
 
 
 def memory(srv: RedisServer, sizes: list[int]) -> None:

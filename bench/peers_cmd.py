@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -87,6 +90,34 @@ def own_peak_rss(argv: list[str]) -> Iterator[tuple[list[str], Callable[[int], f
             return round(int(text[-1]) / 1024, 1) if text else round(maxrss_kb / 1024, 1)
 
         yield [GNU_TIME, "-f", "%M", "-o", out.name, *argv], peak
+
+
+@dataclass(frozen=True)
+class Measured:
+    """One command run to its end: its output (stdout and stderr), exit code, wall seconds,
+    client CPU seconds (``wait4``) and own peak RSS in MB (:func:`own_peak_rss`)."""
+
+    out: str
+    exit: int
+    wall: float
+    cpu: float
+    rss_mb: float
+    rss_mb_wait4: float
+
+
+def run_measured(argv: list[str], env: dict[str, str] | None = None,
+                 cwd: str | Path | None = None) -> Measured:
+    """Run ``argv`` and measure it (the one way every benchmark runs a command)."""
+    with own_peak_rss(argv) as (wrapped, peak):
+        t0 = time.monotonic()
+        proc = subprocess.Popen(wrapped, env=env, cwd=cwd, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT)
+        out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
+        _pid, status, usage = os.wait4(proc.pid, 0)
+        wall = time.monotonic() - t0
+        return Measured(out, os.waitstatus_to_exitcode(status), wall,
+                        usage.ru_utime + usage.ru_stime, peak(usage.ru_maxrss),
+                        round(usage.ru_maxrss / 1024, 1))
 
 
 def peer_env(key: str, secret: str, url: str) -> dict[str, str]:
