@@ -244,8 +244,11 @@ class HashingReader(VerifyingReader):
 
     def __init__(self, body: BinaryIO, size: int, crc_only: bool = False) -> None:
         super().__init__(body, size, "", by_crc=crc_only)
-        self.crc_only = crc_only
         self._status = file_status(body)
+
+    @property
+    def crc_only(self) -> bool:
+        return self._by_crc
 
     @property
     def md5(self) -> str | None:
