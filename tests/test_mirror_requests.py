@@ -100,7 +100,8 @@ def test_requests_per_pass_at_the_server(s3_server: Any, tmp_path: Path,
         ctx.close()
 
 
-def test_a_new_host_hashes_and_sends_only_what_differs(s3_server: Any, tmp_path: Path) -> None:
+def test_a_new_host_hashes_and_sends_only_what_differs(s3_server: Any, tmp_path: Path,
+                                                       monkeypatch: Any) -> None:
     """A first pass with an empty state folder against a store that holds the tree: every file
     is hashed (small ones on the merging thread, large ones on the pool), nothing equal is sent,
     a file of the same size but other content is, and the index learns every row (the next
@@ -143,14 +144,11 @@ def test_a_new_host_hashes_and_sends_only_what_differs(s3_server: Any, tmp_path:
         hashed.append(relpath)
         return real_md5(root, relpath)
 
+    monkeypatch.setattr(safeopen, "md5", counting_md5)
     try:
         log = s3_server.server.log_path
         start = log.stat().st_size
-        safeopen.md5 = counting_md5  # type: ignore[assignment]
-        try:
-            result = full_pass(ctx)
-        finally:
-            safeopen.md5 = real_md5  # type: ignore[assignment]
+        result = full_pass(ctx)
         assert (result.uploaded, result.unchanged) == (2, len(small) + len(large) - 2)
         assert _requests(log, start) == {"ListObjects": 1, "PUT object": 2}
         assert len(hashed) == len(small) + len(large)
@@ -160,11 +158,7 @@ def test_a_new_host_hashes_and_sends_only_what_differs(s3_server: Any, tmp_path:
             assert store.read_bytes("app", key) == p.read_bytes()
 
         hashed.clear()
-        safeopen.md5 = counting_md5  # type: ignore[assignment]
-        try:
-            again = full_pass(ctx)
-        finally:
-            safeopen.md5 = real_md5  # type: ignore[assignment]
+        again = full_pass(ctx)
         assert (again.uploaded, again.unchanged, hashed) == (0, len(small) + len(large), [])
     finally:
         ctx.store.delete_container("app")
