@@ -116,7 +116,10 @@ class SyncWorld:
             self._store = None
 
     def logs(self) -> str:
-        return "\n".join(f"--- {p.name}\n{p.tail(40)}" for p in self.procs)
+        """Each process's last lines, after its last warnings, errors and (re)connections
+        (which the last lines of a busy log would not show)."""
+        return "\n".join(f"--- {p.name} (notable)\n{_notable(p)}\n--- {p.name}\n{p.tail(40)}"
+                         for p in self.procs)
 
     # --- the two sides ----------------------------------------------------------------------
 
@@ -192,6 +195,24 @@ class SyncWorld:
         finally:
             client.close()
 
+    def broker_state(self) -> str:
+        """What the world's broker holds, for a failure's message: each queue's length and the
+        number of messages taken and not acknowledged (tells a stalled consumer from lost work)."""
+        url = self.env.get("SYNCHRO__BROKER_URL")
+        if not url:
+            return "none (embedded)"
+        import redis
+
+        client = redis.Redis.from_url(url, socket_timeout=5)
+        try:
+            queues = {k.decode(): client.llen(k) for k in client.scan_iter(count=1000)
+                      if client.type(k) == b"list"}
+            return f"queues {queues}, unacked {client.hlen('unacked')}"
+        except redis.RedisError as exc:
+            return f"unreachable ({exc})"
+        finally:
+            client.close()
+
     def wait_idle(self, timeout: float) -> float:
         """Seconds until :meth:`broker_idle`: every task sent so far has run to its end."""
         return wait_for(self.broker_idle, timeout, "the broker idle (no task queued or running)",
@@ -211,9 +232,20 @@ class SyncWorld:
                 differ = sorted(k for k in set(local) & set(remote) if local[k] != remote[k])[:10]
                 pytest.fail(
                     f"store != folder after {timeout}s: missing {missing}, extra {extra}, "
-                    f"different {differ}\n{self.logs()}"
+                    f"different {differ}\nbroker: {self.broker_state()}\n{self.logs()}"
                 )
             time.sleep(0.1)  # poll interval
+
+
+_NOTABLE = ("WARNING", "ERROR", "CRITICAL", "Connected to", "Traceback", "Error:")
+
+
+def _notable(proc: ServerProcess, lines: int = 20) -> str:
+    try:
+        text = proc.log_path.read_text(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join([ln for ln in text.splitlines() if any(n in ln for n in _NOTABLE)][-lines:])
 
 
 def _count(proc: ServerProcess, needle: str) -> int:
