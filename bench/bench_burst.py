@@ -49,10 +49,11 @@ sys.path.insert(0, str(REPO))
 
 from bench.bench_latency import Target  # noqa: E402
 from bench.bench_mirror import _LINE, KEY, SECRET, Moto, check, gen_tree  # noqa: E402
+from bench.peers_cmd import ours_exe  # noqa: E402
 
 APPS = [f"app{i}" for i in range(1, 6)]  # gen_tree's apps
 BUCKET = "bench"
-CLI = [shutil.which("synchro-sync") or "synchro-sync"]
+CLI = [ours_exe()]
 BASELINE = {"run-folder": "sync-folder", "run-s3": "sync-s3", "watch-s3": "sync-s3"}
 
 

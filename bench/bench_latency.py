@@ -41,11 +41,12 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.peers_cmd import ours_exe  # noqa: E402
 from tests.servers.process import ServerProcess  # noqa: E402
 
 FILES = 20
 APP = "bench"
-CLI = [shutil.which("synchro-sync") or "synchro-sync"]
+CLI = [ours_exe()]
 
 
 def _log_has(proc: ServerProcess, needle: str) -> Callable[[], bool]:

@@ -23,8 +23,16 @@ HERE = Path(__file__).resolve().parent
 Argv = Callable[[str, Path, str, str, Path], list[str]]
 
 
+def ours_exe() -> str:
+    """The ``synchro-sync`` console script pip installed beside this interpreter; a version
+    manager's shim found first on PATH (pyenv's is a shell script that runs ``pyenv exec``,
+    about 0.3 s here) would be charged to us and is not part of the program."""
+    beside = Path(sys.executable).parent / "synchro-sync"
+    return str(beside) if beside.is_file() else shutil.which("synchro-sync") or "synchro-sync"
+
+
 def _ours(phase: str, src: Path, bucket: str, url: str, state: Path) -> list[str]:
-    exe = shutil.which("synchro-sync") or "synchro-sync"
+    exe = ours_exe()
     return [
         "env",
         f"SYNCHRO__APP_ROOT_PATH={src}",

@@ -154,6 +154,31 @@ def test_light_listing_and_batched_delete_against_moto(s3_server: Any) -> None:
     fast.close()
 
 
+def test_light_prefix_listing_against_moto(s3_server: Any) -> None:
+    """The containers of a shared bucket (MODULESTORE.bucket) are listed on the light path:
+    the same common prefixes boto3 lists, decoded, over several pages; and listing them builds
+    no boto3 client (a few hundred ms of a command's start-up)."""
+    client = s3_server.client()
+    bucket = f"light-prefix-{uuid.uuid4().hex[:8]}"
+    client.create_bucket(Bucket=bucket)
+    for key in ("apps/ünï cödé+&<x>/a.js", "apps/b/x.js", "apps/b/y.js", "apps/c/d/e.js",
+                "apps/top.js", "other/z.js"):
+        client.put_object(Bucket=bucket, Key=key, Body=b"1")
+    theirs = [p["Prefix"] for p in client.list_objects_v2(
+        Bucket=bucket, Prefix="apps/", Delimiter="/").get("CommonPrefixes", [])]
+    fast = FastPut(s3_server.endpoint, "us-east-1", Credentials("k", "s"))
+    assert fast.list_prefixes(bucket, "apps/", max_keys=1) == theirs
+    assert theirs == ["apps/b/", "apps/c/", "apps/ünï cödé+&<x>/"]
+    assert fast.list_prefixes(bucket, "") == ["apps/", "other/"]
+    fast.close()
+    store = s3_server.module_store(bucket=bucket)
+    try:
+        assert store.containers() == ["apps", "other"]
+        assert store.backend._client is None  # nothing needed boto3
+    finally:
+        store.close()
+
+
 class _EditedMidway(io.FileIO):
     """A file that is rewritten in place (same size, new bytes) by "another program" once
     ``edit_after`` blocks of the upload's stream have been read."""

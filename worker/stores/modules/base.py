@@ -46,6 +46,10 @@ HASH_BLOCK = 1024 * 1024
 _CRC_MEMO = 256
 _crcs: dict[str, int] = {}
 _crcs_lock = threading.Lock()
+#: Files hashed at once in this process: one per core.  Hashing is CPU-bound (MD5 releases the
+#: GIL), so more at once finish no sooner in all; fewer at once finish the first files sooner,
+#: and their uploads start while the rest are hashed instead of after every file is.
+_hashing = threading.BoundedSemaphore(max(1, len(os.sched_getaffinity(0))))
 
 
 def stream_md5(f: BinaryIO) -> str:
@@ -61,10 +65,11 @@ def stream_md5(f: BinaryIO) -> str:
     crc = 0
     buf = bytearray(HASH_BLOCK)
     view = memoryview(buf)
-    while n := f.readinto(view):  # type: ignore[attr-defined]
-        block = view[:n]
-        digest.update(block)
-        crc = crc_extend(crc, block)
+    with _hashing:
+        while n := f.readinto(view):  # type: ignore[attr-defined]
+            block = view[:n]
+            digest.update(block)
+            crc = crc_extend(crc, block)
     md5 = digest.hexdigest()
     with _crcs_lock:
         _crcs.pop(md5, None)

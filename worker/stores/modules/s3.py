@@ -26,7 +26,6 @@ from collections.abc import Callable, Iterable
 from typing import Any, BinaryIO, ClassVar, cast
 
 import botocore.exceptions as bce
-import botocore.session
 from botocore.config import Config
 
 from worker.stores.modules import names
@@ -172,6 +171,8 @@ class S3Backend:
         return Page(items, resp.get("NextContinuationToken") if resp.get("IsTruncated") else None)
 
     def list_prefixes(self, bucket: str, prefix: str) -> list[str]:
+        if self.fast is not None:
+            return self.fast.list_prefixes(bucket, prefix)
         out: list[str] = []
         kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "Delimiter": "/"}
         while True:
@@ -297,6 +298,8 @@ def _info(key: str, size: int, modified: float, etag: str | None) -> ObjectInfo:
 def credential_chain_problem() -> str | None:
     """None when botocore's credential chain finds credentials; "" when it finds none; what
     broke when the chain's own configuration is bad (a missing profile)."""
+    import botocore.session  # ~0.1 s: only when the chain is asked
+
     try:
         found = botocore.session.Session().get_credentials()
     except Exception as exc:  # a broken profile or config file

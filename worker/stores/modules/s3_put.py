@@ -29,10 +29,9 @@ import threading
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 from types import SimpleNamespace
 from typing import Any, BinaryIO
-from urllib.parse import quote, unquote_plus, urlsplit
+from urllib.parse import quote, urlsplit
 
 from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
@@ -43,6 +42,7 @@ from worker.stores.modules import names
 from worker.stores.modules.base import SourceChanged, crc32_of
 from worker.stores.modules.checksum import crc_extend
 from worker.stores.modules.s3_errors import error_class
+from worker.stores.modules.s3_listing import Listing, parse_listing
 
 _CODE = re.compile(rb"<Code>([^<]+)</Code>")
 _NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
@@ -274,7 +274,25 @@ class FastPut:
         self, bucket: str, prefix: str, token: str | None, max_keys: int = 1000
     ) -> tuple[list[tuple[str, int, float, str | None]], str | None]:
         """One ListObjectsV2 page (1,000 keys): ([(key, size, mtime, etag)], next token)."""
-        params = {"list-type": "2", "max-keys": str(max_keys), "encoding-type": "url"}
+        listing = self._list(bucket, prefix, token, {"max-keys": str(max_keys)})
+        return listing.items, listing.next_token
+
+    def list_prefixes(self, bucket: str, prefix: str, max_keys: int = 1000) -> list[str]:
+        """Every common prefix under ``prefix`` up to the next ``/`` (all pages)."""
+        out: list[str] = []
+        token: str | None = None
+        while True:
+            listing = self._list(
+                bucket, prefix, token, {"delimiter": "/", "max-keys": str(max_keys)}
+            )
+            out.extend(listing.prefixes)
+            if (token := listing.next_token) is None:
+                return out
+
+    def _list(
+        self, bucket: str, prefix: str, token: str | None, extra: dict[str, str]
+    ) -> Listing:
+        params = {"list-type": "2", "encoding-type": "url", **extra}
         if prefix:
             params["prefix"] = prefix
         if token:
@@ -282,7 +300,7 @@ class FastPut:
         status, data = self._send("GET", bucket, params, b"")
         if status != 200:
             raise _error(status, data, bucket, "")
-        return _parse_listing(data)
+        return parse_listing(data)
 
     def delete_batch(self, bucket: str, keys: list[str]) -> list[tuple[str, str]]:
         """One DeleteObjects request (quiet) for at most 1,000 keys: [(key, code)] that failed."""
@@ -307,64 +325,6 @@ class FastPut:
     def close(self) -> None:
         for conn in getattr(self._local, "conns", {}).values():
             conn.close()
-
-
-class _Listing:
-    """An ``XMLParser`` target for a ListObjectsV2 reply: keeps only the fields a listing
-    needs, element by element (no tree of ~7,000 elements per page)."""
-
-    _FIELDS = frozenset(f"{_NS}{n}" for n in (
-        "Key", "ETag", "LastModified", "Size", "EncodingType", "IsTruncated",
-        "NextContinuationToken",
-    ))
-
-    def __init__(self) -> None:
-        self.items: list[tuple[str, int, float, str | None]] = []
-        self.top: dict[str, str] = {}
-        self._fields: dict[str, str] = {}
-        self._text: list[str] | None = None
-
-    def start(self, tag: str, attrs: dict[str, str]) -> None:
-        self._text = [] if tag in self._FIELDS else None
-
-    def data(self, text: str) -> None:
-        if self._text is not None:
-            self._text.append(text)
-
-    def end(self, tag: str) -> None:
-        if tag == f"{_NS}Contents":
-            f, self._fields = self._fields, {}
-            stamp = f.get("LastModified", "").replace("Z", "+00:00")
-            etag = f.get("ETag")
-            self.items.append((
-                f.get("Key", ""), int(f.get("Size") or 0),
-                datetime.fromisoformat(stamp).timestamp() if stamp else 0.0,
-                etag.strip('"') if etag else None,
-            ))
-        elif self._text is not None:
-            name = tag[len(_NS):]
-            value = "".join(self._text)
-            if name in ("EncodingType", "IsTruncated", "NextContinuationToken"):
-                self.top[name] = value
-            else:
-                self._fields[name] = value
-            self._text = None
-
-    def close(self) -> None:
-        return None
-
-
-def _parse_listing(data: bytes) -> tuple[list[tuple[str, int, float, str | None]], str | None]:
-    """A ListObjectsV2 reply as (rows, next token)."""
-    target = _Listing()
-    parser = ET.XMLParser(target=target)
-    parser.feed(data)
-    parser.close()
-    items = target.items
-    if target.top.get("EncodingType") == "url":
-        items = [(unquote_plus(k), size, t, etag) for k, size, t, etag in items]
-    truncated = target.top.get("IsTruncated", "false") == "true"
-    return items, (target.top.get("NextContinuationToken") if truncated else None)
 
 
 def _etag(resp: http.client.HTTPResponse) -> str | None:
