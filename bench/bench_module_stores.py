@@ -88,7 +88,9 @@ def large_amazon(server: Any) -> Peer:
     return put, listing, mk
 
 
-def large_azure(server: Any) -> Peer:
+def large_azure(server: Any, validate: bool = False) -> Peer:
+    """``validate``: the SDK MD5s every block it sends (``validate_content``), as ours does the
+    whole file: the same check by Azure of every byte."""
     from azure.core.pipeline.transport import RequestsTransport
     from azure.storage.blob import BlobServiceClient
 
@@ -102,13 +104,15 @@ def large_azure(server: Any) -> Peer:
     def put(bucket: str, key: str, path: Path) -> None:
         with open(path, "rb") as f:
             tuned.get_blob_client(bucket, key).upload_blob(
-                f, overwrite=True, max_concurrency=4, length=path.stat().st_size
+                f, overwrite=True, max_concurrency=4, length=path.stat().st_size,
+                validate_content=validate,
             )
 
     return put, listing, mk
 
 
-LARGE = {"amazon": large_amazon, "azure": large_azure, "google": lambda s: raw_google(s)}
+LARGE = {"amazon": large_amazon, "azure": large_azure, "google": lambda s: raw_google(s),
+         "azure-validated": lambda s: large_azure(s, validate=True)}
 
 
 # --- raw SDK peers: what a user of the SDK alone would write -------------------------------
@@ -243,7 +247,8 @@ def bench_provider(
     server = STARTERS[provider]()
     try:
         store = server.module_store()
-        raw_put, raw_list, raw_mk = (LARGE if args.size_mib else RAW)[provider](server)
+        raw = provider + ("-validated" if args.raw_validated else "")
+        raw_put, raw_list, raw_mk = (LARGE if args.size_mib else RAW)[raw](server)
         budget = ByteBudget()
         memory = getattr(store.backend, "upload_memory", lambda size: min(size, 8 << 20))
 
@@ -305,7 +310,12 @@ def main() -> None:
                         help="large files of this many MiB (raw: the SDK's transfer manager)")
     parser.add_argument("--workers", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--raw-validated", action="store_true",
+                        help="large files, azure: the raw SDK with validate_content=True "
+                             "(an MD5 per block, checked by Azure), the check ours makes")
     args = parser.parse_args()
+    if args.raw_validated and (not args.size_mib or args.providers != "azure"):
+        parser.error("--raw-validated: only with --size-mib and --providers azure")
     with tempfile.TemporaryDirectory(prefix="bench-modules-") as tmp:
         root = Path(tmp)
         if args.size_mib:
