@@ -35,6 +35,7 @@ def test_reliability_options() -> None:
     assert conf["task_acks_late"] is True
     assert conf["task_reject_on_worker_lost"] is True
     assert conf["worker_prefetch_multiplier"] == 1
+    assert conf["worker_enable_prefetch_count_reduction"] is False
     assert conf["broker_connection_retry_on_startup"] is True
     assert conf["task_ignore_result"] is True and conf["result_backend"] is None
     assert conf["result_expires"] > 0

@@ -86,6 +86,12 @@ def test_broker_stopped_10s_during_edits(
     # The hand-off kept the paths it could not hand off and retried them when the broker was
     # back (a full pass is owed only after its last attempt); wait_equal above proves none lost.
     assert "will retry" in watch_log
+    # Reconnected with tasks running, the worker fetches at its full prefetch count again:
+    # Celery's prefetch reduction (a reduced count waiting on acknowledgements that may never
+    # come) is off, so it neither reduces nor says why it skipped reducing.
+    worker_log = (world.base / "logs" / "w1.log").read_text()
+    assert "Connected to" in worker_log.split("Connection to broker lost", 1)[1]
+    assert "prefetch count" not in worker_log
 
 
 def test_a_broker_that_comes_back_empty_gets_a_full_pass(

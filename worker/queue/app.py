@@ -133,6 +133,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_send_task_events": settings.METRICS.taskEvents,
         "task_send_sent_event": False,
         "worker_cancel_long_running_tasks_on_connection_loss": False,
+        # After a reconnection Celery would lower the prefetch count by the tasks still running
+        # and raise it again as new messages are acknowledged; a message whose acknowledgement
+        # never comes (its channel gone) leaves the worker fetching one at a time, or none.  Our
+        # tasks are idempotent and short, so fetching ``concurrency`` at once again is harmless.
+        "worker_enable_prefetch_count_reduction": False,
         "beat_schedule": schedule,
         "beat_schedule_filename": str(state_dir / "celerybeat-schedule"),
         "beat_scheduler": "worker.queue.signals:LockedScheduler",
