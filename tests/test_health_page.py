@@ -204,3 +204,40 @@ def test_worker_healthz_needs_the_files_only_when_it_takes_the_hosts_queue(
     assert wait_health(sessions_port, 200, world) == "ok"
     world.root.mkdir()
     assert wait_health(files_port, 200, world) == "ok"
+
+
+def test_worker_healthz_says_when_its_consumer_stops_consuming(
+    redis_server: RedisServer, sync_world: Callable[..., SyncWorld],
+) -> None:
+    """A worker connected to the broker but no longer fetching from its host's queue (Celery's
+    remote control cancels its consumer here, as a stuck consumer would look): tasks wait, a
+    process is free, none is taken: 503 after ``METRICS.consumerStalledAfter``; healthy again
+    once it consumes, and the task waiting is run."""
+    import socket
+
+    from tests.servers.celery_worker import redis_db_url
+    from worker.config import load_settings
+    from worker.queue.app import create_app
+
+    port = free_port()
+    world = sync_world(redis_db_url(redis_server), METRICS__port=str(port),
+                       METRICS__consumerStalledAfter="2")
+    (world.root / "shop").mkdir()
+    world.start_worker("w1", concurrency=1)
+    assert wait_health(port, 200, world) == "ok"
+    app = create_app(load_settings(environ=world.env))
+    worker = [f"w1@{socket.gethostname()}"]
+    replies = app.control.cancel_consumer(world.host_queue, destination=worker, reply=True)
+    assert replies, "the worker did not answer the remote control"
+    (world.root / "shop" / "a.js").write_text("handed off while nobody consumes")
+    app.send_task("tasks.sync_path", args=["shop", "a.js"], queue=world.host_queue)
+    # Waiting alone is not stalling: healthy until the tasks have waited long enough.
+    assert healthz(port)[0] == 200
+    reason = wait_health(port, 503, world, timeout=30)
+    assert re.fullmatch(
+        rf"consumer stalled: 1 task\(s\) wait in {re.escape(world.host_queue)}, none taken for "
+        r"\d+ s with a process free \(restart the worker\)", reason), reason
+    app.control.add_consumer(world.host_queue, destination=worker, reply=True)
+    assert wait_health(port, 200, world, timeout=30) == "ok"
+    world.wait_equal(30)
+    app.close()

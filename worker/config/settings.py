@@ -97,6 +97,9 @@ class MetricsSettings(Strict):
     taskEvents: bool = True
     #: ``/healthz`` fails once the module store has failed for this many seconds.
     storeFailingAfter: PositiveSeconds = 300.0
+    #: A worker's ``/healthz`` fails once tasks have waited this many seconds in its host's
+    #: queue while it had a free process and took none (a consumer connected but not consuming).
+    consumerStalledAfter: PositiveSeconds = 120.0
 
 
 def _store_package(v: str) -> str:

@@ -3,7 +3,11 @@
 * the watcher observes (its observer and hand-off thread alive, the root there);
 * the store answered recently: not failing for ``METRICS.storeFailingAfter`` seconds;
 * the broker answers (``watch``: its watcher's hand-off is not failing, no path kept for the
-  broker and no full pass owed; a worker: a connection to ``BROKER_URL`` opens).
+  broker and no full pass owed; a worker: a connection to ``BROKER_URL`` opens);
+* a worker's consumer consumes: tasks that wait in its host's queue while it has a free process
+  and takes none for ``METRICS.consumerStalledAfter`` seconds mean a consumer that is connected
+  but no longer fetching (seen with Celery after broker reconnections, celery#10205): only a
+  restart of the worker helps, which is what a failing health check gets from an orchestrator.
 
 Reasons name what failed and its class of error, never a URL or an error's text (which may
 hold a secret).
@@ -21,13 +25,34 @@ from typing import TYPE_CHECKING, Any
 import kombu
 
 from worker import metrics
+from worker.coord.queues import queue_depths
 from worker.ops.report import UNHEALTHY, collect_status
 
 if TYPE_CHECKING:
     from worker.config import Settings
 
-#: Seconds a worker's broker check is reused.
+#: Seconds a worker's broker check (and its queue's depth) is reused.
 BROKER_CHECK_EVERY = 5.0
+
+
+class _Consumer:
+    """What this worker's consumer did, from Celery's signals in its main process."""
+
+    concurrency = 0
+    #: ``time.monotonic()`` of the last task received (or of the consumer being ready).
+    received_at = 0.0
+
+
+CONSUMER = _Consumer()
+
+
+def consumer_ready(concurrency: int) -> None:
+    CONSUMER.concurrency = concurrency
+    CONSUMER.received_at = time.monotonic()
+
+
+def task_received() -> None:
+    CONSUMER.received_at = time.monotonic()
 
 
 class Health:
@@ -41,11 +66,13 @@ class Health:
         self.watcher = watcher
         self.registry = registry
         self._broker: tuple[float, str | None] = (0.0, None)
+        self._depth: tuple[float, int] = (0.0, 0)
+        self._waiting_since: float | None = None
         self._lock = threading.Lock()
 
     def problem(self) -> str | None:
         """None when healthy, else the first reason."""
-        for check in (self._watching, self._store, self._broker_answers):
+        for check in (self._watching, self._store, self._broker_answers, self._consuming):
             why = check()
             if why:
                 return why
@@ -98,6 +125,34 @@ class Health:
             why = _broker_problem(self.settings.BROKER_URL)
             self._broker = (time.monotonic(), why)
             return why
+
+
+    def _consuming(self) -> str | None:
+        if self.role != "worker" or not self.settings.BROKER_URL or not CONSUMER.concurrency:
+            return None
+        from celery.worker import state
+
+        queue = self.settings.host_queue()
+        with self._lock:
+            now = time.monotonic()
+            at, depth = self._depth
+            if now - at >= BROKER_CHECK_EVERY:
+                try:
+                    depth = queue_depths(str(self.settings.BROKER_URL), [queue])[queue] or 0
+                except Exception:  # the broker check says why
+                    return None
+                self._depth = (now, depth)
+            taken = len(state.active_requests) + len(state.reserved_requests)
+            if depth == 0 or taken >= CONSUMER.concurrency:
+                self._waiting_since = None  # nothing waits, or every process is busy
+                return None
+            if self._waiting_since is None:
+                self._waiting_since = now
+            idle = now - max(self._waiting_since, CONSUMER.received_at)
+        if idle < self.settings.METRICS.consumerStalledAfter:
+            return None
+        return (f"consumer stalled: {depth} task(s) wait in {queue}, none taken for "
+                f"{idle:.0f} s with a process free (restart the worker)")
 
 
 def _broker_problem(url: str) -> str | None:

@@ -21,7 +21,7 @@ from celery.beat import PersistentScheduler
 
 from worker.coord import redis as shared
 from worker.coord.status import record_failure, record_retry
-from worker.ops import exporter
+from worker.ops import exporter, health
 from worker.queue import jobs
 
 if TYPE_CHECKING:
@@ -67,6 +67,15 @@ def connect(app: Celery, settings: Settings) -> None:
             files = True
         exporter.worker_init(settings, files)
 
+    def on_worker_ready(sender: Any = None, **_: Any) -> None:
+        if getattr(sender, "app", None) is app:
+            controller = getattr(sender, "controller", None)
+            health.consumer_ready(int(getattr(controller, "concurrency", 0) or 0))
+
+    def on_task_received(sender: Any = None, **_: Any) -> None:
+        if getattr(sender, "app", None) is app:
+            health.task_received()
+
     def on_child_exit(pid: int | None = None, **_: Any) -> None:
         if pid is not None:
             exporter.worker_process_exit(pid)
@@ -76,6 +85,8 @@ def connect(app: Celery, settings: Settings) -> None:
     signals.task_retry.connect(on_task_retry, weak=False)
     signals.worker_process_shutdown.connect(on_process_shutdown, weak=False)
     signals.worker_init.connect(on_worker_init, weak=False)
+    signals.worker_ready.connect(on_worker_ready, weak=False)
+    signals.task_received.connect(on_task_received, weak=False)
     signals.worker_process_shutdown.connect(on_child_exit, weak=False)
     signals.worker_shutdown.connect(lambda **_: exporter.worker_shutdown(), weak=False)
 
