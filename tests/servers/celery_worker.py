@@ -181,37 +181,37 @@ class SyncWorld:
             self._store = open_module_store(load_settings(environ=self.env))
         return self._store
 
-    def broker_idle(self) -> bool:
-        """No task of this world waits in its Redis broker or runs unacknowledged: the world's
-        database holds no queue (Redis drops an emptied list) and an empty ``unacked`` hash,
-        where Kombu keeps each message a worker took until the task is done."""
+    def broker_held(self) -> tuple[dict[str, int], int]:
+        """What the world's Redis broker holds: each queue's length (Redis drops an emptied
+        list) and how many messages sit in the ``unacked`` hash, where Kombu keeps each message
+        a worker took until the task is done."""
         import redis
 
         client = redis.Redis.from_url(self.env["SYNCHRO__BROKER_URL"], socket_timeout=5)
         try:
-            if client.hlen("unacked"):
-                return False
-            return not any(client.type(k) == b"list" for k in client.scan_iter(count=1000))
+            queues = {k.decode(): client.llen(k) for k in client.scan_iter(count=1000)
+                      if client.type(k) == b"list"}
+            return queues, client.hlen("unacked")
         finally:
             client.close()
 
+    def broker_idle(self) -> bool:
+        """No task of this world waits in its broker or runs unacknowledged."""
+        queues, unacked = self.broker_held()
+        return not queues and not unacked
+
     def broker_state(self) -> str:
-        """What the world's broker holds, for a failure's message: each queue's length and the
-        number of messages taken and not acknowledged (tells a stalled consumer from lost work)."""
-        url = self.env.get("SYNCHRO__BROKER_URL")
-        if not url:
+        """:meth:`broker_held` for a failure's message (tells a stalled consumer from lost
+        work)."""
+        if not self.env.get("SYNCHRO__BROKER_URL"):
             return "none (embedded)"
         import redis
 
-        client = redis.Redis.from_url(url, socket_timeout=5)
         try:
-            queues = {k.decode(): client.llen(k) for k in client.scan_iter(count=1000)
-                      if client.type(k) == b"list"}
-            return f"queues {queues}, unacked {client.hlen('unacked')}"
+            queues, unacked = self.broker_held()
         except redis.RedisError as exc:
             return f"unreachable ({exc})"
-        finally:
-            client.close()
+        return f"queues {queues}, unacked {unacked}"
 
     def wait_idle(self, timeout: float) -> float:
         """Seconds until :meth:`broker_idle`: every task sent so far has run to its end."""

@@ -126,7 +126,6 @@ class Health:
             self._broker = (time.monotonic(), why)
             return why
 
-
     def _consuming(self) -> str | None:
         if self.role != "worker" or not self.settings.BROKER_URL or not CONSUMER.concurrency:
             return None

@@ -7,14 +7,15 @@ from datetime import datetime
 from urllib.parse import unquote_plus
 from xml.etree import ElementTree as ET
 
-_NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
+#: The namespace of S3's XML replies.
+NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
 
 
 class Listing:
     """An ``XMLParser`` target for a ListObjectsV2 reply: keeps only the fields a listing
     needs, element by element (no tree of ~7,000 elements per page)."""
 
-    _FIELDS = frozenset(f"{_NS}{n}" for n in (
+    _FIELDS = frozenset(f"{NS}{n}" for n in (
         "Key", "ETag", "LastModified", "Size", "EncodingType", "IsTruncated",
         "NextContinuationToken", "Prefix",
     ))
@@ -39,9 +40,9 @@ class Listing:
 
     def end(self, tag: str) -> None:
         self._depth -= 1
-        if tag == f"{_NS}CommonPrefixes":
+        if tag == f"{NS}CommonPrefixes":
             self.prefixes.append(self._fields.pop("Prefix", ""))
-        elif tag == f"{_NS}Contents":
+        elif tag == f"{NS}Contents":
             f, self._fields = self._fields, {}
             stamp = f.get("LastModified", "").replace("Z", "+00:00")
             etag = f.get("ETag")
@@ -51,7 +52,7 @@ class Listing:
                 etag.strip('"') if etag else None,
             ))
         elif self._text is not None:
-            name = tag[len(_NS):]
+            name = tag[len(NS):]
             value = "".join(self._text)
             if self._depth == 1:  # a child of ListBucketResult, not of Contents
                 self.top[name] = value

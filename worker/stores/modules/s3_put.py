@@ -42,10 +42,9 @@ from worker.stores.modules import names
 from worker.stores.modules.base import SourceChanged, crc32_of
 from worker.stores.modules.checksum import crc_extend
 from worker.stores.modules.s3_errors import error_class
-from worker.stores.modules.s3_listing import Listing, parse_listing
+from worker.stores.modules.s3_listing import NS, Listing, parse_listing
 
 _CODE = re.compile(rb"<Code>([^<]+)</Code>")
-_NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
 #: Bytes read from the file and sent per system call by a streamed PUT (one buffer, reused).
 STREAM_BUFFER = 1024 * 1024
 #: Tells botocore's signer to sign a streamed body as ``UNSIGNED-PAYLOAD`` (no SHA-256 pass
@@ -318,8 +317,8 @@ class FastPut:
             raise _error(status, data, bucket, "")
         root = ET.fromstring(data)
         return [
-            (e.findtext(f"{_NS}Key") or "", e.findtext(f"{_NS}Code") or "")
-            for e in root.iter(f"{_NS}Error")
+            (e.findtext(f"{NS}Key") or "", e.findtext(f"{NS}Code") or "")
+            for e in root.iter(f"{NS}Error")
         ]
 
     def close(self) -> None:
