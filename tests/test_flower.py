@@ -10,6 +10,7 @@ arguments (container, path) and its outcome.  Task events are on by default; wit
 from __future__ import annotations
 
 import base64
+import importlib.util
 import json
 import os
 import subprocess
@@ -23,11 +24,12 @@ from typing import Any
 import pytest
 
 from tests.servers.celery_worker import SyncWorld, redis_db_url
-from tests.servers.process import free_port
+from tests.servers.process import free_port, unavailable
 from tests.servers.process import wait_for as until
 from tests.servers.redis_server import RedisServer
 
-pytest.importorskip("flower")
+if importlib.util.find_spec("flower") is None:
+    unavailable("flower is not installed (pip install -e '.[test]')")
 
 AUTH = "operator:flower-test"
 

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from tests.servers.process import clean_environ
+from tests.servers.process import clean_environ, unavailable
 from worker.cli import main
 from worker.config import OpenStackConfig, RackspaceConfig
 from worker.errors import (
@@ -543,7 +543,7 @@ def test_large_files_stream_in_one_pass_with_flat_memory(
 
     gnu_time = shutil.which("time") or "/usr/bin/time"
     if not os.path.exists(gnu_time):
-        pytest.skip("GNU time (Debian package 'time') is not installed")
+        unavailable("GNU time (Debian package 'time') is not installed")
     server = request.getfixturevalue(f"{cloud}_store_server")
     app = tmp_path / "apps" / "big"
     app.mkdir(parents=True)

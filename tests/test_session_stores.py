@@ -19,7 +19,7 @@ import pytest
 import redis
 
 from tests.conftest import FakeClock
-from tests.servers.process import ServerProcess, clean_environ, free_port, wait_for
+from tests.servers.process import ServerProcess, clean_environ, free_port, unavailable, wait_for
 from tests.servers.redis_server import REDIS_PASSWORD, RedisServer
 from worker.config import load_settings
 from worker.errors import (
@@ -514,7 +514,7 @@ def tls_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, P
 
 
     if shutil.which("openssl") is None:
-        pytest.skip("openssl is needed to make a test certificate")
+        unavailable("openssl is needed to make a test certificate")
     tmp = tmp_path_factory.mktemp("tls")
     subprocess.run(
         ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from tests.servers.process import unavailable
 from worker.cli import main
 
 SUMMARY = re.compile(
@@ -171,7 +172,7 @@ def test_peak_memory_of_a_pass_with_large_files_stays_under_100_mb(tmp_path: Pat
     # pass's alone (a child forked from pytest would inherit pytest's high-water mark).
     gnu_time = shutil.which("time") or "/usr/bin/time"
     if not os.path.exists(gnu_time):
-        pytest.skip("GNU time (Debian package 'time') is not installed")
+        unavailable("GNU time (Debian package 'time') is not installed")
     run = subprocess.run([gnu_time, "-f", "peak-kb %M", "synchro-sync", "sync"],
                          env=_env(tmp_path), cwd=tmp_path, capture_output=True, text=True,
                          timeout=120)
@@ -193,7 +194,7 @@ def test_large_files_to_s3_stream_with_flat_memory(
 
     gnu_time = shutil.which("time") or "/usr/bin/time"
     if not os.path.exists(gnu_time):
-        pytest.skip("GNU time (Debian package 'time') is not installed")
+        unavailable("GNU time (Debian package 'time') is not installed")
     block = os.urandom(1024 * 1024)
     digests = {}
     for i in range(8):

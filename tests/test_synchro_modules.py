@@ -19,20 +19,16 @@ from typing import Any
 import pytest
 
 from tests.servers.celery_worker import CLI, SyncWorld
-from tests.servers.process import clean_environ, wait_for
+from tests.servers.process import clean_environ, unavailable, wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 NODE_MODULES = REPO / ".test-servers" / "node" / "node_modules"
 READER = REPO / "tests" / "node" / "synchro_modules.js"
 APPS_JSON = '{"hello": "hello-app", "ünïcode": "ok"}\n'
 
-pytestmark = [
-    pytest.mark.node,
-    pytest.mark.skipif(
-        not (NODE_MODULES / "pkgcloud").is_dir() or shutil.which("node") is None,
-        reason="scripts/install-test-servers installs node's pkgcloud",
-    ),
-]
+pytestmark = pytest.mark.node
+if not (NODE_MODULES / "pkgcloud").is_dir() or shutil.which("node") is None:
+    unavailable("node and its pkgcloud are missing: scripts/install-test-servers installs them")
 
 
 def _md5(data: bytes) -> str:

@@ -169,10 +169,10 @@ RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672//"
 
 def test_saves_visible_within_2s_rabbitmq(sync_world: Callable[..., SyncWorld]) -> None:
     """The same with a RabbitMQ broker (the machine's RabbitMQ, see docs/testing.md)."""
-    from tests.servers.process import port_open
+    from tests.servers.process import port_open, unavailable
 
     if not port_open(5672):
-        pytest.skip("no RabbitMQ on 127.0.0.1:5672")
+        unavailable("no RabbitMQ on 127.0.0.1:5672")
     import kombu
 
     world = sync_world(RABBITMQ_URL)

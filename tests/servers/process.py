@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 REPO = Path(__file__).resolve().parents[2]
 TEST_SERVERS = REPO / ".test-servers"
@@ -25,6 +26,18 @@ TEST_SERVERS = REPO / ".test-servers"
 #: The node id of the ``unit`` test running now (set by tests/conftest.py), else None: a
 #: unit test starts no server, so :meth:`ServerProcess.start` refuses to.
 UNIT_TEST: str | None = None
+
+
+def unavailable(reason: str) -> NoReturn:
+    """What a test needs (a tool, a package, a server the machine provides) is missing: a skip
+    on a developer's machine, a failure under CI (``CI=true``), where ``.ci/run`` installs
+    everything, so that a broken install can never pass as a few skipped tests."""
+    import pytest
+
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason} (CI installs it: .ci/run, scripts/install-test-servers)",
+                    pytrace=False)
+    pytest.skip(reason, allow_module_level=True)
 
 
 def wait_for(predicate: Callable[[], object], timeout: float, what: str,
