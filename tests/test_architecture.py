@@ -25,6 +25,9 @@ LAZY_ON_PURPOSE = {
     # `celery -A worker` reaches the app through the package's __getattr__; importing the app at
     # the top would load Celery for every command.
     ("worker/__init__.py", "worker.queue.app"),
+    # The CLI's state loads the settings (pydantic, the store models): `--help` and
+    # `--version` need neither and answer in 0.1 s instead of 0.5 s.
+    ("worker/cli/__init__.py", "worker.cli.state"),
 }
 
 #: Top-level imports below the module's first def or class, each for a reason (any other is an

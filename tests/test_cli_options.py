@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import click
 
 from tests.servers.celery_worker import CLI
 from tests.servers.process import clean_environ
-from worker.cli import COMMANDS, hoist_global_options, main
+from worker.cli import COMMANDS, SUMMARIES, hoist_global_options, main
 
 
 def _env(tmp: Path) -> dict[str, str]:
@@ -60,6 +61,40 @@ def test_every_command_of_the_table_is_found_under_its_name() -> None:
         command = main.get_command(ctx, name)
         assert command is not None and command.name == name, (name, command)
     assert main.get_command(ctx, "nosuch") is None
+
+
+def test_help_lists_each_command_by_its_own_first_sentence() -> None:
+    """The top-level list comes from SUMMARIES, which must say what each command's own help
+    says (its first sentence, whole)."""
+    ctx = click.Context(main)
+    assert set(SUMMARIES) == set(COMMANDS)
+    for name in COMMANDS:
+        command = main.get_command(ctx, name)
+        assert command is not None
+        assert SUMMARIES[name] == command.get_short_help_str(limit=10_000), name
+
+
+def test_help_and_version_load_no_command_and_no_settings(tmp_path: Path) -> None:
+    """``--help`` and ``--version`` import neither a command's module (Celery, the watcher)
+    nor the settings: they answered in about 1 s and 0.5 s when they did, 0.1 s now."""
+    probe = (
+        "import sys\n"
+        "from worker.cli import main\n"
+        "try:\n"
+        "    main([sys.argv[1]])\n"
+        "except SystemExit as exc:\n"
+        "    assert exc.code == 0, exc.code\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('celery', 'kombu', 'watchdog', 'pydantic', 'pydantic_settings', 'pathspec') "
+        "or m.startswith(('worker.config', 'worker.cli.')))\n"
+        "print('loaded:', heavy)\n"
+    )
+    for flag in ("--help", "--version"):
+        out = subprocess.run([sys.executable, "-c", probe, flag], env=_env(tmp_path),
+                             cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.splitlines()[-1] == "loaded: []", (flag, out.stdout[-400:])
+        assert ("Commands:" in out.stdout) == (flag == "--help")
 
 
 def test_a_missing_module_directory_says_how_to_make_it(tmp_path: Path) -> None:

@@ -1,9 +1,10 @@
 """The ``synchro-sync`` command line.
 
 One click group; each family of commands lives in its own module (what they share is in
-:mod:`worker.cli.state`), and a command's module is imported when that command runs or is
-listed (:data:`COMMANDS`), so a command loads only what it uses: ``sync``, ``status``,
-``config`` and ``sessions`` never load Celery or the watcher.  Every
+:mod:`worker.cli.state`), and a command's module is imported only when that command runs
+(:data:`COMMANDS`; ``--help`` lists :data:`SUMMARIES`), so a command loads only what it uses:
+``sync``, ``status``, ``config`` and ``sessions`` never load Celery or the watcher, and
+``--help`` and ``--version`` load no settings.  Every
 :class:`~worker.errors.SyncError` ends as one line on stderr and its exit code (1 the work
 failed, 2 bad usage or configuration); never a traceback unless ``--debug``.
 """
@@ -17,7 +18,6 @@ from typing import Any
 
 import click
 
-from worker.cli.state import CliState
 from worker.errors import SyncError
 
 #: Each command: the module that defines it and its name there.  The group imports the module
@@ -33,6 +33,22 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "pull": ("worker.cli.sync_cmd", "pull"),
     "sessions": ("worker.cli.sessions_cmd", "sessions_group"),
     "config": ("worker.cli.config_cmd", "config_group"),
+}
+
+#: What ``synchro-sync --help`` lists for each command: the first sentence of its description
+#: (tests/test_cli_options.py checks they are the same), so the list imports no command's
+#: module (listing them used to load Celery and the watcher: 0.7 s of a 1 s ``--help``).
+SUMMARIES: dict[str, str] = {
+    "beat": "The scheduler (same as `celery -A worker beat`): full passes and session backups.",
+    "config": "Show the effective configuration, or check that every store answers.",
+    "pull": "Fill the local module directory from the store (a new server).",
+    "run": "Watcher, worker and scheduler in one process, no server needed.",
+    "sessions": "Export, import, snapshot, list, restore and copy sessions.",
+    "status": "Queue depth, pending paths, last full pass per container, last snapshot, recent "
+              "failures and retries.",
+    "sync": "One full mirror pass now: APP_ROOT_PATH -> the module store.",
+    "watch": "The watcher alone: queue every save on BROKER_URL for this host's workers.",
+    "worker": "A Celery worker for the queued work (same as `celery -A worker worker`).",
 }
 
 #: Commands whose extra arguments go to Celery, where ``-c`` is the concurrency.
@@ -94,6 +110,11 @@ class SyncGroup(click.Group):
         _whole_descriptions(command)
         return command
 
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, SUMMARIES[name]) for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         return super().parse_args(ctx, hoist_global_options(args, set(COMMANDS)))
 
@@ -101,6 +122,8 @@ class SyncGroup(click.Group):
         try:
             return super().invoke(ctx)
         except SyncError as exc:
+            from worker.cli.state import CliState
+
             state = ctx.find_object(CliState)
             if state is not None and state.debug:
                 raise
@@ -134,6 +157,8 @@ def main(ctx: click.Context, config_file: str | None, debug: bool) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    from worker.cli.state import CliState  # settings and the stores: not for --help, --version
+
     ctx.obj = CliState(config_file=config_file, debug=debug)
 
 
