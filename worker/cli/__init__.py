@@ -122,10 +122,7 @@ class SyncGroup(click.Group):
         try:
             return super().invoke(ctx)
         except SyncError as exc:
-            from worker.cli.state import CliState
-
-            state = ctx.find_object(CliState)
-            if state is not None and state.debug:
+            if getattr(ctx.find_root().obj, "debug", False):  # the CliState main() made
                 raise
             click.echo(f"synchro-sync: error: {exc}", err=True)
             ctx.exit(exc.exit_code)
