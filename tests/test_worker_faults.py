@@ -17,6 +17,7 @@ from tests.servers.celery_worker import SyncWorld, redis_db_url
 from tests.servers.process import wait_for
 from tests.servers.redis_server import RedisServer
 from tests.servers.s3_server import S3Server
+from worker.coord.status import RedisStatusStore
 
 
 def _burst(root: Path, changes: int, files: int, seed: int,
@@ -188,6 +189,26 @@ def test_three_workers_random_edits_never_go_back_s3(
     world.containers = {app_name}
     _edits_never_go_back(world, app_name, 30, 300)
 
+
+def test_broker_idle_counts_queues_not_the_status_lists(
+    sync_world: Callable[..., SyncWorld], redis_server: RedisServer
+) -> None:
+    """The retry and failure records are capped Redis lists beside the queues; one store retry
+    (moto slow under load) must not keep :meth:`SyncWorld.broker_idle` false for good, as it
+    once did in CI, while a message waiting in a queue still does."""
+    import redis
+
+    world = sync_world(redis_db_url(redis_server))
+    records = RedisStatusStore(world.env["SYNCHRO__BROKER_URL"])
+    records.push("retries", {"message": "moto answered 503", "count": 1})
+    records.push("failures", {"message": "gave up"})
+    assert world.broker_held() == ({}, 0)
+    assert world.broker_idle()
+    client = redis.Redis.from_url(world.env["SYNCHRO__BROKER_URL"])
+    client.lpush("files.waiting", b"{}")
+    assert world.broker_held() == ({"files.waiting": 1}, 0)
+    assert not world.broker_idle()
+    client.close()
 
 def test_task_of_a_killed_pool_process_is_delivered_again(
     sync_world: Callable[..., SyncWorld], redis_server: RedisServer

@@ -25,6 +25,7 @@ import pytest
 
 from tests.servers.process import REPO, ServerProcess, wait_for
 from tests.servers.redis_server import RedisServer
+from worker.coord.redis import REDIS_PREFIX
 
 _TMP_PREFIX = ".synchro-tmp-"
 #: The ``synchro-sync`` command (the console script when installed).
@@ -189,8 +190,10 @@ class SyncWorld:
 
         client = redis.Redis.from_url(self.env["SYNCHRO__BROKER_URL"], socket_timeout=5)
         try:
+            # Lists of our own (the status records' capped retry and failure lists, written
+            # when a store call was retried) are not queues: they stay after the work is done.
             queues = {k.decode(): client.llen(k) for k in client.scan_iter(count=1000)
-                      if client.type(k) == b"list"}
+                      if client.type(k) == b"list" and not k.startswith(OWN_PREFIX)}
             return queues, client.hlen("unacked")
         finally:
             client.close()
@@ -216,7 +219,8 @@ class SyncWorld:
     def wait_idle(self, timeout: float) -> float:
         """Seconds until :meth:`broker_idle`: every task sent so far has run to its end."""
         return wait_for(self.broker_idle, timeout, "the broker idle (no task queued or running)",
-                        interval=0.05, details=self.logs)
+                        interval=0.05,
+                        details=lambda: f"broker: {self.broker_state()}\n{self.logs()}")
 
     def wait_equal(self, timeout: float) -> float:
         """Seconds until the store equals the folder; fails with the difference and logs."""
@@ -236,6 +240,8 @@ class SyncWorld:
                 )
             time.sleep(0.1)  # poll interval
 
+
+OWN_PREFIX = REDIS_PREFIX.encode()
 
 _NOTABLE = ("WARNING", "ERROR", "CRITICAL", "Connected to", "Traceback", "Error:")
 
