@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from worker.errors import UnsafePath
+from worker.errors import SyncError, UnsafePath
 from worker.mirror.ignore import IgnoreRules
 from worker.mirror.index import RACY_NS, IndexEntry, MirrorIndex
 from worker.mirror.localtree import LocalFile, ScanResult, resolve_key, scan, walk
@@ -129,6 +129,33 @@ def _writer(path: str, n: int, tag: str) -> None:
         idx.put("app", f.key, IndexEntry.of(f, "m", "e", 1))
     idx.close()
 
+
+def _opener(base: str, folders: int, start_at: float) -> None:
+    time.sleep(max(0.0, start_at - time.time()))
+    for n in range(folders):
+        MirrorIndex(os.path.join(base, f"state{n}"), "store").close()
+
+
+def test_processes_opening_a_new_index_at_once_all_open_it(tmp_path: Path) -> None:
+    """Two `sync` started together on a new host once failed with "database is locked": the
+    switch of a new database to WAL takes a lock SQLite does not wait for.  Three processes
+    open the same 300 new indexes one after another, in step: every open succeeds."""
+    spawn = multiprocessing.get_context("spawn")
+    start_at = time.time() + 1.0  # after the children have imported (spawn)
+    procs = [spawn.Process(target=_opener, args=(str(tmp_path), 300, start_at))
+             for _ in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0, 0, 0]
+
+
+def test_a_damaged_index_is_one_line_naming_the_file(tmp_path: Path) -> None:
+    (tmp_path / "index.sqlite").write_bytes(b"not a database, " * 512)
+    with pytest.raises(SyncError, match=r"index\.sqlite \(under STATE_DIR\) cannot be opened: "
+                       r"file is not a database"):
+        MirrorIndex(tmp_path, "store")
 
 def test_index_is_shared_by_processes_in_wal_mode(tmp_path: Path) -> None:
     procs = [

@@ -128,7 +128,7 @@ def test_two_syncs_at_once_and_run_plus_a_manual_sync(
     procs = [subprocess.Popen([*CLI, "sync"], env=world.env, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for _ in range(2)]
     outs = [p.communicate(timeout=120) for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], [o[1] for o in outs]
+    assert [p.returncode for p in procs] == [0, 0], "\n\n".join(o[1] for o in outs)
     assert _tree_equal(world)
     # run, and a manual sync while it is live and files change.
     run = world.start_run()

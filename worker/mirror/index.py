@@ -15,13 +15,16 @@ identity (service, provider, endpoint, bucket, folder) is part of the key, so po
 at another store starts from an empty index instead of trusting the old one.
 
 WAL mode with a busy timeout lets several worker processes on one host share the file; each
-process opens its own connection; a connection is used by one thread at a time (a lock).
+process opens its own connection; a connection is used by one thread at a time (a lock).  A new
+file is set up (WAL, tables) under an ``flock`` beside it, one process at a time.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -30,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from worker.errors import SyncError
 from worker.mirror.localtree import LocalFile
 
 #: Live deletes of a container within one window that always go ahead (a small app's few
@@ -127,10 +131,23 @@ class MirrorIndex:
             str(self.path), timeout=30.0, check_same_thread=False, isolation_level=None
         )
         self._db.execute("PRAGMA busy_timeout=30000")
-        self._db.execute("PRAGMA journal_mode=WAL")
-        # NORMAL is durable enough: a lost row only costs a re-hash, never a wrong result.
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
+        # Switching a new database to WAL takes a lock SQLite does not wait for (two `sync`
+        # started at once on a new host: "database is locked" at once): the set-up runs under
+        # a host lock, the kernel's, so a killed process never leaves it held.
+        fd = os.open(self.path.with_name("index.sqlite.setup-lock"), os.O_RDWR | os.O_CREAT,
+                     0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # NORMAL is durable enough: a lost row only costs a re-hash, never a wrong result.
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+        except sqlite3.Error as exc:  # a full disk, a damaged file: one line naming the file
+            self._db.close()
+            raise SyncError(f"the mirror index {self.path} (under STATE_DIR) cannot be "
+                            f"opened: {exc}") from exc
+        finally:
+            os.close(fd)
 
     def load(self, container: str, prefix: str = "") -> dict[str, IndexEntry]:
         """Every row of ``container`` (whose key starts with ``prefix``), by key."""
