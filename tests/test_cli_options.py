@@ -127,3 +127,23 @@ def test_readme_says_where_run_keeps_its_state_and_mirror(tmp_path: Path) -> Non
     for setting in ("APP_ROOT_PATH", "MODULESTORE.directory", "STATE_DIR"):
         assert f"`./{values[setting]}`" in section and f"`{setting}`" in section, setting
     assert "folder of its own" in section
+
+
+def test_a_state_dir_that_cannot_be_made_is_one_line_naming_it(tmp_path: Path) -> None:
+    """STATE_DIR under a regular file: `sync` and `run` fail at once with one line naming the
+    setting and the path (no traceback) and exit 1; --debug shows the traceback."""
+    (tmp_path / "apps" / "app1").mkdir(parents=True)
+    (tmp_path / "a-file").write_text("not a folder")
+    state = tmp_path / "a-file" / "state"
+    env = clean_environ(SYNCHRO__STATE_DIR=str(state),
+                        SYNCHRO__APP_ROOT_PATH=str(tmp_path / "apps"))
+    for command in ("sync", "run"):
+        out = _cli(tmp_path, command, env=env)
+        assert out.returncode == 1, (command, out.stderr)
+        lines = out.stderr.strip().splitlines()
+        assert len(lines) == 1 and "Traceback" not in out.stderr, (command, out.stderr)
+        assert lines[0].startswith("synchro-sync: error: Not a directory: ")
+        assert f"(STATE_DIR is {state};" in lines[0], lines[0]
+    debug = _cli(tmp_path, "sync", "--debug", env=env)
+    assert debug.returncode == 1 and "Traceback" in debug.stderr
+    assert "NotADirectoryError" in debug.stderr

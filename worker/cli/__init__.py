@@ -126,6 +126,31 @@ class SyncGroup(click.Group):
                 raise
             click.echo(f"synchro-sync: error: {exc}", err=True)
             ctx.exit(exc.exit_code)
+        except OSError as exc:  # a folder that cannot be made or written, a full disk
+            if getattr(ctx.find_root().obj, "debug", False):
+                raise
+            click.echo(f"synchro-sync: error: {os_problem(exc, ctx.find_root().obj)}", err=True)
+            ctx.exit(1)
+
+
+#: The settings naming the folders a command makes and writes, for an OSError's line.
+_PATH_SETTINGS = ("STATE_DIR", "APP_ROOT_PATH")
+
+
+def os_problem(exc: OSError, state: Any) -> str:
+    """One line for an OSError: what failed on which path, and the setting naming that path
+    when it lies under one (settings already loaded; none are loaded for this)."""
+    what = exc.strerror or type(exc).__name__
+    path = exc.filename
+    if path is None:
+        return f"{what} ({type(exc).__name__})"
+    line = f"{what}: {path}"
+    settings = getattr(state, "_settings", None)
+    for name in _PATH_SETTINGS:
+        value = str(getattr(settings, name, "") or "")
+        if value and (str(path) == value or str(path).startswith(value.rstrip("/") + "/")):
+            return f"{line} ({name} is {value}; --debug shows the traceback)"
+    return f"{line} (--debug shows the traceback)"
 
 
 @click.group(cls=SyncGroup, context_settings={"help_option_names": ["-h", "--help"]})
