@@ -147,3 +147,22 @@ def test_a_state_dir_that_cannot_be_made_is_one_line_naming_it(tmp_path: Path) -
     debug = _cli(tmp_path, "sync", "--debug", env=env)
     assert debug.returncode == 1 and "Traceback" in debug.stderr
     assert "NotADirectoryError" in debug.stderr
+
+
+def test_a_reader_that_stops_early_gets_no_error(tmp_path: Path) -> None:
+    """`sync --dry-run | head`: the plan (here about 200 kB, more than a pipe holds) stops at
+    the closed pipe quietly, with the status of a program killed by SIGPIPE, as `git log |
+    head` does; no error line, no traceback."""
+    app = tmp_path / "synchro-apps" / "app1"
+    app.mkdir(parents=True)
+    for n in range(3000):
+        (app / f"a-file-with-a-longer-name-{n:05d}.js").write_text(str(n))
+    proc = subprocess.Popen([*CLI, "sync", "--dry-run"], env=_env(tmp_path), cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    first = proc.stdout.readline()
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141, err
+    assert first.startswith(b"upload  app1/"), first
+    assert "error" not in err and "Traceback" not in err, err

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
+import signal
 import sys
 from typing import Any
 
@@ -126,6 +128,11 @@ class SyncGroup(click.Group):
                 raise
             click.echo(f"synchro-sync: error: {exc}", err=True)
             ctx.exit(exc.exit_code)
+        except BrokenPipeError:  # `sync --dry-run | head`: the reader has all it wanted
+            # Quiet, with the status of a program killed by SIGPIPE (as `git log | head`);
+            # stdout goes to /dev/null so that its flush at exit does not fail again.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            ctx.exit(128 + signal.SIGPIPE)
         except OSError as exc:  # a folder that cannot be made or written, a full disk
             if getattr(ctx.find_root().obj, "debug", False):
                 raise
