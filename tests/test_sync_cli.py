@@ -241,3 +241,49 @@ def test_a_missing_single_bucket_is_one_line(tmp_path: Path, amazon_store_server
     failed = [x for x in done.stderr.splitlines() if "failed" in x]
     assert len(failed) == 1 and "MODULESTORE.bucket 'no-such-bucket' does not exist" in failed[0]
     assert "1 failed" in done.stdout
+
+
+def test_ctrl_c_stops_a_pass_at_once_and_the_next_one_does_the_rest(tmp_path: Path) -> None:
+    """SIGINT during a pass of 4,000 files: the command ends within seconds (it used to run the
+    whole pass first), with the summary marked interrupted and exit 130; what was in flight is
+    whole, nothing was deleted, and the index remembers what was sent, so the next pass sends
+    only the rest and hashes nothing it already sent."""
+    import signal
+    import sqlite3
+    import time
+
+    app = tmp_path / "apps" / "app1"
+    app.mkdir(parents=True)
+    for n in range(4000):
+        (app / f"f{n:04d}.js").write_text(f"file {n}\n" * 20)
+    stale = tmp_path / "mirror" / "app1" / "stale.js"
+    stale.parent.mkdir(parents=True)
+    stale.write_text("a full pass deletes this")
+    proc = subprocess.Popen(["synchro-sync", "sync"], env=_env(tmp_path), cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while len(list(stale.parent.iterdir())) < 10:  # the pass is sending
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    sent_at = time.monotonic()
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert time.monotonic() - sent_at < 10
+    m = SUMMARY.match(out.strip())
+    assert m and "interrupted (nothing deleted; the next pass does the rest)" in out, out
+    first = int(m.group(1))
+    assert 0 < first < 4000 and m.group(2) == "0"
+    assert stale.exists() and "Traceback" not in err and "Aborted" not in err
+    stored = {p.name for p in stale.parent.iterdir()} - {"stale.js"}
+    for name in stored:  # each upload in flight finished whole
+        assert (stale.parent / name).read_text() == (app / name).read_text()
+    with sqlite3.connect(tmp_path / "state" / "index.sqlite") as db:
+        rows = db.execute("SELECT count(*) FROM entries").fetchone()[0]
+    assert rows >= first
+    again = _run(tmp_path, "sync")
+    m = SUMMARY.match(again.stdout.strip())
+    assert again.returncode == 0 and m, again.stdout + again.stderr
+    assert int(m.group(1)) == 4000 - len(stored) and m.group(2) == "1"
+    assert int(m.group(3)) == len(stored)
+    assert {p.name for p in stale.parent.iterdir()} == {p.name for p in app.iterdir()}

@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from worker.cli.state import EXIT_FAILED, CliState, pass_state
+from worker.cli.state import EXIT_FAILED, EXIT_INTERRUPTED, CliState, pass_state
 from worker.config import Settings
 from worker.errors import UsageError
 from worker.mirror import passes
@@ -92,6 +92,8 @@ def _report(result: PassResult, verb: str, dry_run: bool = False) -> None:
     for failure in result.failures:
         click.echo(f"synchro-sync: failed: {failure}", err=True)
     click.echo(result.summary(verb, dry_run=dry_run))
+    if result.interrupted:
+        sys.exit(EXIT_INTERRUPTED)
     if not result.ok:
         sys.exit(EXIT_FAILED)
 
@@ -137,7 +139,9 @@ def sync(
 ) -> None:
     """One full mirror pass now: APP_ROOT_PATH -> the module store.
 
-    CONTAINER names app folders (default: every sub-folder of APP_ROOT_PATH).
+    CONTAINER names app folders (default: every sub-folder of APP_ROOT_PATH).  Ctrl-C stops
+    the pass at once: uploads in flight finish, nothing is deleted, the next pass does the rest
+    (exit 130).
     """
     settings = state.settings(**{"SYNC.transfers": transfers})
     with MirrorContext.from_settings(settings) as ctx:
@@ -151,7 +155,7 @@ def sync(
         with _Bar("sync") as bar:
             result = passes.full_pass(ctx, list(containers) or None, dry_run=dry_run, force=force,
                                    progress=bar)
-    if not dry_run:
+    if not dry_run and not result.interrupted:  # status shows passes that ran to their end
         _record(settings, result, whole=not containers)
     if dry_run:
         _print_plan(result)

@@ -80,6 +80,9 @@ class PassResult:
     #: App folders a Synchro server will not serve, and why (no package.json, no
     #: engines.synchro); mirrored all the same unless SYNC.appsOnly.
     not_served: dict[str, str] = field(default_factory=dict)
+    #: Stopped by an interrupt (Ctrl-C): what was in flight finished, nothing more was sent,
+    #: nothing was deleted; the next pass does the rest.
+    interrupted: bool = False
 
     def of(self, container: str) -> Counts:
         """``container``'s figures, started at zero."""
@@ -100,6 +103,8 @@ class PassResult:
                   f"unchanged {self.unchanged}", f"{mb:.1f} MB", f"{self.seconds:.2f} s"]
         if self.failures:
             parts.append(f"{len(self.failures)} failed")
+        if self.interrupted:
+            parts.append("interrupted (nothing deleted; the next pass does the rest)")
         return ", ".join(parts)
 
 

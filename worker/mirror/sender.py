@@ -67,6 +67,8 @@ class Dispatcher:
         self._slots = threading.BoundedSemaphore(ctx.transfers * 4)
         self._lock = threading.Lock()
         self._error: BaseException | None = None
+        #: Set by :meth:`stop`: nothing more is sent.
+        self.stopped = threading.Event()
         # The bar learns the total once every container is planned; what finished before is
         # added then.
         self._planned: tuple[int, int] | None = None
@@ -80,6 +82,8 @@ class Dispatcher:
         before the first send."""
         checks: list[Check] = []
         for action in stream.actions():
+            if self.stopped.is_set():
+                return
             if ensure is not None:
                 ensure()
                 ensure = None
@@ -105,11 +109,25 @@ class Dispatcher:
     def _submit(self, stream: ContainerStream, job: Callable[[], list[Sent]]) -> None:
         self._slots.acquire()
         try:
+            if self.stopped.is_set():
+                self._slots.release()
+                return
             fut = self.pool.submit(job)
+        except RuntimeError:  # the pool was shut down by stop() meanwhile
+            self._slots.release()
+            if self.stopped.is_set():
+                return
+            raise
         except BaseException:
             self._slots.release()
             raise
         fut.add_done_callback(lambda f: self._collect(stream, f))
+
+    def stop(self) -> None:
+        """Send nothing more: jobs not started are dropped; those running finish (an upload
+        is never visible half done, so none is cut short)."""
+        self.stopped.set()
+        self.pool.shutdown(wait=False, cancel_futures=True)
 
     def planned(self) -> None:
         """Every stream is merged: the progress bar gets its totals."""
@@ -175,6 +193,8 @@ class Dispatcher:
 
     def _collect(self, stream: ContainerStream, fut: Future[list[Sent]]) -> None:
         self._slots.release()
+        if fut.cancelled():  # dropped by stop()
+            return
         c = stream.container
         result = self.result
         try:
@@ -297,12 +317,23 @@ def execute(
             return failure_of(stream.container, exc)
         return None
 
+    planners = ThreadPoolExecutor(max(1, min(len(streams), threads)))
     try:
-        with ThreadPoolExecutor(max(1, min(len(streams), threads))) as planners:
-            fed = list(planners.map(feed, streams))
+        fed = list(planners.map(feed, streams))
         dispatcher.planned()
-    finally:
         dispatcher.wait()
+    except KeyboardInterrupt:  # Ctrl-C: what is in flight finishes, nothing more is sent
+        dispatcher.stop()
+        result.interrupted = True
+    finally:
+        planners.shutdown(wait=True)  # each merge stops at its next action
+        dispatcher.wait()
+    if result.interrupted:
+        if not dry_run:  # what was sent is remembered: the next pass does not hash it again
+            for stream in streams:
+                if stream.opened:
+                    stream.flush()
+        return
     for stream, failed in zip(streams, fed, strict=True):
         if failed is not None:
             if failed not in result.failures:
