@@ -271,7 +271,7 @@ def test_ctrl_c_stops_a_pass_at_once_and_the_next_one_does_the_rest(tmp_path: Pa
     assert proc.returncode == 130, err
     assert time.monotonic() - sent_at < 10
     m = SUMMARY.match(out.strip())
-    assert m and "interrupted (nothing deleted; the next pass does the rest)" in out, out
+    assert m and "interrupted (nothing deleted; the next run does the rest)" in out, out
     first = int(m.group(1))
     assert 0 < first < 4000 and m.group(2) == "0"
     assert stale.exists() and "Traceback" not in err and "Aborted" not in err
@@ -287,3 +287,36 @@ def test_ctrl_c_stops_a_pass_at_once_and_the_next_one_does_the_rest(tmp_path: Pa
     assert int(m.group(1)) == 4000 - len(stored) and m.group(2) == "1"
     assert int(m.group(3)) == len(stored)
     assert {p.name for p in stale.parent.iterdir()} == {p.name for p in app.iterdir()}
+
+
+def test_ctrl_c_stops_a_pull_and_the_next_pull_brings_the_rest(tmp_path: Path) -> None:
+    """The same for `pull` of 4,000 objects: it ends within seconds with exit 130, every file
+    it wrote is whole, and the next pull brings exactly the rest."""
+    import signal
+    import time
+
+    store = tmp_path / "mirror" / "app1"
+    store.mkdir(parents=True)
+    for n in range(4000):
+        (store / f"f{n:04d}.js").write_text(f"object {n}\n" * 20)
+    new = tmp_path / "apps" / "app1"
+    proc = subprocess.Popen(["synchro-sync", "pull"], env=_env(tmp_path), cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not new.is_dir() or len(list(new.glob("*.js"))) < 10:  # files are arriving
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    sent_at = time.monotonic()
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert time.monotonic() - sent_at < 10
+    assert out.startswith("downloaded ") and "interrupted" in out, out
+    arrived = sorted(p.name for p in new.glob("*.js"))
+    assert 0 < len(arrived) < 4000
+    for name in arrived:
+        assert (new / name).read_text() == (store / name).read_text()
+    again = _run(tmp_path, "pull")
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.startswith(f"downloaded {4000 - len(arrived)},"), again.stdout
+    assert sorted(p.name for p in new.iterdir()) == sorted(p.name for p in store.iterdir())

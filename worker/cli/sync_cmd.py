@@ -174,6 +174,7 @@ def pull(state: CliState, containers: tuple[str, ...], transfers: int | None) ->
 
     The index learns every pulled file, so the next `sync` uploads nothing.  Local files are
     never overwritten.  CONTAINER names containers (default: every container in the store).
+    Ctrl-C stops it at once: files in flight arrive whole (exit 130).
     """
     with _open(state, transfers) as ctx, _Bar("pull") as bar:
         result = pull_from_store(ctx, list(containers) or None, progress=bar)

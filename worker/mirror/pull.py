@@ -105,7 +105,8 @@ def pull(
         ctx.index.hold(name, held)
     if progress is not None:
         progress.planned(len(todo), sum(i.size for _, i in todo))
-    with ThreadPoolExecutor(ctx.transfers, thread_name_prefix="synchro-get") as pool:
+    pool = ThreadPoolExecutor(ctx.transfers, thread_name_prefix="synchro-get")
+    try:
         for name, info, outcome in pool.map(lambda t: (*t, _fetch(ctx, *t)), todo):
             if isinstance(outcome, Failure):
                 result.failures.append(outcome)
@@ -117,6 +118,10 @@ def pull(
             result.bytes += info.size
             if progress is not None:
                 progress.advance(1, info.size)
+    except KeyboardInterrupt:  # Ctrl-C: fetches in flight finish (each renamed in whole)
+        result.interrupted = True
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
     result.seconds = time.monotonic() - started
     return result
 

@@ -80,8 +80,8 @@ class PassResult:
     #: App folders a Synchro server will not serve, and why (no package.json, no
     #: engines.synchro); mirrored all the same unless SYNC.appsOnly.
     not_served: dict[str, str] = field(default_factory=dict)
-    #: Stopped by an interrupt (Ctrl-C): what was in flight finished, nothing more was sent,
-    #: nothing was deleted; the next pass does the rest.
+    #: Stopped by an interrupt (Ctrl-C): what was in flight finished, nothing more was sent
+    #: (or fetched, by ``pull``), nothing was deleted; the next run does the rest.
     interrupted: bool = False
 
     def of(self, container: str) -> Counts:
@@ -104,7 +104,7 @@ class PassResult:
         if self.failures:
             parts.append(f"{len(self.failures)} failed")
         if self.interrupted:
-            parts.append("interrupted (nothing deleted; the next pass does the rest)")
+            parts.append("interrupted (nothing deleted; the next run does the rest)")
         return ", ".join(parts)
 
 
