@@ -68,3 +68,53 @@ def test_json_log_one_object_a_line_with_container_and_path(
     assert synced[0]["message"].startswith("synced in ") and "uploaded" in synced[0]["message"]
     passes = [r for r in records if r["message"].startswith("full pass (start-up)")]
     assert passes and passes[0]["container"] == "app1"
+
+
+def test_ctrl_c_during_the_start_up_pass_stops_it_at_once(
+    sync_world: Callable[..., SyncWorld],
+) -> None:
+    """SIGINT while `run`'s start-up pass of 4,000 files is sending: `run` ends within seconds
+    (it used to finish the whole pass first), never goes live, deletes nothing, says in its one
+    stopped line that a pass was stopped part way, and records no pass in status."""
+    import os
+    import subprocess
+
+    from tests.servers.celery_worker import CLI
+
+    world = sync_world(None)
+    app = world.root / "app1"
+    app.mkdir()
+    for n in range(4000):
+        (app / f"f{n:04d}.js").write_text(f"file {n}\n" * 20)
+    mirror = world.base / "mirror" / "app1"
+    mirror.mkdir(parents=True)
+    (mirror / "stale.js").write_text("a whole pass deletes this")
+    env = {k: v for k, v in world.env.items() if k != "SYNCHRO__BROKER_URL"}
+    log = world.base / "interrupted-run.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([*CLI, "run"], env=env, stdout=out, stderr=subprocess.STDOUT,
+                                cwd=world.base)
+    try:
+        deadline = time.monotonic() + 60
+        while len(os.listdir(mirror)) < 10:  # the start-up pass is sending
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGINT)
+        sent_at = time.monotonic()
+        assert proc.wait(30) == 0, log.read_text()
+        took = time.monotonic() - sent_at
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = log.read_text(errors="replace")
+    assert took < 10, text
+    assert 10 <= len(os.listdir(mirror)) < 4001 and (mirror / "stale.js").exists()
+    assert "full pass (start-up) stopped early: uploaded" in text, text
+    assert "synchro-sync: live:" not in text and "Traceback" not in text, text
+    stopped = [line for line in text.splitlines() if line.startswith("synchro-sync: stopped:")]
+    assert len(stopped) == 1, text
+    assert "one more stopped part way: nothing deleted" in stopped[0], stopped[0]
+    status = subprocess.run([*CLI, "status", "--json"], env=env, cwd=world.base,
+                            capture_output=True, text=True, timeout=60)
+    assert status.returncode in (0, 1), status.stderr
+    assert "app1" not in json.loads(status.stdout)["full_passes"], status.stdout

@@ -9,6 +9,7 @@ import re
 import select
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -243,14 +244,32 @@ def test_a_missing_single_bucket_is_one_line(tmp_path: Path, amazon_store_server
     assert "1 failed" in done.stdout
 
 
+def _interrupted(tmp: Path, command: str, started: Callable[[], bool]) -> tuple[str, str]:
+    """Run ``command``, send it SIGINT once ``started()`` (files are moving), and check that
+    it ends within 10 s with exit 130; its stdout and stderr."""
+    import signal
+    import time
+
+    proc = subprocess.Popen(["synchro-sync", command], env=_env(tmp), cwd=tmp,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not started():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    sent_at = time.monotonic()
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert time.monotonic() - sent_at < 10
+    return out, err
+
+
 def test_ctrl_c_stops_a_pass_at_once_and_the_next_one_does_the_rest(tmp_path: Path) -> None:
     """SIGINT during a pass of 4,000 files: the command ends within seconds (it used to run the
     whole pass first), with the summary marked interrupted and exit 130; what was in flight is
     whole, nothing was deleted, and the index remembers what was sent, so the next pass sends
     only the rest and hashes nothing it already sent."""
-    import signal
     import sqlite3
-    import time
 
     app = tmp_path / "apps" / "app1"
     app.mkdir(parents=True)
@@ -259,17 +278,7 @@ def test_ctrl_c_stops_a_pass_at_once_and_the_next_one_does_the_rest(tmp_path: Pa
     stale = tmp_path / "mirror" / "app1" / "stale.js"
     stale.parent.mkdir(parents=True)
     stale.write_text("a full pass deletes this")
-    proc = subprocess.Popen(["synchro-sync", "sync"], env=_env(tmp_path), cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    while len(list(stale.parent.iterdir())) < 10:  # the pass is sending
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGINT)
-    sent_at = time.monotonic()
-    out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
-    assert time.monotonic() - sent_at < 10
+    out, err = _interrupted(tmp_path, "sync", lambda: len(list(stale.parent.iterdir())) >= 10)
     m = SUMMARY.match(out.strip())
     assert m and "interrupted (nothing deleted; the next run does the rest)" in out, out
     first = int(m.group(1))
@@ -292,25 +301,14 @@ def test_ctrl_c_stops_a_pass_at_once_and_the_next_one_does_the_rest(tmp_path: Pa
 def test_ctrl_c_stops_a_pull_and_the_next_pull_brings_the_rest(tmp_path: Path) -> None:
     """The same for `pull` of 4,000 objects: it ends within seconds with exit 130, every file
     it wrote is whole, and the next pull brings exactly the rest."""
-    import signal
-    import time
 
     store = tmp_path / "mirror" / "app1"
     store.mkdir(parents=True)
     for n in range(4000):
         (store / f"f{n:04d}.js").write_text(f"object {n}\n" * 20)
     new = tmp_path / "apps" / "app1"
-    proc = subprocess.Popen(["synchro-sync", "pull"], env=_env(tmp_path), cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    while not new.is_dir() or len(list(new.glob("*.js"))) < 10:  # files are arriving
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGINT)
-    sent_at = time.monotonic()
-    out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
-    assert time.monotonic() - sent_at < 10
+    out, _ = _interrupted(tmp_path, "pull",
+                          lambda: new.is_dir() and len(list(new.glob("*.js"))) >= 10)
     assert out.startswith("downloaded ") and "interrupted" in out, out
     arrived = sorted(p.name for p in new.glob("*.js"))
     assert 0 < len(arrived) < 4000

@@ -49,7 +49,7 @@ def run_embedded(
     live (the start-up pass done), ``say`` with the one line that says what was done when
     ``stop`` ended it."""
     later = RetryLater(settings)
-    done = {"paths": 0, "passes": 0}
+    done = {"paths": 0, "passes": 0, "stopped_passes": 0}
 
     def sync(container: str, relpath: str) -> object:
         try:
@@ -63,8 +63,10 @@ def run_embedded(
         return result
 
     def full_pass(containers: Sequence[str] | None, reason: str) -> object:
-        result = jobs.full_pass(settings, containers, reason)
-        done["passes"] += result is not None
+        # ``stop`` reaches the pass: Ctrl-C ends a long one at once, not after its last file.
+        result = jobs.full_pass(settings, containers, reason, stop=stop)
+        if result is not None:
+            done["stopped_passes" if result.interrupted else "passes"] += 1
         return result
 
     with host_lock(settings, "run", timeout=0) as got:
@@ -84,6 +86,8 @@ def run_embedded(
             if Path(settings.APP_ROOT_PATH).is_dir():
                 result = full_pass(None, "start-up")
                 log.warning("start-up full pass: %s", _pass_summary(result))
+                if stop.is_set():  # stopped during it: not live; what queued up is said
+                    return
             else:
                 # An unmounted volume must not empty the store: wait for the folder; the
                 # watcher asks for a full pass when it appears.
@@ -112,6 +116,8 @@ def run_embedded(
 def stopped_line(done: dict[str, int], left: list[tuple[str, str]]) -> str:
     """The one line ``run`` prints when stopped (Ctrl-C, SIGTERM)."""
     did = f"{done['paths']} save(s) mirrored and {done['passes']} full pass(es) done"
+    if done.get("stopped_passes"):
+        did += " (one more stopped part way: nothing deleted, the next start-up pass ends it)"
     if not left:
         return (f"synchro-sync: stopped: {did}; nothing was waiting "
                 "(the next start-up pass re-checks the whole tree)")

@@ -11,6 +11,7 @@ no list of its files, rows or objects is ever made.
 from __future__ import annotations
 
 import functools
+import threading
 import time
 from collections.abc import Callable
 
@@ -47,12 +48,13 @@ def execute(
     ctx: MirrorContext, streams: list[ContainerStream], result: PassResult,
     progress: Progress | None = None, *, gate: Gate | None = None,
     dry_run: bool = False, admit: Callable[[ContainerStream], Failure | None] | None = None,
+    stop: threading.Event | None = None,
 ) -> None:
     """Send what the streams yield, then their deletes (see :mod:`worker.mirror.sender`)."""
     ensure = None if dry_run else functools.partial(_ensure, ctx)
     threads = FILE_PLAN_THREADS if ctx.store.provider == "file" else PLAN_THREADS
     sender.execute(ctx, streams, result, progress, gate=gate, dry_run=dry_run, ensure=ensure,
-                   admit=admit, threads=threads)
+                   admit=admit, threads=threads, stop=stop)
 
 
 def _ensure(ctx: MirrorContext, stream: ContainerStream) -> Callable[[], None] | None:
@@ -76,8 +78,10 @@ def full_pass(
     dry_run: bool = False,
     force: bool = False,
     progress: Progress | None = None,
+    stop: threading.Event | None = None,
 ) -> PassResult:
-    """One full mirror pass (``synchro-sync sync``); see the module docstring."""
+    """One full mirror pass (``synchro-sync sync``); see the module docstring.  ``stop`` set
+    (or Ctrl-C) ends it early, ``interrupted``: nothing more sent, nothing deleted."""
     started = time.monotonic()
     result = PassResult()
     ctx.rules.reload()
@@ -125,7 +129,7 @@ def full_pass(
             f"{ctx.max_delete_share:.0%}); nothing deleted, use --force"
         )
 
-    execute(ctx, streams, result, progress, gate=gate, dry_run=dry_run, admit=admit)
+    execute(ctx, streams, result, progress, gate=gate, dry_run=dry_run, admit=admit, stop=stop)
     result.seconds = time.monotonic() - started
     return result
 

@@ -295,13 +295,24 @@ def execute(
     progress: Progress | None = None, *, gate: Gate | None = None, dry_run: bool = False,
     ensure: Callable[[ContainerStream], Callable[[], None] | None] | None = None,
     admit: Callable[[ContainerStream], Failure | None] | None = None, threads: int = 1,
+    stop: threading.Event | None = None,
 ) -> None:
     """Merge every stream (``threads`` at once) into one pool, wait, then finish each.
 
     Each stream is opened (its listing started) on the thread that merges it; ``admit`` may
     then refuse it (a line for the failures, once however many streams say it); ``ensure``
-    gives what creates its container before its first send."""
+    gives what creates its container before its first send.  An interrupt (Ctrl-C in this
+    thread, or ``stop`` set by another) ends the pass early: :attr:`PassResult.interrupted`."""
     dispatcher = Dispatcher(ctx, result, progress, dry_run)
+    merged = threading.Event()
+    if stop is not None:
+        def watch_stop() -> None:
+            while not merged.wait(0.1):
+                if stop.is_set():
+                    dispatcher.stop()
+                    return
+
+        threading.Thread(target=watch_stop, name="synchro-pass-stop", daemon=True).start()
 
     def feed(stream: ContainerStream) -> Failure | None:
         """Merge one stream into the pool; a line for the failures when it cannot be."""
@@ -324,11 +335,12 @@ def execute(
         dispatcher.wait()
     except KeyboardInterrupt:  # Ctrl-C: what is in flight finishes, nothing more is sent
         dispatcher.stop()
-        result.interrupted = True
     finally:
         planners.shutdown(wait=True)  # each merge stops at its next action
         dispatcher.wait()
-    if result.interrupted:
+        merged.set()
+    if dispatcher.stopped.is_set():
+        result.interrupted = True
         if not dry_run:  # what was sent is remembered: the next pass does not hash it again
             for stream in streams:
                 if stream.opened:

@@ -128,9 +128,11 @@ def sync_path(settings: Settings, container: str, relpath: str) -> Any:
 
 
 def full_pass(
-    settings: Settings, containers: Sequence[str] | None = None, reason: str = ""
+    settings: Settings, containers: Sequence[str] | None = None, reason: str = "",
+    stop: threading.Event | None = None,
 ) -> Any:
-    """One full mirror pass of this host's containers under the host-local pass lock."""
+    """One full mirror pass of this host's containers under the host-local pass lock; ``stop``
+    set ends it early (``interrupted``, not recorded as a pass)."""
     root = Path(settings.APP_ROOT_PATH)
     if not root.is_dir():  # unmounted, renamed away: said once, then wait for it
         if not pass_log.root_gone.is_set():
@@ -145,8 +147,12 @@ def full_pass(
     with host_lock(settings, "full-pass", timeout=3600.0), _counting_retries(settings, "full_pass"):
         result = passes.full_pass(
             mirror_context(settings),
-            containers=list(containers) if containers else None
+            containers=list(containers) if containers else None, stop=stop,
         )
+    if result.interrupted:
+        log.warning("full pass (%s) stopped early: uploaded %d; nothing deleted, the next "
+                    "pass does the rest", reason, result.uploaded)
+        return result
     record_pass(settings, result, reason, time.monotonic() - started, whole=not containers)
     return result
 
