@@ -396,3 +396,39 @@ def test_the_worker_s_own_keys_stay_out_of_the_sessions_database(
     assert done is not None and done["sessions"] == 20 and done["skipped"] == {}
     assert sorted(sessions_db.keys()) == sorted(f"id-{i}".encode() for i in range(20))
     assert own_redis.client(1).exists("synchro-sync:status")  # the worker's, beside
+
+
+def test_ctrl_c_during_a_snapshot_leaves_no_snapshot(redis_server: RedisServer,
+                                                     tmp_path: Path) -> None:
+    """SIGINT while `sessions snapshot` reads 300,000 sessions: one line, exit 130 (click said
+    "Aborted!" and exit 1), and no snapshot, whole or partial, in the destination."""
+    import signal
+    import time
+
+    prefix = f"int{uuid.uuid4().hex[:6]}:"
+    url = _redis_url(redis_server, prefix)
+    store = open_session_store(url)
+    body = json.dumps({"cart": "x" * 200}).encode()
+    store.write_raw(([(f"i{b}-{i}", body, None) for i in range(10_000)] for b in range(30)),
+                    OnConflict.OVERWRITE)
+    store.close()
+    watcher = redis_server.client()
+    before = len(watcher.client_list())
+    exe = Path(sys.executable).with_name("synchro-sync")
+    proc = subprocess.Popen(
+        [str(exe) if exe.exists() else "synchro-sync", "sessions", "snapshot", "--from", url,
+         "--dest", "snaps"], cwd=tmp_path, env=clean_environ(), stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while len(watcher.client_list()) <= before:  # connected: the snapshot is reading
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    watcher.close()
+    assert proc.returncode == 130, (out, err)
+    assert err.strip().splitlines()[-1] == "synchro-sync: interrupted", err
+    assert "Traceback" not in err and "Aborted" not in err
+    assert not (tmp_path / "snaps").exists() or not any((tmp_path / "snaps").iterdir())
+    listing = cli("sessions", "list", "--dest", "snaps", cwd=tmp_path)
+    assert "no snapshots" in listing.stdout, listing.stdout + listing.stderr

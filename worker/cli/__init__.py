@@ -128,6 +128,9 @@ class SyncGroup(click.Group):
                 raise
             click.echo(f"synchro-sync: error: {exc}", err=True)
             ctx.exit(exc.exit_code)
+        except KeyboardInterrupt:  # Ctrl-C where the command has no stop of its own
+            click.echo("synchro-sync: interrupted", err=True)
+            ctx.exit(128 + signal.SIGINT)
         except BrokenPipeError:  # `sync --dry-run | head`: the reader has all it wanted
             # Quiet, with the status of a program killed by SIGPIPE (as `git log | head`);
             # stdout goes to /dev/null so that its flush at exit does not fail again.
