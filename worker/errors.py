@@ -8,6 +8,11 @@ an SDK exception.  Whether an operation is retried is decided by type alone
 
 from __future__ import annotations
 
+import signal
+
+#: The exit code of a command stopped by Ctrl-C (SIGINT): 128 + the signal, as a shell says it.
+EXIT_INTERRUPTED = 128 + signal.SIGINT
+
 
 class SyncError(Exception):
     """Base of every error synchro-sync raises on purpose."""

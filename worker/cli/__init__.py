@@ -20,7 +20,7 @@ from typing import Any
 
 import click
 
-from worker.errors import SyncError
+from worker.errors import EXIT_INTERRUPTED, SyncError
 
 #: Each command: the module that defines it and its name there.  The group imports the module
 #: by name when the command is looked up (as the store registry does a provider's), never at
@@ -124,23 +124,28 @@ class SyncGroup(click.Group):
         try:
             return super().invoke(ctx)
         except SyncError as exc:
-            if getattr(ctx.find_root().obj, "debug", False):  # the CliState main() made
+            if _debug(ctx):
                 raise
             click.echo(f"synchro-sync: error: {exc}", err=True)
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt:  # Ctrl-C where the command has no stop of its own
             click.echo("synchro-sync: interrupted", err=True)
-            ctx.exit(128 + signal.SIGINT)
+            ctx.exit(EXIT_INTERRUPTED)
         except BrokenPipeError:  # `sync --dry-run | head`: the reader has all it wanted
             # Quiet, with the status of a program killed by SIGPIPE (as `git log | head`);
             # stdout goes to /dev/null so that its flush at exit does not fail again.
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             ctx.exit(128 + signal.SIGPIPE)
         except OSError as exc:  # a folder that cannot be made or written, a full disk
-            if getattr(ctx.find_root().obj, "debug", False):
+            if _debug(ctx):
                 raise
             click.echo(f"synchro-sync: error: {os_problem(exc, ctx.find_root().obj)}", err=True)
             ctx.exit(1)
+
+
+def _debug(ctx: click.Context) -> bool:
+    """Whether --debug was given (read from the CliState main() made, once it ran)."""
+    return bool(getattr(ctx.find_root().obj, "debug", False))
 
 
 #: The settings naming the folders a command makes and writes, for an OSError's line.

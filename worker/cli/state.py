@@ -19,8 +19,6 @@ from worker.logs import apply_format, formatter
 
 #: The work failed (bad usage or configuration is 2: a SyncError's own exit code).
 EXIT_FAILED = 1
-#: Stopped by Ctrl-C (SIGINT) before the end: 128 + the signal's number, as a shell reports it.
-EXIT_INTERRUPTED = 130
 
 
 @dataclass

@@ -13,9 +13,9 @@ from typing import Any
 
 import click
 
-from worker.cli.state import EXIT_FAILED, EXIT_INTERRUPTED, CliState, pass_state
+from worker.cli.state import EXIT_FAILED, CliState, pass_state
 from worker.config import Settings
-from worker.errors import UsageError
+from worker.errors import EXIT_INTERRUPTED, UsageError
 from worker.mirror import passes
 from worker.mirror.context import MirrorContext
 from worker.mirror.pull import pull as pull_from_store

@@ -332,7 +332,7 @@ def execute(
     try:
         fed = list(planners.map(feed, streams))
         dispatcher.planned()
-        dispatcher.wait()
+        dispatcher.wait()  # here too, so that a Ctrl-C while the last jobs run is caught
     except KeyboardInterrupt:  # Ctrl-C: what is in flight finishes, nothing more is sent
         dispatcher.stop()
     finally:
