@@ -13,7 +13,7 @@ import threading
 from dataclasses import asdict
 from typing import Any
 
-from worker.coord.status import StatusStore, forget_full_passes, record_full_pass
+from worker.coord.status import StatusStore, record_full_passes
 from worker.mirror.results import Counts, PassResult
 
 log = logging.getLogger("synchro_sync.jobs")
@@ -79,10 +79,9 @@ def record_pass(
             once(logging.WARNING, *_split_where(line))
         for failure in result.failures:
             log.error("full pass (%s): %s", reason, failure)
-    for container, info in rows.items():
-        record_full_pass(store, container, {**info, "reason": reason, "seconds": round(took, 3)})
-    if whole:
-        forget_full_passes(store, keep=set(rows))
+    seconds = round(took, 3)
+    record_full_passes(store, {container: {**info, "reason": reason, "seconds": seconds}
+                               for container, info in rows.items()}, whole=whole)
 
 
 def _split_where(line: str) -> tuple[str, str, str]:
