@@ -4,8 +4,9 @@ moto server in the same run (see docs/benchmarks.md, section Mirror).
     python bench/bench_mirror.py [--files 10000] [--reps 1] [--tools ours,rclone-tuned,...]
     python bench/bench_mirror.py --files 8 --size-mib 64 --phases initial --reps 5
 
-Data: N files of 1-8 KB (seeded) in 5 apps, app{1..5}/pkgNN/subNN/fNNNN.js, fixed old mtimes;
-with ``--size-mib S``, N files of S MiB each (random bytes, seeded) spread over the apps.
+Data: N files of 1-8 KB (seeded) in 5 apps (``--apps``), app{1..5}/pkgNN/subNN/fNNNN.js, fixed
+old mtimes; with ``--size-mib S``, N files of S MiB each (random bytes, seeded) spread over the
+apps.
 Layout: one bucket, a prefix per app (our MODULESTORE.bucket).  Per tool and repetition: moto
 reset, a fresh copy of the tree, then the passes (default all three): initial; no change; after
 100 changed (34 touched only, 33 rewritten with the same size, 33 with a new size) and 100
@@ -47,12 +48,12 @@ OLD_MTIME = 1_700_000_000
 _LINE = re.compile(r'"(GET|PUT|POST|HEAD|DELETE) (\S+) HTTP/1\.[01]" (\d+)')
 
 
-def gen_tree(root: Path, n: int, seed: int = 7) -> list[str]:
+def gen_tree(root: Path, n: int, seed: int = 7, apps: int = 5) -> list[str]:
     rnd = random.Random(seed)
     keys = []
     for i in range(n):
-        app = f"app{i % 5 + 1}"
-        rel = f"{app}/pkg{(i // 5) % 20:02d}/sub{(i // 100) % 6:02d}/f{i:05d}.js"
+        app = f"app{i % apps + 1}"
+        rel = f"{app}/pkg{(i // apps) % 20:02d}/sub{(i // 100) % 6:02d}/f{i:05d}.js"
         path = root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(rnd.randbytes(rnd.randint(1024, 8192)))
@@ -238,6 +239,7 @@ def main() -> int:
     ap.add_argument("--size-mib", type=int, default=0,
                     help="files of this many MiB each instead of the 1-8 KB tree")
     ap.add_argument("--phases", default="initial,noop,changed")
+    ap.add_argument("--apps", type=int, default=5, help="app folders the small tree spreads over")
     ap.add_argument("--out", default=str(HERE / "results" / "mirror.json"))
     args = ap.parse_args()
     tools = args.tools.split(",")
@@ -264,7 +266,7 @@ def main() -> int:
                 else:
                     src = work / f"src-{tool}"
                     shutil.rmtree(src, ignore_errors=True)
-                    keys = gen_tree(src, args.files)
+                    keys = gen_tree(src, args.files, apps=args.apps)
                 for phase in phases:
                     if phase == "changed":
                         mutate(src, keys)

@@ -163,3 +163,57 @@ def test_a_new_host_hashes_and_sends_only_what_differs(s3_server: Any, tmp_path:
     finally:
         ctx.store.delete_container("app")
         ctx.close()
+
+
+def test_many_small_apps_in_one_bucket_are_listed_in_one_request(s3_server: Any,
+                                                                 tmp_path: Path) -> None:
+    """30 app folders of 3 files in ``MODULESTORE.bucket``: each pass lists the bucket once
+    for all of them (it was one listing per app: 30), and sends, deletes and keeps exactly what
+    it did before; an app of the store that the tree has not (``gone``) is left as it is."""
+    from worker.mirror import passes
+
+    bucket = f"many-{uuid.uuid4().hex[:8]}"
+    s3_server.client().create_bucket(Bucket=bucket)
+    root = tmp_path / "apps"
+    apps = [f"app{i:02d}" for i in range(30)]
+    for app in apps:
+        for i in range(3):
+            p = root / app / f"f{i}.js"
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_bytes(os.urandom(50 + i))
+            os.utime(p, (1_700_000_000, 1_700_000_000))
+    settings = load_settings(None, {
+        "APP_ROOT_PATH": str(root), "STATE_DIR": str(tmp_path / "state"),
+        "MODULESTORE_SERVICE": "PkgCloudModuleStore",
+        "MODULESTORE": s3_server.settings(bucket=bucket),
+    }, environ={})
+    log = s3_server.server.log_path
+    ctx = MirrorContext.from_settings(settings)
+    try:
+        ctx.store.put_bytes("gone", "old.js", b"kept")
+        start = log.stat().st_size
+        assert full_pass(ctx).uploaded == 90
+        assert _requests(log, start) == {"ListObjects": 1, "PUT object": 90}
+
+        start = log.stat().st_size
+        assert full_pass(ctx).unchanged == 90
+        assert _requests(log, start) == {"ListObjects": 1}
+
+        # One file changed in app03, one deleted in each of app07 and app21.
+        (root / "app03" / "f0.js").write_bytes(b"changed")
+        (root / "app07" / "f1.js").unlink()
+        (root / "app21" / "f2.js").unlink()
+        start = log.stat().st_size
+        result = full_pass(ctx)
+        assert (result.uploaded, result.deleted, result.unchanged) == (1, 2, 87)
+        assert _requests(log, start) == {"ListObjects": 1, "PUT object": 1, "DeleteObjects": 2}
+        assert ctx.store.read_bytes("app03", "f0.js") == b"changed"
+        assert [i.key for i in ctx.store.list("app07")] == ["f0.js", "f2.js"]
+        assert [i.key for i in ctx.store.list("gone")] == ["old.js"]
+
+        # Fewer apps than that: each lists itself, as before.
+        start = log.stat().st_size
+        assert full_pass(ctx, apps[:passes.LISTED_TOGETHER_FROM - 1]).unchanged == 21
+        assert _requests(log, start) == {"ListObjects": passes.LISTED_TOGETHER_FROM - 1}
+    finally:
+        ctx.close()

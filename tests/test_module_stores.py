@@ -33,6 +33,7 @@ from worker.errors import (
     StoreError,
     TransientStoreError,
 )
+from worker.mirror.stream import list_together
 from worker.stores.modules import ContainerNotFound, ModuleStore, names
 from worker.stores.modules.base import SourceChanged, run_once, stream_md5
 from worker.stores.modules.file import FileBackend
@@ -307,6 +308,41 @@ def test_bucket_prefix_mode(make_store: object) -> None:
         store.delete_container("app1")
         assert store.containers() == ["app2"]
         assert "ok" in store.check()
+    finally:
+        plain.delete_container(bucket)
+
+
+def test_small_containers_of_one_bucket_are_listed_together(make_store: object) -> None:
+    """``list_together`` (a pass of many apps in ``MODULESTORE.bucket``): one listing of the
+    bucket, page after page, gives each container whose keys it holds entirely; a page that
+    completes none ends it; every listing given equals the container's own."""
+    bucket = f"together-{uuid.uuid4().hex[:10]}"
+    plain: ModuleStore = make_store()  # type: ignore[operator]
+    plain.ensure_container(bucket)
+    try:
+        store: ModuleStore = make_store(bucket=bucket)  # type: ignore[operator]
+        store.backend.listing_page = 4  # type: ignore[attr-defined]
+        sizes = {"a1": 2, "a2": 2, "a3": 2, "a4": 2, "m-big": 7, "other": 1, "z1": 1,
+                 "\u00e91": 2}
+        for container, n in sizes.items():
+            for i in range(n):
+                store.put_bytes(container, f"k{i}.js", f"{container} {i}".encode())
+        wanted = [c for c in sizes if c != "other"]  # "other" is in the store, not the tree
+        got = list_together(store, wanted, max_pages=10)
+        assert sorted(got) == sorted(wanted)
+        for container in wanted:
+            own = [(i.key, i.size, i.md5) for i in store.list(container)]
+            assert [(i.key, i.size, i.md5) for i in got[container]] == own
+            assert len(own) == sizes[container]
+
+        # At most one page held: the containers it completed (a1 and not a2, whose last key
+        # may follow on the next page).
+        assert sorted(list_together(store, wanted, max_pages=1)) == ["a1"]
+        # A first page that completes none of them (all its keys are a1's and a2's) ends it:
+        # nothing is given, each container lists itself.
+        assert list_together(store, ["m-big", "z1"], max_pages=10) == {}
+        # Without a shared bucket, nothing is listed together.
+        assert list_together(plain, [bucket], max_pages=10) == {}
     finally:
         plain.delete_container(bucket)
 

@@ -20,7 +20,7 @@ from worker.mirror import apps, localtree, sender
 from worker.mirror.context import MirrorContext
 from worker.mirror.results import Failure, PassResult, Progress
 from worker.mirror.sender import Gate
-from worker.mirror.stream import ContainerStream
+from worker.mirror.stream import ContainerStream, list_together
 from worker.stores.modules import STORE_FILES
 
 __all__ = ["execute", "full_pass", "plan"]
@@ -30,6 +30,11 @@ PLAN_THREADS = 8
 #: ... into a FileModuleStore, whose listing costs CPU (a walk of the store's folders), not
 #: waiting: more at once would only compete for the same cores.
 FILE_PLAN_THREADS = 2
+#: A pass of this many containers or more in one bucket (``MODULESTORE.bucket``) lists the
+#: bucket once for all the small ones (``stream.list_together``), holding at most this
+#: many pages (1,000 keys each) of it.
+LISTED_TOGETHER_FROM = 8
+LISTED_TOGETHER_PAGES = 10
 
 
 def plan(
@@ -105,8 +110,12 @@ def full_pass(
         _add_store_files(ctx, wanted, result)
 
     result.containers += wanted
-    # Opened where they are merged (a few at once), so that only those hold a listing page.
-    streams = [ContainerStream(ctx, name, record=dry_run) for name in wanted]
+    # Opened where they are merged (a few at once), so that only those hold a listing page;
+    # many containers in one bucket: as many as one listing of it holds, in a page or a few.
+    listed = list_together(ctx.store, wanted, LISTED_TOGETHER_PAGES) \
+        if len(wanted) >= LISTED_TOGETHER_FROM else {}
+    streams = [ContainerStream(ctx, name, record=dry_run, listing=listed.pop(name, None))
+               for name in wanted]
 
     def admit(stream: ContainerStream) -> Failure | None:
         if stream.exists or ctx.store.bucket is None:

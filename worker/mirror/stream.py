@@ -16,13 +16,16 @@ anything when the tree of the container is empty or its folder was replaced duri
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import itertools
 import pickle
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import IO, TYPE_CHECKING
 
+from worker.errors import StoreError
 from worker.mirror import localtree
 from worker.mirror.index import IndexEntry
 from worker.mirror.plan import (
@@ -41,6 +44,7 @@ from worker.stores.modules import STORE_FILES, ContainerNotFound, ObjectInfo
 
 if TYPE_CHECKING:
     from worker.mirror.context import MirrorContext
+    from worker.stores.modules import ModuleStore
 
 #: Index rows are committed in batches of this size during a pass.
 INDEX_BATCH = 1000
@@ -102,8 +106,11 @@ class ContainerStream:
     def __init__(
         self, ctx: MirrorContext, container: str, prefix: str = "", *,
         guard_empty: bool = True, disk_prefix: str | None = None, record: bool = False,
+        listing: list[ObjectInfo] | None = None,
     ) -> None:
         self.ctx = ctx
+        #: The container's whole listing, when the pass has it already (``list_together``).
+        self.listed = listing
         self.container = container
         self.prefix = prefix
         self.guard_empty = guard_empty
@@ -135,6 +142,9 @@ class ContainerStream:
         """Start the listing (its first page); False when the container does not exist.
         Raises StoreError when the store cannot be listed."""
         self.opened = True
+        if self.listed is not None:
+            self._listing, self.listed = iter(self.listed), None
+            return True
         listing = iter(self.ctx.store.list(self.container, self.prefix))
         try:
             first = next(listing, None)
@@ -297,3 +307,46 @@ def _unsure_warning(container: str, prefix: str, unsure: set[str]) -> str:
         f"{container}/{prefix}: {len(where)} path(s) vanished or could not be read during the "
         f"scan ({first}{more}); nothing under them was deleted"
     )
+
+
+def list_together(
+    store: ModuleStore, containers: Iterable[str], max_pages: int,
+) -> dict[str, list[ObjectInfo]]:
+    """With ``MODULESTORE.bucket``: the listings of those ``containers`` that one listing of
+    the whole bucket, page after page, holds entirely (keys relative to each).  A pass of many
+    small apps lists them in a request or two instead of one each; the others list themselves,
+    as does every container without a shared bucket ({}).  Stops after ``max_pages`` pages
+    (what is held), or after a page that completed no container (a big one: it lists itself),
+    so it costs at most one request that it does not save."""
+    if store.bucket is None:
+        return {}
+    bases: dict[str, str] = {}
+    for c in containers:
+        with contextlib.suppress(StoreError):  # a bad name: its own listing says so
+            base = store.prefix_of(c)
+            if base.count("/") == 1:
+                bases[base] = c
+    found: dict[str, list[ObjectInfo]] = {c: [] for c in bases.values()}
+    done: dict[str, list[ObjectInfo]] = {}
+    token: str | None = None
+    for _ in range(max_pages):
+        try:
+            page = store.bucket_page(token)
+        except StoreError:  # each container lists itself and says what is wrong
+            return done
+        for info in page.items:
+            head, _, rest = info.key.partition("/")
+            if (owner := bases.get(head + "/")) is not None:
+                found[owner].append(dataclasses.replace(info, key=rest))
+        last = page.items[-1].key if page.items else ""
+        complete = [base for base in bases if page.token is None or (
+            # Every key under ``base`` sorts before ``last`` in any store's order (a name in
+            # ASCII compares the same in code points, UTF-8 and UTF-16).
+            base.isascii() and base < last and not last.startswith(base))]
+        for base in complete:
+            c = bases.pop(base)
+            done[c] = found.pop(c)
+        if page.token is None or not complete:
+            return done
+        token = page.token
+    return done

@@ -34,6 +34,7 @@ from worker.stores.modules.base import (
     ContainerNotFound,
     ObjectBackend,
     ObjectInfo,
+    Page,
     SourceChanged,
     run_once,
     stream_md5,
@@ -143,6 +144,15 @@ class ModuleStore(Layout):
         cut = len(base)
         for info in self._list_full(bucket, full_prefix, container):
             yield dataclasses.replace(info, key=info.key[cut:]) if cut else info
+
+    def bucket_page(self, token: str | None) -> Page:
+        """One page of the listing of the whole ``MODULESTORE.bucket`` (keys as stored)."""
+        assert self.bucket is not None
+        return self._call(self.backend.list_page, self.bucket, "", token, container=self.bucket)
+
+    def prefix_of(self, container: str) -> str:
+        """The key prefix of ``container`` in its bucket ("" with a bucket per container)."""
+        return self._locate(container)[1]
 
     def _list_full(self, bucket: str, prefix: str, container: str) -> Iterator[ObjectInfo]:
         token: str | None = None
