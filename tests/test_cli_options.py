@@ -166,3 +166,28 @@ def test_a_reader_that_stops_early_gets_no_error(tmp_path: Path) -> None:
     assert proc.wait(timeout=120) == 141, err
     assert first.startswith(b"upload  app1/"), first
     assert "error" not in err and "Traceback" not in err, err
+
+
+def test_the_console_script_freezes_its_imports_out_of_the_collector(tmp_path: Path) -> None:
+    """``synchro-sync`` (``script``) imports its command with the garbage collector off, then
+    freezes what was imported out of every later collection and turns it back on; ``main``
+    called in a test's own process leaves the collector as it was."""
+    probe = (
+        "import gc, sys\n"
+        "from worker.cli import {fn}\n"
+        "sys.argv = ['synchro-sync', 'config', 'show']\n"
+        "try:\n    {fn}()\n"
+        "except SystemExit as e:\n    assert not e.code, e.code\n"
+        "print(gc.get_freeze_count(), gc.isenabled(), file=sys.stderr)\n"
+    )
+    env = clean_environ(SYNCHRO__STATE_DIR=str(tmp_path / "state"))
+    counts = {}
+    for fn in ("script", "main"):
+        out = subprocess.run([sys.executable, "-c", probe.format(fn=fn)], cwd=tmp_path, env=env,
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        frozen, enabled = out.stderr.split()[-2:]
+        assert enabled == "True"
+        counts[fn] = int(frozen)
+    assert counts["main"] == 0
+    assert counts["script"] > 50_000  # pydantic, click, our settings models: all frozen

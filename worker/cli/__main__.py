@@ -1,0 +1,5 @@
+"""``python -m worker.cli``: the ``synchro-sync`` command."""
+
+from worker.cli import script
+
+script()
