@@ -104,3 +104,42 @@ def test_sync_of_a_thousand_app_folders_records_every_row(tmp_path: Path) -> Non
     rows = json.loads(cli("status", "--json").stdout)["full_passes"]
     rows.pop("/")
     assert len(rows) == 600 and "app0399" not in rows and "app0400" in rows
+
+
+def test_a_pass_of_many_containers_logs_those_that_did_something_and_one_line(
+    tmp_path: Path, caplog: Any,
+) -> None:
+    """Past ``EACH_UP_TO`` containers the log has a line for each container that did
+    something and one for the pass (a scheduled pass of 1,000 unchanged apps was 1,000 lines);
+    up to it, a line for each, as before.  ``status`` keeps every row either way."""
+    import logging
+
+    from worker.mirror import pass_log
+    from worker.mirror.results import Counts, PassResult
+
+    def result(n: int, busy: dict[int, Counts]) -> PassResult:
+        r = PassResult(containers=[f"app{i:03d}" for i in range(n)])
+        for i in range(n):
+            r.per[f"app{i:03d}"] = busy.get(i, Counts(unchanged=3))
+        return r
+
+    caplog.set_level(logging.INFO, logger="synchro_sync.jobs")
+    store = FileStatusStore(tmp_path)
+    many = result(300, {7: Counts(uploaded=2, bytes=2_000_000), 250: Counts(deleted=1)})
+    pass_log.record_pass(store, many, "scheduled", 1.5, whole=True)
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == [
+        "container=app007 full pass (scheduled) done in 1.50s: uploaded 2, copied 0, "
+        "deleted 0, unchanged 0, 2.0 MB",
+        "container=app250 full pass (scheduled) done in 1.50s: uploaded 0, copied 0, "
+        "deleted 1, unchanged 0, 0.0 MB",
+        "full pass (scheduled) done in 1.50s: 300 containers, 2 with something done: "
+        "uploaded 2, copied 0, deleted 1, unchanged 894, 2.0 MB",
+    ]
+    assert len(store.names()) == 300
+
+    caplog.clear()
+    few = result(pass_log.EACH_UP_TO, {})
+    pass_log.record_pass(store, few, "scheduled", 0.2, whole=True)
+    assert len(caplog.records) == pass_log.EACH_UP_TO
+    assert caplog.records[0].getMessage().startswith("container=app000 full pass (scheduled)")

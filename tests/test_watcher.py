@@ -652,7 +652,7 @@ def test_running_out_of_watches_later_switches_to_polling(
     (root / "app1" / "deep").mkdir()
     assert wait_for(lambda: w.kind is ObserverKind.POLLING)
     assert any("no watch left" in m and "SYNC.polling" in m for m in w.stats.messages)
-    assert wait_for(lambda: any("ran out of watches" in p for p in rec.passes))
+    assert wait_for(lambda: any("ran out of watches" in p for p in rec.passes)), rec.passes
     rec.clear()
     (root / "app1" / "deep" / "x.js").write_text("x")  # seen by polling
     assert settle(w, rec, {"app1/deep/x.js"}) == ["app1/deep/x.js"]
@@ -761,7 +761,11 @@ def test_sub_folders_without_a_watch_at_start_switch_to_polling(
     monkeypatch.setattr(InotifyFD, "add_callback", limited)
     w, rec = start()
     assert wait_for(lambda: w.kind is ObserverKind.POLLING)
-    assert wait_for(lambda: any("ran out of watches" in p for p in rec.passes))
+    # watchdog 7.1.1 raises the ENOSPC of a sub-folder while it starts (the start falls back
+    # to polling at once); 7.1.0 skipped the folder without a word (our hook on the descriptor
+    # saw it, and the watcher switched). Either way the user is told what to raise.
+    assert wait_for(lambda: any("max_user_watches" in m and "SYNC.polling" in m
+                                for m in w.stats.messages)), w.stats.messages
     (root / "app1" / "lib" / "util.js").write_text("seen by polling")
     assert settle(w, rec, {"app1/lib/util.js"}) == ["app1/lib/util.js"]
 

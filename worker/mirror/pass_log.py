@@ -8,6 +8,7 @@ root gone): one line each, by name, once per process (:func:`once`).
 from __future__ import annotations
 
 import errno
+import itertools
 import logging
 import threading
 from dataclasses import asdict
@@ -17,6 +18,9 @@ from worker.coord.status import StatusStore, record_full_passes
 from worker.mirror.results import Counts, PassResult
 
 log = logging.getLogger("synchro_sync.jobs")
+#: A full pass of at most this many containers logs a line for each; a bigger one logs those
+#: that did something (this many at most) and a line for the whole pass.
+EACH_UP_TO = 20
 
 #: Problems already logged by this process ((container, path, what)): each is said once.
 _said: set[tuple[str, str, str]] = set()
@@ -70,11 +74,8 @@ def record_pass(
     folder (or the ``*`` row of a pass that found no app folders) does not linger.  ``say``:
     log the rows, each warning (once per process) and each failure (``sync`` prints its own)."""
     rows = per_container(result)
-    for container, info in rows.items():
-        if say:
-            log.info("container=%s full pass (%s) done in %.2fs: %s", container, reason, took,
-                     human(info))
     if say:
+        _say_rows(rows, reason, took)
         for line in result.warnings:  # each problem by name, once per process
             once(logging.WARNING, *_split_where(line))
         for failure in result.failures:
@@ -82,6 +83,27 @@ def record_pass(
     seconds = round(took, 3)
     record_full_passes(store, {container: {**info, "reason": reason, "seconds": seconds}
                                for container, info in rows.items()}, whole=whole)
+
+
+def _say_rows(rows: dict[str, dict[str, Any]], reason: str, took: float) -> None:
+    """A line per container; past :data:`EACH_UP_TO` containers, a line for each of the first
+    of those that did something (sent, copied, deleted, failed, withheld) and one for the pass:
+    a scheduled pass of a thousand unchanged apps is one line, not a thousand."""
+    def busy(info: dict[str, Any]) -> bool:
+        return any(info[k] for k in ("uploaded", "copied", "deleted", "failures", "withheld"))
+
+    each = rows if len(rows) <= EACH_UP_TO else \
+        dict(itertools.islice(((c, i) for c, i in rows.items() if busy(i)), EACH_UP_TO))
+    for container, info in each.items():
+        log.info("container=%s full pass (%s) done in %.2fs: %s", container, reason, took,
+                 human(info))
+    if len(rows) > EACH_UP_TO:
+        total = {k: sum(i[k] for i in rows.values()) for k in (
+            "uploaded", "copied", "deleted", "unchanged", "bytes", "failures", "withheld")}
+        changed = sum(busy(i) for i in rows.values())
+        log.info("full pass (%s) done in %.2fs: %d containers, %d with something done%s: %s",
+                 reason, took, len(rows), changed,
+                 f" ({len(each)} said above)" if changed > len(each) else "", human(total))
 
 
 def _split_where(line: str) -> tuple[str, str, str]:
