@@ -40,6 +40,15 @@ def _requests(log: Path, start: int) -> Counter[str]:
     return counts
 
 
+def _context(s3_server: Any, root: Path, state: Path, bucket: str) -> MirrorContext:
+    """A mirror of ``root`` into ``bucket`` (``MODULESTORE.bucket``) of the test's moto."""
+    return MirrorContext.from_settings(load_settings(None, {
+        "APP_ROOT_PATH": str(root), "STATE_DIR": str(state),
+        "MODULESTORE_SERVICE": "PkgCloudModuleStore",
+        "MODULESTORE": s3_server.settings(bucket=bucket),
+    }, environ={}))
+
+
 def test_requests_per_pass_at_the_server(s3_server: Any, tmp_path: Path,
                                          monkeypatch: Any) -> None:
     bucket = f"req-{uuid.uuid4().hex[:8]}"
@@ -51,13 +60,8 @@ def test_requests_per_pass_at_the_server(s3_server: Any, tmp_path: Path,
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_bytes(os.urandom(100 + i % 50))
         os.utime(p, (1_700_000_000, 1_700_000_000))
-    settings = load_settings(None, {
-        "APP_ROOT_PATH": str(root), "STATE_DIR": str(tmp_path / "state"),
-        "MODULESTORE_SERVICE": "PkgCloudModuleStore",
-        "MODULESTORE": s3_server.settings(bucket=bucket),
-    }, environ={})
     log = s3_server.server.log_path
-    ctx = MirrorContext.from_settings(settings)
+    ctx = _context(s3_server, root, tmp_path / "state", bucket)
     try:
         start = log.stat().st_size
         assert full_pass(ctx).uploaded == n
@@ -120,11 +124,7 @@ def test_a_new_host_hashes_and_sends_only_what_differs(s3_server: Any, tmp_path:
         os.utime(p, (1_700_000_000, 1_700_000_000))  # not just written: the index may vouch
 
     def context(state: str) -> MirrorContext:
-        return MirrorContext.from_settings(load_settings(None, {
-            "APP_ROOT_PATH": str(root), "STATE_DIR": str(tmp_path / state),
-            "MODULESTORE_SERVICE": "PkgCloudModuleStore",
-            "MODULESTORE": s3_server.settings(bucket=bucket),
-        }, environ={}))
+        return _context(s3_server, root, tmp_path / state, bucket)
 
     first = context("state-first")
     try:
@@ -182,13 +182,8 @@ def test_many_small_apps_in_one_bucket_are_listed_in_one_request(s3_server: Any,
             p.parent.mkdir(parents=True, exist_ok=True)
             p.write_bytes(os.urandom(50 + i))
             os.utime(p, (1_700_000_000, 1_700_000_000))
-    settings = load_settings(None, {
-        "APP_ROOT_PATH": str(root), "STATE_DIR": str(tmp_path / "state"),
-        "MODULESTORE_SERVICE": "PkgCloudModuleStore",
-        "MODULESTORE": s3_server.settings(bucket=bucket),
-    }, environ={})
     log = s3_server.server.log_path
-    ctx = MirrorContext.from_settings(settings)
+    ctx = _context(s3_server, root, tmp_path / "state", bucket)
     try:
         ctx.store.put_bytes("gone", "old.js", b"kept")
         start = log.stat().st_size
