@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import os
 import time
@@ -278,3 +279,32 @@ def test_index_row_vouches_only_for_same_stat() -> None:
     assert e.vouches_for(f)
     assert not e.vouches_for(LocalFile("a", 10, OLD, OLD + 1, 1))  # ctime moved (chmod, write)
     assert not e.vouches_for(lf("a", inode=2))
+
+
+def test_ignore_patterns_as_one_expression_decide_as_pathspec_does() -> None:
+    """An include-only spec (the defaults, ``SYNC.ignore``, a ``.syncignore`` without ``!``) is
+    matched as one regular expression; every decision equals pathspec's own, for files and
+    folders, and a spec with a ``!`` pattern is left to pathspec."""
+    import pathspec
+
+    from worker.mirror import ignore
+
+    extra = ["build/", "*.log", "/dist", "**/tmp/*.txt", "a/**/b", "[Dd]ocs/*.md", "x?y",
+             "deep/er/", "\\#literal", "*.min.*", "/only-top.js"]
+    names = ["index.js", "node_modules", ".git", "x.swp", ".x.swp", "a~", "4913", ".#a", "#a#",
+             ".DS_Store", "._a", "Thumbs.db", ".syncignore", ".synchro-tmp-1", "build", "b.log",
+             "dist", "tmp", "t.txt", "a", "b", "docs", "Docs", "r.md", "xzy", "x/y", "deep",
+             "er", "#literal", "a.min.js", "only-top.js", "ü.js", "sp ace", "CVS", "__pycache__"]
+    paths = {"/".join(p) for p in itertools.product(names, repeat=2)} | set(names)
+    paths |= {f"{p}/{n}" for p in ("a/c", "q/tmp", "deep/er", "lib/a/z") for n in names}
+    for lines in ([*ignore.DEFAULT_PATTERNS], [*ignore.DEFAULT_PATTERNS, *extra], extra):
+        spec = pathspec.GitIgnoreSpec.from_lines(lines)
+        fast = ignore.Matcher(spec)
+        assert fast.one is not None or ignore._SET_ENGINE
+        for path in sorted(paths):
+            for candidate in (path, path + "/"):
+                assert fast.match_file(candidate) == bool(spec.match_file(candidate)), \
+                    (lines[-1], candidate)
+    negated = ignore.Matcher(pathspec.GitIgnoreSpec.from_lines(["*.log", "!keep.log"]))
+    assert negated.one is None
+    assert negated.match_file("a.log") and not negated.match_file("keep.log")

