@@ -53,8 +53,9 @@ from bench.peers_cmd import peer_env, run_measured  # noqa: E402
 
 PER_APP = 10_000
 PER_FOLDER = 100
-#: Runs the CLI from the checkout on PYTHONPATH (the console script would too, through pyenv).
-_CLI = "import sys; from worker.cli import main; sys.exit(main())"
+#: Runs the CLI from the checkout on PYTHONPATH as its console script does (``script``; a
+#: checkout older than it has only ``main``).
+_CLI = "import sys, worker.cli as c; sys.exit(getattr(c, 'script', c.main)())"
 
 
 def app_name(i: int) -> str:
