@@ -17,6 +17,8 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import click
@@ -101,6 +103,23 @@ def hoist_global_options(args: list[str], commands: set[str] | frozenset[str]) -
 SETTLE_HEAP = False
 
 
+@contextmanager
+def _heap_settled(on: bool) -> Iterator[None]:
+    """With ``on``: what is imported inside comes in without the collections it would trigger
+    (pydantic, the SDKs: objects that live as long as the process), then is kept out of every
+    later one.  50-60 ms of the CPU of a one-shot sync of 300 apps went to collections
+    scanning them again and again."""
+    if not on:
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        gc.enable()
+
+
 class SyncGroup(click.Group):
     """Turns our errors into one line and an exit code; takes the group's own options
     anywhere on the line (:func:`hoist_global_options`); finds its commands in
@@ -114,19 +133,8 @@ class SyncGroup(click.Group):
         if where is None:
             return None
         module, name = where
-        if not SETTLE_HEAP:
+        with _heap_settled(SETTLE_HEAP):
             command: click.Command = getattr(importlib.import_module(module), name)
-        else:
-            # The command's imports (pydantic, the SDKs: objects that live as long as the
-            # process) without the collections they would trigger, then kept out of every
-            # later one: 50-60 ms of the CPU of a one-shot sync of 300 apps went to
-            # collections scanning them again and again.
-            gc.disable()
-            try:
-                command = getattr(importlib.import_module(module), name)
-            finally:
-                gc.freeze()
-                gc.enable()
         _whole_descriptions(command)
         return command
 
