@@ -27,6 +27,7 @@ from worker.errors import (
     AlreadyExists,
     ConfigError,
     CorruptFile,
+    StoreError,
     TransientStoreError,
     UsageError,
 )
@@ -588,6 +589,51 @@ def test_redis_default_is_the_servers_format(own_redis: RedisServer) -> None:
     assert got == {s.id: raw.get(s.id), "srv-1": text.encode()}
     assert store.get("srv-1").state["big"] == 123456789012345678901234567890  # type: ignore[union-attr]
     assert store.describe() == f"redis://127.0.0.1:{own_redis.port}/0"
+    store.close()
+
+
+def test_redis_error_reply_in_a_batch_fails_clearly_and_the_store_stays_in_step(
+    own_redis: RedisServer,
+) -> None:
+    """A batch is 1,000 SETs sent together.  When the server refuses some (out of memory
+    here), the write fails with the server's reason, and what is asked next gets its own
+    answers, not the unread replies of that batch."""
+    raw = own_redis.client()
+    store = RedisSessionStore("127.0.0.1", own_redis.port, REDIS_PASSWORD)
+    store.put(Session("keep", {"v": 1}))
+    used = int(raw.info("memory")["used_memory"])
+    raw.config_set("maxmemory", used + 300_000)  # room for ~200 of the 1,000 below
+    raw.config_set("maxmemory-policy", "noeviction")
+    state = "x" * 1000
+    batch = [(f"s{i:04d}", f'{{"id":"s{i:04d}","p":"{state}"}}'.encode(), None) for i in range(1000)]
+    with pytest.raises(StoreError) as err:
+        store.write_raw([batch], OnConflict.OVERWRITE)
+    assert "maxmemory" in str(err.value) and "write batch of 1000" in str(err.value)
+    assert 0 < raw.dbsize() - 1 < 1000  # some were written before the server said no
+    raw.config_set("maxmemory", 0)
+    for _ in range(3):  # both connections of the pool, and again
+        assert store.get("keep").state == {"id": "keep", "v": 1}  # type: ignore[union-attr]
+        assert store.existing(["keep", "nope"]) == ["keep"]
+    assert store.write_raw([batch], OnConflict.OVERWRITE).written == 1000
+    assert raw.dbsize() == 1001
+    store.close()
+
+
+def test_redis_scripts_the_server_forgot_are_loaded_again(own_redis: RedisServer) -> None:
+    """A server that lost our scripts (restarted, SCRIPT FLUSH) answers NOSCRIPT in the middle
+    of a pipelined round trip: the script is loaded again and the walk and the get go on."""
+    raw = own_redis.client()
+    store = RedisSessionStore("127.0.0.1", own_redis.port, REDIS_PASSWORD)
+    now = int(time.time() * 1000)
+    batch = [(f"k{i:04d}", f'{{"id":"k{i:04d}"}}'.encode(), now + 60_000 + i) for i in range(1500)]
+    assert store.write_raw([batch], OnConflict.FAIL).written == 1500
+    for _ in range(2):
+        raw.script_flush()
+        walked = sorted(raw_ for b in store.iter_raw() for raw_ in b)
+        assert walked == batch
+        raw.script_flush()
+        got = store.get("k0007")
+        assert got is not None and _ms(got.expires_at) == now + 60_007
     store.close()
 
 

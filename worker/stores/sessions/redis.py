@@ -15,11 +15,11 @@ is a JSON object with the key's id; every other key is counted in :attr:`skipped
 
 Whole-store walks use ``SCAN`` (never ``KEYS``).  One round trip per 1000 keys carries a
 native ``MGET``, a Lua script returning the keys' expiries, and the next ``SCAN`` page; the
-round trips run two batches ahead, in a thread, of the check of what they read.  Writes
-and conflict checks are one Lua script per batch (``SET NX/PXAT``, ``EXISTS``), two batches in
-flight: one command per batch instead of 1000 pipelined ones, whose packing and reply parsing
-are most of the client's cost in Python (see docs/benchmarks.md).  A server that refuses
-scripting gets the pipelined commands (``PTTL``, ``SET``) instead.
+round trips run two batches ahead, in a thread, of the check of what they read.  Writes are
+1000 ``SET ... PXAT`` (``NX`` unless overwriting) a batch, packed by hiredis's C packer and
+pipelined, two batches in flight (:mod:`~worker.stores.sessions.redis_writes`); a conflict
+check is one ``EXISTS`` a batch.  A server that refuses scripting gets pipelined commands
+(``PTTL``, ``EXISTS``) for the scripts' work (see docs/benchmarks.md).
 
 Every call goes through the tenacity policy of :mod:`worker.retry` (``retry=`` sets another
 bound); redis-py's own retries are off so the layers do not multiply.  A stream that sees the
@@ -69,9 +69,9 @@ from worker.stores.sessions.redis_support import (
     EXISTS_LUA,
     EXPIRY_LUA,
     GET_LUA,
-    WRITE_LUA,
     glob_escape,
     mapped_errors,
+    pack,
 )
 from worker.stores.sessions.redis_writes import RedisWrites
 
@@ -137,13 +137,12 @@ class RedisSessionStore(RedisWrites):
         self._transient_errors = 0
         #: Set once a stream was restarted: refused NX writes are compared with our values.
         self._after_restart = False
-        # Batches go through two small Lua scripts: one command per 1000 sessions instead of
-        # 1000 (or 1001) pipelined ones, which is most of the client-side cost in Python.
-        # Servers that refuse scripting get the pipelined commands instead.
+        # Reads go through small Lua scripts (expiries, a get with its expiry): one command
+        # per 1000 keys instead of 1000 pipelined ones through redis-py, which is most of the
+        # client-side cost in Python.  Servers that refuse scripting get the commands.
         self._scripts = True
         self._expiry_sha = hashlib.sha1(EXPIRY_LUA.encode(), usedforsecurity=False).hexdigest()
         self._get_sha = hashlib.sha1(GET_LUA.encode(), usedforsecurity=False).hexdigest()
-        self._write_script = self.client.register_script(WRITE_LUA)
         self._exists_script = self.client.register_script(EXISTS_LUA)
 
     @classmethod
@@ -198,6 +197,23 @@ class RedisSessionStore(RedisWrites):
 
     def _key(self, session_id: str) -> bytes:
         return self._bprefix + session_id.encode()
+
+    def _pipelined(self, commands: list[bytes]) -> list[Any]:
+        """Send ``commands`` (each packed by ``redis_support.pack``) on one connection of
+        the pool and read a reply each.  A reply that is an error raises it (mapped by the
+        caller's :meth:`_call`); the connection is then dropped, as the replies after it
+        are still unread."""
+        pool = self.client.connection_pool
+        conn = pool.get_connection()
+        try:
+            conn.send_packed_command([b"".join(commands)])
+            read = conn.read_response
+            return [read() for _ in commands]
+        except BaseException:
+            conn.disconnect()
+            raise
+        finally:
+            pool.release(conn)
 
     # --- per session ---------------------------------------------------------------------
 
@@ -328,18 +344,23 @@ class RedisSessionStore(RedisWrites):
     def _fetch_once(
         self, keys: list[bytes], scan: int | None, count: int, scripted: bool
     ) -> tuple[list[Any], list[int], tuple[int, list[bytes]] | None]:
-        pipe = self.client.pipeline(transaction=False)
+        # Packed by hiredis: redis-py's pipeline encodes each of the 2,000 keys in Python.
+        commands = []
         if keys:
-            pipe.mget(keys)
+            commands.append(pack((b"MGET", *keys)))
             if scripted:
-                pipe.evalsha(self._expiry_sha, len(keys), *keys)
+                sha = self._expiry_sha.encode()
+                commands.append(pack((b"EVALSHA", sha, b"%d" % len(keys), *keys)))
             else:
-                for key in keys:
-                    pipe.pttl(key)
+                commands += [pack((b"PTTL", key)) for key in keys]
         if scan is not None:
-            pipe.scan(scan, match=self._match, count=count)
-        replies = pipe.execute()
-        page = replies.pop() if scan is not None else None
+            commands.append(pack((b"SCAN", b"%d" % scan, b"MATCH", self._match,
+                                  b"COUNT", b"%d" % count)))
+        replies = self._pipelined(commands)
+        page = None
+        if scan is not None:
+            cursor, found = replies.pop()
+            page = int(cursor), found
         if not keys:
             return [], [], page
         if scripted:

@@ -1,21 +1,26 @@
 """What :mod:`worker.stores.sessions.redis` needs besides the store: its Lua scripts, the
 one table from redis-py's exceptions to :mod:`worker.errors`, and SCAN pattern escaping.
 
-The scripts make one command per batch of keys.
-
-A pipelined batch of 1,000 commands costs the client ~1,000 packings and reply parses in
-Python; one ``EVALSHA`` with the keys costs one.  Values are not passed through Lua when
-reading (a native ``MGET`` does that): copying 1 KB strings into Lua doubled the server's CPU.
+The read scripts make one command per batch of keys: a batch of 1,000 pipelined commands
+costs the client 1,000 reply parses in Python, one ``EVALSHA`` with the keys costs one.  Values
+are not passed through Lua when reading (a native ``MGET`` does that): copying 1 KB strings
+into Lua doubled the server's CPU.  Commands are packed by :data:`pack` (hiredis, in C).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import cast
 
+import hiredis
 import redis.exceptions as rexc
 
 from worker.errors import AccessDenied, StoreError, TransientStoreError
+
+#: One command (its words as bytes) in the protocol's bytes.  hiredis's stub types the
+#: argument as a tuple of one item.
+pack = cast(Callable[[tuple[bytes, ...]], bytes], hiredis.pack_command)
 
 EXPIRY_LUA = """
 -- The absolute expiry in ms of each key (-1 none, -2 no key): PEXPIRETIME where the server
@@ -58,24 +63,6 @@ return {value, at}
 EXISTS_LUA = """
 local out = {}
 for i, key in ipairs(KEYS) do out[i] = redis.call('EXISTS', key) end
-return out
-"""
-
-WRITE_LUA = """
-local nx = ARGV[1] == '1'
-local out = {}
-for i, key in ipairs(KEYS) do
-  local value, at = ARGV[2 * i], ARGV[2 * i + 1]
-  local ok
-  if at == '' then
-    if nx then ok = redis.call('SET', key, value, 'NX') else ok = redis.call('SET', key, value) end
-  elseif nx then
-    ok = redis.call('SET', key, value, 'PXAT', at, 'NX')
-  else
-    ok = redis.call('SET', key, value, 'PXAT', at)
-  end
-  out[i] = ok and 1 or 0
-end
 return out
 """
 

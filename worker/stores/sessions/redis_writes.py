@@ -1,8 +1,10 @@
 """The streaming writes of :class:`~worker.stores.sessions.redis.RedisSessionStore` (restore,
-copy, import) and its conflict check: one Lua script per batch of 1,000 sessions (``SET NX``
-or plain ``SET``, each with its ``PXAT``), two batches in flight on two connections; pipelined
-commands for a server that refuses scripting.  A mixin, so that the store's module stays
-readable; everything it uses is the store's own (declared below for the type checker).
+copy, import) and its conflict check.  A batch of 1,000 sessions is 1,000 ``SET`` commands
+(``NX`` unless overwriting, each with its ``PXAT``) packed by hiredis's C packer and pipelined
+on one connection, two batches in flight on two connections; a conflict check is one
+``EXISTS`` of the whole batch, and only a batch that finds some asks which.  A mixin, so that
+the store's module stays readable; everything it uses is the store's own (declared below for
+the type checker).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from worker.stores.sessions.base import (
     WriteResult,
     now_epoch_ms,
 )
-from worker.stores.sessions.redis_support import scripting_refused
+from worker.stores.sessions.redis_support import pack, scripting_refused
 
 T = TypeVar("T")
 
@@ -39,7 +41,6 @@ class RedisWrites:
     _scripts: bool
     _after_restart: bool
     _transient_errors: int
-    _write_script: Any
     _exists_script: Any
 
     def describe(self) -> str:
@@ -55,6 +56,9 @@ class RedisWrites:
         raise NotImplementedError
 
     def _key(self, session_id: str) -> bytes:
+        raise NotImplementedError
+
+    def _pipelined(self, commands: list[bytes]) -> list[Any]:
         raise NotImplementedError
 
     def _scripted(
@@ -79,6 +83,13 @@ class RedisWrites:
 
     def existing(self, ids: Sequence[str]) -> list[str]:
         keys = [self._key(sid) for sid in ids]
+        if not keys:
+            return []
+        # One EXISTS of the whole batch counts them: a restore into an empty store (the usual
+        # case) costs the server one lookup per key and no per-key reply.
+        some = self._call(lambda: self.client.exists(*keys), f"count {len(keys)} ids")
+        if not some:
+            return []
 
         def pipelined() -> list[Any]:
             pipe = self.client.pipeline(transaction=False)
@@ -156,27 +167,15 @@ class RedisWrites:
         return result
 
     def _send(self, live: Sequence[RawSession], nx: bool) -> list[Any]:
-        """SET each session (NX unless overwriting) with its PXAT; one truthy reply each."""
+        """SET each session (NX unless overwriting) with its PXAT; one reply each: OK, or
+        nothing for a key that NX found taken.  The commands are packed by hiredis (C) and
+        sent together: redis-py's pipeline spends ~15 us of Python per command, the packer
+        under 1, and the server runs plain commands at half the CPU of one Lua script
+        calling them."""
         prefix = self._bprefix
-
-        def script() -> list[Any]:
-            keys = [prefix + sid.encode() for sid, _, _ in live]
-            args: list[Any] = [b"1" if nx else b"0"]
-            for _, text, expires_ms in live:
-                args.append(text)
-                args.append(b"" if expires_ms is None else expires_ms)
-            return list(self._write_script(keys=keys, args=args))
-
-        def pipelined() -> list[Any]:
-            pipe = self.client.pipeline(transaction=False)
-            command = pipe.execute_command
-            for sid, text, expires_ms in live:
-                cmd: list[Any] = ["SET", prefix + sid.encode(), text]
-                if expires_ms is not None:
-                    cmd += ["PXAT", expires_ms]
-                if nx:
-                    cmd.append("NX")
-                command(*cmd)  # type: ignore[no-untyped-call]
-            return pipe.execute()
-
-        return self._scripted(script, pipelined)
+        flag = (b"NX",) if nx else ()
+        return self._pipelined([
+            pack((b"SET", prefix + sid.encode(), text, *flag)) if at is None
+            else pack((b"SET", prefix + sid.encode(), text, b"PXAT", b"%d" % at, *flag))
+            for sid, text, at in live
+        ])
