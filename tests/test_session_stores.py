@@ -760,7 +760,9 @@ def test_redis_ping_interval_checks_an_idle_connection(own_redis: RedisServer) -
     (b'{"id":"x","big":100000000000000000000000}', None),
     (b'{"id":"x","n":NaN}', "not JSON"),
     (b'{"id":"x","n":Infinity}', "not JSON"),
-    (b'{"id":"x","s":"\xe9"}', "not JSON"),
+    (b'{"id":"x","s":"\xe9"}', "not JSON"),  # not UTF-8, in a value no check builds
+    ('{"id":"x","name":"Zoë ✓"}'.encode(), None),
+    (b'{"s":{"id":"x"}}', "id differs from the key"),
     (b'{"id":"x"} trailing', "not JSON"),
     (b'{"id":"x","id":"y"}', "id differs from the key"),  # the last one wins, as in JS
     (b'{"id":1}', "id differs from the key"),

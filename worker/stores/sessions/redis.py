@@ -50,7 +50,6 @@ from worker.retry import STORE_RETRY, RetryPolicy
 from worker.stores.sessions.ahead import prefetch
 from worker.stores.sessions.base import (
     BATCH_SIZE,
-    FAST_LOADS,
     NOT_UTF8_KEY,
     WRONG_TYPE,
     RawSession,
@@ -263,7 +262,6 @@ class RedisSessionStore(RedisWrites):
                 batch: list[RawSession] = []
                 append = batch.append
                 skipped = self.skipped
-                fast = FAST_LOADS
                 for key, value, at in zip(keys, values, expiries, strict=True):
                     if at == -2:  # gone between SCAN and the read (expired, deleted)
                         continue
@@ -275,14 +273,6 @@ class RedisSessionStore(RedisWrites):
                     except UnicodeDecodeError:
                         skipped[NOT_UTF8_KEY] += 1
                         continue
-                    if fast is not None:  # inline: this runs for every key of the store
-                        try:
-                            obj = fast(value)
-                            if type(obj) is dict and obj.get("id") == sid:
-                                append((sid, value, at if at >= 0 else None))
-                                continue
-                        except ValueError:
-                            pass
                     why = session_reason(sid, value)
                     if why is not None:
                         skipped[why] += 1
