@@ -216,6 +216,20 @@ def test_existing(store: Any) -> None:
     assert sorted(store.existing(["x1", "x2", "x3"])) == ["x1", "x3"]
 
 
+def test_empty_only_when_the_store_holds_nothing(tmp_path: Path, own_redis: RedisServer) -> None:
+    raw = own_redis.client()
+    for store in (MemorySessionStore(), FileSessionStore(tmp_path / "s.json"),
+                  RedisSessionStore("127.0.0.1", own_redis.port, REDIS_PASSWORD)):
+        assert store.empty()
+        store.put(Session("x1", {}))
+        assert not store.empty()
+        store.delete("x1")
+        assert store.empty()
+    raw.set("not-a-session", b"1")  # any key at all: a Redis store is then not surely empty
+    assert not store.empty()
+    store.close()
+
+
 def test_check_describes_a_working_store(store: Any) -> None:
     store.create({"a": 1})
     text = store.check()
@@ -605,7 +619,9 @@ def test_redis_error_reply_in_a_batch_fails_clearly_and_the_store_stays_in_step(
     raw.config_set("maxmemory", used + 300_000)  # room for ~200 of the 1,000 below
     raw.config_set("maxmemory-policy", "noeviction")
     state = "x" * 1000
-    batch = [(f"s{i:04d}", f'{{"id":"s{i:04d}","p":"{state}"}}'.encode(), None) for i in range(1000)]
+    batch = [
+        (f"s{i:04d}", f'{{"id":"s{i:04d}","p":"{state}"}}'.encode(), None) for i in range(1000)
+    ]
     with pytest.raises(StoreError) as err:
         store.write_raw([batch], OnConflict.OVERWRITE)
     assert "maxmemory" in str(err.value) and "write batch of 1000" in str(err.value)

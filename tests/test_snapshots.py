@@ -244,6 +244,41 @@ def test_on_conflict_modes(redis_server: RedisServer, dest: FolderDestination, k
     assert target.get("s1100").state == {"id": "s1100", "v": "snap"}
 
 
+def test_fail_into_an_empty_redis_asks_about_no_id_and_still_checks_first(
+    own_redis: RedisServer, dest: FolderDestination
+) -> None:
+    """Into a server that holds no key (DBSIZE 0: a new server, the usual restore) no id can
+    conflict, so `fail` sends no EXISTS; every checksum is still checked before any write,
+    and into a server holding one of the ids, nothing is written."""
+    source = MemorySessionStore()
+    _fill(source, 2500)
+    info = take_snapshot(source, dest)
+    raw = own_redis.client()
+    target = RedisSessionStore("127.0.0.1", own_redis.port, own_redis.password)
+    raw.config_resetstat()
+    assert restore_snapshot("latest", dest, target, OnConflict.FAIL).written == 2500
+    stats = raw.info("commandstats")
+    assert "cmdstat_exists" not in stats and stats["cmdstat_set"]["calls"] == 2500
+    assert _same(_contents(source), _contents(target))
+
+    raw.flushdb()
+    data = dest.path / info.data_name
+    whole = data.read_bytes()
+    data.write_bytes(whole[:-100] + bytes(100))  # damaged at the end: found before a write
+    with pytest.raises(CorruptFile):
+        restore_snapshot("latest", dest, target, OnConflict.FAIL)
+    assert raw.dbsize() == 0
+
+    data.write_bytes(whole)
+    some = next(iter(_contents(source)))
+    raw.set(some, b'{"id":"%s","v":"live"}' % some.encode())
+    raw.config_resetstat()
+    with pytest.raises(AlreadyExists, match="nothing was written"):
+        restore_snapshot("latest", dest, target, OnConflict.FAIL)
+    assert raw.dbsize() == 1 and "cmdstat_set" not in raw.info("commandstats")
+    target.close()
+
+
 # --- listing, ids, prune, failures ---------------------------------------------------------
 
 

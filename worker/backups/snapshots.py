@@ -291,7 +291,7 @@ def restore_snapshot(
     info = find_snapshot(dest, snapshot)
     with LocalCopy(dest, info) as path:
         where = dest.describe()
-        if on_conflict is OnConflict.FAIL:
+        if on_conflict is OnConflict.FAIL and not target.empty():
             # One pass that writes nothing checks every id and every checksum.
             refuse_conflicts(prefetch(verified_batches(path, info, where, ids_only=True)), target)
         else:

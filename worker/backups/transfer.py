@@ -44,6 +44,9 @@ def counted(
 
 
 def refuse_conflicts(batches: Iterator[Sequence[RawSession]], target: SessionStore) -> None:
+    """AlreadyExists if ``target`` holds any of the sessions: before a ``FAIL`` write, so that
+    a conflict writes nothing.  Skipped by the callers when the target is :meth:`empty`; its
+    ``NX`` writes still refuse a session that appears meanwhile, as after this check."""
     with _closing(batches):
         for batch in batches:
             found = target.existing([raw[0] for raw in batch])
@@ -78,7 +81,7 @@ def copy_sessions(
     """Copy every live session from ``src`` to ``dst``, streaming, expiry kept."""
     if src.describe() == dst.describe():
         raise UsageError(f"source and target are the same store ({src.describe()})")
-    if on_conflict is OnConflict.FAIL:
+    if on_conflict is OnConflict.FAIL and not dst.empty():
         refuse_conflicts(src.iter_raw(), dst)
     return write_restartable(dst, src.iter_raw, on_conflict, progress)
 
@@ -131,7 +134,7 @@ def import_sessions(
     (batches are written concurrently)."""
     for _ in _file_batches(path):
         pass
-    if on_conflict is OnConflict.FAIL:
+    if on_conflict is OnConflict.FAIL and not store.empty():
         refuse_conflicts(_file_batches(path), store)
     return store.write_raw(counted(_file_batches(path), progress), on_conflict)
 

@@ -230,6 +230,11 @@ class SessionStore(Protocol):
         """Which of ``ids`` the store holds (for ``--on-conflict fail`` checks)."""
         ...
 
+    def empty(self) -> bool:
+        """True only when the store holds no key at all, known at once (Redis: ``DBSIZE``):
+        a write into it can meet no id, so ``--on-conflict fail`` need not ask about each."""
+        ...
+
     def write_raw(
         self, batches: Iterable[Sequence[RawSession]], on_conflict: OnConflict
     ) -> WriteResult:

@@ -116,6 +116,11 @@ class MemorySessionStore:
                     found.append(sid)
             return found
 
+    def empty(self) -> bool:
+        with self._lock:
+            self._before_read()
+            return not self._data
+
     def write_raw(
         self, batches: Iterable[Sequence[RawSession]], on_conflict: OnConflict
     ) -> WriteResult:

@@ -103,6 +103,9 @@ class RedisWrites:
         found = self._call(probe, f"check {len(keys)} ids")
         return [sid for sid, hit in zip(ids, found, strict=True) if hit]
 
+    def empty(self) -> bool:
+        return self._call(lambda: self.client.dbsize(), "count keys") == 0
+
     def write_raw(
         self, batches: Iterable[Sequence[RawSession]], on_conflict: OnConflict
     ) -> WriteResult:
