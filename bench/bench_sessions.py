@@ -39,6 +39,8 @@ from worker.stores.sessions.redis import RedisSessionStore  # noqa: E402
 
 #: The Synchro server's format: the key is the bare session id.
 PREFIX = b""
+#: The restore mode whose target is not empty (one key of another application).
+OTHER_KEYS = "restore fail, other keys"
 
 
 def session_state(rng: random.Random, size: int) -> bytes:
@@ -174,6 +176,8 @@ def throughput(srv: RedisServer, n: int, rounds: int) -> None:
         "restore overwrite": OnConflict.OVERWRITE,
         "restore skip": OnConflict.SKIP,
         "restore fail (default)": OnConflict.FAIL,
+        # Into a server that holds a key (another application's): every id is checked first.
+        OTHER_KEYS: OnConflict.FAIL,
     }
     ratios: dict[str, list[float]] = {k: [] for k in modes}
     print("| round | contender | first | load | raw /s | ours /s | raw client CPU s | "
@@ -185,16 +189,21 @@ def throughput(srv: RedisServer, n: int, rounds: int) -> None:
         for rnd in range(rounds):
             for i, (name, mode) in enumerate(modes.items()):
 
+                def emptied(name: str = name) -> None:
+                    client.flushdb()
+                    if name == OTHER_KEYS:
+                        client.set(b"other-app:counter", b"1")
+
                 def raw(mode: OnConflict | None = mode) -> tuple[float, float, float, Any]:
                     if mode is None:
                         return timed(srv, raw_snapshot, client, Path(tmp) / "raw.jsonl")
-                    client.flushdb()
+                    emptied()
                     return timed(srv, raw_restore, client, rows)
 
                 def ours(mode: OnConflict | None = mode) -> tuple[float, float, float, Any]:
                     if mode is None:
                         return timed(srv, take_snapshot, store, dest)
-                    client.flushdb()
+                    emptied()
                     return timed(srv, restore_snapshot, "latest", dest, store, mode)
 
                 load_avg = os.getloadavg()[0]
