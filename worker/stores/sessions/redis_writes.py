@@ -87,7 +87,8 @@ class RedisWrites:
             return []
         # One EXISTS of the whole batch counts them: a restore into an empty store (the usual
         # case) costs the server one lookup per key and no per-key reply.
-        some = self._call(lambda: self.client.exists(*keys), f"count {len(keys)} ids")
+        some = self._call(lambda: self._pipelined([pack((b"EXISTS", *keys))])[0],
+                          f"count {len(keys)} ids")
         if not some:
             return []
 
