@@ -11,7 +11,6 @@ import errno
 import itertools
 import logging
 import threading
-from dataclasses import asdict
 from typing import Any
 
 from worker.coord.status import StatusStore, record_full_passes
@@ -152,7 +151,7 @@ def per_container(result: PassResult) -> dict[str, dict[str, Any]]:
         mine = [str(f) for f in result.failures if name == "*" or f.concerns(name)]
         held = [w for w in result.withheld if name == "*" or w.concerns(name)]
         out[name] = {
-            **asdict(counts), "failures": len(mine), "errors": mine[:5],
+            **vars(counts), "failures": len(mine), "errors": mine[:5],
             "withheld": len(held), "not_served": result.not_served.get(name, ""),
         }
     return out
