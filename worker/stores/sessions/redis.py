@@ -18,8 +18,8 @@ native ``MGET``, a Lua script returning the keys' expiries, and the next ``SCAN`
 round trips run two batches ahead, in a thread, of the check of what they read.  Writes are
 1000 ``SET ... PXAT`` (``NX`` unless overwriting) a batch, packed by hiredis's C packer and
 pipelined, two batches in flight (:mod:`~worker.stores.sessions.redis_writes`); a conflict
-check is one ``EXISTS`` a batch.  A server that refuses scripting gets pipelined commands
-(``PTTL``, ``EXISTS``) for the scripts' work (see docs/benchmarks.md).
+check is one ``EXISTS`` a batch.  A server that refuses scripting gets pipelined ``PTTL``s
+for the expiry script's work (see docs/benchmarks.md).
 
 Every call goes through the tenacity policy of :mod:`worker.retry` (``retry=`` sets another
 bound); redis-py's own retries are off so the layers do not multiply.  A stream that sees the
@@ -65,7 +65,6 @@ from worker.stores.sessions.base import (
     with_id,
 )
 from worker.stores.sessions.redis_support import (
-    EXISTS_LUA,
     EXPIRY_LUA,
     GET_LUA,
     glob_escape,
@@ -142,7 +141,6 @@ class RedisSessionStore(RedisWrites):
         self._scripts = True
         self._expiry_sha = hashlib.sha1(EXPIRY_LUA.encode(), usedforsecurity=False).hexdigest()
         self._get_sha = hashlib.sha1(GET_LUA.encode(), usedforsecurity=False).hexdigest()
-        self._exists_script = self.client.register_script(EXISTS_LUA)
 
     @classmethod
     def from_config(cls, cfg: RedisSessionStoreConfig, **kwargs: Any) -> RedisSessionStore:

@@ -60,12 +60,6 @@ end
 return {value, at}
 """
 
-EXISTS_LUA = """
-local out = {}
-for i, key in ipairs(KEYS) do out[i] = redis.call('EXISTS', key) end
-return out
-"""
-
 
 def scripting_refused(exc: Exception) -> bool:
     text = str(exc).lower()
