@@ -113,7 +113,13 @@ def test_flower_lists_workers_queues_and_each_task_with_args_and_outcome(
     world.start_watcher()
     port = start_flower(world)
 
-    workers = wait_for("the worker in Flower", lambda: flower_get(port, "/api/workers"), world)
+    def workers_with_queues() -> dict[str, Any]:
+        # Flower fills a worker's entry one inspect reply at a time (stats, active_queues, ...):
+        # an entry seen early may not hold its queues yet, so ask again until it does.
+        found = flower_get(port, "/api/workers?refresh=1")
+        return found if found and all("active_queues" in i for i in found.values()) else {}
+
+    workers = wait_for("the worker and its queues in Flower", workers_with_queues, world)
     (name, info), = workers.items()
     assert name.startswith("w1@")
     queues = {q["name"] for q in info["active_queues"]}
