@@ -22,7 +22,8 @@ first run only), then no-change passes over its first 10k, 100k, ... files (``sy
 app001 ...``: the first N / 10,000 apps, with the whole store and index behind them).
 
 ``--code DIR[,DIR2]``: the contenders, each a checkout whose ``worker`` package is run (through
-``PYTHONPATH``); the default is the installed one.  With two, who goes first alternates every
+``PYTHONPATH``), or ``rclone`` (``rclone sync`` into the folder; ``--store file`` only); the
+default is the installed one.  With two, who goes first alternates every
 repetition.  ``--fill-once``: the tree, store and state are filled once, by the first
 contender's initial pass, and every contender's no-change and changed passes run on them (for
 the moto S3 store, whose initial pass of 100,000 files takes 10-25 minutes).  Each pass runs
@@ -137,10 +138,32 @@ def compare_dirs(src: Path, dest: Path) -> str:
         f"missing {missing}, extra {extra}, size differs {differ}")
 
 
+def run_rclone(phase: str, src: Path, dest: Path) -> dict[str, Any]:
+    """``rclone sync`` of the tree into the folder ``dest`` (the peer of a FileModuleStore:
+    its default check, size and modification time, as our index's stat check)."""
+    load = os.getloadavg()[0]
+    run = run_measured(["rclone", "sync", str(src), str(dest), "--config", "/dev/null",
+                        "--transfers", "16", "--checkers", "16"])
+    return {
+        "phase": phase, "wall": round(run.wall, 3), "load": round(load, 2),
+        "at": time.strftime("%H:%M:%S", time.gmtime()), "exit": run.exit,
+        "client_cpu": round(run.cpu, 2), "rss_mb": run.rss_mb,
+        "tail": run.out.strip().splitlines()[-1:],
+    }
+
+
 def run_pass(args: argparse.Namespace, moto: Moto | None, code: str, phase: str, src: Path,
              dest: Path, state: Path) -> dict[str, Any]:
-    """One measured pass of ``code`` into the bench's store."""
-    if moto is None:
+    """One measured pass of ``code`` (or of rclone, ``--code rclone``) into the bench's
+    store."""
+    if code == "rclone":
+        if moto is not None:
+            raise SystemExit("--code rclone: only with --store file (bench_mirror.py runs "
+                             "rclone against S3)")
+        r = run_rclone(phase, src, dest)
+        if args.check:
+            r["check"] = compare_dirs(src, dest)
+    elif moto is None:
         r = run_file(code, phase, src, dest, state)
         if args.check:
             r["check"] = compare_dirs(src, dest)

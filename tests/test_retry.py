@@ -115,3 +115,33 @@ def test_a_retry_is_counted_with_the_container_and_key_the_store_named() -> None
     assert _retried(where1, "task-app", "task-key") == ("/", "apps.json")
     assert where2 is None and _retried(where2, "task-app", "task-key") == ("task-app", "task-key")
     assert _retried(Where("google", "app1"), None, None) == ("app1", None)
+
+
+def test_the_first_attempt_counts_against_both_bounds_of_the_store_policy() -> None:
+    """The first attempt runs outside tenacity (a plain call, as every call that succeeds);
+    once it fails it is still attempt 1 of ``attempts``, and the time it took is part of
+    ``max_seconds``."""
+    import time
+
+    tries: list[float] = []
+
+    def always_down() -> None:
+        tries.append(time.monotonic())
+        raise TransientStoreError("down")
+
+    three = RetryPolicy(attempts=3, max_seconds=30, initial=0.001, max_wait=0.002)
+    with pytest.raises(TransientStoreError, match="down"):
+        three.call(always_down)
+    assert len(tries) == 3  # 1 plain + 2 retries, not 1 + 3
+
+    tries.clear()
+
+    def slow_then_down() -> None:
+        tries.append(time.monotonic())
+        time.sleep(0.3 if len(tries) == 1 else 0.0)
+        raise TransientStoreError("down")
+
+    bounded = RetryPolicy(attempts=100, max_seconds=0.25, initial=0.001, max_wait=0.002)
+    with pytest.raises(TransientStoreError):
+        bounded.call(slow_then_down)
+    assert len(tries) == 1  # the first attempt alone used up the time bound

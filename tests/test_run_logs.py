@@ -73,7 +73,7 @@ def test_json_log_one_object_a_line_with_container_and_path(
 def test_ctrl_c_during_the_start_up_pass_stops_it_at_once(
     sync_world: Callable[..., SyncWorld],
 ) -> None:
-    """SIGINT while `run`'s start-up pass of 4,000 files is sending: `run` ends within seconds
+    """SIGINT while `run`'s start-up pass of 20,000 files is sending: `run` ends within seconds
     (it used to finish the whole pass first), never goes live, deletes nothing, says in its one
     stopped line that a pass was stopped part way, and records no pass in status."""
     import os
@@ -84,8 +84,9 @@ def test_ctrl_c_during_the_start_up_pass_stops_it_at_once(
     world = sync_world(None)
     app = world.root / "app1"
     app.mkdir()
-    for n in range(4000):
-        (app / f"f{n:04d}.js").write_text(f"file {n}\n" * 20)
+    files = 20_000  # enough that a busy machine cannot finish the pass before the signal lands
+    for n in range(files):
+        (app / f"f{n:05d}.js").write_text(f"file {n}\n" * 20)
     mirror = world.base / "mirror" / "app1"
     mirror.mkdir(parents=True)
     (mirror / "stale.js").write_text("a whole pass deletes this")
@@ -108,7 +109,7 @@ def test_ctrl_c_during_the_start_up_pass_stops_it_at_once(
             proc.kill()
     text = log.read_text(errors="replace")
     assert took < 10, text
-    assert 10 <= len(os.listdir(mirror)) < 4001 and (mirror / "stale.js").exists()
+    assert 10 <= len(os.listdir(mirror)) < files + 1 and (mirror / "stale.js").exists()
     assert "full pass (start-up) stopped early: uploaded" in text, text
     assert "synchro-sync: live:" not in text and "Traceback" not in text, text
     stopped = [line for line in text.splitlines() if line.startswith("synchro-sync: stopped:")]

@@ -43,9 +43,12 @@ class FileBackend:
     name: ClassVar[str] = "file"
     supports_bucket_creation: ClassVar[bool] = True
     supports_server_side_copy: ClassVar[bool] = True
+    #: A put is a write to this machine's filesystem (``ModuleStore.writes_locally``).
+    writes_locally: ClassVar[bool] = True
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).absolute()
+        self._root = str(self.root)
         #: Keys per listing page (each page resumes the walk after the last key of the one
         #: before).
         self.listing_page = 1000
@@ -66,9 +69,15 @@ class FileBackend:
         return self.root / bucket
 
     def _path(self, bucket: str, key: str) -> Path:
-        path = self.root / bucket / key
+        return Path(self._file(bucket, key))
+
+    def _file(self, bucket: str, key: str) -> str:
+        """The path of ``key`` in ``bucket``, as a string (what each upload needs, without
+        pathlib's parsing)."""
+        base = os.path.join(self._root, bucket) if bucket else self._root
+        path = os.path.join(base, key)
         # Names were validated above us; this is the belt to those braces.
-        if not os.path.normpath(path).startswith(str(self.root / bucket) + os.sep):
+        if not os.path.normpath(path).startswith(base + os.sep):
             raise StoreError(
                 "key escapes its container", store=self.name, container=bucket, key=key
             )
@@ -249,9 +258,7 @@ class FileBackend:
         run: Runner,
     ) -> ObjectInfo:
         md5_hex = given_md5(md5_hex, self.name)
-        path = self._path(bucket, key)
-        if not self._bucket(bucket).is_dir():
-            raise ContainerNotFound("no such container", store=self.name, container=bucket, key=key)
+        path = self._file(bucket, key)
 
         def write(fd: int, tmp: str) -> None:
             digest = hashlib.md5(usedforsecurity=False)
@@ -274,15 +281,25 @@ class FileBackend:
         return ObjectInfo(key, size, st.st_mtime, md5_hex, f"{st.st_mtime_ns:x}-{size:x}")
 
     def _replace(
-        self, path: Path, write: Callable[[int, str], None], md5_hex: str | None, bucket: str,
+        self, path: str, write: Callable[[int, str], None], md5_hex: str | None, bucket: str,
         key: str,
     ) -> os.stat_result:
         """Write ``path`` anew: ``write(fd, name)`` fills a temporary file beside it (and
         closes ``fd``), which gets mode 0644 and the MD5 xattr, then replaces ``path``.  A
-        failure leaves ``path`` as it was and no temporary file; OSError becomes StoreError."""
+        failure leaves ``path`` as it was and no temporary file; OSError becomes StoreError;
+        a missing container is :class:`ContainerNotFound` (its sub-folders are made as
+        needed, never the container itself)."""
+        folder = os.path.dirname(path)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=_TMP, dir=path.parent)
+            try:
+                fd, tmp = tempfile.mkstemp(prefix=_TMP, dir=folder)
+            except FileNotFoundError:  # a new sub-folder, or no container
+                if not self._bucket(bucket).is_dir():
+                    raise ContainerNotFound(
+                        "no such container", store=self.name, container=bucket, key=key
+                    ) from None
+                os.makedirs(folder, exist_ok=True)
+                fd, tmp = tempfile.mkstemp(prefix=_TMP, dir=folder)
         except OSError as exc:
             raise self._error(exc, bucket, key) from exc
         try:
@@ -322,8 +339,8 @@ class FileBackend:
                 parent = parent.parent
 
     def copy(self, bucket: str, src_key: str, dst_key: str) -> ObjectInfo:
-        src = self._path(bucket, src_key)
-        dst = self._path(bucket, dst_key)
+        src = self._file(bucket, src_key)
+        dst = self._file(bucket, dst_key)
         try:
             md5 = _read_md5(str(src), os.stat(src).st_mtime_ns)
         except OSError as exc:

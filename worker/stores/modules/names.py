@@ -22,6 +22,9 @@ STORE_FILES_LABEL = "/ (store files)"
 _S3_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _GCS_BUCKET = re.compile(r"^[a-z0-9][a-z0-9._-]*[a-z0-9]$")
 _AZURE_CONTAINER = re.compile(r"^[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]$")
+#: A C0 control character or DEL (checked on every key of every upload: one regex search, not a
+#: Python loop over the characters).
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
 
 
 def content_type(key: str) -> str:
@@ -117,7 +120,7 @@ def _text_problem(name: str) -> str | None:
         name.encode("utf-8")
     except UnicodeEncodeError:
         return "the name is not valid Unicode (a lone surrogate)"
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
+    if _CONTROL.search(name):
         return "the name contains a control character"
     return None
 

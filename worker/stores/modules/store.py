@@ -78,6 +78,12 @@ class ModuleStore(Layout):
     def supports_server_side_copy(self) -> bool:
         return self.backend.supports_server_side_copy
 
+    @property
+    def writes_locally(self) -> bool:
+        """Whether a put is a write to a local folder (a few system calls, nothing to wait
+        on), not a request to a server: the mirror then sends small files without a pool."""
+        return bool(getattr(self.backend, "writes_locally", False))
+
     def __repr__(self) -> str:
         mode = f" bucket={self.bucket!r}" if self.bucket else ""
         return f"<ModuleStore {self.provider}{mode}>"
