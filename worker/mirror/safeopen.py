@@ -126,6 +126,16 @@ def stat_file(root: Path, relpath: str) -> os.stat_result:
         os.close(fd)
 
 
+def stat_again(root: Path, relpath: str) -> os.stat_result:
+    """``stat`` of ``root/relpath`` by its path, following symlinks: for telling whether the
+    path still names a file opened before by :func:`open_fd` (same device, inode, size and
+    mtime), and for nothing else -- it reads nothing and vouches for no path, so it needs none
+    of :func:`stat_file`'s walk (8 system calls fewer per uploaded file).  A folder swapped
+    for a link meanwhile gives another file's ``stat``, so the caller redoes its work, which
+    :func:`open_fd` then refuses."""
+    return os.stat(os.path.join(root, relpath))
+
+
 #: Each thread's read buffer for :func:`md5`: a new 1 MiB ``bytes`` per read costs an ``mmap``,
 #: an ``mremap`` and a ``munmap`` per file, more than reading a small file does.
 _BUFFERS = threading.local()

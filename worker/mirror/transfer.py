@@ -81,7 +81,7 @@ def upload_file(
                 info = ctx.store.put_file(container, key, f, md5_hex=hint)
             # The path must still name the file that was sent (an editor's rename-over-save
             # during the upload means it is redone with the new file).
-            after = safeopen.stat_file(ctx.root, where)
+            after = safeopen.stat_again(ctx.root, where)
         except (FileNotFoundError, NotADirectoryError):
             return None
         if localtree.LocalFile.from_stat(key, after).same_stat(now) and info.md5:
