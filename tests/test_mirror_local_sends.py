@@ -87,3 +87,26 @@ def test_a_send_that_fails_on_the_merging_thread_is_counted_and_holds_back_delet
     assert result.uploaded == 5 and result.deleted == 0
     assert (mirror / "app" / "stale.js").exists()  # a failed upload keeps every delete back
     assert all((mirror / "app" / f"ok{i}.js").read_bytes() == b"fine %d" % i for i in range(5))
+
+
+def test_the_store_files_are_uploaded_by_a_pass_and_by_a_live_save_and_never_deleted(
+    world: tuple[Path, Path, MirrorContext],
+) -> None:
+    """The store files' container is "/" (their paths are "//apps.json" to the mirror): after
+    an upload the path is checked again, and a wrong reading of that path once made every
+    upload of apps.json look gone, so that a live save deleted it from the store."""
+    from worker.mirror.pathsync import sync_path
+    from worker.stores.modules import STORE_FILES
+
+    root, mirror, ctx = world
+    _write(root / "apps.json", b'{"apps": 1}\n')
+    _write(root / "app" / "main.js", b"x")
+    result = full_pass(ctx)
+    assert result.ok and result.uploaded == 2, result.failures
+    assert not [w for w in result.warnings if "gone" in w], result.warnings
+    assert (mirror / "apps.json").read_bytes() == b'{"apps": 1}\n'
+
+    (root / "apps.json").write_bytes(b'{"changed": true}\n')
+    done = sync_path(ctx, STORE_FILES, "apps.json")
+    assert done.action == "uploaded", done
+    assert (mirror / "apps.json").read_bytes() == b'{"changed": true}\n'

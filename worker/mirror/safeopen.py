@@ -133,7 +133,7 @@ def stat_again(root: Path, relpath: str) -> os.stat_result:
     of :func:`stat_file`'s walk (8 system calls fewer per uploaded file).  A folder swapped
     for a link meanwhile gives another file's ``stat``, so the caller redoes its work, which
     :func:`open_fd` then refuses."""
-    return os.stat(os.path.join(root, relpath))
+    return os.stat(os.path.join(root, *_split(relpath)))
 
 
 #: Each thread's read buffer for :func:`md5`: a new 1 MiB ``bytes`` per read costs an ``mmap``,
