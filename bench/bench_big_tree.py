@@ -107,14 +107,20 @@ def run_file(code: str, phase: str, src: Path, dest: Path, state: Path,
     })
     # -P: the checkout on PYTHONPATH, not whatever folder this runs from.
     argv = [sys.executable, "-P", "-c", _CLI, "sync", *(containers or [])]
+    lines, row = _measured_row(phase, argv, env)
+    return dict(row, errors=[x for x in lines if "failed:" in x][:3])
+
+
+def _measured_row(phase: str, argv: list[str], env: dict[str, str] | None = None
+                  ) -> tuple[list[str], dict[str, Any]]:
+    """Run ``argv`` (:func:`run_measured`): its output lines and the pass's row."""
     load = os.getloadavg()[0]
     run = run_measured(argv, env)
     lines = run.out.strip().splitlines()
-    return {
+    return lines, {
         "phase": phase, "wall": round(run.wall, 3), "load": round(load, 2),
         "at": time.strftime("%H:%M:%S", time.gmtime()), "exit": run.exit,
-        "client_cpu": round(run.cpu, 2), "rss_mb": run.rss_mb,
-        "tail": lines[-1:], "errors": [x for x in lines if "failed:" in x][:3],
+        "client_cpu": round(run.cpu, 2), "rss_mb": run.rss_mb, "tail": lines[-1:],
     }
 
 
@@ -141,15 +147,8 @@ def compare_dirs(src: Path, dest: Path) -> str:
 def run_rclone(phase: str, src: Path, dest: Path) -> dict[str, Any]:
     """``rclone sync`` of the tree into the folder ``dest`` (the peer of a FileModuleStore:
     its default check, size and modification time, as our index's stat check)."""
-    load = os.getloadavg()[0]
-    run = run_measured(["rclone", "sync", str(src), str(dest), "--config", "/dev/null",
-                        "--transfers", "16", "--checkers", "16"])
-    return {
-        "phase": phase, "wall": round(run.wall, 3), "load": round(load, 2),
-        "at": time.strftime("%H:%M:%S", time.gmtime()), "exit": run.exit,
-        "client_cpu": round(run.cpu, 2), "rss_mb": run.rss_mb,
-        "tail": run.out.strip().splitlines()[-1:],
-    }
+    return _measured_row(phase, ["rclone", "sync", str(src), str(dest), "--config", "/dev/null",
+                                 "--transfers", "16", "--checkers", "16"])[1]
 
 
 def run_pass(args: argparse.Namespace, moto: Moto | None, code: str, phase: str, src: Path,

@@ -27,10 +27,11 @@ __all__ = ["execute", "full_pass", "plan"]
 
 #: Containers merged at once (each: a walk and a listing page).
 PLAN_THREADS = 8
-#: ... into a FileModuleStore: one.  There every step is CPU on this machine (the walk of the
-#: store's folders, small files written on the merging thread), so a second merge only hands
-#: the GIL over at each system call: 20,000 files in 20 apps took 6.4-6.6 s with two, 4.6-4.8 s
-#: with one, and a no-change pass the same either way.
+#: ... into a store that writes locally (``ModuleStore.writes_locally``: a FileModuleStore):
+#: one.  There every step is CPU on this machine (the walk of the store's folders, small files
+#: written on the merging thread), so a second merge only hands the GIL over at each system
+#: call: 20,000 files in 20 apps took 6.4-6.6 s with two, 4.6-4.8 s with one, and a no-change
+#: pass the same either way.
 FILE_PLAN_THREADS = 1
 #: A pass of this many containers or more in one bucket (``MODULESTORE.bucket``) lists the
 #: bucket once for all the small ones (``stream.list_together``), holding at most this
@@ -59,7 +60,7 @@ def execute(
 ) -> None:
     """Send what the streams yield, then their deletes (see :mod:`worker.mirror.sender`)."""
     ensure = None if dry_run else functools.partial(_ensure, ctx)
-    threads = FILE_PLAN_THREADS if ctx.store.provider == "file" else PLAN_THREADS
+    threads = FILE_PLAN_THREADS if ctx.store.writes_locally else PLAN_THREADS
     sender.execute(ctx, streams, result, progress, gate=gate, dry_run=dry_run, ensure=ensure,
                    admit=admit, threads=threads, stop=stop)
 

@@ -128,8 +128,8 @@ def stat_file(root: Path, relpath: str) -> os.stat_result:
 
 def stat_again(root: Path, relpath: str) -> os.stat_result:
     """``stat`` of ``root/relpath`` by its path, following symlinks: for telling whether the
-    path still names a file opened before by :func:`open_fd` (same device, inode, size and
-    mtime), and for nothing else -- it reads nothing and vouches for no path, so it needs none
+    path still names a file opened before by :func:`open_fd` (same inode, size, mtime and
+    ctime), and for nothing else -- it reads nothing and vouches for no path, so it needs none
     of :func:`stat_file`'s walk (8 system calls fewer per uploaded file).  A folder swapped
     for a link meanwhile gives another file's ``stat``, so the caller redoes its work, which
     :func:`open_fd` then refuses."""

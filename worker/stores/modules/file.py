@@ -342,7 +342,7 @@ class FileBackend:
         src = self._file(bucket, src_key)
         dst = self._file(bucket, dst_key)
         try:
-            md5 = _read_md5(str(src), os.stat(src).st_mtime_ns)
+            md5 = _read_md5(src, os.stat(src).st_mtime_ns)
         except OSError as exc:
             raise self._error(exc, bucket, src_key) from exc
 
