@@ -4,7 +4,12 @@ its own policy, defined there too."""
 
 from __future__ import annotations
 
+import json
+import os
 import random
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from celery.utils.time import get_exponential_backoff_interval
@@ -145,3 +150,31 @@ def test_the_first_attempt_counts_against_both_bounds_of_the_store_policy() -> N
     with pytest.raises(TransientStoreError):
         bounded.call(slow_then_down)
     assert len(tries) == 1  # the first attempt alone used up the time bound
+
+
+_PASS_THEN_MODULES = """
+import sys
+from worker.cli import script
+sys.argv = ["synchro-sync", "sync"]
+try:
+    script()
+except SystemExit as exc:
+    assert not exc.code, exc.code
+print(sorted(m for m in ("tenacity", "tornado") if m in sys.modules))
+"""
+
+
+def test_a_pass_whose_calls_all_succeed_never_loads_tenacity(tmp_path: Path) -> None:
+    # Every store call's first attempt is plain; tenacity (and the Tornado support it loads
+    # where Flower installed Tornado) is imported on a first failure only: 20 ms of start-up.
+    app = tmp_path / "apps" / "app1"
+    app.mkdir(parents=True)
+    (app / "a.js").write_text("a")
+    env = {**os.environ, "SYNCHRO__APP_ROOT_PATH": str(tmp_path / "apps"),
+           "SYNCHRO__STATE_DIR": str(tmp_path / "state"),
+           "SYNCHRO__MODULESTORE_SERVICE": "FileModuleStore",
+           "SYNCHRO__MODULESTORE": json.dumps({"directory": str(tmp_path / "store")})}
+    out = subprocess.run([sys.executable, "-c", _PASS_THEN_MODULES], env=env, cwd=tmp_path,
+                         capture_output=True, text=True, timeout=60, check=True)
+    assert (tmp_path / "store" / "app1" / "a.js").read_text() == "a"
+    assert out.stdout.strip().splitlines()[-1] == "[]"

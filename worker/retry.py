@@ -22,19 +22,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
-
-from tenacity import (
-    RetryCallState,
-    Retrying,
-    retry_if_exception_type,
-    stop_after_attempt,
-    stop_after_delay,
-    wait_exponential,
-    wait_random,
-)
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from worker.errors import TransientStoreError
+
+if TYPE_CHECKING:
+    from tenacity import RetryCallState, Retrying
 
 log = logging.getLogger("synchro_sync.retry")
 
@@ -64,7 +57,18 @@ class RetryPolicy:
 
     def retrying(self, what: str | Where = "", spent: float = 0.0) -> Retrying:
         """A tenacity ``Retrying`` for this policy; ``spent``: seconds of the time bound that an
-        attempt made before it already used."""
+        attempt made before it already used.  tenacity is imported here, when a call first
+        fails: a process whose calls all succeed never loads it (nor the Tornado support it
+        imports where Tornado is installed, as Flower installs it: 20 ms of each start-up)."""
+        from tenacity import (
+            Retrying,
+            retry_if_exception_type,
+            stop_after_attempt,
+            stop_after_delay,
+            wait_exponential,
+            wait_random,
+        )
+
         def before_sleep(state: RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome else None
             wait = state.next_action.sleep if state.next_action else 0.0

@@ -38,11 +38,11 @@ class PathLocks:
     def __init__(self, folder: str | Path) -> None:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
+        self._prefix = os.path.join(self.folder, "")
 
-    def lock_file(self, container: str, key: str) -> Path:
+    def lock_file(self, container: str, key: str) -> str:
         digest = hashlib.blake2b(f"{container}\0{key}".encode(), digest_size=8).digest()
-        stripe = int.from_bytes(digest, "big") % STRIPES
-        return self.folder / f"{stripe:04x}.lock"
+        return f"{self._prefix}{int.from_bytes(digest, 'big') % STRIPES:04x}.lock"
 
     @contextmanager
     def hold(self, container: str, key: str) -> Iterator[None]:

@@ -13,10 +13,10 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import itertools
 import os
 import shutil
 import stat
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO, ClassVar
@@ -35,6 +35,8 @@ from worker.stores.modules.base import (
 _XATTR = "user.synchro.md5"
 _TMP = ".synchro-tmp-"
 _CHUNK = 1024 * 1024
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+_SEQUENCE = itertools.count()
 
 
 class FileBackend:
@@ -262,15 +264,14 @@ class FileBackend:
 
         def write(fd: int, tmp: str) -> None:
             digest = hashlib.md5(usedforsecurity=False)
-            with os.fdopen(fd, "wb") as out:
-                remaining = size
-                while remaining > 0:
-                    chunk = body.read(min(_CHUNK, remaining))
-                    if not chunk:
-                        break
-                    digest.update(chunk)
-                    out.write(chunk)
-                    remaining -= len(chunk)
+            remaining = size
+            while remaining > 0:
+                chunk = body.read(min(_CHUNK, remaining))
+                if not chunk:
+                    break
+                digest.update(chunk)
+                _write_all(fd, chunk)
+                remaining -= len(chunk)
             if remaining or digest.hexdigest() != md5_hex:
                 raise SourceChanged(
                     "content changed while it was written", store=self.name, container=bucket,
@@ -284,30 +285,33 @@ class FileBackend:
         self, path: str, write: Callable[[int, str], None], md5_hex: str | None, bucket: str,
         key: str,
     ) -> os.stat_result:
-        """Write ``path`` anew: ``write(fd, name)`` fills a temporary file beside it (and
-        closes ``fd``), which gets mode 0644 and the MD5 xattr, then replaces ``path``.  A
-        failure leaves ``path`` as it was and no temporary file; OSError becomes StoreError;
-        a missing container is :class:`ContainerNotFound` (its sub-folders are made as
-        needed, never the container itself)."""
+        """Write ``path`` anew: ``write(fd, name)`` fills a temporary file beside it, which
+        gets mode 0644 and the MD5 xattr (through ``fd``, no path looked up again), then
+        replaces ``path``.  A failure leaves ``path`` as it was and no temporary file; OSError
+        becomes StoreError; a missing container is :class:`ContainerNotFound` (its sub-folders
+        are made as needed, never the container itself)."""
         folder = os.path.dirname(path)
         try:
             try:
-                fd, tmp = tempfile.mkstemp(prefix=_TMP, dir=folder)
+                fd, tmp = _create_temp(folder)
             except FileNotFoundError:  # a new sub-folder, or no container
                 if not self._bucket(bucket).is_dir():
                     raise ContainerNotFound(
                         "no such container", store=self.name, container=bucket, key=key
                     ) from None
                 os.makedirs(folder, exist_ok=True)
-                fd, tmp = tempfile.mkstemp(prefix=_TMP, dir=folder)
+                fd, tmp = _create_temp(folder)
         except OSError as exc:
             raise self._error(exc, bucket, key) from exc
         try:
-            write(fd, tmp)
-            os.chmod(tmp, 0o644)
-            st = os.stat(tmp)
-            if md5_hex is not None:
-                _write_md5(tmp, md5_hex, st.st_mtime_ns)
+            try:
+                write(fd, tmp)
+                os.fchmod(fd, 0o644)  # whatever the umask: the server reads what we write
+                st = os.fstat(fd)
+                if md5_hex is not None:
+                    _write_md5(fd, md5_hex, st.st_mtime_ns)
+            finally:
+                os.close(fd)
             os.replace(tmp, path)
         except BaseException as exc:
             with contextlib.suppress(OSError):
@@ -347,8 +351,7 @@ class FileBackend:
             raise self._error(exc, bucket, src_key) from exc
 
         def write(fd: int, tmp: str) -> None:
-            os.close(fd)
-            shutil.copyfile(src, tmp)
+            shutil.copyfile(src, tmp)  # the kernel's copy, into the file ``fd`` holds open
 
         st = self._replace(dst, write, md5, bucket, src_key)
         etag = f"{st.st_mtime_ns:x}-{st.st_size:x}"
@@ -358,7 +361,23 @@ class FileBackend:
         pass
 
 
-def _write_md5(path: str, md5_hex: str, mtime_ns: int) -> None:
+def _create_temp(folder: str) -> tuple[int, str]:
+    """A new temporary file in ``folder``, opened for writing: ``(fd, path)``.  Named by this
+    process's id and a counter and created exclusively, so no other writer's file is ever
+    taken (one a crashed process left is skipped, and swept by its ``_TMP`` prefix)."""
+    while True:
+        tmp = f"{folder}/{_TMP}{os.getpid():x}-{next(_SEQUENCE):x}"
+        with contextlib.suppress(FileExistsError):
+            return os.open(tmp, _CREATE, 0o600), tmp
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _write_md5(path: str | int, md5_hex: str, mtime_ns: int) -> None:
     # The mtime ties the checksum to this content: a later edit in place invalidates it.
     # Without user xattrs, the listing's etag (mtime, size) is what the index matches.
     with contextlib.suppress(OSError, AttributeError):
