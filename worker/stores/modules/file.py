@@ -364,7 +364,8 @@ class FileBackend:
 def _create_temp(folder: str) -> tuple[int, str]:
     """A new temporary file in ``folder``, opened for writing: ``(fd, path)``.  Named by this
     process's id and a counter and created exclusively, so no other writer's file is ever
-    taken (one a crashed process left is skipped, and swept by its ``_TMP`` prefix)."""
+    taken (one a crashed process left is passed over; listings leave such files out by their
+    ``_TMP`` prefix)."""
     while True:
         tmp = f"{folder}/{_TMP}{os.getpid():x}-{next(_SEQUENCE):x}"
         with contextlib.suppress(FileExistsError):
