@@ -218,7 +218,7 @@ def cmd_passes(args: argparse.Namespace) -> list[dict[str, Any]]:
                 # Fresh folders, none deleted until the end: on an ext4 without a journal (the
                 # disks of these machines) every file created within a minute or more of a
                 # mass delete first skips each inode just freed, and a pass after deleting the
-                # last one's 40,000 files took 3-10x as long, whoever ran it.
+                # last one's 40,000 files took 2-5x as long, whoever ran it.
                 run = work / f"rep{rep}-{n}"
                 src, dest, state = run / "src", run / "dest", run / "state"
                 run.mkdir()
