@@ -378,11 +378,11 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
-def _write_md5(path: str | int, md5_hex: str, mtime_ns: int) -> None:
+def _write_md5(fd: int, md5_hex: str, mtime_ns: int) -> None:
     # The mtime ties the checksum to this content: a later edit in place invalidates it.
     # Without user xattrs, the listing's etag (mtime, size) is what the index matches.
     with contextlib.suppress(OSError, AttributeError):
-        os.setxattr(path, _XATTR, f"{md5_hex}:{mtime_ns:x}".encode())
+        os.setxattr(fd, _XATTR, f"{md5_hex}:{mtime_ns:x}".encode())
 
 
 def _read_md5(path: str, mtime_ns: int) -> str | None:
