@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pathspec
 
-from worker.stores.modules.names import STORE_FILES
+from worker.stores.modules.names import STORE_FILES, TEMP_PREFIX
 
 log = logging.getLogger("synchro_sync.ignore")
 
@@ -61,7 +61,7 @@ DEFAULT_PATTERNS: tuple[str, ...] = (
     "$RECYCLE.BIN/",
     # our own files: ignore rules, and temporary files written by `pull`
     SYNCIGNORE,
-    ".synchro-tmp-*",
+    f"{TEMP_PREFIX}*",
 )
 
 

@@ -23,7 +23,7 @@ from worker.errors import IntegrityError, SyncError, UnsafePath
 from worker.mirror import localtree
 from worker.mirror.index import IndexEntry
 from worker.mirror.results import Failure, PassResult, Progress
-from worker.stores.modules import STORE_FILES, ObjectInfo, file_md5
+from worker.stores.modules import STORE_FILES, ObjectInfo, file_md5, names
 
 if TYPE_CHECKING:
     from worker.mirror.context import MirrorContext
@@ -198,7 +198,7 @@ def _fetch(ctx: MirrorContext, container: str, info: ObjectInfo) -> IndexEntry |
 
 
 def _download(ctx: MirrorContext, container: str, info: ObjectInfo, path: Path) -> IndexEntry:
-    fd, tmp = tempfile.mkstemp(prefix=".synchro-tmp-", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=names.TEMP_PREFIX, dir=path.parent)
     try:
         digest = hashlib.md5(usedforsecurity=False)
         with os.fdopen(fd, "wb") as out, ctx.store.open(container, info.key) as src:

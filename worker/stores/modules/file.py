@@ -33,7 +33,7 @@ from worker.stores.modules.base import (
 )
 
 _XATTR = "user.synchro.md5"
-_TMP = ".synchro-tmp-"
+_TMP = names.TEMP_PREFIX
 _CHUNK = 1024 * 1024
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
 _SEQUENCE = itertools.count()

@@ -18,6 +18,10 @@ import unicodedata
 STORE_FILES = "/"
 #: How people see it in ``status`` and on the status page.
 STORE_FILES_LABEL = "/ (store files)"
+#: How the names of temporary files begin: a FileModuleStore's (a put in progress) and
+#: ``pull``'s (a download in progress).  No key may have a segment that begins so; the mirror
+#: ignores such files in the tree.
+TEMP_PREFIX = ".synchro-tmp-"
 
 _S3_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _GCS_BUCKET = re.compile(r"^[a-z0-9][a-z0-9._-]*[a-z0-9]$")
@@ -166,6 +170,6 @@ def file_key_problem(key: str) -> str | None:
     for part in key.split("/"):
         if len(part.encode("utf-8")) > 255:
             return "a path segment is longer than 255 bytes"
-        if part.startswith(".synchro-tmp-"):
-            return "'.synchro-tmp-' names are the store's temporary files"
+        if part.startswith(TEMP_PREFIX):
+            return f"'{TEMP_PREFIX}' names are the store's temporary files"
     return None
