@@ -10,6 +10,8 @@ import tempfile
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from tests.servers.celery_worker import SyncWorld
 from tests.servers.process import REPO, ServerProcess, wait_for
 from tests.servers.redis_server import RedisServer
@@ -155,3 +157,47 @@ def test_worker_command_passes_options_to_celery(
     # Not consuming the host queue, it does not ask for a start-up pass of files it lacks
     # (the request is made by a worker_ready handler, which Celery runs before "ready.").
     assert "worker started: full pass requested" not in log
+
+
+def _delivered_on_a_lost_channel(redis: RedisServer) -> tuple[Any, Any]:
+    """A message delivered (unacknowledged) on a channel that then lost the broker: closed,
+    its connection pool dropped, as kombu leaves a consumer's channel when Redis goes away."""
+    import kombu
+
+    conn = kombu.Connection(redis.url)
+    channel = conn.channel()
+    queue = kombu.Queue("lost-channel", channel=channel)
+    queue.declare()
+    kombu.Producer(channel).publish({"path": "a.js"}, routing_key="lost-channel")
+    message = queue.get(no_ack=False)
+    assert message is not None
+    channel.close()
+    channel._disconnect_pools()
+    return conn, message
+
+
+@pytest.mark.parametrize("settle", ["ack", "reject", "requeue"])
+def test_a_task_finishing_after_the_broker_was_lost_does_not_end_the_worker(
+    own_redis: RedisServer, settle: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """kombu 5.7 raises AttributeError ('NoneType' object has no attribute 'client') when a
+    message is acknowledged on a channel that lost its broker connection, and Celery ends the
+    worker on it ("Unrecoverable error"): seen when a task outlived a 10 s Redis outage
+    (tests/test_worker_faults.py).  With the app's guard the message is left for redelivery
+    and the worker goes on."""
+    from worker.queue.app import VISIBILITY_TIMEOUT, create_app
+
+    create_app(load_settings(config_file=None, environ={
+        "SYNCHRO_CONFIG": _EMPTY_CONFIG.name, "SYNCHRO__BROKER_URL": own_redis.url,
+    }))
+    conn, message = _delivered_on_a_lost_channel(own_redis)
+    try:
+        with caplog.at_level("WARNING", logger="synchro_sync.app"):
+            if settle == "ack":
+                message.ack()
+            else:
+                message.reject(requeue=settle == "requeue")
+        assert f"Redis delivers it again after {VISIBILITY_TIMEOUT} s" in caplog.text
+        assert message.delivery_tag not in message.channel.qos._delivered
+    finally:
+        conn.release()

@@ -150,7 +150,7 @@ def create_app(settings: Settings | None = None) -> Celery:
     """A Celery app for ``settings`` (loaded from the environment and config file if None)."""
     if settings is None:
         settings = load_settings()
-    _guard_redis_restore()
+    _guard_redis_channel_loss()
     # Beat opens its schedule file in STATE_DIR before any signal would let us create it.
     Path(settings.STATE_DIR).mkdir(parents=True, exist_ok=True)
     app = Celery("synchro_sync", set_as_current=True)
@@ -169,31 +169,68 @@ def settings_of(app: Celery) -> Settings:
 _guarded = False
 
 
-def _guard_redis_restore() -> None:
+def _guard_redis_channel_loss() -> None:
     """Keep a worker alive when its Redis connection drops while it holds a message.
 
-    kombu's Redis QoS puts unacknowledged messages back when a channel closes; when the broker
-    connection was lost, that close runs after the connection was collected, builds a client
-    from ``connection.client`` which is then None, and the AttributeError ends the worker
-    ("Unrecoverable error").  Seen here with kombu 5.7 when redis-server is stopped while a task
-    runs.  Skipping that restore is safe: the message stays in Redis's unacked set and is
-    delivered again after the visibility timeout, and the full pass the watcher owes after a
-    broker outage redoes the work at once.
+    kombu's Redis QoS talks to Redis through the channel that delivered the message.  After
+    the broker connection was lost, that channel has no connection left (and, once closed, no
+    connection pool), and kombu 5.7 then fails with an AttributeError (``'NoneType' object has
+    no attribute 'client'``) that ends the worker ("Unrecoverable error"):
+
+    - when the channel closes, putting its unacknowledged messages back;
+    - when a task that was running during the outage finishes after the worker reconnected,
+      acknowledging (or rejecting) its message on that old channel.
+
+    Both were seen here with redis-server stopped for 10 s while tasks ran
+    (``tests/test_worker_faults.py``).  Skipping the Redis side of each is safe: the message
+    stays in Redis's unacked set and is delivered again after the visibility timeout (every
+    task is idempotent), and the full pass the watcher owes after a broker outage redoes the
+    work at once.
     """
     global _guarded
     if _guarded:
         return
-    original: Any = kombu_redis.QoS.restore_unacked
+    qos: Any = kombu_redis.QoS
+    restore, ack, reject = qos.restore_unacked, qos.ack, qos.reject
 
     def restore_unacked(self: Any, client: Any = None) -> Any:
-        if client is None and getattr(self.channel.connection, "client", None) is None:
+        if client is None and _channel_lost(self):
             log.warning(
                 "broker connection lost: %d unacknowledged message(s) left for redelivery",
                 len(self._delivered),
             )
             self._delivered.clear()
             return None
-        return original(self, client)
+        return restore(self, client)
 
-    setattr(kombu_redis.QoS, "restore_unacked", restore_unacked)  # noqa: B010
+    def ack_unless_lost(self: Any, delivery_tag: Any) -> Any:
+        if _channel_lost(self):
+            _left(self, delivery_tag, "acknowledged")
+            return None
+        return ack(self, delivery_tag)
+
+    def reject_unless_lost(self: Any, delivery_tag: Any, requeue: bool = False) -> Any:
+        if _channel_lost(self):
+            _left(self, delivery_tag, "rejected")
+            return None
+        return reject(self, delivery_tag, requeue=requeue)
+
+    setattr(qos, "restore_unacked", restore_unacked)  # noqa: B010
+    setattr(qos, "ack", ack_unless_lost)  # noqa: B010
+    setattr(qos, "reject", reject_unless_lost)  # noqa: B010
     _guarded = True
+
+
+def _channel_lost(qos: Any) -> bool:
+    """Whether the channel of this QoS can no longer reach Redis (its broker connection was
+    lost): no connection, or one whose client is gone."""
+    return getattr(qos.channel.connection, "client", None) is None
+
+
+def _left(qos: Any, delivery_tag: Any, what: str) -> None:
+    log.warning(
+        "broker connection lost: a finished task's message could not be %s on its old "
+        "channel; Redis delivers it again after %d s (the task is idempotent)",
+        what, VISIBILITY_TIMEOUT,
+    )
+    qos._delivered.pop(delivery_tag, None)
