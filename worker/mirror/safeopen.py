@@ -2,22 +2,27 @@
 
 The scan (:mod:`~worker.mirror.localtree`) decides what to mirror from ``lstat`` data; the file is
 read later, and in between any folder on the way may have been swapped for a symlink to ``/etc``.
-So a file is never opened by its path string: :func:`open_in_root` walks from a descriptor of
-the root, one component at a time, with ``O_NOFOLLOW`` on each, and checks that what it opened
-is a regular file.  A symlink on the way is refused (:class:`~worker.errors.UnsafePath`); a
-symlink as the last component is followed only when its target, resolved, is inside the root,
-and that target is then opened the same careful way (a link swapped meanwhile is refused).
+So a file is never opened by its path string alone.  Where Linux has ``openat2`` (5.6 and
+later) it is opened in one call from a descriptor of the root with ``RESOLVE_BENEATH`` and
+``RESOLVE_NO_SYMLINKS``: the kernel itself refuses any symlink on the way and any way out of
+the root.  Elsewhere, and whenever that call finds a symlink, :func:`open_fd` walks from the
+root one component at a time with ``O_NOFOLLOW`` on each.  Either way what was opened must be a
+regular file.  A symlink on the way is refused (:class:`~worker.errors.UnsafePath`); a symlink
+as the last component is followed only when its target, resolved, is inside the root, and that
+target is then opened the same careful way (a link swapped meanwhile is refused).
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import hashlib
 import os
 import stat
+import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -27,6 +32,50 @@ _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 #: Non-blocking so that a FIFO put where a file was does not hang the upload thread.
 _FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 _LINKS = (errno.ELOOP, errno.EMLINK)
+#: ``openat2`` errors that mean the call itself is unusable here (an old kernel, a seccomp
+#: filter, unknown flags): the walk is used from then on.
+_NO_OPENAT2 = (errno.ENOSYS, errno.EPERM, errno.EINVAL, errno.E2BIG)
+#: Errors after which the walk decides (a symlink somewhere, a way out, a race on the way).
+_ASK_THE_WALK = (*_LINKS, errno.EXDEV, errno.EAGAIN)
+#: Machines where ``openat2`` is system call 437 (the number every architecture shares since
+#: Linux 5.1, but for alpha, ia64 and mips).
+_SYS_OPENAT2 = 437
+_MACHINES = ("x86_64", "i686", "i386", "aarch64", "arm64", "armv7l", "armv8l", "riscv64",
+             "ppc64le", "ppc64", "s390x", "loongarch64")
+_RESOLVE_NO_SYMLINKS = 0x04
+_RESOLVE_BENEATH = 0x08
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64),
+                ("resolve", ctypes.c_uint64)]
+
+
+def _openat2() -> Callable[[int, bytes], int] | None:
+    """``openat2(dir_fd, path)`` with :data:`_FILE`, beneath ``dir_fd`` and through no
+    symlink: a descriptor, or minus the errno; None where Linux cannot be asked."""
+    if sys.platform != "linux" or os.uname().machine not in _MACHINES:
+        return None
+    try:
+        call = ctypes.CDLL(None, use_errno=True).syscall
+    except (OSError, AttributeError):
+        return None
+    call.restype = ctypes.c_long
+    call.argtypes = [ctypes.c_long, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p,
+                     ctypes.c_size_t]
+    how = _OpenHow(_FILE, 0, _RESOLVE_BENEATH | _RESOLVE_NO_SYMLINKS)  # read only: shared
+    where, size = ctypes.addressof(how), ctypes.sizeof(how)
+
+    def open_beneath(dir_fd: int, path: bytes, _how: _OpenHow = how) -> int:
+        # ``_how`` keeps the structure alive for as long as its address is passed
+        fd = call(_SYS_OPENAT2, dir_fd, path, where, size)
+        return fd if fd >= 0 else -ctypes.get_errno()
+
+    return open_beneath
+
+
+#: None once ``openat2`` turned out unusable (or before Linux 5.6, or not on Linux).
+_BENEATH = _openat2()
 
 
 def _walk(root: Path, parts: list[str], where: str) -> int:
@@ -72,6 +121,19 @@ def open_fd(root: Path, relpath: str, *, follow_in_root: bool = True) -> int:
     ``FileNotFoundError`` (or ``NotADirectoryError``) when it is gone.
     """
     parts = _split(relpath)
+    beneath = _BENEATH
+    if beneath is not None:
+        root_fd = os.open(root, _DIR & ~os.O_NOFOLLOW)
+        try:
+            fd = beneath(root_fd, os.fsencode("/".join(parts)))
+        finally:
+            os.close(root_fd)
+        if fd >= 0:
+            return _regular(fd, relpath)
+        if -fd in _NO_OPENAT2:
+            _stop_openat2()
+        elif -fd not in _ASK_THE_WALK:
+            raise OSError(-fd, os.strerror(-fd), relpath)
     dir_fd = _walk(root, parts[:-1], relpath)
     try:
         try:
@@ -85,6 +147,11 @@ def open_fd(root: Path, relpath: str, *, follow_in_root: bool = True) -> int:
             return _open_link(root, relpath, dir_fd, parts[-1])
     finally:
         os.close(dir_fd)
+    return _regular(fd, relpath)
+
+
+def _regular(fd: int, relpath: str) -> int:
+    """``fd``, made blocking, if it is a regular file; else closed and refused."""
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
@@ -94,6 +161,11 @@ def open_fd(root: Path, relpath: str, *, follow_in_root: bool = True) -> int:
         os.close(fd)
         raise
     return fd
+
+
+def _stop_openat2() -> None:
+    global _BENEATH
+    _BENEATH = None
 
 
 def _open_link(root: Path, relpath: str, dir_fd: int, name: str) -> int:
