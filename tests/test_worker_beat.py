@@ -105,3 +105,27 @@ def test_scheduled_full_pass_reaches_the_host_queue(
              "the scheduled pass's summary", details=worker.tail)
     log = worker.log_path.read_text()
     assert f"queue={world.host_queue} scheduled full pass sent" in log
+
+
+def test_beat_takes_its_lock_again_after_redis_restarts_without_it(
+    sync_world: Callable[..., SyncWorld], own_redis: RedisServer
+) -> None:
+    """A Redis restarted without its data (no persistence, or a failover to an empty replica)
+    has lost the beat lock.  The beat finds it gone at its next renewal; no other beat holds it,
+    so it takes it again and goes on scheduling instead of stopping with no scheduler left.
+    A second beat waiting meanwhile stays the standby."""
+    from worker.queue.signals import BEAT_LOCK, BEAT_LOCK_TTL
+
+    world = sync_world(own_redis.url, **{"BACKUP__interval": "0"})
+    (world.root / "app1").mkdir()
+    beat = world.start_beat("beat1")
+    own_redis.stop()
+    own_redis.start()
+    assert not own_redis.client().exists(BEAT_LOCK)  # the restart lost it
+    wait_for(lambda: "taken again" in beat.tail(200), BEAT_LOCK_TTL / 3 + 15,
+             "the beat takes its lock again", details=world.logs)
+    assert beat.proc is not None and beat.proc.poll() is None, beat.tail()
+    assert own_redis.client().exists(BEAT_LOCK)
+    assert "stopping this beat" not in beat.tail(200)
+    standby = world.start_beat("beat2", ready="waiting as a standby")
+    assert "beat lock taken" not in standby.tail(200)

@@ -177,12 +177,18 @@ def hold_beat_lock(settings: Settings) -> None:
         while True:
             threading.Event().wait(BEAT_LOCK_TTL / 3)
             try:
-                lock.reacquire()
-            except redis.exceptions.LockError as exc:
-                # Another beat took over while this one could not renew: stop, never run two.
-                log.error("beat lock lost (%s); stopping this beat", exc)
-                os.kill(os.getpid(), signal.SIGTERM)
-                return
+                try:
+                    lock.reacquire()
+                except redis.exceptions.LockError:
+                    # Gone: a Redis restarted without its data, or away longer than the TTL.
+                    # Free, it is taken again; held by another beat, this one stops (never two).
+                    if not lock.acquire(blocking=False):
+                        log.error("beat lock %s taken by another beat; stopping this beat",
+                                  BEAT_LOCK)
+                        os.kill(os.getpid(), signal.SIGTERM)
+                        return
+                    log.warning("beat lock %s had expired in Redis and no other beat held it; "
+                                "taken again", BEAT_LOCK)
             except redis.exceptions.RedisError as exc:  # broker away: keep trying
                 log.warning("beat lock not renewed: %s", exc)
 
