@@ -145,3 +145,9 @@ def test_an_unusable_openat2_falls_back_to_the_walk_for_good(
     assert _read(root, "app/lib/a.js") == b"inside"
     assert calls == [b"app/lib/a.js"]
     assert safeopen._BENEATH is None
+
+
+def test_a_null_byte_is_refused_as_os_open_refuses_it(way: str, root: Path) -> None:
+    """C strings end at a null byte: passed on, ``app/lib/a.js\\0x`` would open ``a.js``."""
+    with pytest.raises(ValueError, match="null byte"):
+        _read(root, "app/lib/a.js\0x")

@@ -68,6 +68,8 @@ def _openat2() -> Callable[[int, bytes], int] | None:
 
     def open_beneath(dir_fd: int, path: bytes, _how: _OpenHow = how) -> int:
         # ``_how`` keeps the structure alive for as long as its address is passed
+        if b"\0" in path:  # C would end the path there: refuse it as os.open does
+            raise ValueError("embedded null byte")
         fd = call(_SYS_OPENAT2, dir_fd, path, where, size)
         return fd if fd >= 0 else -ctypes.get_errno()
 

@@ -204,13 +204,13 @@ def _guard_redis_channel_loss() -> None:
         return restore(self, client)
 
     def ack_unless_lost(self: Any, delivery_tag: Any) -> Any:
-        if _channel_lost(self):
+        if _channel_lost(self) and getattr(self.channel, "_pool", None) is None:
             _left(self, delivery_tag, "acknowledged")
             return None
         return ack(self, delivery_tag)
 
     def reject_unless_lost(self: Any, delivery_tag: Any, requeue: bool = False) -> Any:
-        if _channel_lost(self):
+        if _channel_lost(self) and getattr(self.channel, "_pool", None) is None:
             _left(self, delivery_tag, "rejected")
             return None
         return reject(self, delivery_tag, requeue=requeue)
@@ -222,8 +222,9 @@ def _guard_redis_channel_loss() -> None:
 
 
 def _channel_lost(qos: Any) -> bool:
-    """Whether the channel of this QoS can no longer reach Redis (its broker connection was
-    lost): no connection, or one whose client is gone."""
+    """Whether the channel of this QoS lost its broker connection: no connection, or one whose
+    client is gone.  (A channel that still has its connection pool can reach Redis through it
+    all the same, so an acknowledgement is only skipped when that is gone too.)"""
     return getattr(qos.channel.connection, "client", None) is None
 
 
