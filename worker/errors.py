@@ -87,6 +87,11 @@ class IntegrityError(StoreError):
     """A checksum or count did not match after a copy, or a file is corrupt."""
 
 
+class StillChanging(IntegrityError):
+    """A local file changed during every attempt to upload it: it is being written.  A full
+    pass reports it; the live path leaves it to the event the file's next write makes."""
+
+
 class CorruptFile(IntegrityError):
     """A file we must read (sessions.json, a snapshot) is unreadable; it is left as it was."""
 

@@ -31,7 +31,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from worker.errors import SyncError, TransientStoreError
+from worker.errors import StillChanging, SyncError, TransientStoreError
 from worker.mirror import apps, localtree, passes, safeopen, transfer
 from worker.mirror.index import IndexEntry
 from worker.mirror.plan import OutOfOrder, merge
@@ -159,6 +159,8 @@ def _send_folder(ctx: MirrorContext, container: str, prefix: str, disk_prefix: s
         slots.release()
         try:
             r = fut.result()
+        except StillChanging:
+            return  # being written: its next write's event syncs it
         except BaseException as exc:
             with lock:
                 out.failures.append(exc)
@@ -176,6 +178,8 @@ def _send_folder(ctx: MirrorContext, container: str, prefix: str, disk_prefix: s
                 if f.size <= inline:
                     try:
                         tally(_send_file(ctx, container, f))
+                    except StillChanging:
+                        pass  # being written: its next write's event syncs it
                     except Exception as failed:
                         with lock:
                             out.failures.append(failed)

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from worker.errors import IntegrityError
+from worker.errors import StillChanging
 from worker.mirror import localtree, safeopen
 from worker.mirror.index import IndexEntry
 from worker.mirror.plan import Upload
@@ -87,7 +87,7 @@ def upload_file(
         if localtree.LocalFile.from_stat(key, after).same_stat(now) and info.md5:
             return IndexEntry.of(now, info.md5, info.etag, hashed_ns), now.size
         md5 = None
-    raise IntegrityError(
+    raise StillChanging(
         f"{ctx.root / where} kept changing during {CHANGE_ATTEMPTS} uploads",
         container=container, key=key,
     )

@@ -29,6 +29,7 @@ from worker.backups.dest import open_destination
 from worker.backups.snapshots import EmptySource, prune_snapshots, take_snapshot
 from worker.coord.locks import cluster_lock, host_lock
 from worker.coord.status import record_failure, record_retry, record_snapshot
+from worker.errors import StillChanging
 from worker.mirror import pass_log, passes, pathsync
 from worker.mirror.context import MirrorContext
 from worker.mirror.results import PathResult
@@ -115,6 +116,12 @@ def sync_path(settings: Settings, container: str, relpath: str) -> Any:
         why = pass_log.local_problem(exc)
         pass_log.once(logging.WARNING, container, relpath, why)
         return PathResult(container, relpath, "skipped", reason=why)
+    except StillChanging as exc:
+        # Being written (a late or duplicate delivery caught it mid-save): its next write's
+        # event brings it here again once it is still.
+        log.info("container=%s path=%s still being written, left to its next save: %s",
+                 container, relpath, exc)
+        return PathResult(container, relpath, "skipped", reason="still being written")
     log.info(
         "container=%s path=%s synced in %.3fs: %s",
         container, relpath, time.monotonic() - started, pass_log.path_human(result),

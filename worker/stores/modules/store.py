@@ -26,6 +26,7 @@ import worker.stores.modules.names as names
 from worker.errors import (
     AlreadyExists,
     IntegrityError,
+    StillChanging,
     StoreError,
 )
 from worker.retry import STORE_RETRY, RetryPolicy, Where
@@ -242,8 +243,10 @@ class ModuleStore(Layout):
                 continue
             if _same(before, os.fstat(f.fileno())):
                 return info
-        raise IntegrityError(
-            f"{getattr(f, 'name', key)} kept changing during {SOURCE_ATTEMPTS} uploads",
+        name = getattr(f, "name", None)  # a path, or the descriptor's number
+        raise StillChanging(
+            f"{name if isinstance(name, str) else key} kept changing during "
+            f"{SOURCE_ATTEMPTS} uploads",
             store=self.provider,
             container=container,
             key=key,
