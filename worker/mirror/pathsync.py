@@ -23,10 +23,12 @@ Ignored paths are skipped; a path that escapes the root (``..``, a symlink out) 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import stat
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -150,22 +152,23 @@ def _send_folder(ctx: MirrorContext, container: str, prefix: str, disk_prefix: s
     slots = threading.BoundedSemaphore(ctx.transfers * 4)
     inline = INLINE_SEND if ctx.store.writes_locally else -1
 
-    def tally(r: PathResult) -> None:
+    def settle(send: Callable[[], PathResult], failed: type[BaseException]) -> None:
+        """Count what ``send`` did, or keep what it raised (``failed`` and below)."""
+        try:
+            r = send()
+        except StillChanging:
+            return  # being written: its next write's event syncs it
+        except failed as exc:
+            with lock:
+                out.failures.append(exc)
+            return
         with lock:
             out.uploaded += r.uploaded
             out.bytes += r.bytes
 
     def collect(fut: Future[PathResult]) -> None:
         slots.release()
-        try:
-            r = fut.result()
-        except StillChanging:
-            return  # being written: its next write's event syncs it
-        except BaseException as exc:
-            with lock:
-                out.failures.append(exc)
-            return
-        tally(r)
+        settle(fut.result, BaseException)  # whatever the pool's thread raised
 
     with ThreadPoolExecutor(ctx.transfers, thread_name_prefix="synchro-put") as pool:
         try:
@@ -175,14 +178,8 @@ def _send_folder(ctx: MirrorContext, container: str, prefix: str, disk_prefix: s
                     continue
                 if entry is not None and entry.etag is not None and entry.vouches_for(f):
                     continue
-                if f.size <= inline:
-                    try:
-                        tally(_send_file(ctx, container, f))
-                    except StillChanging:
-                        pass  # being written: its next write's event syncs it
-                    except Exception as failed:
-                        with lock:
-                            out.failures.append(failed)
+                if f.size <= inline:  # on this thread: a stop or an interrupt goes through
+                    settle(functools.partial(_send_file, ctx, container, f), Exception)
                     continue
                 slots.acquire()
                 pool.submit(_send_file, ctx, container, f).add_done_callback(collect)
